@@ -1,0 +1,56 @@
+"""Conventions every table shares (SCHEMA.md, "Conventions").
+
+Every default is declared twice on purpose: `default=` for objects built in Python, and
+`db_default=` so the database carries the same `DEFAULT` for raw SQL, other services and
+migrations that add a NOT NULL column to a populated table.
+"""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from tortoise import fields
+from tortoise.fields.db_defaults import SqlDefault
+from tortoise.models import Model
+
+NOW = SqlDefault("now()")
+EMPTY_OBJECT = SqlDefault("'{}'::jsonb")
+EMPTY_LIST = SqlDefault("'[]'::jsonb")
+
+
+def json_object(**kwargs):
+    """A JSONB column holding an object, `{}` by default in Python and in the database."""
+    return fields.JSONField(default=dict, db_default=EMPTY_OBJECT, **kwargs)
+
+
+def json_list(**kwargs):
+    """A JSONB column holding a list, `[]` by default in Python and in the database."""
+    return fields.JSONField(default=list, db_default=EMPTY_LIST, **kwargs)
+
+
+def counter(initial: int = 0, **kwargs):
+    """A NOT NULL integer with the same default in Python and in the database."""
+    return fields.IntField(default=initial, db_default=initial, **kwargs)
+
+
+def flag(initial: bool, **kwargs):
+    return fields.BooleanField(default=initial, db_default=initial, **kwargs)
+
+
+class UUIDModel(Model):
+    """A row whose id is a uuid4 made by the application, with gen_random_uuid() as the database default."""
+
+    id = fields.UUIDField(primary_key=True, default=uuid4, db_default=SqlDefault("gen_random_uuid()"))
+    created_at = fields.DatetimeField(auto_now_add=True, db_default=NOW)
+
+    class Meta:
+        abstract = True
+
+
+class TimestampedModel(UUIDModel):
+    """A UUIDModel whose `updated_at` the ORM keeps current on every save."""
+
+    updated_at = fields.DatetimeField(auto_now=True, db_default=NOW)
+
+    class Meta:
+        abstract = True

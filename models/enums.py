@@ -1,0 +1,152 @@
+"""Enumerations stored as native PostgreSQL ENUM types.
+
+Each Python enum's *values* are the labels of its PostgreSQL type, in the same order; member names
+never reach the database. `pg_enum` records the type name on the class, and `NativeEnumField`
+declares a column of that type (Tortoise's own `CharEnumField` would make a VARCHAR).
+The migration that first uses a type creates it (see `create_type_sql`), and drops it on downgrade.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, TypeVar
+
+from tortoise.fields.data import CharEnumFieldInstance
+
+E = TypeVar("E", bound=type[Enum])
+
+ENUM_TYPES: dict[str, type[Enum]] = {}
+
+
+def pg_enum(type_name: str):
+    """Mark an enum as the PostgreSQL ENUM type `type_name`."""
+
+    def register(enum_cls: E) -> E:
+        enum_cls.pg_type = type_name
+        ENUM_TYPES[type_name] = enum_cls
+        return enum_cls
+
+    return register
+
+
+def labels(enum_cls: type[Enum]) -> list[str]:
+    return [member.value for member in enum_cls]
+
+
+def create_type_sql(enum_cls: type[Enum]) -> str:
+    quoted = ", ".join(f"'{label}'" for label in labels(enum_cls))
+    return f'CREATE TYPE "{enum_cls.pg_type}" AS ENUM ({quoted});'
+
+
+class NativeEnumFieldInstance(CharEnumFieldInstance):
+    """A CharEnumField whose PostgreSQL column type is the enum's native type."""
+
+    class _db_postgres:
+        def __init__(self, field: NativeEnumFieldInstance) -> None:
+            self.field = field
+
+        @property
+        def SQL_TYPE(self) -> str:
+            return f'"{self.field.enum_type.pg_type}"'
+
+
+def NativeEnumField(enum_type: type[Enum], **kwargs: Any) -> Any:
+    if not hasattr(enum_type, "pg_type"):
+        raise TypeError(f"{enum_type.__name__} is not registered with @pg_enum")
+    kwargs.setdefault("description", f"{enum_type.pg_type}: {', '.join(labels(enum_type))}")
+    return NativeEnumFieldInstance(enum_type, **kwargs)
+
+
+@pg_enum("cefr_level")
+class CefrLevel(str, Enum):
+    A1 = "A1"
+    A2 = "A2"
+    B1 = "B1"
+    B2 = "B2"
+    C1 = "C1"
+    C2 = "C2"
+
+
+@pg_enum("part_of_speech")
+class PartOfSpeech(str, Enum):
+    NOUN = "noun"
+    VERB = "verb"
+    ADJECTIVE = "adjective"
+    ADVERB = "adverb"
+    PRONOUN = "pronoun"
+    PREPOSITION = "preposition"
+    CONJUNCTION = "conjunction"
+    INTERJECTION = "interjection"
+    PHRASE = "phrase"
+
+
+@pg_enum("progress_status")
+class ProgressStatus(str, Enum):
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+@pg_enum("auth_provider")
+class AuthProvider(str, Enum):
+    LOCAL = "local"
+    GOOGLE = "google"
+    FACEBOOK = "facebook"
+    APPLE = "apple"
+
+
+@pg_enum("device_type")
+class DeviceType(str, Enum):
+    IOS = "ios"
+    ANDROID = "android"
+    WEB = "web"
+
+
+@pg_enum("lesson_type")
+class LessonType(str, Enum):
+    LESSON = "lesson"
+    VOCABULARY = "vocabulary"
+    GRAMMAR = "grammar"
+    PRACTICE = "practice"
+    REVIEW = "review"
+    TEST = "test"
+
+
+@pg_enum("media_type")
+class MediaType(str, Enum):
+    IMAGE = "image"
+    AUDIO = "audio"
+    VIDEO = "video"
+
+
+@pg_enum("mastery_level")
+class MasteryLevel(str, Enum):
+    LEARNING = "learning"
+    REVIEWING = "reviewing"
+    MASTERED = "mastered"
+
+
+@pg_enum("league_type")
+class LeagueType(str, Enum):
+    BRONZE = "bronze"
+    SILVER = "silver"
+    GOLD = "gold"
+    PLATINUM = "platinum"
+    DIAMOND = "diamond"
+
+
+@pg_enum("achievement_rarity")
+class AchievementRarity(str, Enum):
+    COMMON = "common"
+    RARE = "rare"
+    EPIC = "epic"
+    LEGENDARY = "legendary"
+
+
+@pg_enum("transaction_type")
+class TransactionType(str, Enum):
+    EARN = "earn"
+    SPEND = "spend"
+    PURCHASE = "purchase"
+    REWARD = "reward"
+    REFUND = "refund"
