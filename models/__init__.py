@@ -2,6 +2,15 @@
 
 from models.content import Course, Lesson, VocabularyItem
 from models.learning import Streak, UserProgress
-from models.users import User
+from models.users import RefreshToken, User, UserDevice
 
-__all__ = ["Course", "Lesson", "Streak", "User", "UserProgress", "VocabularyItem"]
+__all__ = [
+    "Course",
+    "Lesson",
+    "RefreshToken",
+    "Streak",
+    "User",
+    "UserDevice",
+    "UserProgress",
+    "VocabularyItem",
+]

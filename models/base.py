@@ -37,6 +37,14 @@ def flag(initial: bool, **kwargs):
     return fields.BooleanField(default=initial, db_default=initial, **kwargs)
 
 
+class FixedCharField(fields.CharField):
+    """CHAR(n): for values whose length never varies, such as hex digests."""
+
+    @property
+    def SQL_TYPE(self) -> str:  # noqa: N802 - Tortoise's attribute name
+        return f"CHAR({self.max_length})"
+
+
 class UUIDModel(Model):
     """A row whose id is a uuid4 made by the application, with gen_random_uuid() as the database default."""
 

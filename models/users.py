@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from tortoise import fields
-from tortoise.migrations.constraints import CheckConstraint
+from tortoise.indexes import Index
+from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
+from tortoise.timezone import now as utcnow
 
-from models.base import TimestampedModel, counter, flag
-from models.enums import CefrLevel, NativeEnumField
+from models.base import NOW, FixedCharField, TimestampedModel, UUIDModel, counter, flag
+from models.enums import AuthProvider, CefrLevel, DeviceType, NativeEnumField
 
 
 class User(TimestampedModel):
@@ -29,6 +31,8 @@ class User(TimestampedModel):
     is_active = flag(True)
     is_verified = flag(False)
     last_login_at = fields.DatetimeField(null=True)
+    provider = NativeEnumField(AuthProvider, default=AuthProvider.LOCAL, db_default=AuthProvider.LOCAL)
+    last_login_ip = fields.CharField(max_length=45, null=True, description="IPv4 or IPv6, as text")
 
     class Meta:
         table = "users"
@@ -39,3 +43,47 @@ class User(TimestampedModel):
 
     def __str__(self) -> str:
         return self.username
+
+
+class UserDevice(UUIDModel):
+    """A phone or browser a user signed in from; `device_id` is the client's own identifier.
+
+    `fcm_token` is the push-notification address of the device, when it granted one.
+    """
+
+    device_id = fields.CharField(max_length=255, description="the client's own identifier")
+    fcm_token = fields.CharField(max_length=500, null=True)
+    device_type = NativeEnumField(DeviceType)
+    device_name = fields.CharField(max_length=100, null=True)
+    last_active_at = fields.DatetimeField(default=utcnow, db_default=NOW)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="devices", on_delete=fields.CASCADE
+    )
+
+    class Meta:
+        table = "user_devices"
+        constraints = (UniqueConstraint(fields=("user_id", "device_id"), name="user_devices_user_id_device_id_key"),)
+
+
+class RefreshToken(UUIDModel):
+    """A refresh token issued to a user, stored only as the SHA-256 hex digest of the token.
+
+    A token is single-use (`is_used`) and can be revoked early; it outlives the device it was
+    issued to (the device reference is then cleared).
+    """
+
+    token_hash = FixedCharField(max_length=64, unique=True, description="SHA-256 hex of the token")
+    is_revoked = flag(False)
+    is_used = flag(False)
+    expires_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="refresh_tokens", on_delete=fields.CASCADE
+    )
+    device: fields.ForeignKeyNullableRelation[UserDevice] = fields.ForeignKeyField(
+        "models.UserDevice", related_name="refresh_tokens", null=True, on_delete=fields.SET_NULL
+    )
+
+    class Meta:
+        table = "refresh_tokens"
+        indexes = (Index(fields=("user_id",), name="idx_refresh_token_user"),)
