@@ -45,6 +45,15 @@ class FixedCharField(fields.CharField):
         return f"CHAR({self.max_length})"
 
 
+class RealField(fields.FloatField):
+    """REAL (4 bytes): scores and factors need no double precision."""
+
+    SQL_TYPE = "REAL"
+
+    class _db_postgres:
+        SQL_TYPE = "REAL"
+
+
 class UUIDModel(Model):
     """A row whose id is a uuid4 made by the application, with gen_random_uuid() as the database default."""
 
