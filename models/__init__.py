@@ -1,6 +1,17 @@
 """The Tortoise models, one module per domain; `models` is also the Tortoise app label."""
 
 from models.content import Course, Lesson, MediaResource, Unit, VocabularyItem
+from models.gamification import (
+    Achievement,
+    ActivityFeed,
+    LeaderboardEntry,
+    ShopItem,
+    UserAchievement,
+    UserFollowing,
+    UserInventory,
+    UserWallet,
+    WalletTransaction,
+)
 from models.learning import (
     DailyReviewSession,
     LessonAttempt,
@@ -12,18 +23,27 @@ from models.learning import (
 from models.users import RefreshToken, User, UserDevice
 
 __all__ = [
+    "Achievement",
+    "ActivityFeed",
     "Course",
     "DailyReviewSession",
+    "LeaderboardEntry",
     "Lesson",
     "LessonAttempt",
     "MediaResource",
     "QuestionAttempt",
     "RefreshToken",
+    "ShopItem",
     "Streak",
     "Unit",
     "User",
+    "UserAchievement",
     "UserDevice",
+    "UserFollowing",
+    "UserInventory",
     "UserProgress",
     "UserVocabKnowledge",
+    "UserWallet",
     "VocabularyItem",
+    "WalletTransaction",
 ]
