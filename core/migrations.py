@@ -1,0 +1,131 @@
+"""The migration history: the files on disk, the versions a database recorded, and applying them.
+
+Aerich applies every pending migration at once and has no notion of "up to version N"; this
+module steps through the same files with Aerich's own machinery (each version in its own
+transaction, recorded in the `aerich` table exactly as `aerich upgrade` does), so callers can
+stop at any version. It takes no lock: `core.startup` wraps it in one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.settings import APP_LABEL, MIGRATIONS_LOCATION, tortoise_config
+
+MIGRATIONS_DIR = Path(MIGRATIONS_LOCATION) / APP_LABEL
+VERSION_FILE = re.compile(r"^(\d+)_.+\.py$")
+
+
+def version_number(version_file: str) -> int:
+    match = VERSION_FILE.match(version_file)
+    if not match:
+        raise ValueError(f"{version_file!r} is not a migration file name")
+    return int(match.group(1))
+
+
+def version_files(directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """The migration files on disk, in the order they apply."""
+    return sorted((p.name for p in directory.glob("*.py") if VERSION_FILE.match(p.name)), key=version_number)
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """What the code ships (`on_disk`) against what the database recorded (`applied`, in order)."""
+
+    on_disk: tuple[str, ...]
+    applied: tuple[str, ...]
+
+    @property
+    def pending(self) -> list[str]:
+        return [version for version in self.on_disk if version not in self.applied]
+
+    @property
+    def unknown(self) -> list[str]:
+        """Versions the database recorded that the code does not have: the database is ahead."""
+        return [version for version in dict.fromkeys(self.applied) if version not in self.on_disk]
+
+    @property
+    def duplicates(self) -> list[str]:
+        """Versions recorded more than once: the trace of two processes upgrading at once."""
+        return sorted(version for version, count in Counter(self.applied).items() if count > 1)
+
+    @property
+    def current(self) -> str | None:
+        known = [version for version in self.applied if version in self.on_disk]
+        return max(known, key=version_number) if known else None
+
+    @property
+    def head(self) -> str | None:
+        return self.on_disk[-1] if self.on_disk else None
+
+    @property
+    def at_head(self) -> bool:
+        return not (self.pending or self.unknown or self.duplicates)
+
+
+async def read_state(connection) -> MigrationState:
+    """Read the applied versions through an asyncpg connection; no `aerich` table means none applied."""
+    applied: list[str] = []
+    if await connection.fetchval("SELECT to_regclass('public.aerich') IS NOT NULL"):
+        rows = await connection.fetch("SELECT version FROM aerich WHERE app = $1 ORDER BY id", APP_LABEL)
+        applied = [row["version"] for row in rows]
+    return MigrationState(on_disk=tuple(version_files()), applied=tuple(applied))
+
+
+@asynccontextmanager
+async def aerich_command(url: str) -> AsyncIterator:
+    """An initialised Aerich `Command` for the project's app, in a Tortoise context of its own
+    (so it neither sees nor closes the caller's), closed on exit."""
+    from aerich import Command
+    from tortoise.context import TortoiseContext
+
+    async with TortoiseContext():
+        async with Command(tortoise_config(url), app=APP_LABEL, location=MIGRATIONS_LOCATION) as command:
+            yield command
+
+
+async def upgrade(url: str, *, to: int | None = None) -> list[str]:
+    """Apply the pending migrations up to version number `to` (all when None); return those applied."""
+    from aerich.migrate import Migrate
+    from aerich.models import Aerich
+    from aerich.utils import import_py_module
+    from tortoise.exceptions import OperationalError
+    from tortoise.transactions import in_transaction
+
+    applied_now: list[str] = []
+    async with aerich_command(url) as command:
+        try:
+            done = set(await Aerich.filter(app=APP_LABEL).values_list("version", flat=True))
+        except OperationalError:  # no aerich table yet: migration 0 creates it
+            done = set()
+        for module in Migrate.get_all_version_modules():
+            version_file = module.name + ".py"
+            if to is not None and version_number(version_file) > to:
+                break
+            if version_file in done:
+                continue
+            if getattr(import_py_module(module), "RUN_IN_TRANSACTION", True):
+                async with in_transaction("default") as connection:
+                    await command._upgrade(connection, version_file, version_module=module)
+            else:
+                from tortoise import Tortoise
+
+                await command._upgrade(Tortoise.get_connection("default"), version_file, version_module=module)
+            applied_now.append(version_file)
+    return applied_now
+
+
+async def downgrade(url: str, *, to: int) -> list[str]:
+    """Revert every applied migration numbered above `to` (-1 reverts them all); return those reverted."""
+    from aerich.models import Aerich
+
+    async with aerich_command(url) as command:
+        newer = [v for v in await Aerich.filter(app=APP_LABEL).values_list("version", flat=True) if version_number(v) > to]
+        if not newer:
+            return []
+        return await command.downgrade(min(version_number(v) for v in newer), delete=False)

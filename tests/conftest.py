@@ -1,0 +1,133 @@
+"""Test harness: a real PostgreSQL server, and a fresh database per test cloned from a template.
+
+The server is DATABASE_URL's (its user needs CREATEDB) or the project's private server. Two
+templates are built once per session: `empty` and `head` (migrated to head through the real
+history). Cloning a template takes a few milliseconds, so every test that touches the schema
+gets a database of its own, dropped when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from core import migrations
+from core.settings import asyncpg_url, database_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PREFIX = f"lltest_{os.getpid()}_"
+
+
+def with_database(url: str, name: str) -> str:
+    return urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+class Server:
+    """Creates and drops databases on the test server."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def admin(self) -> asyncpg.Connection:
+        return await asyncpg.connect(asyncpg_url(self.url))
+
+    async def create(self, template: str | None = None, name: str | None = None) -> str:
+        name = name or f"{PREFIX}{uuid.uuid4().hex[:10]}"
+        connection = await self.admin()
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template or "template0"}"')
+        finally:
+            await connection.close()
+        return with_database(self.url, name)
+
+    async def drop(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        connection = await self.admin()
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def server():
+    server = Server(database_url())
+    connection = await server.admin()
+    try:  # databases left by sessions that were killed
+        for row in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'lltest\\_%'"):
+            pid = int(row["datname"].split("_")[1])
+            if not _process_alive(pid):
+                await connection.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await connection.close()
+    yield server
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session")
+async def head_template(server):
+    """A database at the head of the migration history, used only as a template."""
+    url = await server.create(name=f"{PREFIX}tmpl_head")
+    await migrations.upgrade(url)
+    yield urlsplit(url).path.lstrip("/")
+    await server.drop(url)
+
+
+@pytest.fixture
+async def empty_db(server):
+    """A new, empty database."""
+    url = await server.create()
+    yield url
+    await server.drop(url)
+
+
+@pytest.fixture
+async def head_db(server, head_template):
+    """A new database at the head of the migration history."""
+    url = await server.create(template=head_template)
+    yield url
+    await server.drop(url)
+
+
+@pytest.fixture
+async def connect():
+    """Open asyncpg connections to a test database; all are closed after the test."""
+    opened: list[asyncpg.Connection] = []
+
+    async def _connect(url: str) -> asyncpg.Connection:
+        connection = await asyncpg.connect(asyncpg_url(url))
+        opened.append(connection)
+        return connection
+
+    yield _connect
+    for connection in opened:
+        await connection.close()
+
+
+def run_cli(*args: str, database: str | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a command from the repo root as a user would, with DATABASE_URL set to `database`."""
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if database is not None:
+        environment["DATABASE_URL"] = database
+    environment.update(env or {})
+    bin_dir = Path(sys.executable).parent
+    environment["PATH"] = f"{bin_dir}{os.pathsep}{environment.get('PATH', '')}"
+    return subprocess.run(
+        list(args), cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
