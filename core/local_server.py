@@ -49,6 +49,11 @@ def _bin(name: str) -> Path:
     return _bin_dir() / name
 
 
+def psql_path() -> Path:
+    """The psql client shipped in the wheel, so the guide's psql checks work without a PostgreSQL install."""
+    return _bin("psql")
+
+
 def _run_as() -> str | None:
     return SYSTEM_USER if platform.system() != "Windows" and os.geteuid() == 0 else None
 
@@ -185,7 +190,7 @@ def main(argv: list[str]) -> int:
         print(ensure_running(announce=lambda line: print(line, file=sys.stderr)))
     elif command == "psql":
         url = ensure_running()
-        return subprocess.run([str(_bin("psql")), url, *rest]).returncode
+        return subprocess.run([str(psql_path()), url, *rest]).returncode
     elif command == "stop":
         print("stopped" if stop() else "not running")
     elif command == "status":
