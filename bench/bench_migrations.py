@@ -1,0 +1,79 @@
+"""Empty database -> head: the project's Aerich history versus Tortoise.generate_schemas().
+
+Both run in-process against fresh databases on the same server in the same run, alternating, so
+machine noise hits both alike. generate_schemas cannot create native enum types, so its side
+creates them first (and it still builds less: no CHECK or named UNIQUE constraints).
+
+    python bench/bench_migrations.py [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import asyncpg  # noqa: E402
+from tortoise import Tortoise  # noqa: E402
+from tortoise.context import TortoiseContext  # noqa: E402
+
+from core import migrations  # noqa: E402
+from core.settings import asyncpg_url, database_url, tortoise_config  # noqa: E402
+from models.enums import ENUM_TYPES, create_type_sql  # noqa: E402
+
+
+async def with_fresh_database(admin: asyncpg.Connection, base_url: str, work) -> float:
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = base_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        started = time.perf_counter()
+        await work(url)
+        return time.perf_counter() - started
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def apply_history(url: str) -> None:
+    await migrations.upgrade(url)
+
+
+async def generate_schemas(url: str) -> None:
+    async with TortoiseContext():
+        await Tortoise.init(config=tortoise_config(url))
+        connection = Tortoise.get_connection("default")
+        await connection.execute_script("\n".join(create_type_sql(enum) for enum in ENUM_TYPES.values()))
+        await Tortoise.generate_schemas(safe=False)
+        await Tortoise.close_connections()
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7, help="repetitions of each side (default 7)")
+    args = parser.parse_args(argv)
+    base_url = database_url()
+    admin = await asyncpg.connect(asyncpg_url(base_url))
+    timings: dict[str, list[float]] = {"aerich history": [], "generate_schemas": []}
+    try:
+        await with_fresh_database(admin, base_url, apply_history)  # warm imports and caches
+        for _ in range(args.repeat):
+            timings["aerich history"].append(await with_fresh_database(admin, base_url, apply_history))
+            timings["generate_schemas"].append(await with_fresh_database(admin, base_url, generate_schemas))
+    finally:
+        await admin.close()
+    medians = {side: statistics.median(values) for side, values in timings.items()}
+    for side, median in medians.items():
+        print(f"{side:>17}: median {median * 1000:7.1f} ms over {args.repeat} runs")
+    ratio = medians["aerich history"] / medians["generate_schemas"]
+    print(f"ratio history / generate_schemas: {ratio:.2f}x (target <= 1.5x) over {len(migrations.version_files())} migrations")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))
