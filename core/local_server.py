@@ -5,9 +5,11 @@ with only Python can run the project. Its data lives in `.pgdata/` at the repo r
 it listens on 127.0.0.1 only, trusts local connections (so no password exists to leak), and it is
 reused by every later run. It is tuned for a throwaway database: fsync is off.
 
-    python -m core.local_server url      # start if needed, print the DATABASE_URL
-    python -m core.local_server psql ... # psql (from the wheel) against the private database
-    python -m core.local_server stop     # stop it; `rm -rf .pgdata` then removes it entirely
+    python -m core.local_server url         # start if needed, print its DATABASE_URL
+    python -m core.local_server status      # running or stopped, and where its data is
+    python -m core.local_server stop        # stop it; `rm -rf .pgdata` then removes it entirely
+    python -m core.local_server psql ...    # the wheel's psql, pg_dump or pg_restore, connected to
+    python -m core.local_server pg_dump ... # DATABASE_URL, or to the private server when it is unset
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def _bin_dir() -> Path:
 
 def _bin(name: str) -> Path:
     return _bin_dir() / name
+
+
+CLIENT_TOOLS = ("psql", "pg_dump", "pg_restore")
 
 
 def psql_path() -> Path:
@@ -188,9 +193,15 @@ def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("url", [])
     if command == "url":
         print(ensure_running(announce=lambda line: print(line, file=sys.stderr)))
-    elif command == "psql":
-        url = ensure_running()
-        return subprocess.run([str(psql_path()), url, *rest]).returncode
+    elif command in CLIENT_TOOLS:
+        from core.settings import ConfigError, database_url
+
+        try:
+            url = database_url()
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return subprocess.run([str(_bin(command)), "-d", url, *rest]).returncode
     elif command == "stop":
         print("stopped" if stop() else "not running")
     elif command == "status":
@@ -198,7 +209,7 @@ def main(argv: list[str]) -> int:
         print(f"{'running' if running else 'stopped'}: data in {DATA_DIR}")
         return 0 if running else 3
     else:
-        print(f"error: unknown command {command!r}; use one of: url, psql, stop, status", file=sys.stderr)
+        print(f"error: unknown command {command!r}; use one of: url, status, stop, {', '.join(CLIENT_TOOLS)}", file=sys.stderr)
         return 2
     return 0
 

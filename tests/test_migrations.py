@@ -4,6 +4,7 @@ data survives, and models and migrations cannot drift apart unnoticed."""
 from __future__ import annotations
 
 import re
+import sys
 import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -366,3 +367,31 @@ def test_the_guides_psql_checks_show_what_schema_md_says(head_db):
     foreign_keys = {tuple(part.strip() for part in line.split("|")) for line in _psql(head_db, GUIDE_FK_QUERY).splitlines() if line.count("|") == 2}
     expected = {(t, c, col.references[0]) for t, table in SPEC.items() for c, col in table.columns.items() if col.references}
     assert expected <= foreign_keys
+
+
+async def test_production_deployment_backup_upgrade_rollback_and_restore(server, empty_db, connect, tmp_path):
+    """The guide's production section, step by step: back up, upgrade, check, roll back, restore."""
+    connection = await connect(empty_db)
+    await migrations.upgrade(empty_db, to=len(VERSIONS) - 2)
+    await _write_baseline_rows(connection)
+    before = await snapshot(connection, include_aerich=True)
+    rows_before = await _read_rows(connection)
+
+    backup = tmp_path / "backup.sql"
+    dump = run_cli(sys.executable, "-m", "core.local_server", "pg_dump", "-f", str(backup), database=empty_db)
+    assert dump.returncode == 0, dump.stderr
+    assert run_cli("aerich", "upgrade", database=empty_db).stdout.strip() == f"Success upgrading to {VERSIONS[-1]}"
+    counts = _psql(empty_db, "SELECT (SELECT COUNT(*) FROM users) AS users, (SELECT COUNT(*) FROM courses) AS courses;")
+    assert re.search(r"^\s*1 \|\s+1$", counts, re.M), counts
+    assert run_cli("aerich", "downgrade", "--yes", database=empty_db).returncode == 0
+    assert not describe_difference(before, await snapshot(connection, include_aerich=True))
+
+    restored = await server.create()
+    try:
+        load = run_cli(sys.executable, "-m", "core.local_server", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(backup), database=restored)
+        assert load.returncode == 0, load.stderr
+        restored_connection = await connect(restored)
+        assert not describe_difference(before, await snapshot(restored_connection, include_aerich=True))
+        assert await _read_rows(restored_connection) == rows_before
+    finally:
+        await server.drop(restored)
