@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,29 +68,65 @@ class MigrationState:
         return not (self.pending or self.unknown or self.duplicates)
 
 
-async def read_state(connection) -> MigrationState:
-    """Read the applied versions through an asyncpg connection; no `aerich` table means none applied."""
+async def read_state(connection, *, location: str = MIGRATIONS_LOCATION) -> MigrationState:
+    """Read the applied versions through an asyncpg connection; no `aerich` table means none applied.
+
+    `location` is the migrations folder (Aerich's `location`, holding one folder per app)."""
     applied: list[str] = []
     if await connection.fetchval("SELECT to_regclass('public.aerich') IS NOT NULL"):
         rows = await connection.fetch("SELECT version FROM aerich WHERE app = $1 ORDER BY id", APP_LABEL)
         applied = [row["version"] for row in rows]
-    return MigrationState(on_disk=tuple(version_files()), applied=tuple(applied))
+    return MigrationState(on_disk=tuple(version_files(Path(location) / APP_LABEL)), applied=tuple(applied))
+
+
+def timeout_settings(*, lock_timeout: float | None = None, statement_timeout: float | None = None) -> dict[str, str]:
+    """PostgreSQL session settings bounding how long DDL waits for a lock and how long one statement runs."""
+    settings = {}
+    for name, seconds in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
+        if seconds is not None:
+            if seconds <= 0:  # 0 would mean "no limit" to PostgreSQL, the opposite of what was asked
+                raise ValueError(f"{name} must be a positive number of seconds, not {seconds}")
+            settings[name] = f"{max(1, round(seconds * 1000))}ms"
+    return settings
 
 
 @asynccontextmanager
-async def aerich_command(url: str) -> AsyncIterator:
+async def aerich_command(
+    url: str, *, location: str = MIGRATIONS_LOCATION, server_settings: dict[str, str] | None = None
+) -> AsyncIterator:
     """An initialised Aerich `Command` for the project's app, in a Tortoise context of its own
-    (so it neither sees nor closes the caller's), closed on exit."""
+    (so it neither sees nor closes the caller's), closed on exit.
+
+    `server_settings` are set on every connection the command opens (e.g. `timeout_settings()`), so
+    they cover transactional and non-transactional migrations and Aerich's own bookkeeping alike."""
     from aerich import Command
+    from tortoise.backends.base.config_generator import expand_db_url
     from tortoise.context import TortoiseContext
 
+    config = tortoise_config(url)
+    if server_settings:
+        connection = expand_db_url(url)
+        connection["credentials"]["server_settings"] = dict(server_settings)
+        config["connections"]["default"] = connection
     async with TortoiseContext():
-        async with Command(tortoise_config(url), app=APP_LABEL, location=MIGRATIONS_LOCATION) as command:
+        async with Command(config, app=APP_LABEL, location=location) as command:
             yield command
 
 
-async def upgrade(url: str, *, to: int | None = None) -> list[str]:
-    """Apply the pending migrations up to version number `to` (all when None); return those applied."""
+async def upgrade(
+    url: str,
+    *,
+    to: int | None = None,
+    location: str = MIGRATIONS_LOCATION,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Apply the pending migrations up to version number `to` (all when None); return those applied.
+
+    `location` is another migrations folder; `lock_timeout`/`statement_timeout` (seconds) bound every
+    statement the migrations run; `announce(version_file)` is called before each one starts, so a
+    caller knows which version failed when one raises."""
     from aerich.migrate import Migrate
     from aerich.models import Aerich
     from aerich.utils import import_py_module
@@ -98,7 +134,8 @@ async def upgrade(url: str, *, to: int | None = None) -> list[str]:
     from tortoise.transactions import in_transaction
 
     applied_now: list[str] = []
-    async with aerich_command(url) as command:
+    settings = timeout_settings(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    async with aerich_command(url, location=location, server_settings=settings) as command:
         try:
             done = set(await Aerich.filter(app=APP_LABEL).values_list("version", flat=True))
         except OperationalError:  # no aerich table yet: migration 0 creates it
@@ -109,6 +146,8 @@ async def upgrade(url: str, *, to: int | None = None) -> list[str]:
                 break
             if version_file in done:
                 continue
+            if announce is not None:
+                announce(version_file)
             if getattr(import_py_module(module), "RUN_IN_TRANSACTION", True):
                 async with in_transaction("default") as connection:
                     await command._upgrade(connection, version_file, version_module=module)

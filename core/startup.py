@@ -1,0 +1,377 @@
+"""Startup glue for async services: one context manager owns the schema check, migrations and the ORM.
+
+    async with database(migrate="check") as startup:   # or "apply", or "off"
+        ...                                            # Tortoise models are ready here
+
+Several replicas start at once, and neither Aerich nor Tortoise takes a lock, so `apply` serialises
+them with a PostgreSQL session advisory lock held on a dedicated asyncpg connection. (A lock taken
+through Tortoise's pool would be released at once: asyncpg resets a pooled connection with
+`pg_advisory_unlock_all()` when it goes back to the pool.) The pending migrations are computed
+only once the lock is held, so the first replica applies them and the others find nothing to do.
+
+`check` applies nothing and refuses to start against a database that is behind the code, ahead of
+it, or whose schema drifted from the models (`seed.verify.check_schema`). `off` only connects.
+Every refusal is a `StartupError` with a one-line message saying what to run; configuration and
+connection problems stay `core.settings.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+
+import asyncpg
+
+from core import migrations
+from core.migrations import MigrationState
+from core.settings import (
+    APP_LABEL,
+    MIGRATIONS_LOCATION,
+    ConfigError,
+    asyncpg_url,
+    check_reachable,
+    database_url,
+    redact,
+    tortoise_config,
+    validate_url,
+)
+
+if TYPE_CHECKING:
+    from tortoise.context import TortoiseContext
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["check", "apply", "off"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+# Advisory locks are scoped to one database, so one key per migrated app is enough. Derived from a
+# name rather than picked at random so that any tool can find it; positive, to read it back from
+# pg_locks (classid = high 32 bits, objid = low 32 bits, objsubid = 1 for the bigint form).
+MIGRATION_LOCK_KEY = int.from_bytes(hashlib.blake2b(f"aerich:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1
+
+SCHEMA_STAMP = "schema verified by core.startup, sha256:"
+UPGRADE_HINT = "run `python -m core upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
+RETRYABLE_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+
+
+class StartupError(Exception):
+    """The service must not start (wrong schema, lock not obtained, failed migration); one-line message."""
+
+
+@dataclass(frozen=True)
+class StartupOptions:
+    """How long each step may take. Defaults suit a replica starting beside a live service.
+
+    `lock_timeout` is what protects traffic: a DDL statement waiting for a table lock blocks every
+    query queued behind it, so it gives up after a few seconds instead. `statement_timeout` bounds
+    how long one migration statement may hold its locks. `lock_wait` must outlast a whole upgrade by
+    another replica; `connect_timeout` covers a server that is still starting (all in seconds).
+    """
+
+    lock_wait: float = 300.0
+    lock_timeout: float = 5.0
+    statement_timeout: float = 120.0
+    connect_timeout: float = 30.0
+    migrations: str = MIGRATIONS_LOCATION
+    application_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("lock_wait", "lock_timeout", "statement_timeout", "connect_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class Startup:
+    """What startup found and did. `state` is None in `off` mode, which reads nothing."""
+
+    mode: str
+    url: str = field(repr=False)
+    state: MigrationState | None
+    applied: tuple[str, ...] = ()
+    warnings: tuple = ()
+    schema_check: str | None = None  # "full", or "stamp" when a verified digest matched
+    lock_waited: float | None = None
+    context: TortoiseContext | None = field(default=None, repr=False)
+
+
+@asynccontextmanager
+async def database(
+    url: str | None = None,
+    *,
+    migrate: Mode = "check",
+    lock_wait: float = StartupOptions.lock_wait,
+    lock_timeout: float = StartupOptions.lock_timeout,
+    statement_timeout: float = StartupOptions.statement_timeout,
+    connect_timeout: float = StartupOptions.connect_timeout,
+    migrations_location: str = MIGRATIONS_LOCATION,
+    application_name: str | None = None,
+    global_fallback: bool = True,
+) -> AsyncIterator[Startup]:
+    """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
+
+    `url` defaults to `core.settings.database_url()`. `global_fallback` makes the models usable from
+    other tasks than the one that entered (a web server runs its lifespan and its requests in
+    different tasks); set it False when several contexts live in one process.
+    """
+    from tortoise.context import TortoiseContext
+
+    url = validate_url(url) if url else database_url()
+    options = StartupOptions(
+        lock_wait=lock_wait,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        connect_timeout=connect_timeout,
+        migrations=migrations_location,
+        application_name=application_name,
+    )
+    startup = await prepare(url, migrate, options)
+    async with TortoiseContext() as context:
+        await context.init(config=tortoise_config(url), _enable_global_fallback=global_fallback)
+        yield replace(startup, context=context)
+
+
+async def prepare(url: str, mode: str = "check", options: StartupOptions = StartupOptions()) -> Startup:
+    """The schema half of startup, without the ORM: what the CLI runs in a deploy pipeline."""
+    if mode not in MODES:
+        raise ValueError(f"migrate must be one of {', '.join(MODES)}, not {mode!r}")
+    connection = await connect(url, timeout=options.connect_timeout, application_name=options.application_name or _application_name(mode))
+    try:
+        if mode == "off":
+            return Startup(mode=mode, url=url, state=None)
+        if mode == "check":
+            state = await migrations.read_state(connection, location=options.migrations)
+            _refuse_unless_at_head(state)
+            warnings, verified_by = await _verify_schema(connection, stamp=False)
+            log.debug("database at %s (head), schema matches the models", state.current)
+            return Startup(mode=mode, url=url, state=state, warnings=warnings, schema_check=verified_by)
+        return await _apply(connection, url, options)
+    finally:
+        # Closing also releases the migration lock. A failure here changes nothing for the caller
+        # (asyncpg has aborted the socket, which releases it too) and must not hide the real error.
+        with suppress(OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await connection.close(timeout=5)
+
+
+async def connect(url: str, *, timeout: float = StartupOptions.connect_timeout, application_name: str | None = None) -> asyncpg.Connection:
+    """A dedicated asyncpg connection, retried with bounded backoff while the server starts.
+
+    Errors a retry cannot fix (bad password, missing database) fail at once; after `timeout`
+    seconds the last error becomes a one-line ConfigError.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    settings = {"application_name": application_name} if application_name else None
+    delay, attempts = 0.1, 0
+    while True:
+        attempts += 1
+        remaining = deadline - time.monotonic()
+        try:
+            return await asyncpg.connect(asyncpg_url(url), timeout=max(0.5, min(5.0, remaining)), server_settings=settings)
+        except RETRYABLE_CONNECT_ERRORS as error:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            log.debug("PostgreSQL not reachable yet (%s); retrying in %.1f s", error, min(delay, remaining))
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)
+        except asyncpg.PostgresError:
+            await check_reachable(url)  # turns auth and missing-database errors into one-line ConfigErrors
+            raise
+    try:  # one last attempt, through check_reachable for its one-line diagnosis
+        await check_reachable(url, timeout=1.0)
+    except ConfigError as error:
+        raise ConfigError(f"{error} (gave up after {attempts + 1} attempts in {time.monotonic() - started:.1f} s)") from None
+    except asyncpg.PostgresError as error:  # e.g. "the database system is starting up"
+        raise ConfigError(
+            f"PostgreSQL at {redact(url)} is not accepting connections: {error} "
+            f"(gave up after {attempts + 1} attempts in {time.monotonic() - started:.1f} s)"
+        ) from None
+    return await asyncpg.connect(asyncpg_url(url), server_settings=settings)  # it came up just now
+
+
+async def lock_holder(connection: asyncpg.Connection) -> str | None:
+    """Who holds the migration lock on this database, in words; None when it is free."""
+    holder = await connection.fetchrow(
+        """
+        SELECT a.pid, a.application_name, a.client_addr::text AS client, a.backend_start, a.state
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
+        """,
+        MIGRATION_LOCK_KEY >> 32,
+        MIGRATION_LOCK_KEY & 0xFFFFFFFF,
+    )
+    if holder is None:
+        return None
+    since = holder["backend_start"]
+    held_for = (datetime.now(timezone.utc) - since).total_seconds()
+    return (
+        f"pid {holder['pid']} (application_name {holder['application_name'] or '(none)'!r}"
+        f"{', from ' + holder['client'] if holder['client'] else ''}, connected since "
+        f"{since.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC, {held_for:.0f} s ago, {holder['state']})"
+    )
+
+
+async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptions) -> Startup:
+    waited = await _acquire_migration_lock(connection, options.lock_wait)
+    state = await migrations.read_state(connection, location=options.migrations)
+    if state.unknown:
+        raise StartupError(_ahead_message(state))
+    applied: list[str] = []
+    if state.pending:
+        applied = await _upgrade(connection, url, options)
+        state = await migrations.read_state(connection, location=options.migrations)
+    if state.duplicates:
+        log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
+    warnings, verified_by = await _verify_schema(connection, stamp=True)
+    log.debug("database at %s (head), %d migration(s) applied by this process", state.current, len(applied))
+    return Startup(
+        mode="apply", url=url, state=state, applied=tuple(applied), warnings=warnings, schema_check=verified_by, lock_waited=waited
+    )
+
+
+async def _acquire_migration_lock(connection: asyncpg.Connection, wait: float) -> float:
+    """Take the session advisory lock, waiting at most `wait` seconds; return the time waited."""
+    started = time.monotonic()
+    if await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+        return 0.0
+    log.info("waiting up to %.0f s for the migration lock held by %s", wait, await lock_holder(connection) or "another session")
+    try:
+        # A blocking wait queues fairly and wakes at once; lock_timeout bounds it (advisory locks obey
+        # it). The session lock outlives this transaction, which only scopes the SET LOCAL.
+        async with connection.transaction():
+            await connection.execute(f"SET LOCAL lock_timeout = '{max(1, round(wait * 1000))}ms'")
+            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    except asyncpg.LockNotAvailableError:
+        holder = await lock_holder(connection) or "a session that has just ended; try again"
+        raise StartupError(
+            f"timed out after {wait:g} s waiting for the migration lock, held by {holder}; "
+            "wait for that migration to finish, or end the session with pg_terminate_backend(pid)"
+        ) from None
+    return time.monotonic() - started
+
+
+async def _upgrade(connection: asyncpg.Connection, url: str, options: StartupOptions) -> list[str]:
+    started: list[str] = []
+
+    def announce(version: str) -> None:
+        started.append(version)
+        log.info("applying %s", version)
+
+    try:
+        return await migrations.upgrade(
+            url,
+            location=options.migrations,
+            lock_timeout=options.lock_timeout,
+            statement_timeout=options.statement_timeout,
+            announce=announce,
+        )
+    except Exception as error:
+        now = await migrations.read_state(connection, location=options.migrations)
+        what = f"migration {started[-1]} failed and was rolled back" if started else "preparing the migrations failed"
+        raise StartupError(
+            f"{what}: {_reason(error, options)}; the database stays at {now.current or 'no version'}; "
+            "fix the cause, then run `python -m core upgrade`"
+        ) from error
+
+
+def _reason(error: BaseException, options: StartupOptions) -> str:
+    """The database's own words for a failed migration, with the fix for the two timeouts."""
+    cause = error.args[0] if error.args and isinstance(error.args[0], BaseException) else error  # Tortoise wraps asyncpg's
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    if isinstance(cause, asyncpg.LockNotAvailableError):
+        return (
+            f"{text} (another session held a table lock longer than lock_timeout={options.lock_timeout:g} s; "
+            "retry when it is done, or raise the lock timeout)"
+        )
+    if isinstance(cause, asyncpg.QueryCanceledError) and "statement timeout" in text:
+        return f"{text} (a statement ran longer than statement_timeout={options.statement_timeout:g} s; raise it if the migration needs longer)"
+    return text
+
+
+def _refuse_unless_at_head(state: MigrationState) -> None:
+    if state.unknown:
+        raise StartupError(_ahead_message(state))
+    if state.pending:
+        raise StartupError(
+            f"database is behind the code: {len(state.pending)} migration(s) pending "
+            f"({', '.join(state.pending)}); {UPGRADE_HINT}"
+        )
+    if state.duplicates:
+        log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
+
+
+def _ahead_message(state: MigrationState) -> str:
+    return (
+        f"database is ahead of the code: it recorded {', '.join(state.unknown)}, which this code does not have; "
+        "deploy the code that has it, or downgrade the database with `aerich downgrade`"
+    )
+
+
+async def _verify_schema(connection: asyncpg.Connection, *, stamp: bool) -> tuple[tuple, str]:
+    """Refuse on any schema error the verification finds; return its warnings and "full" or "stamp".
+
+    The full comparison builds the models' schema in pg_temp to read PostgreSQL's own spelling of
+    it, which costs most of a startup. Its outcome depends only on the live catalog, the models,
+    the verification's code and the server version, so a clean result is stamped on the `aerich`
+    table's comment (by `apply`, which already writes) under a digest of all four; a start that
+    finds the same digest skips the comparison. Any change to the schema since, even by raw SQL,
+    changes the digest and brings the full comparison back.
+    """
+    fingerprint = await _schema_fingerprint(connection)
+    if await connection.fetchval("SELECT obj_description('aerich'::regclass, 'pg_class')") == fingerprint:
+        return (), "stamp"
+    warnings = await _check_schema(connection)
+    if stamp and not warnings:
+        try:
+            await connection.execute(f"COMMENT ON TABLE aerich IS '{fingerprint}'")
+        except asyncpg.InsufficientPrivilegeError:  # not the table's owner: every start compares in full
+            log.debug("cannot stamp the verified schema on the aerich table")
+    return warnings, "full"
+
+
+async def _schema_fingerprint(connection: asyncpg.Connection) -> str:
+    from seed import verify
+    from seed.verify.catalog import read_catalog
+
+    digest = hashlib.sha256()
+    for source in sorted(Path(verify.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    digest.update(repr((verify.expected_schema(), connection.get_server_version(), await read_catalog(connection))).encode())
+    return f"{SCHEMA_STAMP}{digest.hexdigest()}"
+
+
+async def _check_schema(connection: asyncpg.Connection) -> tuple:
+    """Refuse on any schema error the verification finds; return its warnings."""
+    from seed.verify import check_schema
+
+    findings = await check_schema(connection)
+    errors = [finding for finding in findings if finding.severity == "error"]
+    if errors:
+        shown = " ".join(f"[{n}] {' '.join(str(finding.message).split())}" for n, finding in enumerate(errors[:3], 1))
+        more = f" [and {len(errors) - 3} more]" if len(errors) > 3 else ""
+        raise StartupError(
+            f"database schema drifted from the models ({len(errors)} error(s)): {shown}{more}; "
+            "run `python -m seed.verify` for the full report"
+        )
+    warnings = tuple(finding for finding in findings if finding.severity != "error")
+    for finding in warnings:
+        log.warning("schema: %s", finding.message)
+    return warnings
+
+
+def _application_name(mode: str) -> str:
+    """Names this process in pg_stat_activity, so a lock timeout can say who holds the lock."""
+    return f"langlearn-{mode}@{socket.gethostname()}:{os.getpid()}"[:63]

@@ -1,0 +1,180 @@
+"""Read endpoints over the seed's data: the catalogue, a course's tree, due reviews, league tables."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+
+from models import Course, LeaderboardEntry, Lesson, Unit, User, UserVocabKnowledge
+from models.enums import LeagueType
+
+router = APIRouter()
+
+
+class CourseSummary(BaseModel):
+    id: UUID
+    title: str
+    language: str
+    level: str
+    total_lessons: int
+
+
+class LessonOut(BaseModel):
+    id: UUID
+    title: str
+    order_index: int
+    lesson_type: str
+    xp_reward: int
+    estimated_minutes: int
+
+
+class UnitOut(BaseModel):
+    id: UUID
+    title: str
+    order_index: int
+    lessons: list[LessonOut]
+
+
+class CourseOut(CourseSummary):
+    description: str | None
+    units: list[UnitOut]
+    lessons_without_unit: list[LessonOut]
+
+
+class DueReview(BaseModel):
+    vocab_id: UUID
+    word: str
+    language: str
+    translation: dict
+    mastery_level: str
+    strength: float
+    next_review_date: datetime
+
+
+class DueReviews(BaseModel):
+    user_id: UUID
+    due: int
+    reviews: list[DueReview]
+
+
+class Standing(BaseModel):
+    rank: int | None
+    user_id: UUID
+    username: str
+    display_name: str | None
+    xp_earned: int
+    lessons_completed: int
+    is_promoted: bool
+    is_demoted: bool
+
+
+class LeagueTable(BaseModel):
+    league: str
+    week_start: date
+    week_end: date
+    standings: list[Standing]
+
+
+@router.get("/courses", response_model=list[CourseSummary])
+async def list_courses():
+    """The published catalogue, by language and level."""
+    courses = await Course.filter(is_published=True).order_by("language", "level", "title")
+    return [_summary(course) for course in courses]
+
+
+@router.get("/courses/{course_id}", response_model=CourseOut)
+async def get_course(course_id: UUID):
+    """A course with its units in order, each with its lessons in order (three queries)."""
+    course = await Course.get_or_none(id=course_id)
+    if course is None:
+        raise HTTPException(404, f"no course {course_id}")
+    units = await Unit.filter(course_id=course_id).order_by("order_index")
+    lessons_by_unit: dict[UUID | None, list[LessonOut]] = defaultdict(list)
+    for lesson in await Lesson.filter(course_id=course_id).order_by("order_index"):
+        lessons_by_unit[lesson.unit_id].append(
+            LessonOut(
+                id=lesson.id,
+                title=lesson.title,
+                order_index=lesson.order_index,
+                lesson_type=lesson.lesson_type.value,
+                xp_reward=lesson.xp_reward,
+                estimated_minutes=lesson.estimated_minutes,
+            )
+        )
+    return CourseOut(
+        **_summary(course).model_dump(),
+        description=course.description,
+        units=[UnitOut(id=u.id, title=u.title, order_index=u.order_index, lessons=lessons_by_unit[u.id]) for u in units],
+        lessons_without_unit=lessons_by_unit[None],
+    )
+
+
+@router.get("/users/{user_id}/reviews/due", response_model=DueReviews)
+async def due_reviews(user_id: UUID, limit: Annotated[int, Query(ge=1, le=500, description="at most this many, oldest due first")] = 50):
+    """The user's vocabulary whose next review is due (`next_review_date <= now`), oldest first."""
+    if not await User.exists(id=user_id):
+        raise HTTPException(404, f"no user {user_id}")
+    due = UserVocabKnowledge.filter(user_id=user_id, next_review_date__lte=datetime.now(timezone.utc))
+    rows = await due.order_by("next_review_date").limit(limit).select_related("vocab")
+    return DueReviews(
+        user_id=user_id,
+        due=await due.count(),
+        reviews=[
+            DueReview(
+                vocab_id=row.vocab.id,
+                word=row.vocab.word,
+                language=row.vocab.language,
+                translation=row.vocab.translation,
+                mastery_level=row.mastery_level.value,
+                strength=round(row.strength, 4),  # REAL: no float32 noise in the answer
+                next_review_date=row.next_review_date,
+            )
+            for row in rows
+        ],
+    )
+
+
+@router.get("/leagues/{league}", response_model=LeagueTable)
+async def league_table(
+    league: LeagueType, week: Annotated[date | None, Query(description="the week's Monday; default: the latest week with entries")] = None
+):
+    """One league's table for one week, by rank."""
+    if week is None:
+        latest = await LeaderboardEntry.filter(league=league).order_by("-week_start").first().values_list("week_start", flat=True)
+        if latest is None:
+            raise HTTPException(404, f"no {league.value} league table yet")
+        week = latest
+    elif week.weekday() != 0:
+        raise HTTPException(422, f"week {week} is a {week:%A}; weeks start on Monday ({week - timedelta(days=week.weekday())})")
+    entries = await LeaderboardEntry.filter(league=league, week_start=week).order_by("current_rank", "-xp_earned").select_related("user")
+    if not entries:
+        raise HTTPException(404, f"no {league.value} league table for the week of {week}")
+    return LeagueTable(
+        league=league.value,
+        week_start=week,
+        week_end=week + timedelta(days=6),
+        standings=[
+            Standing(
+                rank=entry.current_rank,
+                user_id=entry.user.id,
+                username=entry.user.username,
+                display_name=entry.user.display_name,
+                xp_earned=entry.xp_earned,
+                lessons_completed=entry.lessons_completed,
+                is_promoted=entry.is_promoted,
+                is_demoted=entry.is_demoted,
+            )
+            for entry in entries
+        ],
+    )
+
+
+def _summary(course: Course) -> CourseSummary:
+    return CourseSummary(
+        id=course.id, title=course.title, language=course.language, level=course.level.value, total_lessons=course.total_lessons
+    )
