@@ -20,6 +20,7 @@ from models.learning import (
     UserProgress,
     UserVocabKnowledge,
 )
+from models.operations import SeedRun
 from models.users import RefreshToken, User, UserDevice
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MediaResource",
     "QuestionAttempt",
     "RefreshToken",
+    "SeedRun",
     "ShopItem",
     "Streak",
     "Unit",

@@ -165,7 +165,8 @@ class UserVocabKnowledge(TimestampedModel):
         table = "user_vocab_knowledge"
         constraints = (
             CheckConstraint(check="strength >= 0 AND strength <= 1", name="user_vocab_knowledge_strength_check"),
-            CheckConstraint(check="ease_factor >= 1.3", name="user_vocab_knowledge_ease_factor_check"),
+            # compared as REAL: a double 1.3 is above the REAL 1.3 the column can store
+            CheckConstraint(check="ease_factor >= 1.3::real", name="user_vocab_knowledge_ease_factor_check"),
             CheckConstraint(check="interval_days >= 0", name="user_vocab_knowledge_interval_days_check"),
             UniqueConstraint(fields=("user_id", "vocab_id"), name="user_vocab_knowledge_user_id_vocab_id_key"),
         )

@@ -89,6 +89,27 @@ async def head_template(server):
     await server.drop(url)
 
 
+@pytest.fixture(scope="session")
+async def seeded_template(server, head_template):
+    """A database at head holding the demo seed (history ending yesterday, UTC), used only as a template."""
+    from datetime import datetime, timedelta, timezone
+
+    url = await server.create(template=head_template, name=f"{PREFIX}tmpl_seeded")
+    anchor = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
+    seeded = run_cli(sys.executable, "-m", "seed", "--anchor", anchor, "--no-progress", database=url)
+    assert seeded.returncode == 0, seeded.stderr
+    yield urlsplit(url).path.lstrip("/")
+    await server.drop(url)
+
+
+@pytest.fixture
+async def seeded_db(server, seeded_template):
+    """A new database at head holding the demo seed."""
+    url = await server.create(template=seeded_template)
+    yield url
+    await server.drop(url)
+
+
 @pytest.fixture
 async def empty_db(server):
     """A new, empty database."""

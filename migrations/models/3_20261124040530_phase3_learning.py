@@ -99,7 +99,8 @@ COMMENT ON TABLE "user_vocab_knowledge" IS 'A user''s spaced-repetition state fo
         ALTER TABLE "question_attempts" ADD CONSTRAINT "question_attempts_attempt_number_check" CHECK (attempt_number >= 1);
         ALTER TABLE "question_attempts" ADD CONSTRAINT "question_attempts_confidence_score_check" CHECK (confidence_score >= 0 AND confidence_score <= 1);
         ALTER TABLE "user_vocab_knowledge" ADD CONSTRAINT "user_vocab_knowledge_strength_check" CHECK (strength >= 0 AND strength <= 1);
-        ALTER TABLE "user_vocab_knowledge" ADD CONSTRAINT "user_vocab_knowledge_ease_factor_check" CHECK (ease_factor >= 1.3);
+        -- hand edit: compare as REAL, or SM-2's floor 1.3 (stored as REAL 1.29999995) would fail its own check
+        ALTER TABLE "user_vocab_knowledge" ADD CONSTRAINT "user_vocab_knowledge_ease_factor_check" CHECK (ease_factor >= 1.3::real);
         ALTER TABLE "user_vocab_knowledge" ADD CONSTRAINT "user_vocab_knowledge_interval_days_check" CHECK (interval_days >= 0);
         ALTER TABLE "user_vocab_knowledge" ADD CONSTRAINT "user_vocab_knowledge_user_id_vocab_id_key" UNIQUE ("user_id", "vocab_id");
         ALTER TABLE "daily_review_sessions" ADD CONSTRAINT "daily_review_sessions_counts_check" CHECK (correct_count >= 0 AND correct_count <= completed_words AND completed_words <= total_words);

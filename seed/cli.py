@@ -1,0 +1,108 @@
+"""`python -m seed`: fill a database at head with a realistic, consistent, reproducible history.
+
+    python -m seed                          # the demo: 36 learners, 3 documented demo accounts
+    python -m seed --users 20000            # a scale database (same shape, linear in --users)
+    python -m seed --preset scale --seed 7  # 1000 users drawn from another seed
+
+Exit status: 0 when the database holds the requested seed (written now or before), 1 when the seed
+refused or failed (the database is then as it was, or resumable), 2 for bad arguments or
+configuration, reported before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date, datetime, timezone
+
+from rich.console import Console
+
+from core.settings import ConfigError, database_url
+from seed.run import DEMO_USERS, MAX_USERS, SCALE_USERS, SeedError, SeedOptions, render_summary, seed
+
+MAX_SEED = 2**63 - 1
+
+
+class UsageError(Exception):
+    """A bad command line; the message names the option and what it accepts."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the usage and exit on its own
+        raise UsageError(message)
+
+
+def _whole(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _day(text: str) -> date:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date like 2024-06-01, got {text!r}") from None
+    if day > datetime.now(timezone.utc).date():
+        raise argparse.ArgumentTypeError(f"{day} is in the future; the history must end by today (UTC)")
+    return day
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = _Parser(prog="python -m seed", description=__doc__.split("\n\n")[0],
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("--preset", choices=("demo", "scale"), default=None,
+                     help=f"demo (default): {DEMO_USERS} learners including the documented demo accounts; "
+                          f"scale: --users learners ({SCALE_USERS} by default) with no known password")
+    cli.add_argument("--users", type=_whole(1, MAX_USERS), metavar="N",
+                     help="number of learners; implies --preset scale (rows grow linearly with it)")
+    cli.add_argument("--seed", type=_whole(0, MAX_SEED), default=42, metavar="S",
+                     help="random seed: the same seed writes byte-identical rows, ids included (default 42)")
+    cli.add_argument("--anchor", type=_day, metavar="YYYY-MM-DD",
+                     help="the day the eight weeks of history end (midnight UTC); default: today at the first run, "
+                          "then whatever the database recorded")
+    cli.add_argument("--force", action="store_true",
+                     help="seed even a database marked production; every secret is then random and demo accounts "
+                          "get no known password (rows are no longer reproducible)")
+    cli.add_argument("--no-progress", action="store_true", help="no progress bars (they only show on a terminal anyway)")
+    return cli
+
+
+def options_from(argv: list[str]) -> SeedOptions:
+    """Parse and cross-check the command line, raising UsageError before anything touches a database."""
+    args = parser().parse_args(argv)
+    if args.preset == "demo" and args.users is not None:
+        raise UsageError("--users applies to the scale preset; drop --preset demo or use --preset scale")
+    preset = args.preset or ("scale" if args.users is not None else "demo")
+    users = DEMO_USERS if preset == "demo" else (args.users or SCALE_USERS)
+    return SeedOptions(preset=preset, users=users, seed=args.seed, anchor=args.anchor, force=args.force,
+                       progress=not args.no_progress)
+
+
+async def main(argv: list[str]) -> int:
+    console = Console(highlight=False)
+    errors = Console(stderr=True, highlight=False)
+    try:
+        options = options_from(argv)
+        url = database_url(announce=lambda line: errors.print(line))
+    except SystemExit as done:  # --help
+        return int(done.code or 0)
+    except UsageError as error:
+        errors.print(f"error: {error} (see python -m seed --help)", markup=False, soft_wrap=True)
+        return 2
+    except ConfigError as error:
+        errors.print(f"error: {error}", markup=False, soft_wrap=True)
+        return 2
+    try:
+        report = await seed(url, options, console)
+    except SeedError as error:
+        errors.print(f"error: {error}", markup=False, soft_wrap=True)
+        return 1
+    render_summary(report, console)
+    return 0

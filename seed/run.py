@@ -1,0 +1,327 @@
+"""One seed of one database: the guards, the run record, the resumable steps, COPY and the report.
+
+A run is a fixed list of steps: the catalogue, one step per batch of `BATCH_USERS` users, then the
+league ranks. Each step is one transaction that also advances `seed_runs.steps_done` and adds its
+row counts, so a run killed at any moment (even SIGKILL) has either committed a step or left no
+trace of it; the next run with the same arguments resumes after the last committed step and,
+every batch being a pure function of the seed, ends with exactly the rows an uninterrupted run
+writes. A run whose record says it is complete does nothing.
+
+Rows go in through `COPY` (asyncpg `copy_records_to_table`); while one batch is being copied the
+next is generated in a worker thread, so the generator and the server work at the same time and
+at most three batches are ever in memory, whatever the number of users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, time as clock_time, timezone
+from importlib import metadata
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.migrations import read_state
+from core.settings import asyncpg_url, redact
+from seed.content import data_files, dumps, load_content
+from seed.passwords import Passwords
+from seed.simulate import BATCH_USERS, RunContext, generate_batch
+from seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
+
+DEMO_USERS = 36
+SCALE_USERS = 1000
+MAX_USERS = 10_000_000
+PREFETCH = 2  # batches generated ahead of the one being copied
+LOCK_WAIT_SECONDS = 10
+LOCK_KEY = int.from_bytes(hashlib.blake2b(b"langlearn:seed", digest_size=8).digest(), "big", signed=True)
+RANK_SQL = """
+    UPDATE leaderboard_entries entry SET current_rank = ranked.position
+    FROM (SELECT id, row_number() OVER (PARTITION BY week_start, league ORDER BY xp_earned DESC, user_id) AS position
+          FROM leaderboard_entries) ranked
+    WHERE entry.id = ranked.id AND entry.current_rank IS DISTINCT FROM ranked.position
+"""
+
+
+class SeedError(Exception):
+    """The seed refused or failed; the message is one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class SeedOptions:
+    preset: str = "demo"
+    users: int = DEMO_USERS
+    seed: int = 42
+    anchor: date | None = None
+    force: bool = False
+    progress: bool = True
+
+    @property
+    def parameters(self) -> dict:
+        """What, beside preset and seed, decides the rows: a run is resumed only with the same."""
+        return {"users": self.users, "batch_users": BATCH_USERS, "forced": self.force}
+
+
+@dataclass
+class Report:
+    """What a run did, for the summary: rows and COPY seconds per table, and the wall time."""
+
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TABLES, 0.0))
+    wall: float = 0.0
+    message: str = ""
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+def code_version() -> str:
+    """The package version and a digest of everything that decides the rows (code and data)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.glob("*.py")) + data_files():
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    try:
+        version = metadata.version("langlearn-data")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    return f"{version}+{digest.hexdigest()[:12]}"
+
+
+def default_anchor() -> datetime:
+    """Midnight UTC today: the history ends with yesterday, so nothing lies in the future."""
+    return datetime.combine(datetime.now(timezone.utc).date(), clock_time(), tzinfo=timezone.utc)
+
+
+def _describe(run) -> str:
+    return (f"preset {run['preset']}, seed {run['seed']}, {run['parameters'].get('users')} users"
+            f"{' (forced)' if run['parameters'].get('forced') else ''}, anchor {run['anchor_at'].date()}")
+
+
+class Seeder:
+    """Seeds the database behind one asyncpg connection."""
+
+    def __init__(self, connection: asyncpg.Connection, options: SeedOptions, console: Console) -> None:
+        self.connection = connection
+        self.options = options
+        self.console = console
+        self.report = Report()
+        self.version = code_version()
+
+    async def guard(self) -> dict | None:
+        """Refuse a production database, a schema not at head, a concurrent seed, or foreign data;
+        return the earlier run of this seed (to resume or confirm), if any."""
+        connection, options = self.connection, self.options
+        environment = await connection.fetchval("SELECT current_setting('langlearn.environment', true)")
+        if environment == "production" and not options.force:
+            raise SeedError(
+                "this database is marked production (langlearn.environment = 'production'); the seed refuses it "
+                "(pass --force only if you really mean to add seeded accounts to it)"
+            )
+        state = await read_state(connection)
+        if state.pending:
+            raise SeedError(f"the database is not at the head of the migration history ({len(state.pending)} "
+                            "migration(s) pending); run `aerich upgrade` first")
+        if not state.at_head:
+            problem = (f"versions unknown to this code: {', '.join(state.unknown)}" if state.unknown
+                       else f"versions recorded twice: {', '.join(state.duplicates)}")
+            raise SeedError(f"the database's migration history does not match this code ({problem}); "
+                            "run `python -m seed.verify` for details")
+        try:
+            # a killed run's session may take a moment to end: wait for its lock rather than fail at once
+            await connection.execute(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'")
+            await connection.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+            await connection.execute("RESET lock_timeout")
+        except asyncpg.LockNotAvailableError:
+            raise SeedError(
+                f"another seed has been running against this database for {LOCK_WAIT_SECONDS} s; wait for it to finish"
+            ) from None
+        runs = [
+            {**run, "parameters": json.loads(run["parameters"]), "counts": json.loads(run["counts"])}
+            for run in await connection.fetch("SELECT * FROM seed_runs ORDER BY started_at")
+        ]
+        if not runs:
+            occupied = await connection.fetchval("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM courses)")
+            if occupied:
+                raise SeedError("the database already holds users or courses that no seed run wrote; seed an empty database at head")
+            return None
+        run = runs[0]
+        same = (run["preset"] == options.preset and run["seed"] == options.seed
+                and run["parameters"] == options.parameters and len(runs) == 1)
+        if not same:
+            raise SeedError(
+                f"this database was already seeded with {_describe(run)}; the seed never mixes two seeds in one "
+                "database: use a fresh database for a different preset, seed or size"
+            )
+        if options.anchor and options.anchor != run["anchor_at"].date():
+            raise SeedError(
+                f"this seed's history ends at {run['anchor_at'].date()} in this database (recorded by its first run); "
+                f"drop --anchor or use a fresh database for {options.anchor}"
+            )
+        if run["status"] != "completed" and run["code_version"] != self.version:
+            raise SeedError(
+                f"the interrupted run was started by code version {run['code_version']} and this is {self.version}: "
+                "resuming would mix rows of two versions; seed a fresh database"
+            )
+        return run
+
+    async def run(self) -> Report:
+        started = time.perf_counter()
+        options = self.options
+        previous = await self.guard()
+        if previous is not None and previous["status"] == "completed":
+            self.report.message = (
+                f"Nothing to do: this database was seeded with {_describe(previous)} "
+                f"(finished {previous['finished_at']:%Y-%m-%d %H:%M} UTC, {sum(previous['counts'].values())} rows); "
+                "a second run adds nothing."
+            )
+            return self.report
+        anchor = previous["anchor_at"] if previous else (
+            datetime.combine(options.anchor, clock_time(), tzinfo=timezone.utc) if options.anchor else default_anchor())
+        content = load_content(options.seed, anchor)
+        demo_accounts = len(content.demo["accounts"]) if options.preset == "demo" else 0
+        passwords = Passwords(
+            options.seed, demo_password=content.demo["password"] if options.preset == "demo" else None,
+            demo_accounts=demo_accounts, unpredictable=options.force,
+        )
+        context = RunContext(options.seed, options.users, anchor, content, passwords, demo_accounts, options.force)
+        steps_total = context.batches + 2
+        if previous is None:
+            run_id, steps_done, counts = uuid4(), 0, {}
+        else:
+            run_id, steps_done, counts = previous["id"], previous["steps_done"], dict(previous["counts"])
+            await self.connection.execute(
+                "UPDATE seed_runs SET resumes = resumes + 1, status = 'running', error = NULL, updated_at = now() "
+                "WHERE id = $1", run_id)
+            self.console.print(
+                f"Resuming the interrupted run ({_describe(previous)}) after step {steps_done} of {steps_total}.",
+                soft_wrap=True)
+        try:
+            if steps_done == 0:
+                await self._content_step(run_id, anchor, steps_total, content, counts)
+            await self._user_steps(run_id, context, max(1, steps_done), counts)
+            async with self.connection.transaction():
+                await self.connection.execute(RANK_SQL)
+                await self.connection.execute(
+                    "UPDATE seed_runs SET steps_done = steps_total, status = 'completed', finished_at = now(), "
+                    "updated_at = now() WHERE id = $1", run_id)
+        except (asyncpg.PostgresError, OSError) as error:
+            await self._record_failure(run_id, error)
+            raise SeedError(f"the seed failed and can be resumed by running it again ({type(error).__name__}: {error})") from None
+        self.report.wall = time.perf_counter() - started
+        written = f"{self.report.total_rows:,} rows in {self.report.wall:.1f} s"
+        if previous is not None:
+            written += f" ({sum(counts.values()):,} in all, with the interrupted run's)"
+        self.report.message = (
+            f"Seeded preset {options.preset} (seed {options.seed}, {options.users:,} users, history ending "
+            f"{anchor.date()}): {written}."
+        )
+        return self.report
+
+    async def _record_failure(self, run_id, error: Exception) -> None:
+        if self.connection.is_closed():
+            return
+        try:
+            await self.connection.execute(
+                "UPDATE seed_runs SET status = 'failed', error = $2, updated_at = now() WHERE id = $1",
+                run_id, f"{type(error).__name__}: {error}")
+        except (asyncpg.PostgresError, OSError):
+            pass  # the original error is the one to report
+
+    async def _copy(self, table: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        began = time.perf_counter()
+        await self.connection.copy_records_to_table(table, records=rows, columns=TABLES[table])
+        self.report.seconds[table] += time.perf_counter() - began
+        self.report.rows[table] += len(rows)
+
+    async def _content_step(self, run_id, anchor, steps_total, content, counts) -> None:
+        options = self.options
+        async with self.connection.transaction():
+            await self.connection.execute(
+                "INSERT INTO seed_runs (id, preset, seed, code_version, parameters, anchor_at, steps_total, started_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
+                run_id, options.preset, options.seed, self.version, dumps(options.parameters), anchor, steps_total)
+            for table in CONTENT_TABLES:
+                await self._copy(table, content.rows[table])
+                counts[table] = counts.get(table, 0) + len(content.rows[table])
+            await self._advance(run_id, 1, counts)
+
+    async def _advance(self, run_id, steps_done: int, counts: dict[str, int]) -> None:
+        await self.connection.execute(
+            "UPDATE seed_runs SET steps_done = $2, counts = $3, updated_at = now() WHERE id = $1",
+            run_id, steps_done, dumps(counts))
+
+    async def _user_steps(self, run_id, context: RunContext, first_step: int, counts: dict[str, int]) -> None:
+        """Steps 1..batches: generate batch k+1.. in a thread while batch k is copied."""
+        batches = range(first_step - 1, context.batches)
+        if not batches:
+            return
+        loop = asyncio.get_running_loop()
+        progress = Progress(
+            TextColumn("{task.description:>22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True), disable=not self.options.progress, transient=True,
+        )
+        table_tasks = {table: progress.add_task(table, total=None) for table in USER_TABLES}
+        done_users = 0
+        with progress, ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-generate") as pool:
+            pending = {b: loop.run_in_executor(pool, generate_batch, context, b) for b in batches[:PREFETCH]}
+            for batch_index in batches:
+                batch = await pending.pop(batch_index)
+                ahead = batch_index + PREFETCH
+                if ahead < context.batches:
+                    pending[ahead] = loop.run_in_executor(pool, generate_batch, context, ahead)
+                async with self.connection.transaction():
+                    for table, rows in batch.rows.items():
+                        await self._copy(table, rows)
+                        counts[table] = counts.get(table, 0) + len(rows)
+                    await self._advance(run_id, batch_index + 2, counts)
+                done_users += len(batch.rows["users"])
+                to_do = context.users - batches.start * BATCH_USERS
+                for table in batch.rows:
+                    written = self.report.rows[table]
+                    # totals are estimated from the batches so far: the shape is the same at any size
+                    progress.update(table_tasks[table], completed=written, total=round(written * to_do / done_users))
+                del batch
+
+
+def render_summary(report: Report, console: Console) -> None:
+    """Rows per table, COPY time and rate, and the run's total wall time and rate."""
+    console.print(report.message, soft_wrap=True)
+    if not report.total_rows:
+        return
+    table = Table(title="rows written", title_justify="left")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("COPY s", justify="right")
+    table.add_column("rows/s", justify="right")
+    for name, rows in report.rows.items():
+        if rows:
+            seconds = report.seconds[name]
+            table.add_row(name, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}" if seconds else "-")
+    rate = report.total_rows / report.wall if report.wall else 0
+    table.add_row("total (wall time)", f"{report.total_rows:,}", f"{report.wall:.2f}", f"{rate:,.0f}", style="bold")
+    console.print(table)
+
+
+async def seed(url: str, options: SeedOptions, console: Console) -> Report:
+    """Seed the database at `url` (already validated) and return what was written."""
+    try:
+        connection = await asyncpg.connect(asyncpg_url(url))
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+        raise SeedError(f"cannot connect to {redact(url)} ({error})") from None
+    try:
+        return await Seeder(connection, options, console).run()
+    finally:
+        await connection.close()

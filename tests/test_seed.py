@@ -1,0 +1,236 @@
+"""The seed (`python -m seed`): consistent, reproducible, idempotent, resumable and guarded.
+
+Every run here goes through the real CLI into a fresh database of the real PostgreSQL server. The
+history ends yesterday (`--anchor`), so two runs on one day write the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import pytest
+from argon2 import PasswordHasher
+from argon2.exceptions import VerifyMismatchError
+
+from core import migrations
+from seed.cli import main
+from seed.content import DATA_DIR
+from seed.run import code_version
+from seed.tables import TABLES, USER_TABLES
+from seed.verify import check_invariants
+from tests.conftest import REPO_ROOT, run_cli
+
+ANCHOR = datetime.now(timezone.utc).date() - timedelta(days=1)
+SCALE = ("--users", "250", "--seed", "7", "--anchor", ANCHOR.isoformat(), "--no-progress")
+DEMO = ("--anchor", ANCHOR.isoformat(), "--no-progress")
+
+
+def seed_cli(*args: str, database: str):
+    return run_cli(sys.executable, "-m", "seed", *args, database=database)
+
+
+async def digests(connection) -> dict[str, str]:
+    """One md5 per table over every row in id order: equal digests mean byte-identical tables."""
+    return {
+        table: await connection.fetchval(f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM {table} t")
+        for table in TABLES
+    }
+
+
+async def row_counts(connection) -> dict[str, int]:
+    return {table: await connection.fetchval(f"SELECT count(*) FROM {table}") for table in (*TABLES, "seed_runs")}
+
+
+@pytest.fixture(scope="module")
+async def scale_db(server, head_template):
+    """A database holding a small scale seed (250 users, three batches), shared by the read-only tests."""
+    url = await server.create(template=head_template)
+    seeded = seed_cli(*SCALE, database=url)
+    assert seeded.returncode == 0, seeded.stderr
+    yield url
+    await server.drop(url)
+
+
+async def test_demo_seed_holds_every_invariant(seeded_db, connect):
+    assert await check_invariants(await connect(seeded_db)) == []
+
+
+async def test_demo_seed_has_the_promised_content(seeded_db, connect):
+    connection = await connect(seeded_db)
+    languages = await connection.fetch("SELECT language FROM courses WHERE is_published")
+    assert len(languages) >= 3 and len({row["language"] for row in languages}) >= 2
+    assert await connection.fetchval("SELECT count(*) FROM units") >= 6
+    assert await connection.fetchval(
+        "SELECT count(*) FROM vocabulary_items WHERE translation ? 'vi' AND pronunciation LIKE '/%/' AND definition <> ''"
+    ) >= 200
+    exercises = await connection.fetch(
+        "SELECT e->>'type' AS kind, e ? 'answer' AS answered FROM lessons, jsonb_array_elements(content->'exercises') e")
+    assert {row["kind"] for row in exercises} == {"multiple_choice", "fill_blank", "matching", "translation", "listening"}
+    assert all(row["answered"] for row in exercises)
+    achievements = await connection.fetch("SELECT condition_type, rarity::text FROM achievements")
+    assert len(achievements) >= 25
+    assert {row["condition_type"] for row in achievements} >= {
+        "lesson_complete", "reach_streak", "vocab_mastered", "xp_earned", "perfect_score", "course_complete"}
+    assert {row["rarity"] for row in achievements} == {"common", "rare", "epic", "legendary"}
+    kinds = {row["item_type"] for row in await connection.fetch("SELECT item_type FROM shop_items")}
+    assert kinds >= {"streak_freeze", "double_xp", "hint_pack"} and len(kinds) > 3
+    counts = await row_counts(connection)
+    assert counts["users"] == 36
+    assert all(counts[table] > 0 for table in USER_TABLES), counts
+
+
+async def test_demo_seed_writes_nothing_after_its_anchor(seeded_db, connect):
+    connection = await connect(seeded_db)
+    anchor = datetime.combine(ANCHOR, datetime.min.time(), tzinfo=timezone.utc)
+    future_by_nature = {"expires_at", "next_review_date"}
+    columns = await connection.fetch(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND data_type = 'timestamp with time zone' AND table_name = ANY($1::text[])", list(TABLES))
+    for column in columns:
+        if column["column_name"] in future_by_nature:
+            continue
+        latest = await connection.fetchval(f'SELECT max("{column["column_name"]}") FROM "{column["table_name"]}"')
+        assert latest is None or latest <= anchor, (column["table_name"], column["column_name"], latest)
+
+
+async def test_demo_accounts_alone_sign_in_with_the_documented_password(seeded_db, connect):
+    demo = json.loads((DATA_DIR / "demo_accounts.json").read_text())
+    connection = await connect(seeded_db)
+    hashes = {row["email"]: row["hashed_password"] for row in await connection.fetch("SELECT email, hashed_password FROM users")}
+    assert all(value.startswith("$argon2id$") for value in hashes.values())
+    assert all(email == email.lower() for email in hashes)
+    hasher = PasswordHasher()
+    for account in demo["accounts"]:
+        assert hasher.verify(hashes.pop(account["email"]), demo["password"])
+    with pytest.raises(VerifyMismatchError):
+        hasher.verify(next(iter(hashes.values())), demo["password"])
+
+
+async def test_small_scale_seed_holds_every_invariant_and_records_its_run(scale_db, connect):
+    connection = await connect(scale_db)
+    assert await check_invariants(connection) == []
+    run = await connection.fetchrow("SELECT * FROM seed_runs")
+    assert (run["preset"], run["seed"], run["status"]) == ("scale", 7, "completed")
+    assert json.loads(run["parameters"])["users"] == 250
+    assert run["steps_done"] == run["steps_total"] == 5  # catalogue, three batches of users, ranks
+    assert run["code_version"] == code_version()
+    assert run["anchor_at"] == datetime.combine(ANCHOR, datetime.min.time(), tzinfo=timezone.utc)
+    assert run["started_at"] <= run["finished_at"]
+    counts = await row_counts(connection)
+    assert json.loads(run["counts"]) == {table: counts[table] for table in TABLES}
+    assert counts["users"] == 250
+
+
+async def test_second_run_adds_no_row(scale_db, connect):
+    connection = await connect(scale_db)
+    before = (await row_counts(connection), await digests(connection))
+    again = seed_cli(*SCALE, database=scale_db)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Nothing to do:")
+    assert (await row_counts(connection), await digests(connection)) == before
+
+
+async def test_same_seed_writes_identical_rows_in_another_database(scale_db, head_db, connect):
+    seeded = seed_cli(*SCALE, database=head_db)
+    assert seeded.returncode == 0, seeded.stderr
+    assert await digests(await connect(head_db)) == await digests(await connect(scale_db))
+
+
+async def test_run_killed_part_way_then_restarted_ends_identical_to_an_uninterrupted_run(scale_db, head_db, connect):
+    connection = await connect(head_db)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seed", *SCALE], cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": head_db},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill once the catalogue and one batch of users are committed
+            if process.poll() is not None or (await connection.fetchval("SELECT max(steps_done) FROM seed_runs") or 0) >= 2:
+                break
+            time.sleep(0.02)
+        process.kill()  # SIGKILL: no cleanup, no rollback handler, mid-COPY or between steps
+    finally:
+        process.wait()
+    interrupted = await connection.fetchrow("SELECT status, steps_done, steps_total FROM seed_runs")
+    assert interrupted["status"] == "running" and interrupted["steps_done"] < interrupted["steps_total"]
+    assert 0 < await connection.fetchval("SELECT count(*) FROM users") < 250
+
+    resumed = seed_cli(*SCALE, database=head_db)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith("Resuming the interrupted run")
+    assert await digests(connection) == await digests(await connect(scale_db))
+    assert await connection.fetchval("SELECT resumes FROM seed_runs") == 1
+
+
+async def test_production_database_is_refused_without_writing(head_db, connect):
+    name = urlsplit(head_db).path.lstrip("/")
+    await (await connect(head_db)).execute(f"ALTER DATABASE \"{name}\" SET langlearn.environment = 'production'")
+    refused = seed_cli(*DEMO, database=head_db)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "marked production" in refused.stderr and "--force" in refused.stderr
+    assert set((await row_counts(await connect(head_db))).values()) == {0}
+
+
+async def test_forced_run_on_production_gives_demo_accounts_no_known_password(head_db, connect):
+    name = urlsplit(head_db).path.lstrip("/")
+    await (await connect(head_db)).execute(f"ALTER DATABASE \"{name}\" SET langlearn.environment = 'production'")
+    forced = seed_cli(*DEMO, "--force", database=head_db)
+    assert forced.returncode == 0, forced.stderr
+    demo = json.loads((DATA_DIR / "demo_accounts.json").read_text())
+    connection = await connect(head_db)
+    for account in demo["accounts"]:
+        stored = await connection.fetchval("SELECT hashed_password FROM users WHERE email = $1", account["email"])
+        with pytest.raises(VerifyMismatchError):
+            PasswordHasher().verify(stored, demo["password"])
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["--users", "0"], "--users: must be a whole number from 1"),
+    (["--users", "ten"], "--users: must be a whole number"),
+    (["--preset", "demo", "--users", "5"], "--users applies to the scale preset"),
+    (["--seed", "-1"], "--seed: must be a whole number from 0"),
+    (["--anchor", "yesterday"], "--anchor: must be a date"),
+    (["--anchor", "2999-01-01"], "is in the future"),
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+async def test_bad_arguments_exit_2_with_one_line_before_writing(argv, complaint, head_db, connect, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", head_db)
+    assert await main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1 and complaint in error
+    assert set((await row_counts(await connect(head_db))).values()) == {0}
+
+
+async def test_database_not_at_head_is_refused(empty_db):
+    refused = seed_cli(*DEMO, database=empty_db)
+    assert refused.returncode == 1
+    assert "not at the head of the migration history" in refused.stderr and "aerich upgrade" in refused.stderr
+
+
+async def test_another_seed_into_a_seeded_database_is_refused_without_writing(scale_db, connect):
+    connection = await connect(scale_db)
+    before = await row_counts(connection)
+    refused = seed_cli(*SCALE[:2], "--seed", "8", "--anchor", ANCHOR.isoformat(), database=scale_db)
+    assert refused.returncode == 1
+    assert "already seeded with preset scale, seed 7" in refused.stderr
+    assert await row_counts(connection) == before
+
+
+async def test_seed_runs_migration_downgrades_and_upgrades_cleanly(head_db, connect):
+    query = ("SELECT to_regclass('seed_runs') IS NOT NULL, "
+             "(SELECT count(*) FROM pg_type WHERE typname IN ('seed_preset', 'seed_run_status'))")
+    assert tuple(await (await connect(head_db)).fetchrow(query)) == (True, 2)
+    reverted = await migrations.downgrade(head_db, to=4)
+    assert [version.split("_", 2)[-1] for version in reverted] == ["seed_runs.py"]
+    assert tuple(await (await connect(head_db)).fetchrow(query)) == (False, 0)
+    await migrations.upgrade(head_db)
+    connection = await connect(head_db)
+    assert tuple(await connection.fetchrow(query)) == (True, 2)
+    assert (await migrations.read_state(connection)).at_head
