@@ -1,0 +1,61 @@
+"""Verify a live database against the models, the migration history and the data invariants.
+
+Each check is an async function of an open asyncpg connection returning findings, so the same
+checks serve the CLI (`python -m seed.verify`), the startup check and a health endpoint:
+
+    result = await verify(url)            # or: findings = await check_schema(connection)
+    result.exit_code, result.errors, result.warnings, result.to_json()
+
+The expected schema is derived from the model classes (`expected_schema()`), never kept by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.settings import ConfigError, asyncpg_url, check_reachable, redact, validate_url
+from seed.verify.expected import expected_schema
+from seed.verify.findings import CHECKS, Finding, Severity, VerificationResult
+from seed.verify.history import check_migrations
+from seed.verify.invariants import check_invariants
+from seed.verify.schema import check_schema
+
+__all__ = [
+    "Finding",
+    "Severity",
+    "VerificationResult",
+    "check_invariants",
+    "check_migrations",
+    "check_schema",
+    "expected_schema",
+    "verify",
+]
+
+
+async def verify(url: str, *, schema: bool = True, migrations: bool = True, invariants: bool = True) -> VerificationResult:
+    """Run the chosen checks on the database at `url`.
+
+    Raises `ConfigError` (one line, password hidden) when the checks cannot run: a malformed or
+    unreachable URL, or a database refusing the catalog queries.
+    """
+    import asyncpg
+
+    url = validate_url(url)
+    await check_reachable(url)
+    # migrations first: a pending migration explains most schema findings that follow
+    chosen = [(name, check) for name, check, wanted in (
+        ("migrations", check_migrations, migrations),
+        ("schema", check_schema, schema),
+        ("invariants", check_invariants, invariants),
+    ) if wanted]
+    findings: list[Finding] = []
+    connection = await asyncpg.connect(asyncpg_url(url))
+    try:
+        for name, check in chosen:
+            try:
+                findings += await check(connection)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as problem:
+                raise ConfigError(f"the {name} check could not run on {redact(url)} ({type(problem).__name__}: {problem})") from None
+    finally:
+        await connection.close()
+    return VerificationResult(findings=tuple(findings), checks=tuple(name for name in CHECKS if name in dict(chosen)))

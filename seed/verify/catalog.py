@@ -1,0 +1,110 @@
+"""Read a schema back from PostgreSQL's catalog in one query, whatever the number of tables.
+
+Every expression comes out of PostgreSQL's own deparser (`format_type`, `pg_get_expr`,
+`pg_get_constraintdef`, `pg_get_indexdef`), so two schemas read this way compare as text exactly
+when PostgreSQL considers them the same.
+"""
+
+from __future__ import annotations
+
+import json
+
+from seed.verify.structure import Check, Column, ForeignKey, Index, Schema, Table
+
+# Aerich's own bookkeeping table is not the models' business.
+IGNORED_TABLES = ("aerich",)
+
+ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+CATALOG_QUERY = """
+WITH ns AS (
+    SELECT CASE WHEN $1 THEN pg_my_temp_schema()
+                ELSE (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) END AS oid
+), rels AS (
+    SELECT c.oid, c.relname FROM pg_class c, ns
+    WHERE c.relnamespace = ns.oid AND c.relkind IN ('r', 'p') AND c.relname <> ALL($2::text[])
+)
+SELECT json_build_object(
+    'tables', (SELECT coalesce(json_agg(r.relname), '[]') FROM rels r),
+    'columns', (
+        SELECT coalesce(json_agg(json_build_object(
+            'table', r.relname, 'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
+            'nullable', NOT a.attnotnull, 'default', pg_get_expr(d.adbin, d.adrelid)
+        ) ORDER BY r.relname, a.attnum), '[]')
+        FROM rels r
+        JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+        LEFT JOIN pg_attrdef d ON d.adrelid = r.oid AND d.adnum = a.attnum
+    ),
+    'constraints', (
+        SELECT coalesce(json_agg(json_build_object(
+            'table', r.relname, 'name', k.conname, 'type', k.contype,
+            'columns', (SELECT json_agg(a.attname ORDER BY c.n) FROM unnest(k.conkey) WITH ORDINALITY c(attnum, n)
+                        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = c.attnum),
+            'target', t.relname,
+            'target_columns', (SELECT json_agg(a.attname ORDER BY c.n) FROM unnest(k.confkey) WITH ORDINALITY c(attnum, n)
+                               JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = c.attnum),
+            'on_delete', k.confdeltype,
+            'definition', CASE WHEN k.contype = 'c' THEN pg_get_constraintdef(k.oid) END
+        ) ORDER BY r.relname, k.conname), '[]')
+        FROM rels r
+        JOIN pg_constraint k ON k.conrelid = r.oid AND k.contype IN ('p', 'f', 'c')
+        LEFT JOIN pg_class t ON t.oid = k.confrelid
+    ),
+    'indexes', (
+        SELECT coalesce(json_agg(json_build_object(
+            'table', r.relname, 'name', i.relname, 'unique', x.indisunique, 'method', am.amname,
+            'columns', (SELECT json_agg(pg_get_indexdef(x.indexrelid, n, true) ORDER BY n)
+                        FROM generate_series(1, x.indnkeyatts) n),
+            'predicate', pg_get_expr(x.indpred, x.indrelid),
+            'constraint', EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid AND k.contype = 'u')
+        ) ORDER BY r.relname, i.relname), '[]')
+        FROM rels r
+        JOIN pg_index x ON x.indrelid = r.oid AND NOT x.indisprimary
+        JOIN pg_class i ON i.oid = x.indexrelid
+        JOIN pg_am am ON am.oid = i.relam
+    ),
+    'enums', (
+        SELECT coalesce(json_object_agg(t.typname, (
+            SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid
+        )), '{}')
+        FROM pg_type t, ns WHERE t.typnamespace = ns.oid AND t.typtype = 'e'
+    )
+)
+"""
+
+
+async def read_catalog(connection, *, temporary: bool = False, ignore: tuple[str, ...] = IGNORED_TABLES) -> Schema:
+    """The schema of the connection's current schema (or, with `temporary`, of its `pg_temp`)."""
+    raw = json.loads(await connection.fetchval(CATALOG_QUERY, temporary, list(ignore)))
+    parts: dict[str, dict[str, list]] = {
+        name: {"columns": [], "primary_key": [], "foreign_keys": [], "indexes": [], "checks": []} for name in raw["tables"]
+    }
+    for row in raw["columns"]:
+        parts[row["table"]]["columns"].append(Column(row["name"], row["type"], row["nullable"], row["default"]))
+    for row in raw["constraints"]:
+        table = parts[row["table"]]
+        if row["type"] == "p":
+            table["primary_key"] = row["columns"]
+        elif row["type"] == "f":
+            table["foreign_keys"].append(
+                ForeignKey(row["name"], tuple(row["columns"]), row["target"], tuple(row["target_columns"]), ON_DELETE[row["on_delete"]])
+            )
+        else:
+            table["checks"].append(Check(row["name"], row["definition"]))
+    for row in raw["indexes"]:
+        parts[row["table"]]["indexes"].append(
+            Index(row["name"], tuple(row["columns"]), row["unique"], row["method"], row["predicate"], row["constraint"])
+        )
+    tables = {
+        name: Table(
+            name,
+            tuple(part["columns"]),
+            tuple(part["primary_key"]),
+            tuple(part["foreign_keys"]),
+            tuple(part["indexes"]),
+            tuple(part["checks"]),
+        )
+        for name, part in sorted(parts.items())
+    }
+    enums = {name: tuple(labels) for name, labels in sorted(raw["enums"].items())}
+    return Schema(tables=tables, enums=enums)

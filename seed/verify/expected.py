@@ -1,0 +1,134 @@
+"""The schema the models describe, read from the model classes themselves (never a hand-kept copy).
+
+Tortoise resolves relations (the `*_id` columns, their targets) only when an app is registered;
+`Tortoise.init_app` does that without any connection, and running it inside a `TortoiseContext` of
+its own leaves any context the caller has active untouched.
+
+Names follow what the migrations create: PostgreSQL's defaults for inline constraints
+(`<table>_pkey`, `<table>_<col>_fkey`, `<table>_<col>_key`), the model's names for everything in
+`Meta`; a `UniqueConstraint` named `idx_...` is created as a unique index, any other as a UNIQUE
+constraint (either satisfies the rule).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from core.settings import APP_LABEL
+from seed.verify.structure import Check, Column, ForeignKey, Index, Schema, Table, literal
+
+MODEL_MODULE = "models"
+NAME_LIMIT = 63  # PostgreSQL truncates longer identifiers
+
+
+def expected_schema() -> Schema:
+    """The tables, constraints, indexes and enum types the models need, as the models write them."""
+    from tortoise import Tortoise
+    from tortoise.context import TortoiseContext
+
+    from models.enums import ENUM_TYPES, labels
+
+    with TortoiseContext():
+        models = Tortoise.init_app(APP_LABEL, [MODEL_MODULE])
+    ordered = sorted(models.values(), key=lambda model: model._meta.db_table)
+    used_enums = {
+        enum_type.pg_type
+        for model in ordered
+        for field in model._meta.fields_map.values()
+        if hasattr(enum_type := getattr(field, "enum_type", None), "pg_type")
+    }
+    return Schema(
+        tables={model._meta.db_table: _table(model) for model in ordered},
+        enums={name: tuple(labels(ENUM_TYPES[name])) for name in sorted(used_enums)},
+    )
+
+
+def _table(model) -> Table:
+    from tortoise.backends.base_postgres.schema_generator import BasePostgresSchemaGenerator
+
+    # only its naming of unnamed indexes is used, which needs no client
+    generator = BasePostgresSchemaGenerator(None)
+    meta = model._meta
+    table = meta.db_table
+
+    def column_of(field_name: str) -> str:
+        field = meta.fields_map.get(field_name)
+        return (field.source_field or field_name) if field else field_name
+
+    columns, primary_key, indexes = [], (), []
+    for field_name, column in meta.fields_db_projection.items():
+        field = meta.fields_map[field_name]
+        columns.append(Column(column, field.get_for_dialect("postgres", "SQL_TYPE"), field.null, _default(field, model)))
+        if field.pk:
+            primary_key = (column,)
+        elif field.unique:
+            indexes.append(Index(_name(f"{table}_{column}_key"), (column,), unique=True, constraint=True))
+        elif field.index:
+            indexes.append(Index(generator._get_index_name("idx", model, [column]), (column,)))
+
+    for group in meta.unique_together:
+        group_columns = tuple(column_of(name) for name in group)
+        indexes.append(Index(_name(f"{table}_{'_'.join(group_columns)}_key"), group_columns, unique=True, constraint=True))
+
+    checks = []
+    for constraint in meta.constraints:
+        if hasattr(constraint, "check"):
+            checks.append(Check(constraint.name, f"CHECK ({constraint.check})"))
+            continue
+        unique_columns = tuple(column_of(name) for name in constraint.fields)
+        name = constraint.name or f"{table}_{'_'.join(unique_columns)}_key"
+        as_index = name.startswith("idx_") or constraint.condition is not None
+        indexes.append(
+            Index(_name(name), unique_columns, unique=True, predicate=constraint.condition, constraint=not as_index)
+        )
+
+    for index in meta.indexes:
+        if isinstance(index, (tuple, list)):  # Meta.indexes = (("a", "b"),): unnamed
+            index_columns = tuple(column_of(name) for name in index)
+            indexes.append(Index(generator._get_index_name("idx", model, list(index_columns)), index_columns))
+            continue
+        index_columns = tuple(column_of(name) for name in index.field_names)
+        extra = index.extra.strip()
+        indexes.append(
+            Index(
+                _name(index.index_name(generator, model)),
+                index_columns,
+                method=(index.INDEX_TYPE or "btree").lower(),
+                predicate=extra.removeprefix("WHERE ").strip() if extra.upper().startswith("WHERE ") else None,
+            )
+        )
+
+    foreign_keys = []
+    for field_name in sorted(meta.fk_fields | meta.o2o_fields):
+        relation = meta.fields_map[field_name]
+        if not relation.db_constraint:
+            continue
+        target = relation.related_model._meta
+        target_column = relation.to_field_instance.source_field or relation.to_field_instance.model_field_name
+        column = column_of(relation.source_field)
+        foreign_keys.append(
+            ForeignKey(_name(f"{table}_{column}_fkey"), (column,), target.db_table, (target_column,), str(relation.on_delete))
+        )
+
+    return Table(table, tuple(columns), primary_key, tuple(foreign_keys), tuple(indexes), tuple(checks))
+
+
+def _default(field, model) -> str | None:
+    """The field's `db_default` as an SQL expression (`default=` is Python-only and never reaches SQL)."""
+    if not field.has_db_default():
+        return None
+    value = field.db_default
+    if hasattr(value, "get_sql"):
+        return value.get_sql(dialect="postgres")
+    value = field.to_db_value(value, model)
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return literal(str(value))
+
+
+def _name(name: str) -> str:
+    return name[:NAME_LIMIT]

@@ -1,0 +1,325 @@
+"""Compare the live schema with the one the models describe.
+
+Defaults and CHECK expressions cannot be compared as the models write them: PostgreSQL stores
+`CHECK (week_end = week_start + 6)` as `CHECK ((week_end = (week_start + 6)))` and `'vi'` as
+`'vi'::character varying`. So the expected schema is created in `pg_temp` inside a transaction that
+is rolled back, and both sides are read with the same catalog query: five statements in all (begin,
+two catalog reads, one DDL script, rollback) whatever the number of tables, and nothing left behind
+in the caller's session (inside a caller's transaction, the begin and rollback are a savepoint's).
+"""
+
+from __future__ import annotations
+
+from seed.verify.catalog import read_catalog
+from seed.verify.expected import expected_schema
+from seed.verify.findings import Finding, error, warning
+from seed.verify.structure import Column, Schema, Table, literal, quote
+
+CHECK = "schema"
+MIGRATE = "fix it in a migration"
+
+
+async def check_schema(connection) -> list[Finding]:
+    """Findings for every difference between the live schema and the models (needs TEMP privilege)."""
+    expected = expected_schema()
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        # read the live side first: the temporary enum types shadow the live ones by name
+        live = await read_catalog(connection)
+        await connection.execute(expected.ddl(schema="pg_temp"))
+        canonical = await read_catalog(connection, temporary=True, ignore=())
+    finally:
+        await transaction.rollback()
+    # the caller's own temporary tables are not ours to compare
+    canonical_tables = {name: table for name, table in canonical.tables.items() if name in expected.tables}
+    return compare(Schema(canonical_tables, canonical.enums), live)
+
+
+def compare(expected: Schema, live: Schema) -> list[Finding]:
+    """The differences between two schemas read from the catalog, `expected` being the models'."""
+    findings = _compare_enums(expected.enums, live.enums)
+    for name, table in expected.tables.items():
+        if name in live.tables:
+            findings += _compare_table(table, live.tables[name])
+        else:
+            findings.append(error(
+                CHECK, "missing_table", name,
+                f"table {name} is missing; run `aerich upgrade` if migrations are pending, "
+                f"otherwise generate the migration that creates it (`aerich migrate --name add_{name}`)",
+            ))
+    for name in live.tables.keys() - expected.tables.keys():
+        findings.append(warning(
+            CHECK, "extra_table", name,
+            f"table {name} is not in the models; drop it (DROP TABLE {quote(name)}) if nothing uses it, or add a model for it",
+        ))
+    return sorted(findings, key=lambda finding: (finding.severity.value, finding.subject, finding.kind))
+
+
+def _compare_enums(expected: dict[str, tuple[str, ...]], live: dict[str, tuple[str, ...]]) -> list[Finding]:
+    findings = []
+    for name, labels in expected.items():
+        if name not in live:
+            findings.append(error(
+                CHECK, "missing_enum_type", name,
+                f"enum type {name} is missing; {MIGRATE}: CREATE TYPE {quote(name)} AS ENUM ({', '.join(map(literal, labels))})",
+                expected=list(labels),
+            ))
+            continue
+        actual = live[name]
+        for position, label in enumerate(labels):
+            if label not in actual:
+                where = f"AFTER {literal(labels[position - 1])}" if position else f"BEFORE {literal(labels[1])}" if len(labels) > 1 else ""
+                findings.append(error(
+                    CHECK, "missing_enum_label", f"{name}.{label}",
+                    f"enum type {name} lacks the label {label!r}, so the ORM's inserts of it fail; "
+                    f"{MIGRATE}: ALTER TYPE {quote(name)} ADD VALUE {literal(label)} {where}".rstrip(),
+                    expected=list(labels), actual=list(actual),
+                ))
+        for label in actual:
+            if label not in labels:
+                findings.append(warning(
+                    CHECK, "extra_enum_label", f"{name}.{label}",
+                    f"enum type {name} has the label {label!r}, which the model's enum lacks; add it to the enum, "
+                    f"or recreate the type without it once no row uses it (PostgreSQL cannot drop a label)",
+                    expected=list(labels), actual=list(actual),
+                ))
+        common_expected = [label for label in labels if label in actual]
+        common_actual = [label for label in actual if label in labels]
+        if common_expected != common_actual:
+            findings.append(error(
+                CHECK, "enum_order_differs", name,
+                f"enum type {name} orders its labels {', '.join(common_actual)}, the model {', '.join(common_expected)}; "
+                f"comparisons and sorting follow this order: recreate the type in the model's order",
+                expected=list(labels), actual=list(actual),
+            ))
+    for name in live.keys() - expected.keys():
+        findings.append(warning(
+            CHECK, "extra_enum_type", name,
+            f"enum type {name} is not used by any model; drop it (DROP TYPE {quote(name)}) if nothing uses it",
+            actual=list(live[name]),
+        ))
+    return findings
+
+
+def _compare_table(expected: Table, live: Table) -> list[Finding]:
+    table = expected.name
+    findings = []
+    live_columns = {column.name: column for column in live.columns}
+    for column in expected.columns:
+        if column.name in live_columns:
+            findings += _compare_column(table, column, live_columns[column.name])
+        else:
+            findings.append(error(
+                CHECK, "missing_column", f"{table}.{column.name}",
+                f"column {table}.{column.name} ({column.type}) is missing; {MIGRATE}: ALTER TABLE {quote(table)} ADD COLUMN {column.sql()}",
+                expected=column.sql(),
+            ))
+    expected_names = {column.name for column in expected.columns}
+    for column in live.columns:
+        if column.name not in expected_names:
+            findings.append(warning(
+                CHECK, "extra_column", f"{table}.{column.name}",
+                f"column {table}.{column.name} ({column.type}) is not in the model; drop it "
+                f"(ALTER TABLE {quote(table)} DROP COLUMN {quote(column.name)}) or add the field to the model",
+                actual=column.sql(),
+            ))
+
+    if expected.primary_key != live.primary_key:
+        findings.append(error(
+            CHECK, "primary_key_differs", f"{table}.{table}_pkey",
+            f"the primary key of {table} is ({', '.join(live.primary_key) or 'none'}), the model says ({', '.join(expected.primary_key)}); "
+            f"{MIGRATE}: ALTER TABLE {quote(table)} ADD PRIMARY KEY ({', '.join(map(quote, expected.primary_key))}) after dropping the old one",
+            expected=list(expected.primary_key), actual=list(live.primary_key),
+        ))
+
+    findings += _compare_foreign_keys(expected, live)
+    findings += _compare_indexes(expected, live)
+
+    live_checks = {check.name: check for check in live.checks}
+    for check in expected.checks:
+        subject = f"{table}.{check.name}"
+        actual = live_checks.get(check.name)
+        if actual is None:
+            findings.append(error(
+                CHECK, "missing_check", subject,
+                f"CHECK {check.name} on {table} is missing, so rows breaking {check.definition[6:]} are accepted; "
+                f"{MIGRATE} (Aerich ignores Meta.constraints): {check.add_sql(table)}",
+                expected=check.definition,
+            ))
+        elif actual.definition != check.definition:
+            findings.append(error(
+                CHECK, "check_differs", subject,
+                f"CHECK {check.name} on {table} is {actual.definition}, the model says {check.definition}; "
+                f"{MIGRATE}: ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(check.name)}, ADD CONSTRAINT {quote(check.name)} {check.definition}",
+                expected=check.definition, actual=actual.definition,
+            ))
+    expected_checks = {check.name for check in expected.checks}
+    for check in live.checks:
+        if check.name not in expected_checks:
+            findings.append(warning(
+                CHECK, "extra_check", f"{table}.{check.name}",
+                f"CHECK {check.name} on {table} ({check.definition}) is not in the model; add it to Meta.constraints "
+                f"or drop it (ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(check.name)})",
+                actual=check.definition,
+            ))
+    return findings
+
+
+def _compare_column(table: str, expected: Column, live: Column) -> list[Finding]:
+    findings = []
+    subject = f"{table}.{expected.name}"
+    alter = f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(expected.name)}"
+    if live.type != expected.type:
+        findings.append(error(
+            CHECK, "type_differs", subject,
+            f"column {subject} is {live.type}, the model says {expected.type}; "
+            f"{MIGRATE}: {alter} TYPE {expected.type} USING {quote(expected.name)}::{expected.type}",
+            expected=expected.type, actual=live.type,
+        ))
+    if live.nullable != expected.nullable:
+        if expected.nullable:
+            message = f"column {subject} is NOT NULL, the model allows NULL; {MIGRATE}: {alter} DROP NOT NULL"
+        else:
+            message = f"column {subject} allows NULL, the model says NOT NULL; fill its NULLs, then {MIGRATE}: {alter} SET NOT NULL"
+        findings.append(error(
+            CHECK, "nullability_differs", subject, message, expected_nullable=expected.nullable, actual_nullable=live.nullable
+        ))
+    if not _same_default(expected, live):
+        if expected.default is None:
+            fix = f"{alter} DROP DEFAULT"
+        else:
+            fix = f"{alter} SET DEFAULT {expected.default}"
+        findings.append(error(
+            CHECK, "default_differs", subject,
+            f"column {subject} {_describe_default(live.default)}, the model {_describe_default(expected.default, model=True)}; "
+            f"{MIGRATE}: {fix}",
+            expected=expected.default, actual=live.default,
+        ))
+    return findings
+
+
+def _describe_default(default: str | None, *, model: bool = False) -> str:
+    if default is None:
+        return "declares no database default" if model else "has no default"
+    return f"says DEFAULT {default}" if model else f"defaults to {default}"
+
+
+def _same_default(expected: Column, live: Column) -> bool:
+    """Equal as PostgreSQL deparses them, or as numbers: a REAL column's `DEFAULT 0` and `DEFAULT 0.0`
+    are the same default, though PostgreSQL keeps the literal as it was written."""
+    if expected.default == live.default:
+        return True
+    if expected.default is None or live.default is None:
+        return False
+    try:
+        return float(_bare(expected.default, expected.type)) == float(_bare(live.default, live.type))
+    except ValueError:
+        return False
+
+
+def _bare(default: str, column_type: str) -> str:
+    text = default.strip()
+    while text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    text = text.removesuffix(f"::{column_type}")
+    return text.strip("'")
+
+
+def _compare_foreign_keys(expected: Table, live: Table) -> list[Finding]:
+    table = expected.name
+    findings = []
+    unmatched = list(live.foreign_keys)
+    for key in expected.foreign_keys:
+        subject = f"{table}.{key.name}"
+        candidates = [other for other in unmatched if other.columns == key.columns]
+        actual = next((other for other in candidates if other.name == key.name), candidates[0] if candidates else None)
+        columns = ", ".join(key.columns)
+        if actual is None:
+            findings.append(error(
+                CHECK, "missing_foreign_key", subject,
+                f"{table}({columns}) has no foreign key to {key.target}; {MIGRATE}: {key.add_sql(table)}",
+                expected=key.reference_sql(),
+            ))
+            continue
+        unmatched.remove(actual)
+        recreate = f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(actual.name)}, ADD CONSTRAINT {quote(key.name)} {key.reference_sql()}"
+        if (actual.target, actual.target_columns) != (key.target, key.target_columns):
+            findings.append(error(
+                CHECK, "foreign_key_differs", subject,
+                f"foreign key {actual.name} points {table}({columns}) at {actual.target}({', '.join(actual.target_columns)}), "
+                f"the model at {key.target}({', '.join(key.target_columns)}); {MIGRATE}: {recreate}",
+                expected=key.reference_sql(), actual=actual.reference_sql(),
+            ))
+        elif actual.on_delete != key.on_delete:
+            findings.append(error(
+                CHECK, "on_delete_differs", subject,
+                f"foreign key {actual.name} is ON DELETE {actual.on_delete}, the model says {key.on_delete}; "
+                f"{MIGRATE} (Aerich ignores on_delete changes): {recreate}",
+                expected=key.on_delete, actual=actual.on_delete,
+            ))
+    for key in unmatched:
+        findings.append(warning(
+            CHECK, "extra_foreign_key", f"{table}.{key.name}",
+            f"foreign key {key.name} ({table}({', '.join(key.columns)}) -> {key.target}) is not in the model; "
+            f"declare it or drop it (ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(key.name)})",
+            actual=key.reference_sql(),
+        ))
+    return findings
+
+
+def _compare_indexes(expected: Table, live: Table) -> list[Finding]:
+    """Indexes and unique rules by name; a unique rule is met by a UNIQUE constraint or a unique index."""
+    table = expected.name
+    findings = []
+    live_indexes = {index.name: index for index in live.indexes}
+    expected_names = {index.name for index in expected.indexes}
+    renamed: set[str] = set()
+    for index in expected.indexes:
+        noun = "unique" if index.unique else "index"
+        subject = f"{table}.{index.name}"
+        actual = live_indexes.get(index.name)
+        if actual is None:
+            twin = next(
+                (other for other in live.indexes if other.shape == index.shape and other.name not in expected_names), None
+            )
+            if twin is not None:
+                renamed.add(twin.name)
+                rename = (
+                    f"ALTER TABLE {quote(table)} RENAME CONSTRAINT {quote(twin.name)} TO {quote(index.name)}"
+                    if twin.constraint
+                    else f"ALTER INDEX {quote(twin.name)} RENAME TO {quote(index.name)}"
+                )
+                fix = f"the same exists as {twin.name}: {rename}"
+            else:
+                fix = f"{MIGRATE}: {index.create_sql(table)}"
+            findings.append(error(
+                CHECK, f"missing_{noun}", subject,
+                f"{subject}, {index.describe()}, is missing; {fix}",
+                expected=index.describe(),
+            ))
+        elif actual.shape != index.shape:
+            drop = (
+                f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(actual.name)}"
+                if actual.constraint
+                else f"DROP INDEX {quote(actual.name)}"
+            )
+            findings.append(error(
+                CHECK, f"{noun}_differs", subject,
+                f"{subject} is {actual.describe()}, the model wants {index.describe()}; "
+                f"{MIGRATE}: {drop}; {index.create_sql(table)}",
+                expected=index.describe(), actual=actual.describe(),
+            ))
+    for index in live.indexes:
+        if index.name in expected_names or index.name in renamed:
+            continue
+        drop = (
+            f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(index.name)}" if index.constraint else f"DROP INDEX {quote(index.name)}"
+        )
+        findings.append(warning(
+            CHECK, "extra_unique" if index.unique else "extra_index", f"{table}.{index.name}",
+            f"{table}.{index.name}, {index.describe()}, is not in the model; declare it in Meta or drop it ({drop})",
+            actual=index.describe(),
+        ))
+    return findings
+
