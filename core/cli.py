@@ -84,11 +84,9 @@ async def main(argv: list[str] | None = None) -> int:
     except StartupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    state = startup.state
-    for version in startup.applied:
-        print(f"applied {version}")
     warned = f", {len(startup.warnings)} warning(s)" if startup.warnings else ""
-    print(f"database at {state.current} (head); schema matches the models{warned}")
+    applied = f"applied {len(startup.applied)} migration(s); " if startup.applied else "nothing to apply; "
+    print(f"{applied}database at {startup.state.current} (head); schema matches the models{warned}")
     return 0
 
 
