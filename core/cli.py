@@ -85,7 +85,9 @@ async def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     warned = f", {len(startup.warnings)} warning(s)" if startup.warnings else ""
-    applied = f"applied {len(startup.applied)} migration(s); " if startup.applied else "nothing to apply; "
+    applied = ""
+    if args.command == "upgrade":
+        applied = f"applied {len(startup.applied)} migration(s); " if startup.applied else "nothing to apply; "
     print(f"{applied}database at {startup.state.current} (head); schema matches the models{warned}")
     return 0
 

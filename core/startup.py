@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 import asyncpg
@@ -59,7 +58,6 @@ MODES: tuple[str, ...] = get_args(Mode)
 # pg_locks (classid = high 32 bits, objid = low 32 bits, objsubid = 1 for the bigint form).
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.blake2b(f"aerich:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1
 
-SCHEMA_STAMP = "schema verified by core.startup, sha256:"
 UPGRADE_HINT = "run `python -m core upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
 RETRYABLE_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
 
@@ -100,7 +98,6 @@ class Startup:
     state: MigrationState | None
     applied: tuple[str, ...] = ()
     warnings: tuple = ()
-    schema_check: str | None = None  # "full", or "stamp" when a verified digest matched
     lock_waited: float | None = None
     context: TortoiseContext | None = field(default=None, repr=False)
 
@@ -152,9 +149,9 @@ async def prepare(url: str, mode: str = "check", options: StartupOptions = Start
         if mode == "check":
             state = await migrations.read_state(connection, location=options.migrations)
             _refuse_unless_at_head(state)
-            warnings, verified_by = await _verify_schema(connection, stamp=False)
+            warnings = await _check_schema(connection)
             log.debug("database at %s (head), schema matches the models", state.current)
-            return Startup(mode=mode, url=url, state=state, warnings=warnings, schema_check=verified_by)
+            return Startup(mode=mode, url=url, state=state, warnings=warnings)
         return await _apply(connection, url, options)
     finally:
         # Closing also releases the migration lock. A failure here changes nothing for the caller
@@ -235,11 +232,9 @@ async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptio
         state = await migrations.read_state(connection, location=options.migrations)
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
-    warnings, verified_by = await _verify_schema(connection, stamp=True)
+    warnings = await _check_schema(connection)
     log.debug("database at %s (head), %d migration(s) applied by this process", state.current, len(applied))
-    return Startup(
-        mode="apply", url=url, state=state, applied=tuple(applied), warnings=warnings, schema_check=verified_by, lock_waited=waited
-    )
+    return Startup(mode="apply", url=url, state=state, applied=tuple(applied), warnings=warnings, lock_waited=waited)
 
 
 async def _acquire_migration_lock(connection: asyncpg.Connection, wait: float) -> float:
@@ -318,39 +313,6 @@ def _ahead_message(state: MigrationState) -> str:
         f"database is ahead of the code: it recorded {', '.join(state.unknown)}, which this code does not have; "
         "deploy the code that has it, or downgrade the database with `aerich downgrade`"
     )
-
-
-async def _verify_schema(connection: asyncpg.Connection, *, stamp: bool) -> tuple[tuple, str]:
-    """Refuse on any schema error the verification finds; return its warnings and "full" or "stamp".
-
-    The full comparison builds the models' schema in pg_temp to read PostgreSQL's own spelling of
-    it, which costs most of a startup. Its outcome depends only on the live catalog, the models,
-    the verification's code and the server version, so a clean result is stamped on the `aerich`
-    table's comment (by `apply`, which already writes) under a digest of all four; a start that
-    finds the same digest skips the comparison. Any change to the schema since, even by raw SQL,
-    changes the digest and brings the full comparison back.
-    """
-    fingerprint = await _schema_fingerprint(connection)
-    if await connection.fetchval("SELECT obj_description('aerich'::regclass, 'pg_class')") == fingerprint:
-        return (), "stamp"
-    warnings = await _check_schema(connection)
-    if stamp and not warnings:
-        try:
-            await connection.execute(f"COMMENT ON TABLE aerich IS '{fingerprint}'")
-        except asyncpg.InsufficientPrivilegeError:  # not the table's owner: every start compares in full
-            log.debug("cannot stamp the verified schema on the aerich table")
-    return warnings, "full"
-
-
-async def _schema_fingerprint(connection: asyncpg.Connection) -> str:
-    from seed import verify
-    from seed.verify.catalog import read_catalog
-
-    digest = hashlib.sha256()
-    for source in sorted(Path(verify.__file__).parent.glob("*.py")):
-        digest.update(source.read_bytes())
-    digest.update(repr((verify.expected_schema(), connection.get_server_version(), await read_catalog(connection))).encode())
-    return f"{SCHEMA_STAMP}{digest.hexdigest()}"
 
 
 async def _check_schema(connection: asyncpg.Connection) -> tuple:

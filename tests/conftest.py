@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +24,8 @@ from core.settings import asyncpg_url, database_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PREFIX = f"lltest_{os.getpid()}_"
+# the verification's spelling cache (seed/verify/spelling.py), private to this session and its subprocesses
+os.environ["LANGLEARN_CACHE_DIR"] = tempfile.mkdtemp(prefix="langlearn-test-cache-")
 
 
 def with_database(url: str, name: str) -> str:

@@ -290,10 +290,10 @@ async def test_check_refuses_a_database_whose_schema_drifted(head_db, connect):
     assert line.endswith("; run `python -m seed.verify` for the full report")
 
 
-async def test_check_after_a_locked_upgrade_trusts_its_stamp_until_the_schema_changes(empty_db, connect):
+async def test_check_after_a_locked_upgrade_refuses_a_schema_changed_by_hand_since(empty_db, connect):
     upgraded = await prepare(empty_db, "apply")
-    assert upgraded.schema_check == "full" and upgraded.applied == tuple(HEAD)
-    assert (await prepare(empty_db, "check")).schema_check == "stamp"
+    assert upgraded.applied == tuple(HEAD) and not upgraded.warnings
+    await prepare(empty_db, "check")
 
     await (await connect(empty_db)).execute("DROP INDEX idx_course_level_published")  # by hand, after the upgrade
     with pytest.raises(StartupError, match=r"^database schema drifted from the models \(1 error\(s\)\): \[1\] .*idx_course_level_published"):

@@ -206,6 +206,29 @@ async def test_schema_check_leaves_the_callers_transaction_and_session_as_they_w
     assert await connection.fetchval(temporary) == 1  # the caller's own table, nothing of ours
 
 
+async def test_schema_check_reuses_its_cached_spelling_yet_still_sees_live_drift(head_db, connect, tmp_path, monkeypatch):
+    monkeypatch.setenv("LANGLEARN_CACHE_DIR", str(tmp_path))
+    connection = await connect(head_db)
+    assert await check_schema(connection) == []
+    [cache] = tmp_path.glob("schema-spelling-*.json")
+    written = cache.read_text()
+
+    await connection.execute("ALTER TABLE users ALTER COLUMN native_language SET DEFAULT 'en'")
+    assert found(await check_schema(connection)) == {("error", "default_differs", "users.native_language")}
+    assert cache.read_text() == written  # served from the cache: nothing spelled again
+
+
+async def test_schema_check_ignores_a_cache_it_did_not_write(head_db, connect, tmp_path, monkeypatch):
+    monkeypatch.setenv("LANGLEARN_CACHE_DIR", str(tmp_path))
+    connection = await connect(head_db)
+    assert await check_schema(connection) == []
+    [cache] = tmp_path.glob("schema-spelling-*.json")
+    for garbage in ("not json", '{"columns": []}', "[1, 2]"):
+        cache.write_text(garbage)
+        assert await check_schema(connection) == []
+        assert json.loads(cache.read_text())["columns"], "the spelling is written again"
+
+
 async def test_expected_schema_leaves_an_active_tortoise_context_working(head_db):
     from tortoise.context import TortoiseContext
 

@@ -2,10 +2,11 @@
 
 Defaults and CHECK expressions cannot be compared as the models write them: PostgreSQL stores
 `CHECK (week_end = week_start + 6)` as `CHECK ((week_end = (week_start + 6)))` and `'vi'` as
-`'vi'::character varying`. So the expected schema is created in `pg_temp` inside a transaction that
-is rolled back, and both sides are read with the same catalog query: five statements in all (begin,
-two catalog reads, one DDL script, rollback) whatever the number of tables, and nothing left behind
-in the caller's session (inside a caller's transaction, the begin and rollback are a savepoint's).
+`'vi'::character varying`. So PostgreSQL spells the models' side itself (`seed.verify.spelling`), and
+both sides are read with the same catalog query: at most five statements (begin, two catalog reads,
+one DDL script, rollback) whatever the number of tables, three when the spelling is cached, and
+nothing left behind in the caller's session (inside a caller's transaction, the begin and rollback
+are a savepoint's).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from seed.verify.catalog import read_catalog
 from seed.verify.expected import expected_schema
 from seed.verify.findings import Finding, error, warning
+from seed.verify.spelling import spell
 from seed.verify.structure import Column, Schema, Table, literal, quote
 
 CHECK = "schema"
@@ -27,13 +29,10 @@ async def check_schema(connection) -> list[Finding]:
     try:
         # read the live side first: the temporary enum types shadow the live ones by name
         live = await read_catalog(connection)
-        await connection.execute(expected.ddl(schema="pg_temp"))
-        canonical = await read_catalog(connection, temporary=True, ignore=())
+        spelled = await spell(connection, expected)
     finally:
         await transaction.rollback()
-    # the caller's own temporary tables are not ours to compare
-    canonical_tables = {name: table for name, table in canonical.tables.items() if name in expected.tables}
-    return compare(Schema(canonical_tables, canonical.enums), live)
+    return compare(spelled, live)
 
 
 def compare(expected: Schema, live: Schema) -> list[Finding]:
