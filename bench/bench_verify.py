@@ -2,8 +2,8 @@
 
 Schema: the statements `check_schema` sends (counted with asyncpg's query logger) on an empty
 database and on one at head must be the same handful, whatever the number of tables; its median
-time at head is compared with the empty database's (the baseline: the same work minus reading the
-live tables) and with the 300 ms target. Sides are measured in turn, so noise hits them alike.
+time at head, with the models' spelling cached and uncached, is compared with the empty database's
+(the baseline: the same work minus reading the live tables) and with the 300 ms target. Sides are measured in turn, so noise hits them alike.
 
 Invariants: two fresh databases seeded by `python -m seed --users N` and `--users 2N`; each
 invariant's median time on both. The ratio of total times is set against the ratio of rows and
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from contextlib import contextmanager
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -73,6 +75,25 @@ async def schema_statements(connection) -> list[str]:
     finally:
         connection.remove_query_logger(log)
     return statements
+
+
+@contextmanager
+def cold_cache():
+    """An empty spelling cache (seed/verify/spelling.py) for the duration."""
+    previous = os.environ.get("LANGLEARN_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as empty:
+        os.environ["LANGLEARN_CACHE_DIR"] = empty
+        try:
+            yield
+        finally:
+            os.environ.pop("LANGLEARN_CACHE_DIR")
+            if previous is not None:
+                os.environ["LANGLEARN_CACHE_DIR"] = previous
+
+
+async def cold_check(connection) -> None:
+    with cold_cache():
+        await check_schema(connection)
 
 
 def seed(url: str, users: int) -> float:
@@ -126,17 +147,23 @@ async def main(argv: list[str]) -> int:
         print("schema check")
         connections = [await asyncpg.connect(asyncpg_url(url)) for url in (empty, head)]
         try:
-            empty_statements, statements = [await schema_statements(connection) for connection in connections]
-            empty_ms, head_ms = await alternating_medians_ms([lambda c=c: check_schema(c) for c in connections], args.repeat)
+            with cold_cache():
+                cold_statements = await schema_statements(connections[1])
+            await check_schema(connections[1])  # fills the spelling cache
+            statements, empty_statements = [await schema_statements(connection) for connection in reversed(connections)]
+            empty_ms, head_ms, cold_ms = await alternating_medians_ms(
+                [lambda c=c: check_schema(c) for c in connections] + [lambda: cold_check(connections[1])], args.repeat
+            )
             tables = await connections[1].fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
         finally:
             for connection in connections:
                 await connection.close()
-        print(f"  statements: {len(statements)} at head ({tables} tables), {len(empty_statements)} on an empty database")
-        for statement in statements:
+        print(f"  statements: {len(cold_statements)} at head ({tables} tables) with the spelling uncached, "
+              f"{len(statements)} cached, {len(empty_statements)} on an empty database")
+        for statement in cold_statements:
             print(f"    {statement}")
-        print(f"  median: {head_ms:.1f} ms at head, {empty_ms:.1f} ms on the empty database (ratio {head_ms / empty_ms:.2f}); "
-              f"target < {TARGET_MS} ms: {'met' if head_ms < TARGET_MS else 'MISSED'}")
+        print(f"  median: {head_ms:.1f} ms at head ({cold_ms:.1f} ms uncached), {empty_ms:.1f} ms on the empty database "
+              f"(ratio {head_ms / empty_ms:.2f}); target < {TARGET_MS} ms: {'met' if max(head_ms, cold_ms) < TARGET_MS else 'MISSED'}")
 
         if args.skip_invariants:
             return 0
