@@ -79,6 +79,24 @@ async def read_state(connection, *, location: str = MIGRATIONS_LOCATION) -> Migr
     return MigrationState(on_disk=tuple(version_files(Path(location) / APP_LABEL)), applied=tuple(applied))
 
 
+def recorded_models_state(version_file: str, location: str = MIGRATIONS_LOCATION) -> dict | None:
+    """The models state a migration file carries (`MODELS_STATE`), as Aerich records it when applying it."""
+    from aerich.utils import decompress_dict, import_py_file
+
+    compressed = getattr(import_py_file(Path(location) / APP_LABEL / version_file), "MODELS_STATE", None)
+    return decompress_dict(compressed) if compressed else None
+
+
+async def edited_versions(connection, state: MigrationState, *, location: str = MIGRATIONS_LOCATION) -> list[str]:
+    """Applied versions whose file no longer carries the models state the database recorded for it:
+    the file was edited (or replaced) after it was applied, so the database may not be what it describes."""
+    import json
+
+    rows = await connection.fetch("SELECT version, content FROM aerich WHERE app = $1 ORDER BY id", APP_LABEL)
+    recorded = {row["version"]: json.loads(row["content"]) for row in rows if row["version"] in state.on_disk}
+    return [version for version, content in recorded.items() if recorded_models_state(version, location) not in (None, content)]
+
+
 def timeout_settings(*, lock_timeout: float | None = None, statement_timeout: float | None = None) -> dict[str, str]:
     """PostgreSQL session settings bounding how long DDL waits for a lock and how long one statement runs."""
     settings = {}

@@ -270,6 +270,17 @@ async def test_duplicated_version_row_is_reported(head_db, connect):
     assert finding.details == {"count": 2}
 
 
+async def test_migration_edited_after_it_was_applied_is_reported(head_db, connect, tmp_path):
+    """The file's models state no longer matches what the database recorded when it applied it."""
+    connection = await connect(head_db)
+    # what a database looks like that applied an earlier edition of the head migration
+    await connection.execute(
+        "UPDATE aerich SET content = content - (SELECT min(k) FROM jsonb_object_keys(content) k) WHERE version = $1", HEAD
+    )
+    [finding] = await assert_reported(head_db, connection, check_migrations, {("error", "edited_migration", HEAD)})
+    assert "restore the file from version control" in finding.message
+
+
 async def test_database_never_migrated_is_reported_missing_its_history(empty_db, connect):
     findings = await check_migrations(await connect(empty_db))
     assert found(findings) == {("error", "missing_migration_table", "aerich")}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.migrations import read_state
+from core.migrations import edited_versions, read_state
 from core.settings import APP_LABEL
 from seed.verify.findings import Finding, error
 
@@ -10,7 +10,8 @@ CHECK = "migrations"
 
 
 async def check_migrations(connection) -> list[Finding]:
-    """Findings for a missing history, pending versions, versions unknown to the code and duplicated rows."""
+    """Findings for a missing history, pending versions, versions unknown to the code, duplicated rows,
+    and applied versions whose file was edited since."""
     state = await read_state(connection)
     if not state.applied and not await connection.fetchval("SELECT to_regclass('aerich') IS NOT NULL"):
         return [error(
@@ -45,5 +46,14 @@ async def check_migrations(connection) -> list[Finding]:
             count=state.applied.count(version),
         )
         for version in state.duplicates
+    ]
+    findings += [
+        error(
+            CHECK, "edited_migration", version,
+            f"migration {version} was edited after this database applied it: the models state in the file is not the one "
+            f"recorded in the aerich table; restore the file from version control and put the change in a new migration "
+            f"(`aerich migrate --name ...`), then check the schema findings",
+        )
+        for version in await edited_versions(connection, state)
     ]
     return findings
