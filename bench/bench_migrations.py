@@ -14,30 +14,27 @@ import asyncio
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # noqa: E402
 from tortoise import Tortoise  # noqa: E402
 from tortoise.context import TortoiseContext  # noqa: E402
 
 from core import migrations  # noqa: E402
-from core.settings import asyncpg_url, database_url, tortoise_config  # noqa: E402
+from core.databases import ScratchDatabases  # noqa: E402
+from core.settings import database_url, tortoise_config  # noqa: E402
 from models.enums import ENUM_TYPES, create_type_sql  # noqa: E402
 
 
-async def with_fresh_database(admin: asyncpg.Connection, base_url: str, work) -> float:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = base_url.rsplit("/", 1)[0] + f"/{name}"
+async def timed_on_fresh_database(scratch: ScratchDatabases, work) -> float:
+    url = await scratch.create()
     try:
         started = time.perf_counter()
         await work(url)
         return time.perf_counter() - started
     finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await scratch.drop(url)
 
 
 async def apply_history(url: str) -> None:
@@ -57,16 +54,12 @@ async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7, help="repetitions of each side (default 7)")
     args = parser.parse_args(argv)
-    base_url = database_url()
-    admin = await asyncpg.connect(asyncpg_url(base_url))
+    scratch = ScratchDatabases(database_url(), "bench_migrations_")
     timings: dict[str, list[float]] = {"aerich history": [], "generate_schemas": []}
-    try:
-        await with_fresh_database(admin, base_url, apply_history)  # warm imports and caches
-        for _ in range(args.repeat):
-            timings["aerich history"].append(await with_fresh_database(admin, base_url, apply_history))
-            timings["generate_schemas"].append(await with_fresh_database(admin, base_url, generate_schemas))
-    finally:
-        await admin.close()
+    await timed_on_fresh_database(scratch, apply_history)  # warm imports and caches
+    for _ in range(args.repeat):
+        timings["aerich history"].append(await timed_on_fresh_database(scratch, apply_history))
+        timings["generate_schemas"].append(await timed_on_fresh_database(scratch, generate_schemas))
     medians = {side: statistics.median(values) for side, values in timings.items()}
     for side, median in medians.items():
         print(f"{side:>17}: median {median * 1000:7.1f} ms over {args.repeat} runs")

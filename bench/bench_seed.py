@@ -24,7 +24,6 @@ import sys
 import time
 from datetime import datetime, time as clock_time, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -32,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from core import migrations  # noqa: E402
+from core.databases import ScratchDatabases, with_database  # noqa: E402
 from core.settings import asyncpg_url, database_url  # noqa: E402
 from seed.content import load_content  # noqa: E402
 from seed.passwords import Passwords  # noqa: E402
@@ -42,28 +42,12 @@ TARGET_RATIO = 0.5
 RSS_LIMIT_MB = 500
 
 
-def with_database(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path=f"/{name}").geturl()
-
-
-async def fresh_database(server_url: str, name: str) -> str:
-    admin = await asyncpg.connect(asyncpg_url(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(server_url, name)
+async def fresh_database(scratch: ScratchDatabases, name: str) -> str:
+    """A database at head named `name`, replacing one left by an interrupted run."""
+    await scratch.drop(with_database(scratch.url, name))
+    url = await scratch.create(name=name)
     await migrations.upgrade(url)
     return url
-
-
-async def drop_database(server_url: str, url: str) -> None:
-    admin = await asyncpg.connect(asyncpg_url(server_url))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def run_seed(url: str, users: int, seed: int, anchor: str) -> tuple[float, float]:
@@ -124,8 +108,9 @@ async def main(argv: list[str]) -> int:
     server = database_url()
     anchor_day = datetime.now(timezone.utc).date() - timedelta(days=1)
     anchor = datetime.combine(anchor_day, clock_time(), tzinfo=timezone.utc)
-    seed_url = await fresh_database(server, f"bench_seed_{os.getpid()}")
-    raw_url = await fresh_database(server, f"bench_rawcopy_{os.getpid()}")
+    scratch = ScratchDatabases(server, "bench_seed_")
+    seed_url = await fresh_database(scratch, f"bench_seed_{os.getpid()}")
+    raw_url = await fresh_database(scratch, f"bench_rawcopy_{os.getpid()}")
     try:
         print(f"seeding {args.users} users end to end (python -m seed) ...", flush=True)
         seed_wall, peak_mb = run_seed(seed_url, args.users, args.seed, anchor_day.isoformat())
@@ -133,8 +118,8 @@ async def main(argv: list[str]) -> int:
         print("loading the same rows with raw copy_records_to_table ...", flush=True)
         raw_total, raw_seconds = await raw_copy(raw_url, args.users, args.seed, anchor)
     finally:
-        await drop_database(server, seed_url)
-        await drop_database(server, raw_url)
+        await scratch.drop(seed_url)
+        await scratch.drop(raw_url)
     seed_rate, raw_rate = seed_total / seed_wall, raw_total / raw_seconds
     ratio = seed_rate / raw_rate
     print(f"seed, end to end : {seed_total:>11,} rows in {seed_wall:8.1f} s = {seed_rate:>9,.0f} rows/s")

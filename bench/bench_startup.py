@@ -19,16 +19,15 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # noqa: E402
 from tortoise.context import TortoiseContext  # noqa: E402
 
 from core import migrations  # noqa: E402
-from core.settings import asyncpg_url, database_url, tortoise_config  # noqa: E402
+from core.databases import ScratchDatabases  # noqa: E402
+from core.settings import database_url, tortoise_config  # noqa: E402
 from core.startup import database  # noqa: E402
 from models import Course  # noqa: E402
 
@@ -63,14 +62,11 @@ async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30, help="measured runs of each side (default 30)")
     args = parser.parse_args(argv)
-    base_url = database_url()
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    url = base_url.rsplit("/", 1)[0] + f"/{name}"
-    admin = await asyncpg.connect(asyncpg_url(base_url))
+    scratch = ScratchDatabases(database_url(), "bench_startup_")
+    url = await scratch.create()
     sides = {"plain Tortoise": lambda: plain(url), "check mode": lambda: check_mode(url), "check, cold cache": lambda: cold(url)}
     timings: dict[str, list[float]] = {side: [] for side in sides}
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
         await migrations.upgrade(url)
         for run in sides.values():  # warm-up, not counted
             await run()
@@ -78,8 +74,7 @@ async def main(argv: list[str]) -> int:
             for side, run in sides.items():
                 timings[side].append(await run())
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await scratch.drop(url)
     medians = {side: statistics.median(values) * 1000 for side, values in timings.items()}
     for side, median in medians.items():
         print(f"{side:>17}: median {median:6.1f} ms over {args.repeat} runs (init + one query)")

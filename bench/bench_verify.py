@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from contextlib import contextmanager
 import os
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO_ROOT))
 import asyncpg  # noqa: E402
 
 from core import migrations  # noqa: E402
+from core.databases import ScratchDatabases  # noqa: E402
 from core.settings import asyncpg_url, database_url, redact  # noqa: E402
 from seed.verify import check_schema  # noqa: E402
 from seed.verify.invariants import INVARIANTS, WORK_MEM  # noqa: E402
-from tests.conftest import Server  # noqa: E402
 
 TARGET_MS = 300
 # the tables the invariants read, whose rows are "the data"
@@ -137,7 +137,7 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the seeded databases (their URLs are printed), to re-measure them with --seeded")
     parser.add_argument("--seeded", nargs=2, metavar=("SMALL_URL", "LARGE_URL"), help="measure the invariants on these seeded databases instead of seeding two")
     args = parser.parse_args(argv)
-    server = Server(database_url())
+    server = ScratchDatabases(database_url(), "bench_verify_")
     created: list[str] = []
     try:
         empty, head = await server.create(), await server.create()

@@ -116,12 +116,17 @@ async def aerich_command(
     (so it neither sees nor closes the caller's), closed on exit.
 
     `server_settings` are set on every connection the command opens (e.g. `timeout_settings()`), so
-    they cover transactional and non-transactional migrations and Aerich's own bookkeeping alike."""
+    they cover transactional and non-transactional migrations and Aerich's own bookkeeping alike.
+
+    Applying and reverting files needs no project model (each file carries its SQL and its models
+    state), so only Aerich's own model is registered: that skips building two dozen models per run
+    and leaves the project's model classes alone."""
     from aerich import Command
     from tortoise.backends.base.config_generator import expand_db_url
     from tortoise.context import TortoiseContext
 
     config = tortoise_config(url)
+    config["apps"][APP_LABEL]["models"] = ["aerich.models"]
     if server_settings:
         connection = expand_db_url(url)
         connection["credentials"]["server_settings"] = dict(server_settings)

@@ -12,14 +12,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from core import migrations
+from core.databases import ScratchDatabases, database_name
 from core.settings import asyncpg_url, database_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,40 +27,9 @@ PREFIX = f"lltest_{os.getpid()}_"
 os.environ["LANGLEARN_CACHE_DIR"] = tempfile.mkdtemp(prefix="langlearn-test-cache-")
 
 
-def with_database(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path=f"/{name}").geturl()
-
-
-class Server:
-    """Creates and drops databases on the test server."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def admin(self) -> asyncpg.Connection:
-        return await asyncpg.connect(asyncpg_url(self.url))
-
-    async def create(self, template: str | None = None, name: str | None = None) -> str:
-        name = name or f"{PREFIX}{uuid.uuid4().hex[:10]}"
-        connection = await self.admin()
-        try:
-            await connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template or "template0"}"')
-        finally:
-            await connection.close()
-        return with_database(self.url, name)
-
-    async def drop(self, url: str) -> None:
-        name = urlsplit(url).path.lstrip("/")
-        connection = await self.admin()
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-
 @pytest.fixture(scope="session")
 async def server():
-    server = Server(database_url())
+    server = ScratchDatabases(database_url(), PREFIX)
     connection = await server.admin()
     try:  # databases left by sessions that were killed
         for row in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'lltest\\_%'"):
@@ -88,7 +56,7 @@ async def head_template(server):
     """A database at the head of the migration history, used only as a template."""
     url = await server.create(name=f"{PREFIX}tmpl_head")
     await migrations.upgrade(url)
-    yield urlsplit(url).path.lstrip("/")
+    yield database_name(url)
     await server.drop(url)
 
 
@@ -101,7 +69,7 @@ async def seeded_template(server, head_template):
     anchor = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
     seeded = run_cli(sys.executable, "-m", "seed", "--anchor", anchor, "--no-progress", database=url)
     assert seeded.returncode == 0, seeded.stderr
-    yield urlsplit(url).path.lstrip("/")
+    yield database_name(url)
     await server.drop(url)
 
 

@@ -12,13 +12,13 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from urllib.parse import urlsplit
 
 import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 
 from core import migrations
+from core.databases import database_name
 from seed.cli import main
 from seed.content import DATA_DIR
 from seed.run import code_version
@@ -169,7 +169,7 @@ async def test_run_killed_part_way_then_restarted_ends_identical_to_an_uninterru
 
 
 async def test_production_database_is_refused_without_writing(head_db, connect):
-    name = urlsplit(head_db).path.lstrip("/")
+    name = database_name(head_db)
     await (await connect(head_db)).execute(f"ALTER DATABASE \"{name}\" SET langlearn.environment = 'production'")
     refused = seed_cli(*DEMO, database=head_db)
     assert refused.returncode == 1
@@ -178,7 +178,7 @@ async def test_production_database_is_refused_without_writing(head_db, connect):
 
 
 async def test_forced_run_on_production_gives_demo_accounts_no_known_password(head_db, connect):
-    name = urlsplit(head_db).path.lstrip("/")
+    name = database_name(head_db)
     await (await connect(head_db)).execute(f"ALTER DATABASE \"{name}\" SET langlearn.environment = 'production'")
     forced = seed_cli(*DEMO, "--force", database=head_db)
     assert forced.returncode == 0, forced.stderr

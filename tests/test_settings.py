@@ -7,8 +7,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from core.databases import with_database
 from core.settings import ConfigError, redact, validate_url
-from tests.conftest import run_cli, with_database
+from tests.conftest import run_cli
 
 
 def test_postgresql_scheme_and_missing_port_are_normalised():

@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from core import migrations
+from core.databases import with_database
 from core.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError, asyncpg_url
 from core.startup import MIGRATION_LOCK_KEY, StartupError, StartupOptions, connect, database, lock_holder, prepare
 from models import Course
@@ -356,7 +357,7 @@ async def test_connect_retries_until_the_server_accepts(head_db):
 
 
 async def test_a_missing_database_fails_at_once_without_retrying(server):
-    missing = server.url.rsplit("/", 1)[0] + "/no_such_database_here"
+    missing = with_database(server.url, "no_such_database_here")
     started = time.monotonic()
     with pytest.raises(ConfigError, match="database 'no_such_database_here' does not exist"):
         await connect(missing, timeout=30)
