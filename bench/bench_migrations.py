@@ -16,15 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tortoise import Tortoise
+from tortoise.context import TortoiseContext
 
-from tortoise import Tortoise  # noqa: E402
-from tortoise.context import TortoiseContext  # noqa: E402
-
-from core import migrations  # noqa: E402
-from core.databases import ScratchDatabases  # noqa: E402
-from core.settings import database_url, tortoise_config  # noqa: E402
-from models.enums import ENUM_TYPES, create_type_sql  # noqa: E402
+from langlearn import history
+from langlearn.databases import ScratchDatabases
+from langlearn.settings import database_url, tortoise_config
+from langlearn.models.enums import ENUM_TYPES, create_type_sql
 
 
 async def timed_on_fresh_database(scratch: ScratchDatabases, work) -> float:
@@ -38,7 +36,7 @@ async def timed_on_fresh_database(scratch: ScratchDatabases, work) -> float:
 
 
 async def apply_history(url: str) -> None:
-    await migrations.upgrade(url)
+    await history.upgrade(url)
 
 
 async def generate_schemas(url: str) -> None:
@@ -64,7 +62,7 @@ async def main(argv: list[str]) -> int:
     for side, median in medians.items():
         print(f"{side:>17}: median {median * 1000:7.1f} ms over {args.repeat} runs")
     ratio = medians["aerich history"] / medians["generate_schemas"]
-    print(f"ratio history / generate_schemas: {ratio:.2f}x (target <= 1.5x) over {len(migrations.version_files())} migrations")
+    print(f"ratio history / generate_schemas: {ratio:.2f}x (target <= 1.5x) over {len(history.version_files())} migrations")
     return 0
 
 

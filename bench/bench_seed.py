@@ -3,7 +3,7 @@
     python bench/bench_seed.py                # --users 20000
     python bench/bench_seed.py --users 2000   # a quicker look
 
-1. The seed end to end, as a user runs it: `python -m seed --users N` in a subprocess, into a fresh
+1. The seed end to end, as a user runs it: `langlearn seed --users N` in a subprocess, into a fresh
    database at head. Timed from process start to exit (catalogue, password hashes, generation,
    COPY, ranks); its peak RSS is read from the kernel's accounting of that process.
 2. The limit, into another fresh database at head: the very same rows (same seed, same anchor,
@@ -28,15 +28,14 @@ from pathlib import Path
 import asyncpg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
-from core import migrations  # noqa: E402
-from core.databases import ScratchDatabases, with_database  # noqa: E402
-from core.settings import asyncpg_url, database_url  # noqa: E402
-from seed.content import load_content  # noqa: E402
-from seed.passwords import Passwords  # noqa: E402
-from seed.simulate import RunContext, generate_batch  # noqa: E402
-from seed.tables import CONTENT_TABLES, TABLES  # noqa: E402
+from langlearn import history
+from langlearn.databases import ScratchDatabases, with_database
+from langlearn.settings import asyncpg_url, database_url
+from langlearn.seed.content import load_content
+from langlearn.seed.passwords import Passwords
+from langlearn.seed.simulate import RunContext, generate_batch
+from langlearn.seed.tables import CONTENT_TABLES, TABLES
 
 TARGET_RATIO = 0.5
 RSS_LIMIT_MB = 500
@@ -46,7 +45,7 @@ async def fresh_database(scratch: ScratchDatabases, name: str) -> str:
     """A database at head named `name`, replacing one left by an interrupted run."""
     await scratch.drop(with_database(scratch.url, name))
     url = await scratch.create(name=name)
-    await migrations.upgrade(url)
+    await history.upgrade(url)
     return url
 
 
@@ -55,7 +54,7 @@ def run_seed(url: str, users: int, seed: int, anchor: str) -> tuple[float, float
     env = {**os.environ, "DATABASE_URL": url}
     began = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "seed", "--users", str(users), "--seed", str(seed), "--anchor", anchor, "--no-progress"],
+        [sys.executable, "-m", "langlearn", "seed", "--users", str(users), "--seed", str(seed), "--anchor", anchor, "--no-progress"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output = process.stdout.read()
@@ -112,7 +111,7 @@ async def main(argv: list[str]) -> int:
     seed_url = await fresh_database(scratch, f"bench_seed_{os.getpid()}")
     raw_url = await fresh_database(scratch, f"bench_rawcopy_{os.getpid()}")
     try:
-        print(f"seeding {args.users} users end to end (python -m seed) ...", flush=True)
+        print(f"seeding {args.users} users end to end (langlearn seed) ...", flush=True)
         seed_wall, peak_mb = run_seed(seed_url, args.users, args.seed, anchor_day.isoformat())
         seed_total = await seeded_rows(seed_url)
         print("loading the same rows with raw copy_records_to_table ...", flush=True)

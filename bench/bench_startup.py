@@ -21,15 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tortoise.context import TortoiseContext
 
-from tortoise.context import TortoiseContext  # noqa: E402
-
-from core import migrations  # noqa: E402
-from core.databases import ScratchDatabases  # noqa: E402
-from core.settings import database_url, tortoise_config  # noqa: E402
-from core.startup import database  # noqa: E402
-from models import Course  # noqa: E402
+from langlearn import history
+from langlearn.databases import ScratchDatabases
+from langlearn.settings import database_url, tortoise_config
+from langlearn.startup import database
+from langlearn.models import Course
 
 TARGET_MS = 50
 
@@ -67,7 +65,7 @@ async def main(argv: list[str]) -> int:
     sides = {"plain Tortoise": lambda: plain(url), "check mode": lambda: check_mode(url), "check, cold cache": lambda: cold(url)}
     timings: dict[str, list[float]] = {side: [] for side in sides}
     try:
-        await migrations.upgrade(url)
+        await history.upgrade(url)
         for run in sides.values():  # warm-up, not counted
             await run()
         for _ in range(args.repeat):

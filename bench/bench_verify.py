@@ -5,7 +5,7 @@ database and on one at head must be the same handful, whatever the number of tab
 time at head, with the models' spelling cached and uncached, is compared with the empty database's
 (the baseline: the same work minus reading the live tables) and with the 300 ms target. Sides are measured in turn, so noise hits them alike.
 
-Invariants: two fresh databases seeded by `python -m seed --users N` and `--users 2N`; each
+Invariants: two fresh databases seeded by `langlearn seed --users N` and `--users 2N`; each
 invariant's median time on both. The ratio of total times is set against the ratio of rows and
 against a baseline measured in the same run: one plain scan of every table the invariants read
 (on this server, reading twice the data already costs a little more than twice the time once it
@@ -31,15 +31,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
-import asyncpg  # noqa: E402
+import asyncpg
 
-from core import migrations  # noqa: E402
-from core.databases import ScratchDatabases  # noqa: E402
-from core.settings import asyncpg_url, database_url, redact  # noqa: E402
-from seed.verify import check_schema  # noqa: E402
-from seed.verify.invariants import INVARIANTS, WORK_MEM  # noqa: E402
+from langlearn import history
+from langlearn.databases import ScratchDatabases
+from langlearn.settings import asyncpg_url, database_url, redact
+from langlearn.verify import check_schema
+from langlearn.verify.invariants import INVARIANTS, WORK_MEM
 
 TARGET_MS = 300
 # the tables the invariants read, whose rows are "the data"
@@ -99,9 +98,9 @@ async def cold_check(connection) -> None:
 def seed(url: str, users: int) -> float:
     started = time.perf_counter()
     environment = {**os.environ, "DATABASE_URL": url}
-    result = subprocess.run([sys.executable, "-m", "seed", "--users", str(users)], cwd=REPO_ROOT, env=environment, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "langlearn", "seed", "--users", str(users)], cwd=REPO_ROOT, env=environment, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"python -m seed --users {users} failed: {result.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(f"langlearn seed --users {users} failed: {result.stderr.strip().splitlines()[-1:]}")
     return time.perf_counter() - started
 
 
@@ -142,7 +141,7 @@ async def main(argv: list[str]) -> int:
     try:
         empty, head = await server.create(), await server.create()
         created += [empty, head]
-        await migrations.upgrade(head)
+        await history.upgrade(head)
 
         print("schema check")
         connections = [await asyncpg.connect(asyncpg_url(url)) for url in (empty, head)]
@@ -170,19 +169,16 @@ async def main(argv: list[str]) -> int:
         print("invariants")
         if args.seeded:
             urls = list(args.seeded)
-        elif (REPO_ROOT / "seed" / "__main__.py").exists():
+        else:
             urls = []
             for users in (args.users, 2 * args.users):
                 url = await server.create(name=f"bench_verify_{users}_{uuid.uuid4().hex[:6]}" if args.keep else None)
                 if not args.keep:
                     created.append(url)
-                await migrations.upgrade(url)
+                await history.upgrade(url)
                 seconds = seed(url, users)
-                print(f"  python -m seed --users {users}: {seconds:.0f} s" + (f" (kept: {redact(url)})" if args.keep else ""))
+                print(f"  langlearn seed --users {users}: {seconds:.0f} s" + (f" (kept: {redact(url)})" if args.keep else ""))
                 urls.append(url)
-        else:
-            print("  skipped: `python -m seed` is not available yet (or pass --seeded SMALL_URL LARGE_URL)")
-            return 0
         sizes = [await _count_users(url) for url in urls]
         measured = dict(zip(sizes, await invariant_times(urls, max(5, args.repeat // 2))))
         for users in sizes:

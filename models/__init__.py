@@ -1,7 +1,7 @@
 """The Tortoise models, one module per domain; `models` is also the Tortoise app label."""
 
-from models.content import Course, Lesson, MediaResource, Unit, VocabularyItem
-from models.gamification import (
+from langlearn.models.content import Course, Lesson, MediaResource, Unit, VocabularyItem
+from langlearn.models.gamification import (
     Achievement,
     ActivityFeed,
     LeaderboardEntry,
@@ -12,7 +12,7 @@ from models.gamification import (
     UserWallet,
     WalletTransaction,
 )
-from models.learning import (
+from langlearn.models.learning import (
     DailyReviewSession,
     LessonAttempt,
     QuestionAttempt,
@@ -20,8 +20,8 @@ from models.learning import (
     UserProgress,
     UserVocabKnowledge,
 )
-from models.operations import SeedRun
-from models.users import RefreshToken, User, UserDevice
+from langlearn.models.operations import SeedRun
+from langlearn.models.users import RefreshToken, User, UserDevice
 
 __all__ = [
     "Achievement",

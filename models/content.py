@@ -6,8 +6,8 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 
-from models.base import TimestampedModel, UUIDModel, counter, flag, json_list, json_object
-from models.enums import CefrLevel, LessonType, MediaType, NativeEnumField, PartOfSpeech
+from langlearn.models.base import TimestampedModel, UUIDModel, counter, flag, json_list, json_object
+from langlearn.models.enums import CefrLevel, LessonType, MediaType, NativeEnumField, PartOfSpeech
 
 
 class Course(TimestampedModel):

@@ -7,9 +7,9 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.timezone import now as utcnow
 
-from models.base import NOW, TimestampedModel, UUIDModel, counter, flag, json_object
-from models.enums import AchievementRarity, LeagueType, NativeEnumField, TransactionType
-from models.users import User
+from langlearn.models.base import NOW, TimestampedModel, UUIDModel, counter, flag, json_object
+from langlearn.models.enums import AchievementRarity, LeagueType, NativeEnumField, TransactionType
+from langlearn.models.users import User
 
 
 class Achievement(UUIDModel):

@@ -7,10 +7,10 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.timezone import now as utcnow
 
-from models.base import NOW, RealField, TimestampedModel, UUIDModel, counter, flag, json_list
-from models.content import Course, Lesson, VocabularyItem
-from models.enums import DeviceType, MasteryLevel, NativeEnumField, ProgressStatus
-from models.users import User
+from langlearn.models.base import NOW, RealField, TimestampedModel, UUIDModel, counter, flag, json_list
+from langlearn.models.content import Course, Lesson, VocabularyItem
+from langlearn.models.enums import DeviceType, MasteryLevel, NativeEnumField, ProgressStatus
+from langlearn.models.users import User
 
 
 class UserProgress(TimestampedModel):

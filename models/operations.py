@@ -7,8 +7,8 @@ from enum import Enum
 from tortoise import fields
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 
-from models.base import TimestampedModel, counter, json_object
-from models.enums import NativeEnumField, pg_enum
+from langlearn.models.base import TimestampedModel, counter, json_object
+from langlearn.models.enums import NativeEnumField, pg_enum
 
 
 @pg_enum("seed_preset")

@@ -7,8 +7,8 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.timezone import now as utcnow
 
-from models.base import NOW, FixedCharField, TimestampedModel, UUIDModel, counter, flag
-from models.enums import AuthProvider, CefrLevel, DeviceType, NativeEnumField
+from langlearn.models.base import NOW, FixedCharField, TimestampedModel, UUIDModel, counter, flag
+from langlearn.models.enums import AuthProvider, CefrLevel, DeviceType, NativeEnumField
 
 
 class User(TimestampedModel):

@@ -1,8 +1,8 @@
-"""`python -m seed`: fill a database at head with a realistic, consistent, reproducible history.
+"""`langlearn seed`: fill a database at head with a realistic, consistent, reproducible history.
 
-    python -m seed                          # the demo: 36 learners, 3 documented demo accounts
-    python -m seed --users 20000            # a scale database (same shape, linear in --users)
-    python -m seed --preset scale --seed 7  # 1000 users drawn from another seed
+    langlearn seed                          # the demo: 36 learners, 3 documented demo accounts
+    langlearn seed --users 20000            # a scale database (same shape, linear in --users)
+    langlearn seed --preset scale --seed 7  # 1000 users drawn from another seed
 
 Exit status: 0 when the database holds the requested seed (written now or before), 1 when the seed
 refused or failed (the database is then as it was, or resumable), 2 for bad arguments or
@@ -12,26 +12,21 @@ configuration, reported before anything is written.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import date, datetime, timezone
+from typing import TextIO
 
 from rich.console import Console
 
-from core.settings import ConfigError, database_url
-from seed.run import DEMO_USERS, MAX_USERS, SCALE_USERS, SeedError, SeedOptions, render_summary, seed
+from langlearn.errors import UsageError
+from langlearn.seed.run import DEMO_USERS, MAX_USERS, SCALE_USERS, SeedOptions, render_summary, seed
+from langlearn.settings import database_url
 
 MAX_SEED = 2**63 - 1
+SUMMARY = __doc__.split("\n\n")[0].split(": ", 1)[1]
 
 
-class UsageError(Exception):
-    """A bad command line; the message names the option and what it accepts."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print the usage and exit on its own
-        raise UsageError(message)
-
-
-def _whole(low: int, high: int):
+def _whole(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -54,9 +49,8 @@ def _day(text: str) -> date:
     return day
 
 
-def parser() -> argparse.ArgumentParser:
-    cli = _Parser(prog="python -m seed", description=__doc__.split("\n\n")[0],
-                  formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(cli: argparse.ArgumentParser) -> None:
+    """The seed's options, on the `langlearn seed` subcommand."""
     cli.add_argument("--preset", choices=("demo", "scale"), default=None,
                      help=f"demo (default): {DEMO_USERS} learners including the documented demo accounts; "
                           f"scale: --users learners ({SCALE_USERS} by default) with no known password")
@@ -71,12 +65,10 @@ def parser() -> argparse.ArgumentParser:
                      help="seed even a database marked production; every secret is then random and demo accounts "
                           "get no known password (rows are no longer reproducible)")
     cli.add_argument("--no-progress", action="store_true", help="no progress bars (they only show on a terminal anyway)")
-    return cli
 
 
-def options_from(argv: list[str]) -> SeedOptions:
-    """Parse and cross-check the command line, raising UsageError before anything touches a database."""
-    args = parser().parse_args(argv)
+def options_from(args: argparse.Namespace) -> SeedOptions:
+    """Cross-check the parsed options, raising UsageError before anything touches a database."""
     if args.preset == "demo" and args.users is not None:
         raise UsageError("--users applies to the scale preset; drop --preset demo or use --preset scale")
     preset = args.preset or ("scale" if args.users is not None else "demo")
@@ -85,24 +77,11 @@ def options_from(argv: list[str]) -> SeedOptions:
                        progress=not args.no_progress)
 
 
-async def main(argv: list[str]) -> int:
-    console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
-    try:
-        options = options_from(argv)
-        url = database_url(announce=lambda line: errors.print(line))
-    except SystemExit as done:  # --help
-        return int(done.code or 0)
-    except UsageError as error:
-        errors.print(f"error: {error} (see python -m seed --help)", markup=False, soft_wrap=True)
-        return 2
-    except ConfigError as error:
-        errors.print(f"error: {error}", markup=False, soft_wrap=True)
-        return 2
-    try:
-        report = await seed(url, options, console)
-    except SeedError as error:
-        errors.print(f"error: {error}", markup=False, soft_wrap=True)
-        return 1
+async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Seed the configured database; LanglearnErrors go to the caller, which prints them."""
+    options = options_from(args)
+    console = Console(file=out, highlight=False)
+    url = database_url(announce=lambda line: print(line, file=err))
+    report = await seed(url, options, console)
     render_summary(report, console)
     return 0

@@ -16,15 +16,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from asyncpg.pgproto.pgproto import UUID
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+from langlearn.errors import ContentDataError
+from langlearn.settings import package_folder
+
+DATA_DIR = package_folder("langlearn.seed", "data")
 CDN = "https://cdn.langlearn.example/"
 CONTENT_AGE = timedelta(days=120)  # the catalogue predates the simulated history
 EXERCISE_TYPES = ("multiple_choice", "fill_blank", "matching", "translation", "listening")
 DIFFICULTY = {"multiple_choice": "easy", "matching": "easy", "fill_blank": "medium", "listening": "medium", "translation": "hard"}
-
-
-class ContentError(Exception):
-    """A data file under seed/data is malformed; the message names the file and the entry."""
 
 
 _UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
@@ -129,7 +128,7 @@ def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ContentError(f"{path.relative_to(DATA_DIR.parent)}: {error}") from None
+        raise ContentDataError(f"{path.relative_to(DATA_DIR.parent)}: {error}") from None
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -168,18 +167,18 @@ def _wrong_answers(exercise: dict, answer: str) -> tuple[str, ...]:
 def _exercise(course_key: str, lesson_key: str, number: int, raw: dict, where: str) -> tuple[dict, Exercise]:
     kind = raw.get("type")
     if kind not in EXERCISE_TYPES:
-        raise ContentError(f"{where}: exercise {number} has type {kind!r}; expected one of {', '.join(EXERCISE_TYPES)}")
+        raise ContentDataError(f"{where}: exercise {number} has type {kind!r}; expected one of {', '.join(EXERCISE_TYPES)}")
     exercise_id = f"{course_key}.{lesson_key}.{number}"
     stored = {"id": exercise_id, **raw}
     if kind == "matching":
         answer = "; ".join(f"{k}={v}" for k, v in raw["pairs"].items())
         stored["answer"] = answer
     elif "answer" not in raw:
-        raise ContentError(f"{where}: exercise {number} ({kind}) has no answer")
+        raise ContentDataError(f"{where}: exercise {number} ({kind}) has no answer")
     else:
         answer = raw["answer"]
         if raw.get("options") and answer not in raw["options"]:
-            raise ContentError(f"{where}: exercise {number}: answer {answer!r} is not among its options")
+            raise ContentDataError(f"{where}: exercise {number}: answer {answer!r} is not among its options")
     if kind == "listening":
         stored["audio_url"] = CDN + stored.pop("audio")
     return stored, Exercise(exercise_id, kind, answer, _wrong_answers(raw, answer), DIFFICULTY[kind])
@@ -261,7 +260,7 @@ def load_content(seed: int, anchor: datetime) -> Content:
 
     if vocab_by_lesson:
         orphan = next(iter(vocab_by_lesson.values()))[0]
-        raise ContentError(f"{orphan['where']}: lesson {orphan['lesson']!r} is in no course file")
+        raise ContentDataError(f"{orphan['where']}: lesson {orphan['lesson']!r} is in no course file")
     for item in vocabulary:
         slug = item["word"].lower().replace(" ", "-")
         audio = f"audio/vocab/{item['language']}/{slug}-{item['part_of_speech']}.mp3"

@@ -30,12 +30,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.migrations import read_state
-from core.settings import asyncpg_url, redact
-from seed.content import data_files, dumps, load_content
-from seed.passwords import Passwords
-from seed.simulate import BATCH_USERS, RunContext, generate_batch
-from seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
+from langlearn.errors import SeedError
+from langlearn.history import read_state
+from langlearn.settings import asyncpg_url, redact
+from langlearn.seed.content import data_files, dumps, load_content
+from langlearn.seed.passwords import Passwords
+from langlearn.seed.simulate import BATCH_USERS, RunContext, generate_batch
+from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
 
 DEMO_USERS = 36
 SCALE_USERS = 1000
@@ -49,10 +50,6 @@ RANK_SQL = """
           FROM leaderboard_entries) ranked
     WHERE entry.id = ranked.id AND entry.current_rank IS DISTINCT FROM ranked.position
 """
-
-
-class SeedError(Exception):
-    """The seed refused or failed; the message is one line saying why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ class Seeder:
             problem = (f"versions unknown to this code: {', '.join(state.unknown)}" if state.unknown
                        else f"versions recorded twice: {', '.join(state.duplicates)}")
             raise SeedError(f"the database's migration history does not match this code ({problem}); "
-                            "run `python -m seed.verify` for details")
+                            "run `langlearn verify` for details")
         try:
             # a killed run's session may take a moment to end: wait for its lock rather than fail at once
             await connection.execute(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'")

@@ -30,8 +30,8 @@ from uuid import UUID
 
 from supermemo2 import review as sm2_review
 
-from seed.content import AchievementInfo, Content, CourseInfo, LessonInfo, dumps, new_uuid, uuid4_from
-from seed.tables import USER_TABLES
+from langlearn.seed.content import AchievementInfo, Content, CourseInfo, LessonInfo, dumps, new_uuid, uuid4_from
+from langlearn.seed.tables import USER_TABLES
 
 HISTORY_DAYS = 56  # eight weeks
 BATCH_USERS = 100

@@ -17,13 +17,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from core import migrations
-from core.databases import ScratchDatabases, database_name
-from core.settings import asyncpg_url, database_url
+from langlearn import history
+from langlearn.databases import ScratchDatabases, database_name
+from langlearn.settings import asyncpg_url, database_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LANGLEARN = str(Path(sys.executable).with_name("langlearn"))  # the console script of the environment under test
 PREFIX = f"lltest_{os.getpid()}_"
-# the verification's spelling cache (seed/verify/spelling.py), private to this session and its subprocesses
+# the verification's spelling cache (langlearn/verify/spelling.py), private to this session and its subprocesses
 os.environ["LANGLEARN_CACHE_DIR"] = tempfile.mkdtemp(prefix="langlearn-test-cache-")
 
 
@@ -55,7 +56,7 @@ def _process_alive(pid: int) -> bool:
 async def head_template(server):
     """A database at the head of the migration history, used only as a template."""
     url = await server.create(name=f"{PREFIX}tmpl_head")
-    await migrations.upgrade(url)
+    await history.upgrade(url)
     yield database_name(url)
     await server.drop(url)
 
@@ -67,7 +68,7 @@ async def seeded_template(server, head_template):
 
     url = await server.create(template=head_template, name=f"{PREFIX}tmpl_seeded")
     anchor = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
-    seeded = run_cli(sys.executable, "-m", "seed", "--anchor", anchor, "--no-progress", database=url)
+    seeded = run_cli("langlearn", "seed", "--anchor", anchor, "--no-progress", database=url)
     assert seeded.returncode == 0, seeded.stderr
     yield database_name(url)
     await server.drop(url)

@@ -12,14 +12,15 @@ from uuid import uuid4
 
 import pytest
 
-import models
-from core import migrations
-from models.enums import ENUM_TYPES
+import langlearn.models as models
+from langlearn import history
+from langlearn.models.enums import ENUM_TYPES
+from langlearn.verify import check_schema
 from tests.catalog import describe_difference, snapshot
 from tests.conftest import REPO_ROOT, run_cli
 from tests.schema_spec import ENUMS, SPEC, Column, Table, normalise_check, normalise_default
 
-VERSIONS = migrations.version_files()
+VERSIONS = history.version_files()
 PHASE_TABLES = {
     0: {"users", "courses", "lessons", "vocabulary_items", "user_progress", "streaks"},
     1: {"user_devices", "refresh_tokens"},
@@ -35,12 +36,12 @@ PHASE_TABLES = {
 def test_history_is_the_five_phases_of_schema_md_in_order():
     names = [re.sub(r"^\d+_\d+_", "", v).removesuffix(".py") for v in VERSIONS[:5]]
     assert names == ["baseline", "phase1_users", "phase2_content", "phase3_learning", "phase4_gamification"]
-    assert [migrations.version_number(v) for v in VERSIONS] == list(range(len(VERSIONS)))
+    assert [history.version_number(v) for v in VERSIONS] == list(range(len(VERSIONS)))
 
 
 def test_every_hand_edited_migration_says_why_in_a_comment():
     for version in VERSIONS:
-        text = (migrations.MIGRATIONS_DIR / version).read_text()
+        text = (history.MIGRATIONS_DIR / version).read_text()
         assert text.startswith('"""'), f"{version} opens with no docstring"
         assert "hand edit:" in text, f"{version} has no hand-edit comments"
 
@@ -155,13 +156,13 @@ async def test_each_step_upgrades_and_downgrades_back_to_the_same_catalog(empty_
     connection = await connect(empty_db)
     before = await snapshot(connection)
     for number, version in enumerate(VERSIONS):
-        assert await migrations.upgrade(empty_db, to=number) == [version]
+        assert await history.upgrade(empty_db, to=number) == [version]
         after = await snapshot(connection)
         assert after != before, f"{version} changed nothing"
-        assert await migrations.downgrade(empty_db, to=number - 1) == [version]
+        assert await history.downgrade(empty_db, to=number - 1) == [version]
         difference = describe_difference(before, await snapshot(connection))
         assert not difference, f"downgrading {version} did not restore the schema:\n{difference}"
-        assert await migrations.upgrade(empty_db, to=number) == [version]
+        assert await history.upgrade(empty_db, to=number) == [version]
         difference = describe_difference(after, await snapshot(connection))
         assert not difference, f"re-applying {version} gave another schema:\n{difference}"
         before = after
@@ -170,12 +171,12 @@ async def test_each_step_upgrades_and_downgrades_back_to_the_same_catalog(empty_
 async def test_all_the_way_down_leaves_no_project_object_and_up_again_ends_where_it_started(head_db, connect):
     connection = await connect(head_db)
     at_head = await snapshot(connection)
-    reverted = await migrations.downgrade(head_db, to=-1)
+    reverted = await history.downgrade(head_db, to=-1)
     assert reverted == list(reversed(VERSIONS))
     leftover = await snapshot(connection)
     assert all(not objects for objects in leftover.values()), describe_difference({}, leftover)
     assert await connection.fetchval("SELECT count(*) FROM aerich") == 0
-    assert await migrations.upgrade(head_db) == VERSIONS
+    assert await history.upgrade(head_db) == VERSIONS
     assert not describe_difference(at_head, await snapshot(connection))
 
 
@@ -183,7 +184,7 @@ async def test_phase_tables_appear_with_their_migration(empty_db, connect):
     connection = await connect(empty_db)
     expected: set[str] = set()
     for number, tables in PHASE_TABLES.items():
-        await migrations.upgrade(empty_db, to=number)
+        await history.upgrade(empty_db, to=number)
         expected |= tables
         present = {r["tablename"] for r in await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
         assert present - {"aerich"} == expected, f"after migration {number}"
@@ -239,12 +240,12 @@ async def _read_rows(connection) -> dict[str, list[dict]]:
 
 async def test_baseline_rows_survive_upgrade_to_head_with_new_columns_defaulted_and_the_way_back(empty_db, connect):
     connection = await connect(empty_db)
-    await migrations.upgrade(empty_db, to=0)
+    await history.upgrade(empty_db, to=0)
     await _write_baseline_rows(connection)
     written = await _read_rows(connection)
     assert all(written.values())
 
-    await migrations.upgrade(empty_db)
+    await history.upgrade(empty_db)
     assert await _read_rows(connection) == written
     user = await connection.fetchrow("SELECT provider::text, last_login_ip FROM users")
     assert dict(user) == {"provider": "local", "last_login_ip": None}
@@ -259,7 +260,7 @@ async def test_baseline_rows_survive_upgrade_to_head_with_new_columns_defaulted_
     }
     assert await connection.fetchval("SELECT freeze_count FROM streaks") == 0
 
-    await migrations.downgrade(empty_db, to=0)
+    await history.downgrade(empty_db, to=0)
     assert await _read_rows(connection) == written
 
 
@@ -285,7 +286,7 @@ def _aerich_config_with_location(tmp_path: Path) -> Path:
     shutil.copytree(REPO_ROOT / "migrations", tmp_path / "migrations")
     config = tmp_path / "pyproject.toml"
     config.write_text(
-        '[tool.aerich]\ntortoise_orm = "core.settings.TORTOISE_ORM"\n'
+        '[tool.aerich]\ntortoise_orm = "langlearn.settings.TORTOISE_ORM"\n'
         f'location = "{tmp_path / "migrations"}"\nsrc_folder = "{REPO_ROOT}"\n'
     )
     return config
@@ -300,8 +301,7 @@ def test_aerich_migrate_finds_no_change_at_head(head_db, tmp_path):
 
 
 async def test_schema_built_by_the_migrations_matches_the_models(head_db, connect):
-    verify = pytest.importorskip("seed.verify", reason="the verification library is not there yet")
-    findings = await verify.check_schema(await connect(head_db))
+    findings = await check_schema(await connect(head_db))
     assert findings == []
 
 
@@ -336,7 +336,7 @@ async def test_upgrade_fake_stamps_a_database_whose_tables_already_exist(head_db
 
 
 def _psql(database: str, command: str) -> str:
-    from core.local_server import psql_path
+    from langlearn.local_server import psql_path
 
     result = run_cli(str(psql_path()), database, "-X", "-c", command, database=database)
     assert result.returncode == 0, result.stderr
@@ -372,13 +372,13 @@ def test_the_guides_psql_checks_show_what_schema_md_says(head_db):
 async def test_production_deployment_backup_upgrade_rollback_and_restore(server, empty_db, connect, tmp_path):
     """The guide's production section, step by step: back up, upgrade, check, roll back, restore."""
     connection = await connect(empty_db)
-    await migrations.upgrade(empty_db, to=len(VERSIONS) - 2)
+    await history.upgrade(empty_db, to=len(VERSIONS) - 2)
     await _write_baseline_rows(connection)
     before = await snapshot(connection, include_aerich=True)
     rows_before = await _read_rows(connection)
 
     backup = tmp_path / "backup.sql"
-    dump = run_cli(sys.executable, "-m", "core.local_server", "pg_dump", "-f", str(backup), database=empty_db)
+    dump = run_cli("langlearn", "server", "pg_dump", "-f", str(backup), database=empty_db)
     assert dump.returncode == 0, dump.stderr
     assert run_cli("aerich", "upgrade", database=empty_db).stdout.strip() == f"Success upgrading to {VERSIONS[-1]}"
     counts = _psql(empty_db, "SELECT (SELECT COUNT(*) FROM users) AS users, (SELECT COUNT(*) FROM courses) AS courses;")
@@ -388,7 +388,7 @@ async def test_production_deployment_backup_upgrade_rollback_and_restore(server,
 
     restored = await server.create()
     try:
-        load = run_cli(sys.executable, "-m", "core.local_server", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(backup), database=restored)
+        load = run_cli("langlearn", "server", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(backup), database=restored)
         assert load.returncode == 0, load.stderr
         restored_connection = await connect(restored)
         assert not describe_difference(before, await snapshot(restored_connection, include_aerich=True))

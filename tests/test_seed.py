@@ -1,4 +1,4 @@
-"""The seed (`python -m seed`): consistent, reproducible, idempotent, resumable and guarded.
+"""The seed (`langlearn seed`): consistent, reproducible, idempotent, resumable and guarded.
 
 Every run here goes through the real CLI into a fresh database of the real PostgreSQL server. The
 history ends yesterday (`--anchor`), so two runs on one day write the same rows.
@@ -17,14 +17,14 @@ import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 
-from core import migrations
-from core.databases import database_name
-from seed.cli import main
-from seed.content import DATA_DIR
-from seed.run import code_version
-from seed.tables import TABLES, USER_TABLES
-from seed.verify import check_invariants
-from tests.conftest import REPO_ROOT, run_cli
+from langlearn import history
+from langlearn.databases import database_name
+from langlearn.cli import main
+from langlearn.seed.content import DATA_DIR
+from langlearn.seed.run import code_version
+from langlearn.seed.tables import TABLES, USER_TABLES
+from langlearn.verify import check_invariants
+from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
 
 ANCHOR = datetime.now(timezone.utc).date() - timedelta(days=1)
 SCALE = ("--users", "250", "--seed", "7", "--anchor", ANCHOR.isoformat(), "--no-progress")
@@ -32,7 +32,7 @@ DEMO = ("--anchor", ANCHOR.isoformat(), "--no-progress")
 
 
 def seed_cli(*args: str, database: str):
-    return run_cli(sys.executable, "-m", "seed", *args, database=database)
+    return run_cli("langlearn", "seed", *args, database=database)
 
 
 async def digests(connection) -> dict[str, str]:
@@ -145,7 +145,7 @@ async def test_same_seed_writes_identical_rows_in_another_database(scale_db, hea
 async def test_run_killed_part_way_then_restarted_ends_identical_to_an_uninterrupted_run(scale_db, head_db, connect):
     connection = await connect(head_db)
     process = subprocess.Popen(
-        [sys.executable, "-m", "seed", *SCALE], cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": head_db},
+        [LANGLEARN, "seed", *SCALE], cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": head_db},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -202,7 +202,7 @@ async def test_forced_run_on_production_gives_demo_accounts_no_known_password(he
 ])
 async def test_bad_arguments_exit_2_with_one_line_before_writing(argv, complaint, head_db, connect, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", head_db)
-    assert await main(argv) == 2
+    assert await main(["seed", *argv]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and error.count("\n") == 1 and complaint in error
     assert set((await row_counts(await connect(head_db))).values()) == {0}
@@ -227,10 +227,10 @@ async def test_seed_runs_migration_downgrades_and_upgrades_cleanly(head_db, conn
     query = ("SELECT to_regclass('seed_runs') IS NOT NULL, "
              "(SELECT count(*) FROM pg_type WHERE typname IN ('seed_preset', 'seed_run_status'))")
     assert tuple(await (await connect(head_db)).fetchrow(query)) == (True, 2)
-    reverted = await migrations.downgrade(head_db, to=4)
+    reverted = await history.downgrade(head_db, to=4)
     assert [version.split("_", 2)[-1] for version in reverted] == ["seed_runs.py"]
     assert tuple(await (await connect(head_db)).fetchrow(query)) == (False, 0)
-    await migrations.upgrade(head_db)
+    await history.upgrade(head_db)
     connection = await connect(head_db)
     assert tuple(await connection.fetchrow(query)) == (True, 2)
-    assert (await migrations.read_state(connection)).at_head
+    assert (await history.read_state(connection)).at_head

@@ -1,4 +1,4 @@
-"""The example service as a real uvicorn process, over HTTP, against a database filled by `python -m seed`.
+"""The example service as a real uvicorn process, over HTTP, against a database filled by `langlearn seed`.
 
 Every answer is compared with what plain SQL reads from the same database, so the assertions hold
 for whatever the seed produced.
@@ -15,16 +15,16 @@ from datetime import date, datetime, timedelta, timezone
 import httpx
 import pytest
 
-from core import migrations
+from langlearn import history
 from tests.conftest import REPO_ROOT, run_cli
 from tests.test_startup import unused_port
 
-HEAD = migrations.version_files()
+HEAD = history.version_files()
 
 
 def start_service(database_url: str, port: int, mode: str = "check") -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+        [sys.executable, "-m", "uvicorn", "--app-dir", "examples", "service.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
         cwd=REPO_ROOT,
         env={**os.environ, "DATABASE_URL": database_url, "MIGRATE_ON_START": mode},
         stdout=subprocess.PIPE,
@@ -50,7 +50,7 @@ def wait_until_up(process: subprocess.Popen, base: str, timeout: float = 60) -> 
 async def seeded(server, head_template):
     """A database at head filled by the real seed (demo preset), shared by this module's read-only tests."""
     url = await server.create(template=head_template)
-    seeding = run_cli(sys.executable, "-m", "seed", "--no-progress", database=url)
+    seeding = run_cli("langlearn", "seed", "--no-progress", database=url)
     assert seeding.returncode == 0, seeding.stderr
     yield url
     await server.drop(url)
@@ -189,7 +189,7 @@ async def test_health_answers_503_when_the_database_goes_away(server, head_db):
 
 
 async def test_the_service_refuses_to_start_on_a_database_behind_the_code(empty_db):
-    await migrations.upgrade(empty_db, to=2)
+    await history.upgrade(empty_db, to=2)
     process = start_service(empty_db, unused_port())
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0

@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.databases import with_database
-from core.settings import ConfigError, redact, validate_url
+from langlearn.databases import with_database
+from langlearn.settings import ConfigError, redact, validate_url
 from tests.conftest import run_cli
 
 
@@ -66,16 +66,16 @@ async def test_aerich_against_a_missing_database_names_it(server):
 
 
 def test_private_server_is_reused_and_says_how_to_reach_it():
-    first = run_cli(sys.executable, "-m", "core.local_server", "url")
-    second = run_cli(sys.executable, "-m", "core.local_server", "url")
+    first = run_cli("langlearn", "server", "url")
+    second = run_cli("langlearn", "server", "url")
     assert first.returncode == 0 and first.stdout == second.stdout
     url = urlsplit(first.stdout.strip())
     assert url.scheme == "postgres" and url.hostname == "127.0.0.1" and url.path == "/langlearn"
-    status = run_cli(sys.executable, "-m", "core.local_server", "status")
+    status = run_cli("langlearn", "server", "status")
     assert status.returncode == 0 and status.stdout.startswith("running: data in ")
     assert "/.pgdata" in status.stdout
 
 
 def test_private_server_cli_rejects_unknown_commands():
-    result = run_cli(sys.executable, "-m", "core.local_server", "explode")
-    assert result.returncode == 2 and "unknown command 'explode'" in result.stderr
+    result = run_cli("langlearn", "server", "explode")
+    assert result.returncode == 2 and "invalid choice: 'explode'" in result.stderr and result.stderr.count("\n") == 1

@@ -1,4 +1,4 @@
-"""The startup context manager and `python -m core`: the migration lock, the check, the retries.
+"""The startup context manager and `langlearn upgrade|check|status`: the migration lock, the check, the retries.
 
 Concurrency is tested with real processes started at once (a barrier on stdin), failures with a
 copy of the migration history plus a broken migration, timeouts with real blocking sessions.
@@ -19,23 +19,23 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from core import migrations
-from core.databases import with_database
-from core.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError, asyncpg_url
-from core.startup import MIGRATION_LOCK_KEY, StartupError, StartupOptions, connect, database, lock_holder, prepare
-from models import Course
+from langlearn import history
+from langlearn.databases import with_database
+from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError, asyncpg_url
+from langlearn.startup import MIGRATION_LOCK_KEY, StartupError, StartupOptions, connect, database, lock_holder, prepare
+from langlearn.models import Course
 from tests.catalog import snapshot
 from tests.conftest import REPO_ROOT, run_cli
 
-HEAD = migrations.version_files()
-LAST = migrations.version_number(HEAD[-1])
+HEAD = history.version_files()
+LAST = history.version_number(HEAD[-1])
 
 # A replica in miniature: imports everything, says "armed", waits for "go" on stdin, then starts in
 # `apply` mode, runs one query through the models and reports what it applied.
 STARTER = """
 import asyncio, json, sys
-from core.startup import database
-from models import Course
+from langlearn.startup import database
+from langlearn.models import Course
 
 async def main():
     async with database(migrate="apply", migrations_location=sys.argv[1], lock_wait=60) as startup:
@@ -150,7 +150,7 @@ async def test_a_failing_migration_is_rolled_back_releases_the_lock_and_leaves_t
 
     assert str(refused.value) == (
         f"migration {LAST + 1}_20990101000000_broken.py failed and was rolled back: division by zero; "
-        f"the database stays at {HEAD[-1]}; fix the cause, then run `python -m core upgrade`"
+        f"the database stays at {HEAD[-1]}; fix the cause, then run `langlearn upgrade`"
     )
     assert await lock_holder(observer) is None
     assert await database_contents(observer) == before
@@ -166,7 +166,7 @@ async def test_every_starter_reports_a_failing_migration_and_none_hangs(head_db,
     for returncode, stdout, stderr in results:
         assert returncode == 1 and stdout == ""
         assert stderr.strip().splitlines()[-1].startswith(
-            f"core.startup.StartupError: migration {LAST + 1}_20990101000000_broken.py failed and was rolled back: division by zero"
+            f"langlearn.errors.StartupError: migration {LAST + 1}_20990101000000_broken.py failed and was rolled back: division by zero"
         ), stderr
     assert await database_contents(observer) == before
 
@@ -202,7 +202,7 @@ async def test_apply_waits_for_the_lock_then_proceeds_when_it_is_released(head_d
 
 
 async def test_migration_ddl_gives_up_after_lock_timeout_instead_of_queueing(empty_db, connect):
-    await migrations.upgrade(empty_db, to=3)  # migration 4 adds tables referencing users
+    await history.upgrade(empty_db, to=3)  # migration 4 adds tables referencing users
     blocker = await connect(empty_db)
     transaction = blocker.transaction()
     await transaction.start()
@@ -218,7 +218,7 @@ async def test_migration_ddl_gives_up_after_lock_timeout_instead_of_queueing(emp
         f"migration {HEAD[4]} failed and was rolled back: canceling statement due to lock timeout "
         "(another session held a table lock longer than lock_timeout=0.5 s"
     )
-    assert (await migrations.read_state(blocker)).pending == HEAD[4:]
+    assert (await history.read_state(blocker)).pending == HEAD[4:]
 
 
 async def test_a_migration_statement_running_past_statement_timeout_is_cancelled(head_db, tmp_path):
@@ -241,7 +241,7 @@ async def test_apply_refuses_a_database_ahead_of_the_code(head_db, connect):
 
 
 async def test_check_starts_on_a_clean_database_at_head(head_db):
-    result = run_cli(sys.executable, "-m", "core", "check", database=head_db)
+    result = run_cli("langlearn", "check", database=head_db)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"database at {HEAD[-1]} (head); schema matches the models\n", "")
 
 
@@ -252,13 +252,13 @@ async def test_check_initialises_the_models_and_applies_nothing(head_db, connect
 
 
 async def test_check_refuses_a_database_behind_naming_the_pending_versions(empty_db, connect):
-    await migrations.upgrade(empty_db, to=2)
+    await history.upgrade(empty_db, to=2)
     pending = HEAD[3:]
-    result = run_cli(sys.executable, "-m", "core", "check", database=empty_db)
+    result = run_cli("langlearn", "check", database=empty_db)
     assert result.returncode == 1 and result.stdout == ""
     assert error_line(result.stderr) == (
         f"error: database is behind the code: {len(pending)} migration(s) pending ({', '.join(pending)}); "
-        "run `python -m core upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
+        "run `langlearn upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
     )
     assert await aerich_rows(await connect(empty_db)) == {version: 1 for version in HEAD[:3]}  # applied nothing
 
@@ -273,7 +273,7 @@ async def test_check_refuses_a_database_ahead_of_the_code(head_db, connect):
     await (await connect(head_db)).execute(
         "INSERT INTO aerich (version, app, content) VALUES ('99_20990101000000_future.py', $1, '{}')", APP_LABEL
     )
-    result = run_cli(sys.executable, "-m", "core", "check", database=head_db)
+    result = run_cli("langlearn", "check", database=head_db)
     assert result.returncode == 1
     assert error_line(result.stderr) == (
         "error: database is ahead of the code: it recorded 99_20990101000000_future.py, which this code does not have; "
@@ -283,12 +283,12 @@ async def test_check_refuses_a_database_ahead_of_the_code(head_db, connect):
 
 async def test_check_refuses_a_database_whose_schema_drifted(head_db, connect):
     await (await connect(head_db)).execute("DROP INDEX idx_course_level_published")
-    result = run_cli(sys.executable, "-m", "core", "check", database=head_db)
+    result = run_cli("langlearn", "check", database=head_db)
     assert result.returncode == 1
     line = error_line(result.stderr)
     assert line.startswith("error: database schema drifted from the models (1 error(s)): [1] ")
     assert "idx_course_level_published" in line
-    assert line.endswith("; run `python -m seed.verify` for the full report")
+    assert line.endswith("; run `langlearn verify` for the full report")
 
 
 async def test_check_after_a_locked_upgrade_refuses_a_schema_changed_by_hand_since(empty_db, connect):
@@ -313,7 +313,7 @@ async def test_check_tolerates_schema_warnings(head_db, connect):
 async def test_unreachable_server_fails_after_bounded_retries_with_one_line():
     port = unused_port()
     started = time.monotonic()
-    result = run_cli(sys.executable, "-m", "core", "check", "--connect-timeout", "1.5", database=f"postgres://postgres@127.0.0.1:{port}/langlearn")
+    result = run_cli("langlearn", "check", "--connect-timeout", "1.5", database=f"postgres://postgres@127.0.0.1:{port}/langlearn")
     elapsed = time.monotonic() - started
     assert result.returncode == 2 and result.stdout == ""
     line = error_line(result.stderr)
@@ -368,46 +368,47 @@ async def test_a_missing_database_fails_at_once_without_retrying(server):
 
 
 async def test_cli_upgrade_applies_the_history_then_finds_nothing_to_do(empty_db):
-    first = run_cli(sys.executable, "-m", "core", "upgrade", database=empty_db)
+    first = run_cli("langlearn", "upgrade", database=empty_db)
     assert first.returncode == 0, first.stderr
     assert first.stdout == f"applied {len(HEAD)} migration(s); database at {HEAD[-1]} (head); schema matches the models\n"
     assert first.stderr == "".join(f"applying {v}\n" for v in HEAD)
 
-    again = run_cli(sys.executable, "-m", "core", "upgrade", database=empty_db)
+    again = run_cli("langlearn", "upgrade", database=empty_db)
     assert (again.returncode, again.stdout, again.stderr) == (0, f"nothing to apply; database at {HEAD[-1]} (head); schema matches the models\n", "")
 
 
 async def test_cli_status_lists_versions_and_the_lock_holder(empty_db):
-    await migrations.upgrade(empty_db, to=LAST - 1)
+    await history.upgrade(empty_db, to=LAST - 1)
     holder = await asyncpg.connect(asyncpg_url(empty_db), server_settings={"application_name": "release-7"})
     try:
         await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-        result = run_cli(sys.executable, "-m", "core", "status", database=empty_db)
+        result = run_cli("langlearn", "status", database=empty_db)
     finally:
         await holder.close()
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[: len(HEAD)] == [f"applied   {v}" for v in HEAD[:-1]] + [f"pending   {HEAD[-1]}"]
     assert lines[len(HEAD)].startswith(f"migration lock: held by pid {holder.get_server_pid()} (application_name 'release-7'")
-    assert lines[-1] == "1 pending: run `python -m core upgrade`"
+    assert lines[-1] == "1 pending: run `langlearn upgrade`"
 
 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["upgrade", "--lock-wait", "0"], "argument --lock-wait: '0' must be more than 0 seconds"),
+        (["upgrade", "--lock-wait", "0"], "argument --lock-wait: '0' must be a finite number of seconds above 0"),
+        (["upgrade", "--lock-wait", "inf"], "argument --lock-wait: 'inf' must be a finite number of seconds above 0"),
         (["check", "--connect-timeout", "soon"], "argument --connect-timeout: 'soon' is not a number of seconds"),
         (["migrate"], "argument COMMAND: invalid choice: 'migrate'"),
     ],
 )
 async def test_cli_rejects_bad_arguments_with_exit_code_2(head_db, args, expected):
-    result = run_cli(sys.executable, "-m", "core", *args, database=head_db)
+    result = run_cli("langlearn", *args, database=head_db)
     assert result.returncode == 2
     assert expected in result.stderr.splitlines()[-1]
 
 
 async def test_cli_rejects_a_malformed_database_url_with_exit_code_2():
-    result = run_cli(sys.executable, "-m", "core", "check", database="mysql://root@db/langlearn")
+    result = run_cli("langlearn", "check", database="mysql://root@db/langlearn")
     assert result.returncode == 2
     assert error_line(result.stderr) == (
         "error: DATABASE_URL scheme 'mysql' is not PostgreSQL; expected postgres://user:password@host:port/database"

@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from core.migrations import version_files
-from seed.verify import Severity, VerificationResult, check_invariants, check_migrations, check_schema, expected_schema
+from langlearn.history import version_files
+from langlearn.verify import Severity, VerificationResult, check_invariants, check_migrations, check_schema, expected_schema
 from tests.conftest import REPO_ROOT, run_cli
 
 HEAD = version_files()[-1]
 
 
 def verify_cli(database: str, *args: str):
-    return run_cli(sys.executable, "-m", "seed.verify", *args, database=database)
+    return run_cli("langlearn", "verify", *args, database=database)
 
 
 def found(findings) -> set[tuple[str, str, str]]:
@@ -56,9 +56,8 @@ async def test_json_of_a_clean_database_says_ok(head_db):
     }
 
 
-@pytest.mark.skipif(not (REPO_ROOT / "seed" / "__main__.py").exists(), reason="the seed (python -m seed) is not there yet")
 def test_migrated_and_seeded_database_reports_clean(head_db):
-    seeded = run_cli(sys.executable, "-m", "seed", "--users", "30", database=head_db, timeout=600)
+    seeded = run_cli("langlearn", "seed", "--users", "30", database=head_db, timeout=600)
     assert seeded.returncode == 0, seeded.stderr
     result = verify_cli(head_db)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -187,7 +186,7 @@ async def test_the_sql_a_finding_suggests_brings_the_schema_back(head_db, connec
 
 async def test_model_changed_without_a_migration_is_reported(head_db, connect, monkeypatch):
     """A user edits a model and forgets `aerich migrate`: the database lacks what the model now says."""
-    from models import User
+    from langlearn.models import User
 
     expected_schema()  # the models' relations are initialised once, then patched
     monkeypatch.setattr(User._meta.fields_map["target_language"], "db_default", "fr")
@@ -232,8 +231,8 @@ async def test_schema_check_ignores_a_cache_it_did_not_write(head_db, connect, t
 async def test_expected_schema_leaves_an_active_tortoise_context_working(head_db):
     from tortoise.context import TortoiseContext
 
-    from core.settings import tortoise_config
-    from models import Course
+    from langlearn.settings import tortoise_config
+    from langlearn.models import Course
 
     async with TortoiseContext() as context:
         await context.init(config=tortoise_config(head_db))
@@ -374,7 +373,7 @@ async def test_consistent_data_breaks_no_invariant(consistent_db, connect):
 
 @pytest.mark.parametrize("kind", sorted(BREAKS))
 async def test_each_broken_invariant_is_reported_with_its_count_and_example(consistent_db, connect, kind):
-    from seed.verify.invariants import INVARIANTS
+    from langlearn.verify.invariants import INVARIANTS
 
     connection = await connect(consistent_db)
     sql, offender = BREAKS[kind]
@@ -437,7 +436,7 @@ async def test_invariants_of_a_missing_table_are_reported_not_checked_and_spoil_
 
 
 def test_result_exit_code_is_1_for_a_warning_alone():
-    from seed.verify import Finding
+    from langlearn.verify import Finding
 
     result = VerificationResult(findings=(Finding(Severity.WARNING, "schema", "extra_column", "users.x", "m"),))
     assert (result.ok, result.exit_code, result.errors, len(result.warnings)) == (False, 1, [], 1)
@@ -461,7 +460,7 @@ async def test_report_groups_findings_by_severity(head_db, connect):
     ],
 )
 def test_unusable_database_url_exits_2_with_one_line(url, reason):
-    result = run_cli(sys.executable, "-m", "seed.verify", database=url)
+    result = run_cli("langlearn", "verify", database=url)
     assert result.returncode == 2
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1

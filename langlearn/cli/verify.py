@@ -1,4 +1,4 @@
-"""`python -m seed.verify`: check DATABASE_URL's database against the models, the migrations and the data.
+"""`langlearn verify`: check the database against the models, the migration history and the data invariants.
 
 Exit status: 0 when nothing is found, 1 when anything is (errors or warnings), 2 when the check
 could not run (configuration, connection), with a one-line reason on stderr.
@@ -7,18 +7,17 @@ could not run (configuration, connection), with a one-line reason on stderr.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
-from typing import TextIO
 
-from core.settings import ConfigError, database_url, redact
-from seed.verify import verify
-from seed.verify.findings import Finding, VerificationResult
+from langlearn.cli import Parser, Streams
+from langlearn.errors import UsageError
+from langlearn.settings import database_url, redact
+from langlearn.verify import Finding, VerificationResult, verify
 
 
-def parser() -> argparse.ArgumentParser:
-    command = argparse.ArgumentParser(
-        prog="python -m seed.verify",
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
+    command = commands.add_parser(
+        "verify",
+        help="check the database against the models, the migrations and the data invariants",
         description="Check the database named by DATABASE_URL (or the private server) against the models, "
         "the migration history and the data invariants. Exit 0 clean, 1 findings, 2 could not run.",
     )
@@ -26,26 +25,18 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--skip-schema", action="store_true", help="do not compare tables, columns, constraints, indexes and enums with the models")
     command.add_argument("--skip-migrations", action="store_true", help="do not compare the aerich table with the migration files")
     command.add_argument("--skip-invariants", action="store_true", help="do not check the data invariants (the only part that reads whole tables)")
-    return command
+    command.set_defaults(handler=run)
 
 
-async def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    options = parser().parse_args(argv)
+async def run(options: argparse.Namespace, streams: Streams) -> int:
     if options.skip_schema and options.skip_migrations and options.skip_invariants:
-        print("error: every check is skipped, nothing to verify; drop one of the --skip options", file=err)
-        return 2
-    try:
-        url = database_url(announce=lambda line: print(line, file=err))
-        result = await verify(
-            url, schema=not options.skip_schema, migrations=not options.skip_migrations, invariants=not options.skip_invariants
-        )
-    except ConfigError as problem:
-        print(f"error: {problem}", file=err)
-        return 2
-    print(result.to_json() if options.json else report(result, redact(url)), file=out)
+        raise UsageError("every check is skipped, nothing to verify; drop one of the --skip options")
+    url = database_url(announce=lambda line: print(line, file=streams.err))
+    result = await verify(
+        url, schema=not options.skip_schema, migrations=not options.skip_migrations, invariants=not options.skip_invariants
+    )
+    print(result.to_json() if options.json else report(result, redact(url)), file=streams.out)
     return result.exit_code
-
-
 def report(result: VerificationResult, where: str) -> str:
     """The findings grouped by severity, each with its machine names and the line to act on."""
     errors, warnings = result.errors, result.warnings
@@ -66,7 +57,3 @@ def _lines(finding: Finding) -> list[str]:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -1,7 +1,9 @@
-"""The example service: a FastAPI app whose lifespan enters `core.startup.database`.
+"""The example service: a FastAPI app whose lifespan enters `langlearn.database`.
 
-    uvicorn service.app:app                       # DATABASE_URL unset: the private server
-    MIGRATE_ON_START=apply uvicorn service.app:app --workers 4
+It uses only the installed package (`pip install 'langlearn-data[service]'`):
+
+    uvicorn --app-dir examples service.app:app                        # DATABASE_URL unset: the private server
+    MIGRATE_ON_START=apply uvicorn --app-dir examples service.app:app --workers 4
 
 `MIGRATE_ON_START` picks the startup mode: `check` (default: refuse to start against the wrong
 schema), `apply` (take the migration lock and upgrade; safe with any number of workers or
@@ -20,9 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from tortoise import Tortoise
 
-from core import migrations
-from core.settings import ConfigError
-from core.startup import MODES, database
+from langlearn import MODES, ConfigError, database, history
 from service.routes import router
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -58,7 +58,7 @@ async def health():
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
             async with Tortoise.get_connection("default").acquire_connection() as connection:
-                state = await migrations.read_state(connection)
+                state = await history.read_state(connection)
     except Exception as error:  # noqa: BLE001 - whatever failed, the answer is "unavailable"
         body = Health(status="unavailable", database="unreachable", error=" ".join(str(error).split()) or type(error).__name__)
         return JSONResponse(status_code=503, content=body.model_dump())

@@ -2,7 +2,7 @@
 
 Defaults and CHECK expressions cannot be compared as the models write them: PostgreSQL stores
 `CHECK (week_end = week_start + 6)` as `CHECK ((week_end = (week_start + 6)))` and `'vi'` as
-`'vi'::character varying`. So PostgreSQL spells the models' side itself (`seed.verify.spelling`), and
+`'vi'::character varying`. So PostgreSQL spells the models' side itself (`langlearn.verify.spelling`), and
 both sides are read with the same catalog query: at most five statements (begin, two catalog reads,
 one DDL script, rollback) whatever the number of tables, three when the spelling is cached, and
 nothing left behind in the caller's session (inside a caller's transaction, the begin and rollback
@@ -11,18 +11,24 @@ are a savepoint's).
 
 from __future__ import annotations
 
-from seed.verify.catalog import read_catalog
-from seed.verify.expected import expected_schema
-from seed.verify.findings import Finding, error, warning
-from seed.verify.spelling import spell
-from seed.verify.structure import Column, Schema, Table, literal, quote
+from dataclasses import replace
+
+import asyncpg
+
+from langlearn.verify.catalog import read_catalog
+from langlearn.verify.expected import expected_schema
+from langlearn.verify.findings import Finding, error, warning
+from langlearn.verify.spelling import spell
+from langlearn.verify.structure import Column, Schema, Table, literal, quote
 
 CHECK = "schema"
 MIGRATE = "fix it in a migration"
 
 
-async def check_schema(connection) -> list[Finding]:
-    """Findings for every difference between the live schema and the models (needs TEMP privilege)."""
+async def check_schema(connection: asyncpg.Connection, *, other_tables: frozenset[str] = frozenset()) -> list[Finding]:
+    """Findings for every difference between the live schema and the models (needs TEMP privilege).
+
+    `other_tables` belong to the service's own apps: they are not reported as extra tables."""
     expected = expected_schema()
     transaction = connection.transaction()
     await transaction.start()
@@ -32,7 +38,7 @@ async def check_schema(connection) -> list[Finding]:
         spelled = await spell(connection, expected)
     finally:
         await transaction.rollback()
-    return compare(spelled, live)
+    return compare(spelled, replace(live, tables={name: table for name, table in live.tables.items() if name not in other_tables}))
 
 
 def compare(expected: Schema, live: Schema) -> list[Finding]:

@@ -1,9 +1,9 @@
-"""The migration history: the files on disk, the versions a database recorded, and applying them.
+"""The migration history: the files on disk (shipped as `langlearn.migrations`), the versions a database recorded, and applying them.
 
 Aerich applies every pending migration at once and has no notion of "up to version N"; this
 module steps through the same files with Aerich's own machinery (each version in its own
 transaction, recorded in the `aerich` table exactly as `aerich upgrade` does), so callers can
-stop at any version. It takes no lock: `core.startup` wraps it in one.
+stop at any version. It takes no lock: `langlearn.startup` wraps it in one.
 """
 
 from __future__ import annotations
@@ -14,8 +14,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from core.settings import APP_LABEL, MIGRATIONS_LOCATION, tortoise_config
+import asyncpg
+
+from langlearn.compat import apply_version, load_version_module, models_state_of, version_modules
+from langlearn.errors import ConfigError
+from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, tortoise_config
+
+if TYPE_CHECKING:
+    from aerich import Command
 
 MIGRATIONS_DIR = Path(MIGRATIONS_LOCATION) / APP_LABEL
 VERSION_FILE = re.compile(r"^(\d+)_.+\.py$")
@@ -68,26 +76,26 @@ class MigrationState:
         return not (self.pending or self.unknown or self.duplicates)
 
 
-async def read_state(connection, *, location: str = MIGRATIONS_LOCATION) -> MigrationState:
+async def read_state(connection: asyncpg.Connection, *, location: str = MIGRATIONS_LOCATION) -> MigrationState:
     """Read the applied versions through an asyncpg connection; no `aerich` table means none applied.
 
     `location` is the migrations folder (Aerich's `location`, holding one folder per app)."""
+    folder = Path(location) / APP_LABEL
+    if not folder.is_dir():
+        raise ConfigError(f"no migrations found at {folder}; point --migrations (Aerich's `location`) at the folder holding {APP_LABEL}/")
     applied: list[str] = []
     if await connection.fetchval("SELECT to_regclass('public.aerich') IS NOT NULL"):
         rows = await connection.fetch("SELECT version FROM aerich WHERE app = $1 ORDER BY id", APP_LABEL)
         applied = [row["version"] for row in rows]
-    return MigrationState(on_disk=tuple(version_files(Path(location) / APP_LABEL)), applied=tuple(applied))
+    return MigrationState(on_disk=tuple(version_files(folder)), applied=tuple(applied))
 
 
-def recorded_models_state(version_file: str, location: str = MIGRATIONS_LOCATION) -> dict | None:
+def recorded_models_state(version_file: str, location: str = MIGRATIONS_LOCATION) -> dict[str, Any] | None:
     """The models state a migration file carries (`MODELS_STATE`), as Aerich records it when applying it."""
-    from aerich.utils import decompress_dict, import_py_file
-
-    compressed = getattr(import_py_file(Path(location) / APP_LABEL / version_file), "MODELS_STATE", None)
-    return decompress_dict(compressed) if compressed else None
+    return models_state_of(Path(location) / APP_LABEL / version_file)
 
 
-async def edited_versions(connection, state: MigrationState, *, location: str = MIGRATIONS_LOCATION) -> list[str]:
+async def edited_versions(connection: asyncpg.Connection, state: MigrationState, *, location: str = MIGRATIONS_LOCATION) -> list[str]:
     """Applied versions whose file no longer carries the models state the database recorded for it:
     the file was edited (or replaced) after it was applied, so the database may not be what it describes."""
     import json
@@ -111,7 +119,7 @@ def timeout_settings(*, lock_timeout: float | None = None, statement_timeout: fl
 @asynccontextmanager
 async def aerich_command(
     url: str, *, location: str = MIGRATIONS_LOCATION, server_settings: dict[str, str] | None = None
-) -> AsyncIterator:
+) -> AsyncIterator[Command]:
     """An initialised Aerich `Command` for the project's app, in a Tortoise context of its own
     (so it neither sees nor closes the caller's), closed on exit.
 
@@ -150,9 +158,7 @@ async def upgrade(
     `location` is another migrations folder; `lock_timeout`/`statement_timeout` (seconds) bound every
     statement the migrations run; `announce(version_file)` is called before each one starts, so a
     caller knows which version failed when one raises."""
-    from aerich.migrate import Migrate
     from aerich.models import Aerich
-    from aerich.utils import import_py_module
     from tortoise.exceptions import OperationalError
     from tortoise.transactions import in_transaction
 
@@ -163,7 +169,7 @@ async def upgrade(
             done = set(await Aerich.filter(app=APP_LABEL).values_list("version", flat=True))
         except OperationalError:  # no aerich table yet: migration 0 creates it
             done = set()
-        for module in Migrate.get_all_version_modules():
+        for module in version_modules():
             version_file = module.name + ".py"
             if to is not None and version_number(version_file) > to:
                 break
@@ -171,13 +177,13 @@ async def upgrade(
                 continue
             if announce is not None:
                 announce(version_file)
-            if getattr(import_py_module(module), "RUN_IN_TRANSACTION", True):
+            if getattr(load_version_module(module), "RUN_IN_TRANSACTION", True):
                 async with in_transaction("default") as connection:
-                    await command._upgrade(connection, version_file, version_module=module)
+                    await apply_version(command, connection, module)
             else:
                 from tortoise import Tortoise
 
-                await command._upgrade(Tortoise.get_connection("default"), version_file, version_module=module)
+                await apply_version(command, Tortoise.get_connection("default"), module)
             applied_now.append(version_file)
     return applied_now
 

@@ -1,7 +1,7 @@
 """Settings: the one place the database comes from.
 
 `DATABASE_URL` (`postgres://user:pass@host:port/db`) names the database. When it is unset, the
-private server of `core.local_server` is started (or reused) instead. A malformed or unreachable
+private server of `langlearn.local_server` (the `[local]` extra) is started (or reused) instead. A malformed or unreachable
 URL raises `ConfigError`, whose message is one line naming the problem and the fix.
 
 `TORTOISE_ORM` (read lazily, so importing this module never starts a server) is what the Aerich
@@ -13,19 +13,38 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from importlib.resources import files
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from langlearn.errors import ConfigError
+
+# The Tortoise app label: Aerich's history records it, so it never changes (the Python package may).
 APP_LABEL = "models"
-MIGRATIONS_LOCATION = str(Path(__file__).resolve().parent.parent / "migrations")
-MODEL_MODULES = ["models", "aerich.models"]
+MODELS_MODULE = "langlearn.models"
+MODEL_MODULES = [MODELS_MODULE, "aerich.models"]
+
+
+def package_folder(package: str, *parts: str) -> Path:
+    """A folder of data files shipped inside `package`, found through importlib.resources.
+
+    Aerich and the seed need real paths; pip always installs packages unpacked, so the resource is one."""
+    folder = files(package).joinpath(*parts)
+    if not isinstance(folder, Path):
+        raise ConfigError(f"{package} is installed in a form without real files ({type(folder).__name__}); install it unpacked with pip")
+    return folder
+
+
+# Aerich's `location`: the folder holding one folder of migration files per app, shipped in the package.
+MIGRATIONS_LOCATION = str(package_folder("langlearn.migrations"))
 SCHEMES = {"postgres", "postgresql", "asyncpg"}
 CONNECT_TIMEOUT_SECONDS = 5.0
 
-
-class ConfigError(Exception):
-    """The database configuration is unusable; the message says what to change."""
+Announce = Callable[[str], None]
+AppsConfig = Mapping[str, Mapping[str, Any]]
 
 
 def redact(url: str) -> str:
@@ -56,20 +75,18 @@ def validate_url(url: str) -> str:
     return parts._replace(scheme="postgres").geturl()
 
 
-def database_url(announce=None) -> str:
+def database_url(announce: Announce | None = None) -> str:
     """The validated DATABASE_URL, or the private server's when it is unset."""
     raw = os.environ.get("DATABASE_URL", "").strip()
     if raw:
         return validate_url(raw)
-    from core.local_server import LocalServerError, ensure_running
+    from langlearn.local_server import ensure_running
 
-    try:
-        return ensure_running(announce=announce)
-    except LocalServerError as error:
-        raise ConfigError(f"{error}; or set DATABASE_URL to an existing server") from None
+    return ensure_running(announce=announce)
 
 
 def asyncpg_url(url: str) -> str:
+    """The URL in the scheme asyncpg accepts."""
     return "postgresql://" + url.split("://", 1)[1]
 
 
@@ -96,16 +113,23 @@ async def check_reachable(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) ->
         await connection.close()
 
 
-def tortoise_config(url: str) -> dict:
-    return {
+def tortoise_config(url: str, apps: AppsConfig | None = None) -> dict[str, Any]:
+    """Tortoise's config: this package's app `models` on `url`, plus a service's own `apps`
+    (`{"shop": {"models": ["myservice.models"]}}`, on the same connection unless they name another)."""
+    config: dict[str, Any] = {
         "connections": {"default": url},
         "apps": {APP_LABEL: {"models": list(MODEL_MODULES), "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",
     }
+    for label, app in (apps or {}).items():
+        if label == APP_LABEL:
+            raise ConfigError(f"the app label {APP_LABEL!r} belongs to langlearn's models; register your models under another label")
+        config["apps"][label] = {"default_connection": "default", **app}
+    return config
 
 
-def _checked_config_for_cli() -> dict:
+def _checked_config_for_cli() -> dict[str, Any]:
     """Resolve and probe the database for the Aerich CLI, exiting with one line on failure."""
     try:
         url = database_url(announce=lambda line: print(line, file=sys.stderr))
@@ -117,7 +141,7 @@ def _checked_config_for_cli() -> dict:
     return tortoise_config(url)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "TORTOISE_ORM":
         return _checked_config_for_cli()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

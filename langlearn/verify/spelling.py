@@ -23,8 +23,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from seed.verify.catalog import read_catalog
-from seed.verify.structure import Check, Column, Schema, Table
+from langlearn.verify.catalog import read_catalog
+from langlearn.verify.structure import Check, Column, Schema, Table
 
 log = logging.getLogger(__name__)
 

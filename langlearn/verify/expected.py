@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from enum import Enum
 
-from core.settings import APP_LABEL
-from seed.verify.structure import Check, Column, ForeignKey, Index, Schema, Table, literal
+from langlearn.compat import index_name
+from langlearn.settings import APP_LABEL, MODELS_MODULE
+from langlearn.verify.structure import Check, Column, ForeignKey, Index, Schema, Table, literal
 
-MODEL_MODULE = "models"
 NAME_LIMIT = 63  # PostgreSQL truncates longer identifiers
 
 
@@ -26,10 +26,10 @@ def expected_schema() -> Schema:
     from tortoise import Tortoise
     from tortoise.context import TortoiseContext
 
-    from models.enums import ENUM_TYPES, labels
+    from langlearn.models.enums import ENUM_TYPES, labels
 
     with TortoiseContext():
-        models = Tortoise.init_app(APP_LABEL, [MODEL_MODULE])
+        models = Tortoise.init_app(APP_LABEL, [MODELS_MODULE])
     ordered = sorted(models.values(), key=lambda model: model._meta.db_table)
     used_enums = {
         enum_type.pg_type
@@ -64,7 +64,7 @@ def _table(model) -> Table:
         elif field.unique:
             indexes.append(Index(_name(f"{table}_{column}_key"), (column,), unique=True, constraint=True))
         elif field.index:
-            indexes.append(Index(generator._get_index_name("idx", model, [column]), (column,)))
+            indexes.append(Index(index_name(model, [column]), (column,)))
 
     for group in meta.unique_together:
         group_columns = tuple(column_of(name) for name in group)
@@ -85,7 +85,7 @@ def _table(model) -> Table:
     for index in meta.indexes:
         if isinstance(index, (tuple, list)):  # Meta.indexes = (("a", "b"),): unnamed
             index_columns = tuple(column_of(name) for name in index)
-            indexes.append(Index(generator._get_index_name("idx", model, list(index_columns)), index_columns))
+            indexes.append(Index(index_name(model, list(index_columns)), index_columns))
             continue
         index_columns = tuple(column_of(name) for name in index.field_names)
         extra = index.extra.strip()

@@ -1,7 +1,7 @@
 """Verify a live database against the models, the migration history and the data invariants.
 
 Each check is an async function of an open asyncpg connection returning findings, so the same
-checks serve the CLI (`python -m seed.verify`), the startup check and a health endpoint:
+checks serve the CLI (`langlearn verify`), the startup check and a health endpoint:
 
     result = await verify(url)            # or: findings = await check_schema(connection)
     result.exit_code, result.errors, result.warnings, result.to_json()
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 
-from core.settings import ConfigError, asyncpg_url, check_reachable, redact, validate_url
-from seed.verify.expected import expected_schema
-from seed.verify.findings import CHECKS, Finding, Severity, VerificationResult
-from seed.verify.history import check_migrations
-from seed.verify.invariants import check_invariants
-from seed.verify.schema import check_schema
+from langlearn.errors import ConfigError
+from langlearn.settings import asyncpg_url, check_reachable, redact, validate_url
+from langlearn.verify.expected import expected_schema
+from langlearn.verify.findings import CHECKS, Finding, Severity, VerificationResult
+from langlearn.verify.history import check_migrations
+from langlearn.verify.invariants import check_invariants
+from langlearn.verify.schema import check_schema
 
 __all__ = [
     "Finding",

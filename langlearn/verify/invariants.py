@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from seed.verify.findings import Finding, error
+from langlearn.verify.findings import Finding, error
 
 CHECK = "invariants"
 EXAMPLES = 5

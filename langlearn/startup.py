@@ -10,9 +10,13 @@ through Tortoise's pool would be released at once: asyncpg resets a pooled conne
 only once the lock is held, so the first replica applies them and the others find nothing to do.
 
 `check` applies nothing and refuses to start against a database that is behind the code, ahead of
-it, or whose schema drifted from the models (`seed.verify.check_schema`). `off` only connects.
+it, or whose schema drifted from the models (`langlearn.verify.check_schema`). `off` only connects.
 Every refusal is a `StartupError` with a one-line message saying what to run; configuration and
-connection problems stay `core.settings.ConfigError`.
+connection problems are `ConfigError`; both are `LanglearnError`s.
+
+A service's own Tortoise apps go in `apps=`: they share the connection, and the migrations, the
+lock and the schema check still cover only this package's app `models` (the service's tables are
+neither applied nor reported).
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import asyncpg
 
-from core import migrations
-from core.migrations import MigrationState
-from core.settings import (
+from langlearn import history
+from langlearn.compat import init_tortoise
+from langlearn.errors import ConfigError, StartupError
+from langlearn.history import MigrationState
+from langlearn.settings import (
     APP_LABEL,
     MIGRATIONS_LOCATION,
-    ConfigError,
+    AppsConfig,
     asyncpg_url,
     check_reachable,
     database_url,
@@ -44,6 +50,7 @@ from core.settings import (
     tortoise_config,
     validate_url,
 )
+from langlearn.verify import Finding, check_schema
 
 if TYPE_CHECKING:
     from tortoise.context import TortoiseContext
@@ -58,12 +65,8 @@ MODES: tuple[str, ...] = get_args(Mode)
 # pg_locks (classid = high 32 bits, objid = low 32 bits, objsubid = 1 for the bigint form).
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.blake2b(f"aerich:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1
 
-UPGRADE_HINT = "run `python -m core upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
+UPGRADE_HINT = "run `langlearn upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
 RETRYABLE_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
-
-
-class StartupError(Exception):
-    """The service must not start (wrong schema, lock not obtained, failed migration); one-line message."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class StartupOptions:
     connect_timeout: float = 30.0
     migrations: str = MIGRATIONS_LOCATION
     application_name: str | None = None
+    # tables of the service's own apps: the schema check leaves them alone
+    other_tables: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in ("lock_wait", "lock_timeout", "statement_timeout", "connect_timeout"):
@@ -93,11 +98,11 @@ class StartupOptions:
 class Startup:
     """What startup found and did. `state` is None in `off` mode, which reads nothing."""
 
-    mode: str
+    mode: Mode
     url: str = field(repr=False)
     state: MigrationState | None
     applied: tuple[str, ...] = ()
-    warnings: tuple = ()
+    warnings: tuple[Finding, ...] = ()
     lock_waited: float | None = None
     context: TortoiseContext | None = field(default=None, repr=False)
 
@@ -113,17 +118,21 @@ async def database(
     connect_timeout: float = StartupOptions.connect_timeout,
     migrations_location: str = MIGRATIONS_LOCATION,
     application_name: str | None = None,
+    apps: AppsConfig | None = None,
     global_fallback: bool = True,
 ) -> AsyncIterator[Startup]:
     """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
 
-    `url` defaults to `core.settings.database_url()`. `global_fallback` makes the models usable from
-    other tasks than the one that entered (a web server runs its lifespan and its requests in
+    `url` defaults to `langlearn.settings.database_url()`. `apps` are the service's own Tortoise apps
+    (`{"shop": {"models": ["myservice.models"]}}`), initialised beside `models` on the same
+    connection; their schema is the service's business. `global_fallback` makes the models usable
+    from other tasks than the one that entered (a web server runs its lifespan and its requests in
     different tasks); set it False when several contexts live in one process.
     """
     from tortoise.context import TortoiseContext
 
     url = validate_url(url) if url else database_url()
+    config = tortoise_config(url, apps)
     options = StartupOptions(
         lock_wait=lock_wait,
         lock_timeout=lock_timeout,
@@ -131,14 +140,27 @@ async def database(
         connect_timeout=connect_timeout,
         migrations=migrations_location,
         application_name=application_name,
+        other_tables=await _tables_of_other_apps(config) if apps else frozenset(),
     )
     startup = await prepare(url, migrate, options)
     async with TortoiseContext() as context:
-        await context.init(config=tortoise_config(url), _enable_global_fallback=global_fallback)
+        await init_tortoise(context, config, global_fallback=global_fallback)
         yield replace(startup, context=context)
 
 
-async def prepare(url: str, mode: str = "check", options: StartupOptions = StartupOptions()) -> Startup:
+async def _tables_of_other_apps(config: dict[str, Any]) -> frozenset[str]:
+    """The tables the service's own apps declare (read from their models, without connecting)."""
+    from tortoise import Tortoise
+    from tortoise.context import TortoiseContext
+
+    async with TortoiseContext() as context:
+        await context.init(config=config, init_connections=False)
+        return frozenset(
+            model._meta.db_table for label, models in Tortoise.apps.items() if label != APP_LABEL for model in models.values()
+        )
+
+
+async def prepare(url: str, mode: Mode = "check", options: StartupOptions = StartupOptions()) -> Startup:
     """The schema half of startup, without the ORM: what the CLI runs in a deploy pipeline."""
     if mode not in MODES:
         raise ValueError(f"migrate must be one of {', '.join(MODES)}, not {mode!r}")
@@ -147,9 +169,9 @@ async def prepare(url: str, mode: str = "check", options: StartupOptions = Start
         if mode == "off":
             return Startup(mode=mode, url=url, state=None)
         if mode == "check":
-            state = await migrations.read_state(connection, location=options.migrations)
+            state = await history.read_state(connection, location=options.migrations)
             _refuse_unless_at_head(state)
-            warnings = await _check_schema(connection)
+            warnings = await _check_schema(connection, options.other_tables)
             log.debug("database at %s (head), schema matches the models", state.current)
             return Startup(mode=mode, url=url, state=state, warnings=warnings)
         return await _apply(connection, url, options)
@@ -223,16 +245,16 @@ async def lock_holder(connection: asyncpg.Connection) -> str | None:
 
 async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptions) -> Startup:
     waited = await _acquire_migration_lock(connection, options.lock_wait)
-    state = await migrations.read_state(connection, location=options.migrations)
+    state = await history.read_state(connection, location=options.migrations)
     if state.unknown:
         raise StartupError(_ahead_message(state))
     applied: list[str] = []
     if state.pending:
         applied = await _upgrade(connection, url, options)
-        state = await migrations.read_state(connection, location=options.migrations)
+        state = await history.read_state(connection, location=options.migrations)
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
-    warnings = await _check_schema(connection)
+    warnings = await _check_schema(connection, options.other_tables)
     log.debug("database at %s (head), %d migration(s) applied by this process", state.current, len(applied))
     return Startup(mode="apply", url=url, state=state, applied=tuple(applied), warnings=warnings, lock_waited=waited)
 
@@ -266,7 +288,7 @@ async def _upgrade(connection: asyncpg.Connection, url: str, options: StartupOpt
         log.info("applying %s", version)
 
     try:
-        return await migrations.upgrade(
+        return await history.upgrade(
             url,
             location=options.migrations,
             lock_timeout=options.lock_timeout,
@@ -274,11 +296,11 @@ async def _upgrade(connection: asyncpg.Connection, url: str, options: StartupOpt
             announce=announce,
         )
     except Exception as error:
-        now = await migrations.read_state(connection, location=options.migrations)
+        now = await history.read_state(connection, location=options.migrations)
         what = f"migration {started[-1]} failed and was rolled back" if started else "preparing the migrations failed"
         raise StartupError(
             f"{what}: {_reason(error, options)}; the database stays at {now.current or 'no version'}; "
-            "fix the cause, then run `python -m core upgrade`"
+            "fix the cause, then run `langlearn upgrade`"
         ) from error
 
 
@@ -315,18 +337,16 @@ def _ahead_message(state: MigrationState) -> str:
     )
 
 
-async def _check_schema(connection: asyncpg.Connection) -> tuple:
+async def _check_schema(connection: asyncpg.Connection, other_tables: frozenset[str]) -> tuple[Finding, ...]:
     """Refuse on any schema error the verification finds; return its warnings."""
-    from seed.verify import check_schema
-
-    findings = await check_schema(connection)
+    findings = await check_schema(connection, other_tables=other_tables)
     errors = [finding for finding in findings if finding.severity == "error"]
     if errors:
         shown = " ".join(f"[{n}] {' '.join(str(finding.message).split())}" for n, finding in enumerate(errors[:3], 1))
         more = f" [and {len(errors) - 3} more]" if len(errors) > 3 else ""
         raise StartupError(
             f"database schema drifted from the models ({len(errors)} error(s)): {shown}{more}; "
-            "run `python -m seed.verify` for the full report"
+            "run `langlearn verify` for the full report"
         )
     warnings = tuple(finding for finding in findings if finding.severity != "error")
     for finding in warnings:

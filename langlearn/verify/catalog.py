@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from seed.verify.structure import Check, Column, ForeignKey, Index, Schema, Table
+from langlearn.verify.structure import Check, Column, ForeignKey, Index, Schema, Table
 
 # Aerich's own bookkeeping table is not the models' business.
 IGNORED_TABLES = ("aerich",)

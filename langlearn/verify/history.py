@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.migrations import edited_versions, read_state
-from core.settings import APP_LABEL
-from seed.verify.findings import Finding, error
+from langlearn.history import edited_versions, read_state
+from langlearn.settings import APP_LABEL
+from langlearn.verify.findings import Finding, error
 
 CHECK = "migrations"
 

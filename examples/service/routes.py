@@ -10,8 +10,8 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from models import Course, LeaderboardEntry, Lesson, Unit, User, UserVocabKnowledge
-from models.enums import LeagueType
+from langlearn.models import Course, LeaderboardEntry, Lesson, Unit, User, UserVocabKnowledge
+from langlearn.models.enums import LeagueType
 
 router = APIRouter()
 

@@ -1,0 +1,1 @@
+"""An example FastAPI service built on the data layer: `uvicorn --app-dir examples service.app:app`."""

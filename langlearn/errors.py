@@ -1,0 +1,40 @@
+"""One exception base for everything this package refuses on purpose.
+
+An embedding service writes one `except LanglearnError`; each CLI turns it into one line on stderr
+and an exit code (`exit_code`: 1 refused or failed, 2 usage, configuration or unreachable server).
+Every message is one line that names the problem and the fix, and never holds a password.
+"""
+
+from __future__ import annotations
+
+
+class LanglearnError(Exception):
+    """Base of every error this package raises on purpose; the message is one line."""
+
+    exit_code = 1
+
+
+class ConfigError(LanglearnError):
+    """The database configuration is unusable or the server unreachable; the message says what to change."""
+
+    exit_code = 2
+
+
+class UsageError(LanglearnError):
+    """A bad command line or argument; the message names the option and what it accepts."""
+
+    exit_code = 2
+
+
+class StartupError(LanglearnError):
+    """The service must not start (wrong schema, lock not obtained, failed migration)."""
+
+
+class SeedError(LanglearnError):
+    """The seed refused or failed; the database is as it was, or resumable."""
+
+
+class ContentDataError(SeedError):
+    """A seed data file is missing or malformed; the message names the file and the field."""
+
+    exit_code = 2

@@ -1,1 +1,0 @@
-"""An example FastAPI service built on the data layer: run it with `uvicorn service.app:app`."""
