@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from langlearn.errors import LanglearnError, UsageError
-from langlearn.settings import asyncpg_url
+from langlearn.settings import asyncpg_url, check_reachable
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})
@@ -42,7 +42,8 @@ def checked_name(name: str) -> str:
 
 
 async def admin_connection(url: str) -> asyncpg.Connection:
-    """A connection for CREATE/DROP DATABASE on the server of `url`."""
+    """A connection for CREATE/DROP DATABASE on the server of `url`; one-line ConfigErrors when it cannot be had."""
+    await check_reachable(url)
     try:
         return await asyncpg.connect(asyncpg_url(with_database(url, "postgres")))
     except (asyncpg.InvalidCatalogNameError, asyncpg.InsufficientPrivilegeError, asyncpg.InvalidAuthorizationSpecificationError):

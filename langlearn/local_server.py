@@ -18,13 +18,14 @@ import platform
 import socket
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from langlearn.errors import ConfigError
-from langlearn.settings import Announce
+
+Announce = Callable[[str], None]  # where a one-line notice goes (a CLI's stderr)
 
 DATABASE_NAME = "langlearn"
 SUPERUSER = "postgres"
@@ -220,6 +221,7 @@ def url_for(port: int, database: str = DATABASE_NAME) -> str:
 
 def ensure_running(announce: Announce | None = None) -> str:
     """Start the private server unless it already runs; return its DATABASE_URL."""
+    _bin_dir()  # without the [local] extra, say so before touching anything
     files = server_files()
     try:
         with _exclusive(files):

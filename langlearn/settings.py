@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from langlearn.errors import ConfigError
+from langlearn.local_server import Announce, ensure_running
 
 # The Tortoise app label: Aerich's history records it, so it never changes (the Python package may).
 APP_LABEL = "models"
@@ -43,7 +44,6 @@ MIGRATIONS_LOCATION = str(package_folder("langlearn.migrations"))
 SCHEMES = {"postgres", "postgresql", "asyncpg"}
 CONNECT_TIMEOUT_SECONDS = 5.0
 
-Announce = Callable[[str], None]
 AppsConfig = Mapping[str, Mapping[str, Any]]
 
 
@@ -80,8 +80,6 @@ def database_url(announce: Announce | None = None) -> str:
     raw = os.environ.get("DATABASE_URL", "").strip()
     if raw:
         return validate_url(raw)
-    from langlearn.local_server import ensure_running
-
     return ensure_running(announce=announce)
 
 

@@ -1,0 +1,162 @@
+"""The package as a user installs it: a wheel, a new virtualenv outside the checkout, the console script.
+
+Also: a database migrated by the code before the package existed (the last commit with `core/`)
+reads as at head, with no finding, through the package: Aerich's history is keyed by the app label
+`models`, which did not change when the Python package did."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from langlearn import history
+from tests.conftest import REPO_ROOT
+from tests.test_startup import unused_port
+
+pytestmark = pytest.mark.slow
+BEFORE_THE_PACKAGE = "2210a1d"  # the last commit of the checkout-only layout (core/, seed/verify/, service/)
+HEAD = history.version_files()[-1]
+
+
+def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV", "PYTHONPATH")}
+    environment.update(env or {})
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    ok(run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", out, REPO_ROOT, cwd=out))
+    [built] = out.glob("langlearn_data-*.whl")
+    return built
+
+
+def test_the_wheel_holds_one_import_package_with_its_migrations_and_seed_data(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"langlearn"}
+    for version in history.version_files():
+        assert f"langlearn/migrations/models/{version}" in names
+    for expected in ("langlearn/py.typed", "langlearn/models/users.py", "langlearn/seed/data/courses/en-a1.json",
+                     "langlearn/seed/data/vocabulary/en.csv", "langlearn/verify/schema.py", "langlearn/cli/__init__.py"):
+        assert expected in names
+    assert not any(name.startswith(("langlearn/tests", "langlearn/examples")) or "/.pgdata" in name for name in names)
+
+
+async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_and_serves(wheel, tmp_path, empty_db):
+    venv, elsewhere = tmp_path / "venv", tmp_path / "service"
+    elsewhere.mkdir()
+    ok(run(sys.executable, "-m", "venv", venv, cwd=tmp_path))
+    python, langlearn = venv / "bin" / "python", venv / "bin" / "langlearn"
+    database = {"DATABASE_URL": empty_db, "LANGLEARN_DATA_DIR": str(tmp_path / "private-server")}
+
+    # the base install: what a service needs at run time, nothing else
+    ok(run(python, "-m", "pip", "install", "--quiet", wheel, cwd=elsewhere))
+    installed = ok(run(python, "-m", "pip", "list", "--format=freeze", cwd=elsewhere)).lower()
+    for extra in ("pgserver", "fastapi", "uvicorn", "rich", "supermemo2", "argon2-cffi"):
+        assert f"\n{extra}==" not in f"\n{installed}", f"{extra} is in the base install"
+    top_level = ok(run(python, "-c", textwrap.dedent("""
+        from importlib.metadata import distribution
+        files = distribution("langlearn-data").files
+        print(sorted({f.parts[0] for f in files if not f.parts[0].endswith(".dist-info") and f.parts[0] != ".."}))
+    """), cwd=elsewhere))
+    assert top_level.strip() == "['langlearn']"
+
+    assert ok(run(langlearn, "upgrade", cwd=elsewhere, env=database)).startswith(f"applied {len(history.version_files())} migration(s); ")
+    assert ok(run(langlearn, "check", cwd=elsewhere, env=database)).strip() == f"database at {HEAD} (head); schema matches the models"
+    assert ok(run(langlearn, "verify", cwd=elsewhere, env=database)).strip().endswith(": clean (schema, migrations, invariants)")
+    missing = run(langlearn, "seed", cwd=elsewhere, env=database)
+    assert missing.returncode == 2 and missing.stderr == "error: the seed needs the [seed] extra: pip install 'langlearn-data[seed]'\n"
+    no_server = run(langlearn, "server", "url", cwd=elsewhere, env={"LANGLEARN_DATA_DIR": database["LANGLEARN_DATA_DIR"]})
+    assert no_server.returncode == 2 and "needs the [local] extra" in no_server.stderr and no_server.stderr.count("\n") == 1
+
+    # the extras a demo service adds
+    ok(run(python, "-m", "pip", "install", "--quiet", f"{wheel}[seed,service]", cwd=elsewhere))
+    seeded = run(langlearn, "seed", "--no-progress", cwd=elsewhere, env=database)
+    assert seeded.returncode == 0, seeded.stderr
+    assert ok(run(langlearn, "verify", cwd=elsewhere, env=database)).strip().endswith(": clean (schema, migrations, invariants)")
+    status = ok(run(langlearn, "status", cwd=elsewhere, env=database)).splitlines()
+    assert status[-1] == f"at head: {HEAD}" and "pending" not in "\n".join(status)
+
+    (elsewhere / "app.py").write_text(textwrap.dedent("""
+        from contextlib import asynccontextmanager
+
+        from fastapi import FastAPI
+
+        from langlearn import database
+        from langlearn.models import Course
+
+
+        @asynccontextmanager
+        async def lifespan(app):
+            async with database(migrate="check") as startup:
+                app.state.version = startup.state.current
+                yield
+
+
+        app = FastAPI(lifespan=lifespan)
+
+
+        @app.get("/health")
+        async def health():
+            return {"version": app.state.version, "courses": await Course.all().count()}
+    """))
+    port = unused_port()
+    server = subprocess.Popen(
+        [str(venv / "bin" / "uvicorn"), "app:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=elsewhere, env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **database},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        answer = None
+        deadline = time.monotonic() + 60
+        while answer is None and time.monotonic() < deadline:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert answer is not None and answer.status_code == 200
+        assert answer.json()["version"] == HEAD and answer.json()["courses"] > 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    imported = ok(run(python, "-c", "import langlearn; print(langlearn.__file__)", cwd=elsewhere))
+    assert Path(imported.strip()).is_relative_to(venv)
+
+
+def test_a_database_migrated_and_seeded_by_the_code_before_the_package_is_at_head_with_no_finding(tmp_path, empty_db):
+    old = tmp_path / "before"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", BEFORE_THE_PACKAGE], capture_output=True)
+    assert archive.returncode == 0, f"commit {BEFORE_THE_PACKAGE} is needed (a full clone): {archive.stderr.decode()}"
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    old_code = {"DATABASE_URL": empty_db, "PYTHONPATH": str(old)}
+    ok(run(sys.executable, "-m", "core", "upgrade", cwd=old, env=old_code))
+    ok(run(sys.executable, "-m", "seed", "--no-progress", cwd=old, env=old_code))
+
+    langlearn = Path(sys.executable).with_name("langlearn")
+    assert ok(run(langlearn, "check", cwd=tmp_path, env={"DATABASE_URL": empty_db})).strip() == (
+        f"database at {HEAD} (head); schema matches the models"
+    )
+    assert ok(run(langlearn, "verify", cwd=tmp_path, env={"DATABASE_URL": empty_db})).strip().endswith(
+        ": clean (schema, migrations, invariants)"
+    )
+    assert ok(run(langlearn, "upgrade", cwd=tmp_path, env={"DATABASE_URL": empty_db})).startswith("nothing to apply; ")
+    again = run(langlearn, "seed", "--no-progress", cwd=tmp_path, env={"DATABASE_URL": empty_db})
+    assert again.returncode == 0 and "Nothing to do" in again.stdout, again.stderr
