@@ -14,15 +14,14 @@ import asyncio
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from tortoise import Tortoise
 from tortoise.context import TortoiseContext
 
 from langlearn import history
 from langlearn.databases import ScratchDatabases
-from langlearn.settings import database_url, tortoise_config
 from langlearn.models.enums import ENUM_TYPES, create_type_sql
+from langlearn.settings import database_url, tortoise_config
 
 
 async def timed_on_fresh_database(scratch: ScratchDatabases, work) -> float:

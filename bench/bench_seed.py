@@ -22,20 +22,21 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, time as clock_time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
+from datetime import time as clock_time
 from pathlib import Path
 
 import asyncpg
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 from langlearn import history
 from langlearn.databases import ScratchDatabases, with_database
-from langlearn.settings import asyncpg_url, database_url
 from langlearn.seed.content import load_content
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulate import RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES
+from langlearn.settings import asyncpg_url, database_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 TARGET_RATIO = 0.5
 RSS_LIMIT_MB = 500

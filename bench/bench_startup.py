@@ -19,15 +19,14 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from tortoise.context import TortoiseContext
 
 from langlearn import history
 from langlearn.databases import ScratchDatabases
+from langlearn.models import Course
 from langlearn.settings import database_url, tortoise_config
 from langlearn.startup import database
-from langlearn.models import Course
 
 TARGET_MS = 50
 

@@ -30,8 +30,6 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 import asyncpg
 
 from langlearn import history
@@ -39,6 +37,8 @@ from langlearn.databases import ScratchDatabases
 from langlearn.settings import asyncpg_url, database_url, redact
 from langlearn.verify import check_schema
 from langlearn.verify.invariants import INVARIANTS, WORK_MEM
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 TARGET_MS = 300
 # the tables the invariants read, whose rows are "the data"

@@ -102,7 +102,7 @@ async def check_reachable(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) ->
         raise ConfigError(f"password authentication failed for user {parts.username!r} at {where}; fix the credentials in DATABASE_URL") from None
     except asyncpg.InvalidAuthorizationSpecificationError as error:
         raise ConfigError(f"PostgreSQL at {where} refused user {parts.username!r} ({error}); fix DATABASE_URL") from None
-    except (OSError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError) as error:
         reason = "timed out" if isinstance(error, asyncio.TimeoutError) else (error.strerror or str(error))
         raise ConfigError(f"cannot reach PostgreSQL at {parts.hostname}:{parts.port} ({reason}); is the server running and DATABASE_URL right?") from None
     try:

@@ -4,7 +4,6 @@ data survives, and models and migrations cannot drift apart unnoticed."""
 from __future__ import annotations
 
 import re
-import sys
 import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -218,7 +217,8 @@ async def _write_baseline_rows(connection) -> None:
         lesson, course,
     )
     await connection.execute(
-        "INSERT INTO vocabulary_items (id, language, word, definition, part_of_speech, difficulty_level, lesson_id) VALUES ($1, 'en', 'hello', 'a greeting', 'interjection', 'A1', $2)",
+        "INSERT INTO vocabulary_items (id, language, word, definition, part_of_speech, difficulty_level, lesson_id) "
+        "VALUES ($1, 'en', 'hello', 'a greeting', 'interjection', 'A1', $2)",
         uuid4(), lesson,
     )
     await connection.execute(

@@ -76,6 +76,10 @@ async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_
         print(sorted({f.parts[0] for f in files if not f.parts[0].endswith(".dist-info") and f.parts[0] != ".."}))
     """), cwd=elsewhere))
     assert top_level.strip() == "['langlearn']"
+    home = tmp_path / "home"
+    where = ok(run(python, "-c", "from langlearn.local_server import data_dir; print(data_dir())", cwd=elsewhere,
+                   env={"HOME": str(home), "XDG_DATA_HOME": ""}))
+    assert Path(where.strip()) == home / ".local" / "share" / "langlearn"  # never inside site-packages
 
     assert ok(run(langlearn, "upgrade", cwd=elsewhere, env=database)).startswith(f"applied {len(history.version_files())} migration(s); ")
     assert ok(run(langlearn, "check", cwd=elsewhere, env=database)).strip() == f"database at {HEAD} (head); schema matches the models"

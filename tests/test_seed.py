@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -18,8 +17,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 
 from langlearn import history
-from langlearn.databases import database_name
 from langlearn.cli import main
+from langlearn.databases import database_name
 from langlearn.seed.content import DATA_DIR
 from langlearn.seed.run import code_version
 from langlearn.seed.tables import TABLES, USER_TABLES

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -79,3 +78,33 @@ def test_private_server_is_reused_and_says_how_to_reach_it():
 def test_private_server_cli_rejects_unknown_commands():
     result = run_cli("langlearn", "server", "explode")
     assert result.returncode == 2 and "invalid choice: 'explode'" in result.stderr and result.stderr.count("\n") == 1
+
+
+# --- where the private server keeps its data ---------------------------------------------------
+
+
+def test_private_server_data_dir_is_langlearn_data_dir_when_set(monkeypatch, tmp_path):
+    from langlearn.local_server import data_dir
+
+    monkeypatch.setenv("LANGLEARN_DATA_DIR", str(tmp_path / "pg"))
+    assert data_dir() == tmp_path / "pg"
+
+
+def test_private_server_data_dir_is_the_checkouts_pgdata_in_a_checkout(monkeypatch):
+    from langlearn.local_server import data_dir
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.delenv("LANGLEARN_DATA_DIR", raising=False)
+    assert data_dir() == REPO_ROOT / ".pgdata"
+
+
+def test_private_server_data_dir_outside_a_checkout_is_the_users_xdg_data_dir(monkeypatch, tmp_path):
+    from langlearn import local_server
+
+    monkeypatch.delenv("LANGLEARN_DATA_DIR", raising=False)
+    monkeypatch.setattr(local_server, "_checkout_root", lambda: None)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert local_server.data_dir() == tmp_path / "xdg" / "langlearn"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert local_server.data_dir() == tmp_path / "home" / ".local" / "share" / "langlearn"

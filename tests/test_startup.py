@@ -21,9 +21,9 @@ import pytest
 
 from langlearn import history
 from langlearn.databases import with_database
+from langlearn.models import Course
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError, asyncpg_url
 from langlearn.startup import MIGRATION_LOCK_KEY, StartupError, StartupOptions, connect, database, lock_holder, prepare
-from langlearn.models import Course
 from tests.catalog import snapshot
 from tests.conftest import REPO_ROOT, run_cli
 
@@ -413,3 +413,66 @@ async def test_cli_rejects_a_malformed_database_url_with_exit_code_2():
     assert error_line(result.stderr) == (
         "error: DATABASE_URL scheme 'mysql' is not PostgreSQL; expected postgres://user:password@host:port/database"
     )
+
+
+# --- a service's own models beside these ------------------------------------------------------
+
+SERVICE_MODELS = '''
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Bookmark(Model):
+    """A row of the embedding service's own app, pointing at one of langlearn's users."""
+
+    id = fields.IntField(primary_key=True)
+    user = fields.ForeignKeyField("models.User", related_name="bookmarks", on_delete=fields.CASCADE)
+    note = fields.CharField(max_length=100)
+
+    class Meta:
+        table = "svc_bookmarks"
+'''
+SERVICE_TABLE_SQL = """CREATE TABLE svc_bookmarks (id SERIAL PRIMARY KEY, user_id UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+                                            note VARCHAR(100) NOT NULL)"""
+
+
+@pytest.fixture
+def service_app(tmp_path, monkeypatch):
+    module = f"svc_models_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(SERVICE_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return {"svc": {"models": [module]}}
+
+
+async def test_a_services_own_app_shares_the_connection_and_is_left_out_of_the_check(head_db, connect, service_app):
+    await (await connect(head_db)).execute(SERVICE_TABLE_SQL)  # the service's own migration
+    async with database(head_db, migrate="check", apps=service_app, global_fallback=False) as startup:
+        assert startup.warnings == ()
+        from tortoise import Tortoise
+
+        from langlearn.models import User
+
+        bookmark_model = Tortoise.apps["svc"]["Bookmark"]
+        assert await Course.all().count() == 0  # langlearn's models work beside it
+
+        owner = await User.create(email="svc@example.com", username="svc", hashed_password="$argon2id$x")
+        await bookmark_model.create(user=owner, note="lesson 3")
+        assert await bookmark_model.filter(user__username="svc").count() == 1
+    # without telling startup about the app, its table is an extra table of the models' schema
+    async with database(head_db, migrate="check", global_fallback=False) as plain:
+        assert [finding.kind for finding in plain.warnings] == ["extra_table"]
+        assert plain.warnings[0].subject == "svc_bookmarks"
+
+
+async def test_apply_with_a_services_app_migrates_only_langlearns_app(empty_db, connect, service_app):
+    async with database(empty_db, migrate="apply", apps=service_app, global_fallback=False) as startup:
+        assert startup.applied == tuple(history.version_files())
+    connection = await connect(empty_db)
+    assert await connection.fetchval("SELECT to_regclass('svc_bookmarks')") is None  # the service's schema is its own
+    assert {row["app"] for row in await connection.fetch("SELECT DISTINCT app FROM aerich")} == {APP_LABEL}
+
+
+async def test_an_app_named_like_langlearns_is_refused(head_db):
+    with pytest.raises(ConfigError, match="belongs to langlearn's models"):
+        async with database(head_db, apps={"models": {"models": ["x"]}}):
+            pass

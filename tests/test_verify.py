@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from langlearn.history import version_files
 from langlearn.verify import Severity, VerificationResult, check_invariants, check_migrations, check_schema, expected_schema
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import run_cli
 
 HEAD = version_files()[-1]
 
@@ -231,8 +230,8 @@ async def test_schema_check_ignores_a_cache_it_did_not_write(head_db, connect, t
 async def test_expected_schema_leaves_an_active_tortoise_context_working(head_db):
     from tortoise.context import TortoiseContext
 
-    from langlearn.settings import tortoise_config
     from langlearn.models import Course
+    from langlearn.settings import tortoise_config
 
     async with TortoiseContext() as context:
         await context.init(config=tortoise_config(head_db))

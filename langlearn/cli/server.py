@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import asyncio
 
 from langlearn import databases, local_server
 from langlearn.cli import Parser, Streams
@@ -15,7 +15,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     server = commands.add_parser(
         "server", help="the private PostgreSQL server used when DATABASE_URL is unset, and its client tools",
         description="Manage the private PostgreSQL 16 server (the [local] extra) that runs when DATABASE_URL is unset; "
-        f"its data lives in $LANGLEARN_DATA_DIR, a checkout's .pgdata/, or the user's data directory.",
+        "its data lives in $LANGLEARN_DATA_DIR, a checkout's .pgdata/, or the user's data directory.",
     )
     actions = server.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
     actions.add_parser("url", help="start it if needed and print its DATABASE_URL").set_defaults(handler=server_url)
@@ -64,7 +64,8 @@ async def server_stop(args: argparse.Namespace, streams: Streams) -> int:
 async def client_tool(args: argparse.Namespace, streams: Streams) -> int:
     executable = local_server.client_tool(args.tool)
     url = database_url(announce=lambda line: print(line, file=streams.err))
-    return subprocess.run([str(executable), "-d", url, *args.arguments]).returncode
+    process = await asyncio.create_subprocess_exec(str(executable), "-d", url, *args.arguments)
+    return await process.wait()
 
 
 async def db_create(args: argparse.Namespace, streams: Streams) -> int:
