@@ -10,11 +10,13 @@ from __future__ import annotations
 import pkgutil
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from aerich import Command
     from tortoise.backends.base.client import BaseDBAsyncClient
+    from tortoise.backends.base_postgres.client import BasePostgresClient
+    from tortoise.backends.base_postgres.schema_generator import BasePostgresSchemaGenerator
     from tortoise.context import TortoiseContext
     from tortoise.models import Model
 
@@ -25,12 +27,17 @@ async def init_tortoise(context: TortoiseContext, config: dict[str, Any], *, glo
     await context.init(config=config, _enable_global_fallback=global_fallback)
 
 
-def index_name(model: type[Model], columns: list[str]) -> str:
-    """The name Tortoise gives an unnamed index on `columns` (its schema generator's private naming)."""
+def schema_generator() -> BasePostgresSchemaGenerator:
+    """Tortoise's PostgreSQL schema generator, made without a client: only its naming of indexes is
+    used (`_get_index_name`, `Index.index_name`), and that never touches the client."""
     from tortoise.backends.base_postgres.schema_generator import BasePostgresSchemaGenerator
 
-    name: str = BasePostgresSchemaGenerator(None)._get_index_name("idx", model, columns)  # needs no client
-    return name
+    return BasePostgresSchemaGenerator(cast("BasePostgresClient", None))
+
+
+def index_name(model: type[Model], columns: list[str]) -> str:
+    """The name Tortoise gives an unnamed index on `columns` (its schema generator's private naming)."""
+    return schema_generator()._get_index_name("idx", model, columns)
 
 
 def version_modules() -> list[pkgutil.ModuleInfo]:

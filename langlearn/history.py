@@ -116,6 +116,15 @@ def timeout_settings(*, lock_timeout: float | None = None, statement_timeout: fl
     return settings
 
 
+async def _recorded_versions() -> list[str]:
+    """The versions the `aerich` table records for the app, through the current Tortoise context."""
+    from aerich.models import Aerich
+
+    # Tortoise types every `values_list()` as rows of tuples; with one field and `flat=True` it returns the values
+    versions: list[str] = await Aerich.filter(app=APP_LABEL).values_list("version", flat=True)  # type: ignore[assignment]
+    return versions
+
+
 @asynccontextmanager
 async def aerich_command(
     url: str, *, location: str = MIGRATIONS_LOCATION, server_settings: dict[str, str] | None = None
@@ -158,7 +167,6 @@ async def upgrade(
     `location` is another migrations folder; `lock_timeout`/`statement_timeout` (seconds) bound every
     statement the migrations run; `announce(version_file)` is called before each one starts, so a
     caller knows which version failed when one raises."""
-    from aerich.models import Aerich
     from tortoise.exceptions import OperationalError
     from tortoise.transactions import in_transaction
 
@@ -166,7 +174,7 @@ async def upgrade(
     settings = timeout_settings(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
     async with aerich_command(url, location=location, server_settings=settings) as command:
         try:
-            done = set(await Aerich.filter(app=APP_LABEL).values_list("version", flat=True))
+            done = set(await _recorded_versions())
         except OperationalError:  # no aerich table yet: migration 0 creates it
             done = set()
         for module in version_modules():
@@ -190,10 +198,8 @@ async def upgrade(
 
 async def downgrade(url: str, *, to: int) -> list[str]:
     """Revert every applied migration numbered above `to` (-1 reverts them all); return those reverted."""
-    from aerich.models import Aerich
-
     async with aerich_command(url) as command:
-        newer = [v for v in await Aerich.filter(app=APP_LABEL).values_list("version", flat=True) if version_number(v) > to]
+        newer = [v for v in await _recorded_versions() if version_number(v) > to]
         if not newer:
             return []
         return await command.downgrade(min(version_number(v) for v in newer), delete=False)

@@ -11,8 +11,6 @@ The expected schema is derived from the model classes (`expected_schema()`), nev
 
 from __future__ import annotations
 
-import asyncio
-
 from langlearn.errors import ConfigError
 from langlearn.settings import asyncpg_url, check_reachable, redact, validate_url
 from langlearn.verify.expected import expected_schema
@@ -55,7 +53,7 @@ async def verify(url: str, *, schema: bool = True, migrations: bool = True, inva
         for name, check in chosen:
             try:
                 findings += await check(connection)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as problem:
+            except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as problem:
                 raise ConfigError(f"the {name} check could not run on {redact(url)} ({type(problem).__name__}: {problem})") from None
     finally:
         await connection.close()

@@ -8,6 +8,10 @@ when PostgreSQL considers them the same.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from typing import Literal, TypedDict
+
+import asyncpg
 
 from langlearn.verify.structure import Check, Column, ForeignKey, Index, Schema, Table
 
@@ -76,36 +80,103 @@ SELECT json_build_object(
 """
 
 
-async def read_catalog(connection, *, temporary: bool = False, ignore: tuple[str, ...] = IGNORED_TABLES) -> Schema:
+# The JSON value CATALOG_QUERY returns, a list of rows per kind of object.
+
+
+class ColumnRow(TypedDict):
+    table: str
+    name: str
+    type: str
+    nullable: bool
+    default: str | None
+
+
+class _ConstraintRow(TypedDict):
+    table: str
+    name: str
+
+
+class PrimaryKeyRow(_ConstraintRow):
+    type: Literal["p"]  # pg_constraint.contype
+    columns: list[str]
+
+
+class ForeignKeyRow(_ConstraintRow):
+    type: Literal["f"]
+    columns: list[str]
+    target: str
+    target_columns: list[str]
+    on_delete: str  # pg_constraint.confdeltype, a key of ON_DELETE
+
+
+class CheckRow(_ConstraintRow):
+    type: Literal["c"]
+    definition: str
+
+
+class IndexRow(TypedDict):
+    table: str
+    name: str
+    unique: bool
+    method: str
+    columns: list[str]
+    predicate: str | None
+    constraint: bool
+
+
+class Catalog(TypedDict):
+    tables: list[str]
+    columns: list[ColumnRow]
+    constraints: list[PrimaryKeyRow | ForeignKeyRow | CheckRow]
+    indexes: list[IndexRow]
+    enums: dict[str, list[str]]  # type name -> labels in order
+
+
+@dataclass
+class _TableParts:
+    """One table's rows, collected before the table is built."""
+
+    columns: list[Column] = field(default_factory=list)
+    primary_key: list[str] = field(default_factory=list)
+    foreign_keys: list[ForeignKey] = field(default_factory=list)
+    indexes: list[Index] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+
+async def read_catalog(connection: asyncpg.Connection, *, temporary: bool = False, ignore: tuple[str, ...] = IGNORED_TABLES) -> Schema:
     """The schema of the connection's current schema (or, with `temporary`, of its `pg_temp`)."""
-    raw = json.loads(await connection.fetchval(CATALOG_QUERY, temporary, list(ignore)))
-    parts: dict[str, dict[str, list]] = {
-        name: {"columns": [], "primary_key": [], "foreign_keys": [], "indexes": [], "checks": []} for name in raw["tables"]
-    }
-    for row in raw["columns"]:
-        parts[row["table"]]["columns"].append(Column(row["name"], row["type"], row["nullable"], row["default"]))
-    for row in raw["constraints"]:
-        table = parts[row["table"]]
-        if row["type"] == "p":
-            table["primary_key"] = row["columns"]
-        elif row["type"] == "f":
-            table["foreign_keys"].append(
-                ForeignKey(row["name"], tuple(row["columns"]), row["target"], tuple(row["target_columns"]), ON_DELETE[row["on_delete"]])
+    raw: Catalog = json.loads(await connection.fetchval(CATALOG_QUERY, temporary, list(ignore)))
+    parts = {name: _TableParts() for name in raw["tables"]}
+    for column in raw["columns"]:
+        parts[column["table"]].columns.append(Column(column["name"], column["type"], column["nullable"], column["default"]))
+    for constraint in raw["constraints"]:
+        table = parts[constraint["table"]]
+        if constraint["type"] == "p":
+            table.primary_key = constraint["columns"]
+        elif constraint["type"] == "f":
+            table.foreign_keys.append(
+                ForeignKey(
+                    constraint["name"],
+                    tuple(constraint["columns"]),
+                    constraint["target"],
+                    tuple(constraint["target_columns"]),
+                    ON_DELETE[constraint["on_delete"]],
+                )
             )
         else:
-            table["checks"].append(Check(row["name"], row["definition"]))
-    for row in raw["indexes"]:
-        parts[row["table"]]["indexes"].append(
-            Index(row["name"], tuple(row["columns"]), row["unique"], row["method"], row["predicate"], row["constraint"])
+            table.checks.append(Check(constraint["name"], constraint["definition"]))
+    for index in raw["indexes"]:
+        parts[index["table"]].indexes.append(
+            Index(index["name"], tuple(index["columns"]), index["unique"], index["method"], index["predicate"], index["constraint"])
         )
     tables = {
         name: Table(
             name,
-            tuple(part["columns"]),
-            tuple(part["primary_key"]),
-            tuple(part["foreign_keys"]),
-            tuple(part["indexes"]),
-            tuple(part["checks"]),
+            tuple(part.columns),
+            tuple(part.primary_key),
+            tuple(part.foreign_keys),
+            tuple(part.indexes),
+            tuple(part.checks),
         )
         for name, part in sorted(parts.items())
     }

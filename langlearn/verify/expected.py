@@ -13,10 +13,16 @@ constraint (either satisfies the rule).
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
 
-from langlearn.compat import index_name
+from langlearn.compat import index_name, schema_generator
 from langlearn.settings import APP_LABEL, MODELS_MODULE
 from langlearn.verify.structure import Check, Column, ForeignKey, Index, Schema, Table, literal
+
+if TYPE_CHECKING:
+    from tortoise.fields import Field
+    from tortoise.fields.relational import ForeignKeyFieldInstance
+    from tortoise.models import Model
 
 NAME_LIMIT = 63  # PostgreSQL truncates longer identifiers
 
@@ -32,10 +38,10 @@ def expected_schema() -> Schema:
         models = Tortoise.init_app(APP_LABEL, [MODELS_MODULE])
     ordered = sorted(models.values(), key=lambda model: model._meta.db_table)
     used_enums = {
-        enum_type.pg_type
+        type_name
         for model in ordered
         for field in model._meta.fields_map.values()
-        if hasattr(enum_type := getattr(field, "enum_type", None), "pg_type")
+        if (type_name := _enum_type_name(field)) is not None
     }
     return Schema(
         tables={model._meta.db_table: _table(model) for model in ordered},
@@ -43,11 +49,14 @@ def expected_schema() -> Schema:
     )
 
 
-def _table(model) -> Table:
-    from tortoise.backends.base_postgres.schema_generator import BasePostgresSchemaGenerator
+def _enum_type_name(field: Field[Any]) -> str | None:
+    """The PostgreSQL enum type of the field's enum (`@pg_enum` records it as `pg_type`), if it has one."""
+    type_name: str | None = getattr(getattr(field, "enum_type", None), "pg_type", None)
+    return type_name
 
-    # only its naming of unnamed indexes is used, which needs no client
-    generator = BasePostgresSchemaGenerator(None)
+
+def _table(model: type[Model]) -> Table:
+    generator = schema_generator()  # names the indexes the model leaves unnamed
     meta = model._meta
     table = meta.db_table
 
@@ -55,7 +64,9 @@ def _table(model) -> Table:
         field = meta.fields_map.get(field_name)
         return (field.source_field or field_name) if field else field_name
 
-    columns, primary_key, indexes = [], (), []
+    columns: list[Column] = []
+    primary_key: tuple[str, ...] = ()
+    indexes: list[Index] = []
     for field_name, column in meta.fields_db_projection.items():
         field = meta.fields_map[field_name]
         columns.append(Column(column, field.get_for_dialect("postgres", "SQL_TYPE"), field.null, _default(field, model)))
@@ -70,7 +81,7 @@ def _table(model) -> Table:
         group_columns = tuple(column_of(name) for name in group)
         indexes.append(Index(_name(f"{table}_{'_'.join(group_columns)}_key"), group_columns, unique=True, constraint=True))
 
-    checks = []
+    checks: list[Check] = []
     for constraint in meta.constraints:
         if hasattr(constraint, "check"):
             checks.append(Check(constraint.name, f"CHECK ({constraint.check})"))
@@ -98,14 +109,14 @@ def _table(model) -> Table:
             )
         )
 
-    foreign_keys = []
+    foreign_keys: list[ForeignKey] = []
     for field_name in sorted(meta.fk_fields | meta.o2o_fields):
-        relation = meta.fields_map[field_name]
+        relation = cast("ForeignKeyFieldInstance[Model]", meta.fields_map[field_name])  # a one-to-one field is one too
         if not relation.db_constraint:
             continue
         target = relation.related_model._meta
         target_column = relation.to_field_instance.source_field or relation.to_field_instance.model_field_name
-        column = column_of(relation.source_field)
+        column = column_of(relation.source_field or field_name)  # Tortoise sets it to the relation's `<name>_id` field
         foreign_keys.append(
             ForeignKey(_name(f"{table}_{column}_fkey"), (column,), target.db_table, (target_column,), str(relation.on_delete))
         )
@@ -113,13 +124,14 @@ def _table(model) -> Table:
     return Table(table, tuple(columns), primary_key, tuple(foreign_keys), tuple(indexes), tuple(checks))
 
 
-def _default(field, model) -> str | None:
+def _default(field: Field[Any], model: type[Model]) -> str | None:
     """The field's `db_default` as an SQL expression (`default=` is Python-only and never reaches SQL)."""
     if not field.has_db_default():
         return None
     value = field.db_default
-    if hasattr(value, "get_sql"):
-        return value.get_sql(dialect="postgres")
+    if hasattr(value, "get_sql"):  # an SQL expression (`SqlDefault`, a pypika term)
+        sql: str = value.get_sql(dialect="postgres")
+        return sql
     value = field.to_db_value(value, model)
     if isinstance(value, Enum):
         value = value.value

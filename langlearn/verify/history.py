@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from langlearn.history import edited_versions, read_state
 from langlearn.settings import APP_LABEL
 from langlearn.verify.findings import Finding, error
@@ -9,7 +11,7 @@ from langlearn.verify.findings import Finding, error
 CHECK = "migrations"
 
 
-async def check_migrations(connection) -> list[Finding]:
+async def check_migrations(connection: asyncpg.Connection) -> list[Finding]:
     """Findings for a missing history, pending versions, versions unknown to the code, duplicated rows,
     and applied versions whose file was edited since."""
     state = await read_state(connection)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -227,7 +228,7 @@ INVARIANTS = (
 )
 
 
-async def check_invariants(connection) -> list[Finding]:
+async def check_invariants(connection: asyncpg.Connection) -> list[Finding]:
     """One finding per broken invariant, with the number of offending rows and up to five examples.
 
     All invariants read one snapshot (REPEATABLE READ, read only) unless the caller already holds a
@@ -237,7 +238,7 @@ async def check_invariants(connection) -> list[Finding]:
         snapshot = connection.transaction()  # a savepoint in the caller's transaction
     else:
         snapshot = connection.transaction(isolation="repeatable_read", readonly=True)
-    findings = []
+    findings: list[Finding] = []
     await snapshot.start()
     try:
         # aggregates over whole tables: let them hash in memory rather than spill to disk
@@ -260,7 +261,7 @@ async def check_invariants(connection) -> list[Finding]:
     return findings
 
 
-def _finding(invariant: Invariant, count: int, examples: list[dict]) -> Finding:
+def _finding(invariant: Invariant, count: int, examples: list[dict[str, Any]]) -> Finding:
     first = examples[0]
     example = invariant.example.format(column=invariant.subject.split(".")[-1], **first)
     return error(

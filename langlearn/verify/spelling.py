@@ -20,11 +20,18 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
+
+import asyncpg
 
 from langlearn.verify.catalog import read_catalog
 from langlearn.verify.structure import Check, Column, Schema, Table
+
+if TYPE_CHECKING:
+    from asyncpg.types import ServerVersion
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +39,30 @@ SPELLING_TABLE = "verify_spelling"
 CACHE_FORMAT = 1
 
 
-async def spell(connection, expected: Schema) -> Schema:
+class Spelling(TypedDict):
+    """PostgreSQL's spelling of a schema, as the cache file holds it (JSON: the tuples are arrays)."""
+
+    columns: list[tuple[str, bool, str | None]]  # type, nullable, default of every column, in the models' order
+    checks: dict[str, list[tuple[str, str]]]  # table -> name and definition of each CHECK
+    enums: dict[str, list[str]]  # type name -> labels in order
+
+
+async def spell(connection: asyncpg.Connection, expected: Schema) -> Schema:
     """`expected` with PostgreSQL's spelling; call inside a transaction the caller rolls back."""
     cache = _cache_file(expected, connection.get_server_version())
-    try:
-        return _respelled(expected, _load(cache))
-    except (TypeError, KeyError, ValueError):
-        pass  # no cache yet, or not one this code wrote
+    cached = _load(cache)
+    if cached is not None:  # else no cache yet
+        try:
+            return _respelled(expected, cached)
+        except (TypeError, KeyError, ValueError):
+            pass  # not a cache this code wrote
     await connection.execute(_spelling_ddl(expected))
     temporary = await read_catalog(connection, temporary=True, ignore=())
-    spelled = {
-        "columns": [[c.type, c.nullable, c.default] for c in temporary.tables[SPELLING_TABLE].columns],
-        "checks": {name: [[c.name, c.definition] for c in table.checks] for name, table in temporary.tables.items()},
-        "enums": {name: list(labels) for name, labels in temporary.enums.items()},
-    }
+    spelled = Spelling(
+        columns=[(c.type, c.nullable, c.default) for c in temporary.tables[SPELLING_TABLE].columns],
+        checks={name: [(c.name, c.definition) for c in table.checks] for name, table in temporary.tables.items()},
+        enums={name: list(labels) for name, labels in temporary.enums.items()},
+    )
     _store(cache, spelled)
     return _respelled(expected, spelled)
 
@@ -65,7 +82,7 @@ def _spelling_ddl(expected: Schema) -> str:
     return Schema({SPELLING_TABLE: wide, **check_tables}, expected.enums).ddl(schema="pg_temp")
 
 
-def _respelled(expected: Schema, spelled: dict) -> Schema:
+def _respelled(expected: Schema, spelled: Spelling) -> Schema:
     if len(spelled["columns"]) != sum(len(table.columns) for table in expected.tables.values()):
         raise ValueError("the spelling is not of these models")
     columns = iter(spelled["columns"])
@@ -80,24 +97,26 @@ def _respelled(expected: Schema, spelled: dict) -> Schema:
     return Schema(tables, {name: tuple(labels) for name, labels in spelled["enums"].items()})
 
 
-def _identifiers(checks) -> set[str]:
+def _identifiers(checks: Iterable[Check]) -> set[str]:
     return {word for check in checks for word in re.findall(r"[a-z_][a-z0-9_]*", check.definition.lower())}
 
 
-def _cache_file(expected: Schema, server_version) -> Path:
+def _cache_file(expected: Schema, server_version: ServerVersion) -> Path:
     root = os.environ.get("LANGLEARN_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "langlearn-data"
     key = hashlib.sha256(repr((CACHE_FORMAT, expected, tuple(server_version))).encode()).hexdigest()[:32]
     return Path(root) / f"schema-spelling-{key}.json"
 
 
-def _load(path: Path) -> dict | None:
+def _load(path: Path) -> Spelling | None:
+    """The cached spelling, if the file exists and holds JSON (`_respelled` finds out whether it is a spelling)."""
     try:
-        return json.loads(path.read_text())
+        spelled: Spelling = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return spelled
 
 
-def _store(path: Path, spelled: dict) -> None:
+def _store(path: Path, spelled: Spelling) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")

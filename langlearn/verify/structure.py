@@ -75,7 +75,8 @@ class Index:
     constraint: bool = False
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[tuple[str, ...], bool, str, str | None]:
+        """What makes two indexes interchangeable: everything but the name and how it was created."""
         return (self.columns, self.unique, self.method, self.predicate)
 
     def describe(self) -> str:
