@@ -2,8 +2,8 @@
 
 All sides run in-process, alternating, against databases at head on the same server, so machine
 noise hits them alike; the first round warms imports and caches and is not counted. The `check`
-side is `core.startup.database(migrate="check")`: a dedicated connection (with retries), the
-migration state and the full `seed.verify.check_schema` comparison; then Tortoise. Measured warm
+side is `langlearn.database(migrate="check")`: a dedicated connection (with retries), the
+migration state and the full `langlearn.verify.check_schema` comparison; then Tortoise. Measured warm
 (the models' spelling cached by an earlier start, as on every start but a machine's first) and
 cold (an empty cache each time). Target: check adds under 50 ms.
 

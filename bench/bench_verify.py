@@ -1,4 +1,4 @@
-"""Speed of `seed.verify`: the schema check's statement count and time, and how the invariants scale.
+"""Speed of `langlearn.verify`: the schema check's statement count and time, and how the invariants scale.
 
 Schema: the statements `check_schema` sends (counted with asyncpg's query logger) on an empty
 database and on one at head must be the same handful, whatever the number of tables; its median

@@ -11,6 +11,7 @@ import subprocess
 import asyncpg
 import pytest
 
+from langlearn import history
 from langlearn.cli import main
 from langlearn.databases import database_name, with_database
 from langlearn.settings import asyncpg_url
@@ -149,3 +150,25 @@ async def test_db_create_by_a_user_without_createdb_is_refused_in_one_line(head_
         assert "may not create databases" in one_line_error(result) and "grant it CREATEDB" in result.stderr
     finally:
         await admin.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.mark.slow
+def test_server_url_status_stop_of_a_private_server_of_its_own(tmp_path):
+    own = {"LANGLEARN_DATA_DIR": str(tmp_path / "pgdata")}
+    before = run_cli(LANGLEARN, "server", "status", env=own)
+    assert before.returncode == 1 and before.stdout.strip() == f"stopped: data in {tmp_path / 'pgdata'}"
+    started = run_cli(LANGLEARN, "server", "url", env=own, timeout=180)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith("postgres://postgres@127.0.0.1:") and "Started the private PostgreSQL server" in started.stderr
+    try:
+        assert run_cli(LANGLEARN, "server", "status", env=own).returncode == 0
+        again = run_cli(LANGLEARN, "server", "url", env=own)
+        assert again.stdout == started.stdout and again.stderr == ""  # reused, not restarted
+        upgraded = run_cli(LANGLEARN, "upgrade", env=own)  # DATABASE_URL unset: this private server
+        assert upgraded.returncode == 0 and upgraded.stdout.startswith(f"applied {len(history.version_files())} migration(s); ")
+    finally:
+        stopped = run_cli(LANGLEARN, "server", "stop", env=own)
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped"
+    after = run_cli(LANGLEARN, "server", "status", env=own)
+    assert after.returncode == 1 and after.stdout.startswith("stopped: ")
+    assert run_cli(LANGLEARN, "server", "stop", env=own).stdout.strip() == "not running"

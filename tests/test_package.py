@@ -58,6 +58,18 @@ def test_the_wheel_holds_one_import_package_with_its_migrations_and_seed_data(wh
     assert not any(name.startswith(("langlearn/tests", "langlearn/examples")) or "/.pgdata" in name for name in names)
 
 
+def test_the_wheel_holds_every_file_of_the_folders_it_maps(wheel):
+    """A new module or data file must not be left out of the package (setuptools' `packages` is a list)."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    folders = {"langlearn": "langlearn", "models": "langlearn/models", "seed": "langlearn/seed", "migrations": "langlearn/migrations"}
+    tracked = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", *folders], capture_output=True, text=True, check=True)
+    expected = set()
+    for path in tracked.stdout.split():
+        folder, _, rest = path.partition("/")
+        expected.add(f"{folders[folder]}/{rest}")
+    assert expected - names == set()
+
+
 async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_and_serves(wheel, tmp_path, empty_db):
     venv, elsewhere = tmp_path / "venv", tmp_path / "service"
     elsewhere.mkdir()
