@@ -7,6 +7,7 @@ migrations that add a NOT NULL column to a populated table.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from tortoise import fields
@@ -17,35 +18,40 @@ NOW = SqlDefault("now()")
 EMPTY_OBJECT = SqlDefault("'{}'::jsonb")
 EMPTY_LIST = SqlDefault("'[]'::jsonb")
 
+# the value types of a field: with or without null=True, as Tortoise's own fields spell them
+OptionalStr = TypeVar("OptionalStr", str, str | None)
+OptionalFloat = TypeVar("OptionalFloat", float, float | None)
 
-def json_object(**kwargs):
+
+def json_object(**kwargs: Any) -> fields.JSONField[dict[str, Any]]:
     """A JSONB column holding an object, `{}` by default in Python and in the database."""
     return fields.JSONField(default=dict, db_default=EMPTY_OBJECT, **kwargs)
 
 
-def json_list(**kwargs):
+def json_list(**kwargs: Any) -> fields.JSONField[list[Any]]:
     """A JSONB column holding a list, `[]` by default in Python and in the database."""
     return fields.JSONField(default=list, db_default=EMPTY_LIST, **kwargs)
 
 
-def counter(initial: int = 0, **kwargs):
+def counter(initial: int = 0, **kwargs: Any) -> fields.IntField[int]:
     """A NOT NULL integer with the same default in Python and in the database."""
     return fields.IntField(default=initial, db_default=initial, **kwargs)
 
 
-def flag(initial: bool, **kwargs):
+def flag(initial: bool, **kwargs: Any) -> fields.BooleanField[bool]:
     return fields.BooleanField(default=initial, db_default=initial, **kwargs)
 
 
-class FixedCharField(fields.CharField):
+class FixedCharField(fields.CharField[OptionalStr]):
     """CHAR(n): for values whose length never varies, such as hex digests."""
 
     @property
-    def SQL_TYPE(self) -> str:  # noqa: N802 - Tortoise's attribute name
+    # Tortoise types SQL_TYPE as a plain attribute, yet CharField itself overrides it with a property (and the same ignore)
+    def SQL_TYPE(self) -> str:  # type: ignore[override]
         return f"CHAR({self.max_length})"
 
 
-class RealField(fields.FloatField):
+class RealField(fields.FloatField[OptionalFloat]):
     """REAL (4 bytes): scores and factors need no double precision."""
 
     SQL_TYPE = "REAL"

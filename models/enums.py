@@ -8,25 +8,40 @@ The migration that first uses a type creates it (see `create_type_sql`), and dro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
+from tortoise.fields import Field
 from tortoise.fields.data import CharEnumFieldInstance
 
 E = TypeVar("E", bound=type[Enum])
+M = TypeVar("M", bound=Enum)
 
 ENUM_TYPES: dict[str, type[Enum]] = {}
+_TYPE_NAMES: dict[type[Enum], str] = {}
+# the class attribute naming the type, for readers that look for it (`enum_cls.pg_type`); typed code calls pg_type_name()
+PG_TYPE_ATTRIBUTE = "pg_type"
 
 
-def pg_enum(type_name: str):
+def pg_enum(type_name: str) -> Callable[[E], E]:
     """Mark an enum as the PostgreSQL ENUM type `type_name`."""
 
     def register(enum_cls: E) -> E:
-        enum_cls.pg_type = type_name
+        setattr(enum_cls, PG_TYPE_ATTRIBUTE, type_name)
         ENUM_TYPES[type_name] = enum_cls
+        _TYPE_NAMES[enum_cls] = type_name
         return enum_cls
 
     return register
+
+
+def pg_type_name(enum_cls: type[Enum]) -> str:
+    """The PostgreSQL type of an enum registered with @pg_enum."""
+    try:
+        return _TYPE_NAMES[enum_cls]
+    except KeyError:
+        raise TypeError(f"{enum_cls.__name__} is not registered with @pg_enum") from None
 
 
 def labels(enum_cls: type[Enum]) -> list[str]:
@@ -35,7 +50,7 @@ def labels(enum_cls: type[Enum]) -> list[str]:
 
 def create_type_sql(enum_cls: type[Enum]) -> str:
     quoted = ", ".join(f"'{label}'" for label in labels(enum_cls))
-    return f'CREATE TYPE "{enum_cls.pg_type}" AS ENUM ({quoted});'
+    return f'CREATE TYPE "{pg_type_name(enum_cls)}" AS ENUM ({quoted});'
 
 
 class NativeEnumFieldInstance(CharEnumFieldInstance):
@@ -47,13 +62,19 @@ class NativeEnumFieldInstance(CharEnumFieldInstance):
 
         @property
         def SQL_TYPE(self) -> str:
-            return f'"{self.field.enum_type.pg_type}"'
+            return f'"{pg_type_name(self.field.enum_type)}"'
 
 
-def NativeEnumField(enum_type: type[Enum], **kwargs: Any) -> Any:
-    if not hasattr(enum_type, "pg_type"):
+@overload
+def NativeEnumField(enum_type: type[M], *, null: Literal[False] = False, **kwargs: Any) -> Field[M]: ...
+@overload
+def NativeEnumField(enum_type: type[M], *, null: Literal[True], **kwargs: Any) -> Field[M | None]: ...
+
+
+def NativeEnumField(enum_type: type[M], **kwargs: Any) -> Field[M] | Field[M | None]:
+    if enum_type not in _TYPE_NAMES:
         raise TypeError(f"{enum_type.__name__} is not registered with @pg_enum")
-    kwargs.setdefault("description", f"{enum_type.pg_type}: {', '.join(labels(enum_type))}")
+    kwargs.setdefault("description", f"{pg_type_name(enum_type)}: {', '.join(labels(enum_type))}")
     return NativeEnumFieldInstance(enum_type, **kwargs)
 
 

@@ -11,10 +11,14 @@ import csv
 import json
 import random
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from asyncpg.pgproto.pgproto import UUID
+from typing import TypedDict, TypeGuard
+from uuid import UUID
+
+from asyncpg.pgproto.pgproto import UUID as PgUUID
 
 from langlearn.errors import ContentDataError
 from langlearn.settings import package_folder
@@ -24,8 +28,16 @@ CDN = "https://cdn.langlearn.example/"
 CONTENT_AGE = timedelta(days=120)  # the catalogue predates the simulated history
 EXERCISE_TYPES = ("multiple_choice", "fill_blank", "matching", "translation", "listening")
 DIFFICULTY = {"multiple_choice": "easy", "matching": "easy", "fill_blank": "medium", "listening": "medium", "translation": "hard"}
+VOCABULARY_COLUMNS = ("word", "part_of_speech", "level", "pronunciation", "vi", "en", "definition", "lesson", "frequency", "tags")
+ACHIEVEMENT_COLUMNS = (
+    "slug", "name", "description", "condition_type", "condition_value", "category", "rarity", "xp_reward", "gems_reward",
+    "badge_color", "is_hidden",
+)
 
+Row = tuple[object, ...]  # one row for COPY, in the column order of `seed.tables`
 
+# asyncpg's UUID type is untyped; it subclasses uuid.UUID, which is what the rest of the seed sees
+_make_uuid: Callable[[bytes], UUID] = PgUUID
 _UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
 _UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 
@@ -33,7 +45,7 @@ _UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
 def _uuid4(value: int) -> UUID:
     """A version-4 UUID of asyncpg's own type (a `uuid.UUID` to Python): four times cheaper to make than
     `uuid.UUID(bytes=...)` and encoded by asyncpg as is, which counts at millions of rows."""
-    return UUID(((value & _UUID4_KEEP) | _UUID4_BITS).to_bytes(16, "big"))
+    return _make_uuid(((value & _UUID4_KEEP) | _UUID4_BITS).to_bytes(16, "big"))
 
 
 def new_uuid(rng: random.Random) -> UUID:
@@ -46,7 +58,7 @@ def uuid4_from(digest: bytes) -> UUID:
     return _uuid4(int.from_bytes(digest, "big"))
 
 
-def dumps(value) -> str:
+def dumps(value: object) -> str:
     """JSON text for a JSONB column, always spelled the same way for the same value."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
@@ -104,19 +116,72 @@ class ShopItemInfo:
     item_type: str
     price_gems: int
     purchasable: bool
-    effects: dict
+    effects: dict[str, object]
+
+
+class Names(TypedDict):
+    """Names of one language in people.json: [spelling, ascii slug] pairs."""
+
+    family: list[list[str]]
+    given: list[list[str]]
+
+
+class VietnameseNames(Names):
+    middle: list[str]
+
+
+class People(TypedDict):
+    """people.json: what simulated users are called and which devices they use."""
+
+    vi: VietnameseNames
+    en: Names
+    email_domains: list[str]
+    devices: dict[str, list[str]]  # by device type: ios, android, web
+
+
+class DemoAccount(TypedDict):
+    username: str
+    email: str
+    display_name: str
+    course: str  # a course key
+    persona: str  # a persona of `seed.simulate`
+
+
+class DemoAccounts(TypedDict):
+    """demo_accounts.json: the documented accounts of the demo preset and their password."""
+
+    password: str
+    accounts: list[DemoAccount]
 
 
 @dataclass
 class Content:
     """The catalogue: `rows` per table for COPY, and the lookups the user simulation draws on."""
 
-    rows: dict[str, list[tuple]] = field(default_factory=dict)
-    courses: dict[str, CourseInfo] = field(default_factory=dict)
-    achievements: tuple[AchievementInfo, ...] = ()
-    shop: dict[str, ShopItemInfo] = field(default_factory=dict)  # by name
-    people: dict = field(default_factory=dict)
-    demo: dict = field(default_factory=dict)
+    rows: dict[str, list[Row]]
+    courses: dict[str, CourseInfo]
+    achievements: tuple[AchievementInfo, ...]
+    shop: dict[str, ShopItemInfo]  # by name
+    people: People
+    demo: DemoAccounts
+
+
+@dataclass(frozen=True)
+class _Word:
+    """One row of a vocabulary CSV file."""
+
+    where: str  # file:line
+    language: str
+    word: str
+    part_of_speech: str
+    level: str
+    pronunciation: str
+    vi: str
+    en: str
+    definition: str
+    lesson: str  # course key/lesson key
+    frequency: int
+    tags: str  # separated by |
 
 
 def data_files() -> list[Path]:
@@ -124,21 +189,206 @@ def data_files() -> list[Path]:
     return sorted(p for p in DATA_DIR.rglob("*") if p.is_file())
 
 
-def _read_json(path: Path):
+def package_name(path: Path) -> str:
+    """A data file's name inside the package (`data/courses/en-a1.json`), wherever DATA_DIR points."""
+    return path.relative_to(DATA_DIR.parent).as_posix()
+
+
+# --- reading the data files: every problem is a ContentDataError naming the file and the field ---
+
+def _shown(path: Path) -> str:
+    """A data file as messages name it, from the package folder on: `seed/data/courses/en-a1.json`."""
+    return path.relative_to(DATA_DIR.parent.parent).as_posix()
+
+
+def data_file(*parts: str) -> str:
+    """The name messages give the data file at `parts` under the data folder (`shop.json`)."""
+    return _shown(DATA_DIR.joinpath(*parts))
+
+
+def _json_type(value: object) -> str:
+    """What a JSON value is, for messages: `a string`, `an array`, `10.5`..."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return repr(value)
+    names = {dict: "an object", list: "an array", str: "a string", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _field(record: Mapping[str, object], name: str, where: str) -> object:
+    if name not in record:
+        raise ContentDataError(f"{where}: missing field {name!r}")
+    return record[name]
+
+
+def _wrong(where: str, name: str, expected: str, value: object) -> ContentDataError:
+    return ContentDataError(f"{where}: field {name!r} must be {expected}, not {_json_type(value)}")
+
+
+def _text(record: Mapping[str, object], name: str, where: str) -> str:
+    value = _field(record, name, where)
+    if not isinstance(value, str):
+        raise _wrong(where, name, "a string", value)
+    return value
+
+
+def _text_or_null(record: Mapping[str, object], name: str, where: str) -> str | None:
+    value = _field(record, name, where)
+    if value is not None and not isinstance(value, str):
+        raise _wrong(where, name, "a string or null", value)
+    return value
+
+
+def _whole(record: Mapping[str, object], name: str, where: str) -> int:
+    value = _field(record, name, where)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _wrong(where, name, "a whole number", value)
+    return value
+
+
+def _flag(record: Mapping[str, object], name: str, where: str) -> bool:
+    value = _field(record, name, where)
+    if not isinstance(value, bool):
+        raise _wrong(where, name, "true or false", value)
+    return value
+
+
+def _object(record: Mapping[str, object], name: str, where: str) -> dict[str, object]:
+    value = _field(record, name, where)
+    if not isinstance(value, dict):
+        raise _wrong(where, name, "an object", value)
+    return value
+
+
+def _all_text(values: list[object]) -> TypeGuard[list[str]]:
+    return all(isinstance(value, str) for value in values)
+
+
+def _texts(record: Mapping[str, object], name: str, where: str, *, at_least: int = 0) -> list[str]:
+    value = _field(record, name, where)
+    if not isinstance(value, list) or not _all_text(value):
+        raise _wrong(where, name, "an array of strings", value)
+    if len(value) < at_least:
+        raise ContentDataError(f"{where}: field {name!r} needs at least {at_least} strings, has {len(value)}")
+    return value
+
+
+def _objects(record: Mapping[str, object], name: str, where: str, *, at_least: int = 0) -> list[dict[str, object]]:
+    value = _field(record, name, where)
+    if not isinstance(value, list):
+        raise _wrong(where, name, "an array of objects", value)
+    for number, item in enumerate(value, start=1):
+        if not isinstance(item, dict):
+            raise ContentDataError(f"{where}: field {name!r}: item {number} must be an object, not {_json_type(item)}")
+    if len(value) < at_least:
+        raise ContentDataError(f"{where}: field {name!r} needs at least {at_least} items, has {len(value)}")
+    return value
+
+
+def _read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ContentDataError(f"{path.relative_to(DATA_DIR.parent)}: {error}") from None
+        raise ContentDataError(f"{_shown(path)}: {error}") from None
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+def _read_json_object(path: Path) -> dict[str, object]:
+    value = _read_json(path)
+    if not isinstance(value, dict):
+        raise ContentDataError(f"{_shown(path)}: must hold an object, not {_json_type(value)}")
+    return value
 
 
-def _media_row(rng, kind: str, path: str, created_at: datetime, references: int) -> tuple:
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[str, dict[str, str]]]:
+    """The rows of a CSV file with a header naming at least `columns`, each with where it is (`file:line`)."""
+    rows: list[tuple[str, dict[str, str]]] = []
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or ()
+            for column in columns:
+                if column not in header:
+                    raise ContentDataError(f"{_shown(path)}: missing column {column!r}")
+            for line, raw in enumerate(reader, start=2):
+                where = f"{_shown(path)}:{line}"
+                row: dict[str, str] = {}
+                for column in columns:
+                    value = raw[column]
+                    if value is None:  # the line ends before this column
+                        raise ContentDataError(f"{where}: missing field {column!r}")
+                    row[column] = value
+                rows.append((where, row))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ContentDataError(f"{_shown(path)}: {error}") from None
+    return rows
+
+
+def _whole_cell(row: Mapping[str, str], name: str, where: str) -> int:
+    try:
+        return int(row[name])
+    except ValueError:
+        raise ContentDataError(f"{where}: field {name!r} must be a whole number, not {row[name]!r}") from None
+
+
+def _read_vocabulary(path: Path) -> list[_Word]:
+    return [
+        _Word(
+            where, path.stem, row["word"], row["part_of_speech"], row["level"], row["pronunciation"], row["vi"], row["en"],
+            row["definition"], row["lesson"], _whole_cell(row, "frequency", where), row["tags"],
+        )
+        for where, row in _read_csv(path, VOCABULARY_COLUMNS)
+    ]
+
+
+def _read_names(record: Mapping[str, object], language: str, where: str) -> Names:
+    names = _object(record, language, where)
+    where = f"{where}: {language}"
+    return {
+        "family": _name_pairs(names, "family", where),
+        "given": _name_pairs(names, "given", where),
+    }
+
+
+def _name_pairs(record: Mapping[str, object], name: str, where: str) -> list[list[str]]:
+    value = _field(record, name, where)
+    if not isinstance(value, list) or not value or not all(
+            isinstance(pair, list) and len(pair) == 2 and _all_text(pair) for pair in value):
+        raise _wrong(where, name, 'a non-empty array of ["spelling", "slug"] pairs', value)
+    return value
+
+
+def _read_people(path: Path) -> People:
+    raw, where = _read_json_object(path), _shown(path)
+    middle = _texts(_object(raw, "vi", where), "middle", f"{where}: vi", at_least=1)
+    devices = _object(raw, "devices", where)
+    return {
+        "vi": {**_read_names(raw, "vi", where), "middle": middle},
+        "en": _read_names(raw, "en", where),
+        "email_domains": _texts(raw, "email_domains", where, at_least=1),
+        "devices": {kind: _texts(devices, kind, f"{where}: devices", at_least=1) for kind in ("ios", "android", "web")},
+    }
+
+
+def _read_demo(path: Path) -> DemoAccounts:
+    raw, where = _read_json_object(path), _shown(path)
+    accounts: list[DemoAccount] = []
+    for number, account in enumerate(_objects(raw, "accounts", where), start=1):
+        at = f"{where}: account {number}"
+        accounts.append({
+            "username": _text(account, "username", at),
+            "email": _text(account, "email", at),
+            "display_name": _text(account, "display_name", at),
+            "course": _text(account, "course", at),
+            "persona": _text(account, "persona", at),
+        })
+    return {"password": _text(raw, "password", where), "accounts": accounts}
+
+
+def _media_row(rng: random.Random, kind: str, path: str, created_at: datetime, references: int) -> Row:
     """A media file on the CDN; sizes and durations are stable per path, not per run."""
     digest = zlib.crc32(path.encode())
+    duration: int | None
     if kind == "audio":
         duration = 2 + digest % 9
         size, mime = duration * 16_000 + digest % 4000, "audio/mpeg"
@@ -147,14 +397,14 @@ def _media_row(rng, kind: str, path: str, created_at: datetime, references: int)
     return (new_uuid(rng), kind, CDN + path, path.rsplit("/", 1)[-1], duration, size, mime, references, created_at)
 
 
-def _wrong_answers(exercise: dict, answer: str) -> tuple[str, ...]:
+def _wrong_answers(options: list[str], pairs: dict[str, str] | None, answer: str) -> tuple[str, ...]:
     """Plausible mistakes a learner makes on this exercise (used for simulated wrong answers)."""
-    options = [o for o in exercise.get("options", []) if o != answer]
-    if options:
-        return tuple(options)
-    if exercise["type"] == "matching":
-        pairs = list(exercise["pairs"].items())
-        swapped = [(pairs[1][0], pairs[0][1]), (pairs[0][0], pairs[1][1]), *pairs[2:]]
+    wrong = [o for o in options if o != answer]
+    if wrong:
+        return tuple(wrong)
+    if pairs is not None:  # matching
+        listed = list(pairs.items())
+        swapped = [(listed[1][0], listed[0][1]), (listed[0][0], listed[1][1]), *listed[2:]]
         return ("; ".join(f"{k}={v}" for k, v in swapped),)
     words = answer.split()
     mistakes = [" ".join(words[:-1]) + ("" if len(words) > 1 else "?")]
@@ -164,145 +414,173 @@ def _wrong_answers(exercise: dict, answer: str) -> tuple[str, ...]:
     return tuple(m for m in mistakes if m and m != answer)
 
 
-def _exercise(course_key: str, lesson_key: str, number: int, raw: dict, where: str) -> tuple[dict, Exercise]:
+def _pairs(record: Mapping[str, object], where: str) -> dict[str, str]:
+    pairs = _object(record, "pairs", where)
+    texts = {key: value for key, value in pairs.items() if isinstance(value, str)}
+    if len(texts) != len(pairs) or len(pairs) < 2:
+        raise _wrong(where, "pairs", "an object of at least 2 word: meaning strings", pairs)
+    return texts
+
+
+def _exercise(course_key: str, lesson_key: str, number: int, raw: dict[str, object], where: str) -> tuple[dict[str, object], Exercise]:
     kind = raw.get("type")
-    if kind not in EXERCISE_TYPES:
+    if not isinstance(kind, str) or kind not in EXERCISE_TYPES:
         raise ContentDataError(f"{where}: exercise {number} has type {kind!r}; expected one of {', '.join(EXERCISE_TYPES)}")
+    at = f"{where}: exercise {number}"
     exercise_id = f"{course_key}.{lesson_key}.{number}"
-    stored = {"id": exercise_id, **raw}
+    stored: dict[str, object] = {"id": exercise_id, **raw}
+    options = _texts(raw, "options", at) if "options" in raw else []
+    pairs = None
     if kind == "matching":
-        answer = "; ".join(f"{k}={v}" for k, v in raw["pairs"].items())
+        pairs = _pairs(raw, at)
+        answer = "; ".join(f"{k}={v}" for k, v in pairs.items())
         stored["answer"] = answer
     elif "answer" not in raw:
         raise ContentDataError(f"{where}: exercise {number} ({kind}) has no answer")
     else:
-        answer = raw["answer"]
-        if raw.get("options") and answer not in raw["options"]:
+        answer = _text(raw, "answer", at)
+        if options and answer not in options:
             raise ContentDataError(f"{where}: exercise {number}: answer {answer!r} is not among its options")
     if kind == "listening":
-        stored["audio_url"] = CDN + stored.pop("audio")
-    return stored, Exercise(exercise_id, kind, answer, _wrong_answers(raw, answer), DIFFICULTY[kind])
+        stored["audio_url"] = CDN + _text(raw, "audio", at)
+        del stored["audio"]
+    return stored, Exercise(exercise_id, kind, answer, _wrong_answers(options, pairs, answer), DIFFICULTY[kind])
 
 
 def load_content(seed: int, anchor: datetime) -> Content:
     """Build the catalogue for one seed; `anchor` fixes its timestamps (before the history)."""
     rng = random.Random(f"{seed}:content")
     born = anchor - CONTENT_AGE
-    content = Content(rows={table: [] for table in (
-        "courses", "units", "lessons", "vocabulary_items", "media_resources", "achievements", "shop_items")})
-    rows = content.rows
+    rows: dict[str, list[Row]] = {table: [] for table in (
+        "courses", "units", "lessons", "vocabulary_items", "media_resources", "achievements", "shop_items")}
+    courses: dict[str, CourseInfo] = {}
     media_refs: dict[tuple[str, str], int] = {}
 
-    vocab_by_lesson: dict[str, list[dict]] = {}
-    vocabulary: list[dict] = []  # in course order, so ids follow the catalogue
+    vocab_by_lesson: dict[str, list[_Word]] = {}
+    vocabulary: list[tuple[_Word, UUID, UUID, UUID]] = []  # (word, id, course, lesson) in course order, so ids follow the catalogue
     for path in sorted((DATA_DIR / "vocabulary").glob("*.csv")):
-        for line, item in enumerate(_read_csv(path), start=2):
-            item["language"] = path.stem
-            item["where"] = f"{path.relative_to(DATA_DIR.parent)}:{line}"
-            vocab_by_lesson.setdefault(item["lesson"], []).append(item)
+        for word in _read_vocabulary(path):
+            vocab_by_lesson.setdefault(word.lesson, []).append(word)
 
     for path in sorted((DATA_DIR / "courses").glob("*.json")):
-        raw = _read_json(path)
-        course_id, key = new_uuid(rng), raw["key"]
+        raw, source = _read_json_object(path), _shown(path)
+        course_id, key = new_uuid(rng), _text(raw, "key", source)
         lessons: list[LessonInfo] = []
-        course_lesson_rows: list[list] = []
+        course_lesson_rows: list[Row] = []
         previous_lesson = None
         position = 0
-        media_refs[("image", raw["thumbnail"])] = media_refs.get(("image", raw["thumbnail"]), 0) + 1
-        for unit_index, unit in enumerate(raw["units"]):
+        thumbnail = _text(raw, "thumbnail", source)
+        media_refs[("image", thumbnail)] = media_refs.get(("image", thumbnail), 0) + 1
+        for unit_index, unit in enumerate(_objects(raw, "units", source)):
+            unit_where = f"{source}: unit {unit_index + 1}"
             unit_id = new_uuid(rng)
-            media_refs[("image", unit["icon"])] = media_refs.get(("image", unit["icon"]), 0) + 1
-            unit_lessons = unit["lessons"]
+            icon = _text(unit, "icon", unit_where)
+            media_refs[("image", icon)] = media_refs.get(("image", icon), 0) + 1
+            unit_lessons = _objects(unit, "lessons", unit_where)
             rows["units"].append((
-                unit_id, course_id, unit["title"], unit["description"], unit_index, unit["color"], CDN + unit["icon"],
-                len(unit_lessons), born, born,
+                unit_id, course_id, _text(unit, "title", unit_where), _text_or_null(unit, "description", unit_where),
+                unit_index, _text_or_null(unit, "color", unit_where), CDN + icon, len(unit_lessons), born, born,
             ))
-            for lesson in unit_lessons:
+            for lesson_number, lesson in enumerate(unit_lessons, start=1):
                 lesson_id = new_uuid(rng)
-                where = f"{path.relative_to(DATA_DIR.parent)}: lesson {lesson['key']!r}"
+                lesson_key = _text(lesson, "key", f"{unit_where}: lesson {lesson_number}")
+                where = f"{source}: lesson {lesson_key!r}"
                 stored, exercises = [], []
-                for number, exercise in enumerate(lesson["exercises"], start=1):
-                    row_exercise, info = _exercise(key, lesson["key"], number, exercise, where)
+                for number, exercise in enumerate(_objects(lesson, "exercises", where, at_least=2), start=1):
+                    row_exercise, info = _exercise(key, lesson_key, number, exercise, where)
                     stored.append(row_exercise)
                     exercises.append(info)
                     if info.type == "listening":
-                        media_refs[("audio", exercise["audio"])] = media_refs.get(("audio", exercise["audio"]), 0) + 1
+                        audio = _text(exercise, "audio", f"{where}: exercise {number}")
+                        media_refs[("audio", audio)] = media_refs.get(("audio", audio), 0) + 1
                 vocab_ids = []
-                for item in vocab_by_lesson.pop(f"{key}/{lesson['key']}", []):
-                    item["course_id"], item["lesson_id"] = course_id, lesson_id
-                    item["id"] = new_uuid(rng)
-                    vocab_ids.append(item["id"])
-                    vocabulary.append(item)
+                for word in vocab_by_lesson.pop(f"{key}/{lesson_key}", []):
+                    word_id = new_uuid(rng)
+                    vocab_ids.append(word_id)
+                    vocabulary.append((word, word_id, course_id, lesson_id))
                 body = {
-                    "introduction": lesson["introduction"],
+                    "introduction": _text(lesson, "introduction", where),
                     "exercises": stored,
-                    "grammar_notes": lesson.get("grammar_notes", []),
+                    "grammar_notes": _texts(lesson, "grammar_notes", where) if "grammar_notes" in lesson else [],
                     "vocabulary": [str(v) for v in vocab_ids],
                 }
-                course_lesson_rows.append([
-                    lesson_id, course_id, unit_id, previous_lesson, lesson["title"], lesson["description"], position,
-                    dumps(body), lesson["xp"], lesson.get("pass_score", 80), 1, lesson["type"], lesson["minutes"],
-                    born, born,
-                ])
+                title = _text(lesson, "title", where)
+                xp, minutes = _whole(lesson, "xp", where), _whole(lesson, "minutes", where)
+                pass_score = _whole(lesson, "pass_score", where) if "pass_score" in lesson else 80
+                course_lesson_rows.append((
+                    lesson_id, course_id, unit_id, previous_lesson, title, _text_or_null(lesson, "description", where),
+                    position, dumps(body), xp, pass_score, 1, _text(lesson, "type", where), minutes, born, born,
+                ))
                 lessons.append(LessonInfo(
-                    lesson_id, lesson["key"], key, course_id, position, lesson["title"], lesson["xp"],
-                    lesson.get("pass_score", 80), lesson["minutes"], tuple(exercises), tuple(vocab_ids),
+                    lesson_id, lesson_key, key, course_id, position, title, xp, pass_score, minutes, tuple(exercises),
+                    tuple(vocab_ids),
                 ))
                 previous_lesson = lesson_id
                 position += 1
-        rows["lessons"].extend(tuple(r) for r in course_lesson_rows)
+        rows["lessons"].extend(course_lesson_rows)
+        title, language, level = _text(raw, "title", source), _text(raw, "language", source), _text(raw, "level", source)
         rows["courses"].append((
-            course_id, raw["title"], raw["description"], raw["language"], raw["level"], len(lessons),
-            CDN + raw["thumbnail"], True, dumps(raw["tags"]), sum(l.xp_reward for l in lessons),
-            sum(l.minutes for l in lessons), 1, born, born,
+            course_id, title, _text_or_null(raw, "description", source), language, level, len(lessons),
+            CDN + thumbnail, True, dumps(_texts(raw, "tags", source)), sum(info.xp_reward for info in lessons),
+            sum(info.minutes for info in lessons), 1, born, born,
         ))
-        content.courses[key] = CourseInfo(course_id, key, raw["title"], raw["language"], raw["level"], tuple(lessons))
+        courses[key] = CourseInfo(course_id, key, title, language, level, tuple(lessons))
 
     if vocab_by_lesson:
         orphan = next(iter(vocab_by_lesson.values()))[0]
-        raise ContentDataError(f"{orphan['where']}: lesson {orphan['lesson']!r} is in no course file")
-    for item in vocabulary:
-        slug = item["word"].lower().replace(" ", "-")
-        audio = f"audio/vocab/{item['language']}/{slug}-{item['part_of_speech']}.mp3"
+        raise ContentDataError(f"{orphan.where}: lesson {orphan.lesson!r} is in no course file")
+    for word, word_id, course_id, lesson_id in vocabulary:
+        slug = word.word.lower().replace(" ", "-")
+        audio = f"audio/vocab/{word.language}/{slug}-{word.part_of_speech}.mp3"
         media_refs[("audio", audio)] = 1
-        translation = {"vi": item["vi"]} | ({"en": item["en"]} if item["en"] else {})
-        tags = [t for t in item["tags"].split("|") if t]
+        translation = {"vi": word.vi} | ({"en": word.en} if word.en else {})
+        tags = [t for t in word.tags.split("|") if t]
         rows["vocabulary_items"].append((
-            item["id"], item["language"], item["word"], item["definition"], dumps(translation), item["pronunciation"],
-            CDN + audio, item["part_of_speech"], item["level"], item["course_id"], item["lesson_id"],
-            int(item["frequency"]), dumps(tags), born, born,
+            word_id, word.language, word.word, word.definition, dumps(translation), word.pronunciation,
+            CDN + audio, word.part_of_speech, word.level, course_id, lesson_id, word.frequency, dumps(tags), born, born,
         ))
 
-    for (kind, path), references in media_refs.items():
-        rows["media_resources"].append(_media_row(rng, kind, path, born, references))
+    for (kind, media_path), references in media_refs.items():
+        rows["media_resources"].append(_media_row(rng, kind, media_path, born, references))
 
     achievements = []
-    for item in _read_csv(DATA_DIR / "achievements.csv"):
+    for where, item in _read_csv(DATA_DIR / "achievements.csv", ACHIEVEMENT_COLUMNS):
         achievement_id = new_uuid(rng)
-        value = int(item["condition_value"])
+        value = _whole_cell(item, "condition_value", where)
+        xp_reward, gems_reward = _whole_cell(item, "xp_reward", where), _whole_cell(item, "gems_reward", where)
         rows["achievements"].append((
             achievement_id, item["slug"], item["name"], item["description"], item["condition_type"], value,
             dumps({"metric": item["condition_type"], "threshold": value}), f"{CDN}images/badges/{item['slug']}.png",
-            item["badge_color"], item["category"], int(item["xp_reward"]), int(item["gems_reward"]), item["rarity"],
+            item["badge_color"], item["category"], xp_reward, gems_reward, item["rarity"],
             item["is_hidden"] == "true", born,
         ))
         achievements.append(AchievementInfo(
-            achievement_id, item["slug"], item["name"], item["condition_type"], value, int(item["xp_reward"]),
-            int(item["gems_reward"]), item["rarity"],
+            achievement_id, item["slug"], item["name"], item["condition_type"], value, xp_reward, gems_reward, item["rarity"],
         ))
-    content.achievements = tuple(achievements)
 
-    for item in _read_json(DATA_DIR / "shop.json"):
+    shop: dict[str, ShopItemInfo] = {}
+    shop_path = DATA_DIR / "shop.json"
+    shop_items = _read_json(shop_path)
+    if not isinstance(shop_items, list):
+        raise ContentDataError(f"{_shown(shop_path)}: must hold an array of items, not {_json_type(shop_items)}")
+    for number, item in enumerate(shop_items, start=1):
+        where = f"{_shown(shop_path)}: item {number}"
+        if not isinstance(item, dict):
+            raise ContentDataError(f"{where} must be an object, not {_json_type(item)}")
         item_id = new_uuid(rng)
-        available = item.get("is_available", True)
+        name = _text(item, "name", where)
+        where = f"{_shown(shop_path)}: item {name!r}"
+        available = _flag(item, "is_available", where) if "is_available" in item else True
+        stock = item.get("stock_quantity")
+        if stock is not None and (not isinstance(stock, int) or isinstance(stock, bool)):
+            raise _wrong(where, "stock_quantity", "a whole number or null", stock)
+        item_type, price, effects = _text(item, "item_type", where), _whole(item, "price_gems", where), _object(item, "effects", where)
         rows["shop_items"].append((
-            item_id, item["name"], item["description"], item["item_type"], item["price_gems"], dumps(item["effects"]),
-            CDN + item["icon"], available, item.get("stock_quantity"), born,
+            item_id, name, _text(item, "description", where), item_type, price, dumps(effects),
+            CDN + _text(item, "icon", where), available, stock, born,
         ))
-        content.shop[item["name"]] = ShopItemInfo(
-            item_id, item["name"], item["item_type"], item["price_gems"], available, item["effects"],
-        )
+        shop[name] = ShopItemInfo(item_id, name, item_type, price, available, effects)
 
-    content.people = _read_json(DATA_DIR / "people.json")
-    content.demo = _read_json(DATA_DIR / "demo_accounts.json")
-    return content
+    people = _read_people(DATA_DIR / "people.json")
+    demo = _read_demo(DATA_DIR / "demo_accounts.json")
+    return Content(rows, courses, tuple(achievements), shop, people, demo)

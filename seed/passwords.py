@@ -42,10 +42,9 @@ class Passwords:
         self.pool = [
             hasher.hash(material(f"pool-secret:{i}", 32), salt=material(f"pool-salt:{i}", 16)) for i in range(POOL_SIZE)
         ]
-        known = demo_password is not None and not unpredictable
-        self.demo = [
-            hasher.hash(demo_password, salt=material(f"demo-salt:{i}", 16)) for i in range(demo_accounts)
-        ] if known else []
+        self.demo: list[str] = []
+        if demo_password is not None and not unpredictable:
+            self.demo = [hasher.hash(demo_password, salt=material(f"demo-salt:{i}", 16)) for i in range(demo_accounts)]
 
     def __call__(self, index: int) -> str:
         if index < len(self.demo):

@@ -20,10 +20,11 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as clock_time, timezone
+from datetime import date, datetime, timezone
+from datetime import time as clock_time
 from importlib import metadata
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 from rich.console import Console
@@ -32,11 +33,11 @@ from rich.table import Table
 
 from langlearn.errors import SeedError
 from langlearn.history import read_state
-from langlearn.settings import asyncpg_url, redact
-from langlearn.seed.content import data_files, dumps, load_content
+from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulate import BATCH_USERS, RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
+from langlearn.settings import asyncpg_url, redact
 
 DEMO_USERS = 36
 SCALE_USERS = 1000
@@ -62,9 +63,32 @@ class SeedOptions:
     progress: bool = True
 
     @property
-    def parameters(self) -> dict:
+    def parameters(self) -> dict[str, object]:
         """What, beside preset and seed, decides the rows: a run is resumed only with the same."""
         return {"users": self.users, "batch_users": BATCH_USERS, "forced": self.force}
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A row of `seed_runs`: an earlier run of the seed into this database."""
+
+    id: UUID
+    preset: str
+    seed: int
+    code_version: str
+    parameters: dict[str, object]
+    anchor_at: datetime
+    status: str
+    steps_done: int
+    counts: dict[str, int]
+    finished_at: datetime | None
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record) -> RecordedRun:
+        return cls(
+            record["id"], record["preset"], record["seed"], record["code_version"], json.loads(record["parameters"]),
+            record["anchor_at"], record["status"], record["steps_done"], json.loads(record["counts"]), record["finished_at"],
+        )
 
 
 @dataclass
@@ -85,8 +109,10 @@ def code_version() -> str:
     """The package version and a digest of everything that decides the rows (code and data)."""
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
-    for path in sorted(package.glob("*.py")) + data_files():
-        digest.update(path.relative_to(package).as_posix().encode())
+    sources = [(path.relative_to(package).as_posix(), path) for path in sorted(package.glob("*.py"))]
+    sources += [(package_name(path), path) for path in data_files()]
+    for name, path in sources:
+        digest.update(name.encode())
         digest.update(path.read_bytes())
     try:
         version = metadata.version("langlearn-data")
@@ -100,9 +126,9 @@ def default_anchor() -> datetime:
     return datetime.combine(datetime.now(timezone.utc).date(), clock_time(), tzinfo=timezone.utc)
 
 
-def _describe(run) -> str:
-    return (f"preset {run['preset']}, seed {run['seed']}, {run['parameters'].get('users')} users"
-            f"{' (forced)' if run['parameters'].get('forced') else ''}, anchor {run['anchor_at'].date()}")
+def _describe(run: RecordedRun) -> str:
+    return (f"preset {run.preset}, seed {run.seed}, {run.parameters.get('users')} users"
+            f"{' (forced)' if run.parameters.get('forced') else ''}, anchor {run.anchor_at.date()}")
 
 
 class Seeder:
@@ -115,7 +141,7 @@ class Seeder:
         self.report = Report()
         self.version = code_version()
 
-    async def guard(self) -> dict | None:
+    async def guard(self) -> RecordedRun | None:
         """Refuse a production database, a schema not at head, a concurrent seed, or foreign data;
         return the earlier run of this seed (to resume or confirm), if any."""
         connection, options = self.connection, self.options
@@ -143,31 +169,28 @@ class Seeder:
             raise SeedError(
                 f"another seed has been running against this database for {LOCK_WAIT_SECONDS} s; wait for it to finish"
             ) from None
-        runs = [
-            {**run, "parameters": json.loads(run["parameters"]), "counts": json.loads(run["counts"])}
-            for run in await connection.fetch("SELECT * FROM seed_runs ORDER BY started_at")
-        ]
+        runs = [RecordedRun.from_record(run) for run in await connection.fetch("SELECT * FROM seed_runs ORDER BY started_at")]
         if not runs:
             occupied = await connection.fetchval("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM courses)")
             if occupied:
                 raise SeedError("the database already holds users or courses that no seed run wrote; seed an empty database at head")
             return None
         run = runs[0]
-        same = (run["preset"] == options.preset and run["seed"] == options.seed
-                and run["parameters"] == options.parameters and len(runs) == 1)
+        same = (run.preset == options.preset and run.seed == options.seed
+                and run.parameters == options.parameters and len(runs) == 1)
         if not same:
             raise SeedError(
                 f"this database was already seeded with {_describe(run)}; the seed never mixes two seeds in one "
                 "database: use a fresh database for a different preset, seed or size"
             )
-        if options.anchor and options.anchor != run["anchor_at"].date():
+        if options.anchor and options.anchor != run.anchor_at.date():
             raise SeedError(
-                f"this seed's history ends at {run['anchor_at'].date()} in this database (recorded by its first run); "
+                f"this seed's history ends at {run.anchor_at.date()} in this database (recorded by its first run); "
                 f"drop --anchor or use a fresh database for {options.anchor}"
             )
-        if run["status"] != "completed" and run["code_version"] != self.version:
+        if run.status != "completed" and run.code_version != self.version:
             raise SeedError(
-                f"the interrupted run was started by code version {run['code_version']} and this is {self.version}: "
+                f"the interrupted run was started by code version {run.code_version} and this is {self.version}: "
                 "resuming would mix rows of two versions; seed a fresh database"
             )
         return run
@@ -176,14 +199,14 @@ class Seeder:
         started = time.perf_counter()
         options = self.options
         previous = await self.guard()
-        if previous is not None and previous["status"] == "completed":
+        if previous is not None and previous.status == "completed":
             self.report.message = (
                 f"Nothing to do: this database was seeded with {_describe(previous)} "
-                f"(finished {previous['finished_at']:%Y-%m-%d %H:%M} UTC, {sum(previous['counts'].values())} rows); "
+                f"(finished {previous.finished_at:%Y-%m-%d %H:%M} UTC, {sum(previous.counts.values())} rows); "
                 "a second run adds nothing."
             )
             return self.report
-        anchor = previous["anchor_at"] if previous else (
+        anchor = previous.anchor_at if previous else (
             datetime.combine(options.anchor, clock_time(), tzinfo=timezone.utc) if options.anchor else default_anchor())
         content = load_content(options.seed, anchor)
         demo_accounts = len(content.demo["accounts"]) if options.preset == "demo" else 0
@@ -193,10 +216,11 @@ class Seeder:
         )
         context = RunContext(options.seed, options.users, anchor, content, passwords, demo_accounts, options.force)
         steps_total = context.batches + 2
+        counts: dict[str, int]
         if previous is None:
             run_id, steps_done, counts = uuid4(), 0, {}
         else:
-            run_id, steps_done, counts = previous["id"], previous["steps_done"], dict(previous["counts"])
+            run_id, steps_done, counts = previous.id, previous.steps_done, dict(previous.counts)
             await self.connection.execute(
                 "UPDATE seed_runs SET resumes = resumes + 1, status = 'running', error = NULL, updated_at = now() "
                 "WHERE id = $1", run_id)
@@ -225,7 +249,7 @@ class Seeder:
         )
         return self.report
 
-    async def _record_failure(self, run_id, error: Exception) -> None:
+    async def _record_failure(self, run_id: UUID, error: Exception) -> None:
         if self.connection.is_closed():
             return
         try:
@@ -235,7 +259,7 @@ class Seeder:
         except (asyncpg.PostgresError, OSError):
             pass  # the original error is the one to report
 
-    async def _copy(self, table: str, rows: list[tuple]) -> None:
+    async def _copy(self, table: str, rows: list[Row]) -> None:
         if not rows:
             return
         began = time.perf_counter()
@@ -243,7 +267,7 @@ class Seeder:
         self.report.seconds[table] += time.perf_counter() - began
         self.report.rows[table] += len(rows)
 
-    async def _content_step(self, run_id, anchor, steps_total, content, counts) -> None:
+    async def _content_step(self, run_id: UUID, anchor: datetime, steps_total: int, content: Content, counts: dict[str, int]) -> None:
         options = self.options
         async with self.connection.transaction():
             await self.connection.execute(
@@ -255,12 +279,12 @@ class Seeder:
                 counts[table] = counts.get(table, 0) + len(content.rows[table])
             await self._advance(run_id, 1, counts)
 
-    async def _advance(self, run_id, steps_done: int, counts: dict[str, int]) -> None:
+    async def _advance(self, run_id: UUID, steps_done: int, counts: dict[str, int]) -> None:
         await self.connection.execute(
             "UPDATE seed_runs SET steps_done = $2, counts = $3, updated_at = now() WHERE id = $1",
             run_id, steps_done, dumps(counts))
 
-    async def _user_steps(self, run_id, context: RunContext, first_step: int, counts: dict[str, int]) -> None:
+    async def _user_steps(self, run_id: UUID, context: RunContext, first_step: int, counts: dict[str, int]) -> None:
         """Steps 1..batches: generate batch k+1.. in a thread while batch k is copied."""
         batches = range(first_step - 1, context.batches)
         if not batches:
@@ -316,7 +340,7 @@ async def seed(url: str, options: SeedOptions, console: Console) -> Report:
     """Seed the database at `url` (already validated) and return what was written."""
     try:
         connection = await asyncpg.connect(asyncpg_url(url))
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise SeedError(f"cannot connect to {redact(url)} ({error})") from None
     try:
         return await Seeder(connection, options, console).run()

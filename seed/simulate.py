@@ -22,15 +22,28 @@ import math
 import random
 import secrets
 from bisect import insort
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
-from typing import Callable
+from typing import TypedDict
 from uuid import UUID
 
 from supermemo2 import review as sm2_review
 
-from langlearn.seed.content import AchievementInfo, Content, CourseInfo, LessonInfo, dumps, new_uuid, uuid4_from
+from langlearn.errors import ContentDataError
+from langlearn.seed.content import (
+    AchievementInfo,
+    Content,
+    CourseInfo,
+    LessonInfo,
+    Row,
+    ShopItemInfo,
+    data_file,
+    dumps,
+    new_uuid,
+    uuid4_from,
+)
 from langlearn.seed.tables import USER_TABLES
 
 HISTORY_DAYS = 56  # eight weeks
@@ -40,6 +53,7 @@ LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
 LEAGUES = ("bronze", "silver", "gold", "platinum", "diamond")
 PROMOTE_AT = {"bronze": 150, "silver": 250, "gold": 350, "platinum": 450}  # weekly XP
 DEMOTE_BELOW = {"silver": 40, "gold": 80, "platinum": 120, "diamond": 160}
+COURSES = ("en-a1", "en-a2", "es-a1")  # what Vietnamese speakers enrol in
 NEXT_COURSE = {"en-a1": "en-a2"}
 STREAK_MILESTONES = (7, 14, 21, 30, 50)
 WELCOME_GEMS, DAILY_GOAL_GEMS, HEART_REFILL_GEMS = 50, 10, 30
@@ -50,6 +64,10 @@ BASE_SECONDS = {"multiple_choice": 6.0, "fill_blank": 8.0, "matching": 14.0, "tr
 EASE = {"easy": 0.06, "medium": 0.0, "hard": -0.1}
 # UTC hours learners in Vietnam (UTC+7) open the app: before work, lunch, evening
 SESSION_HOURS = (0.5, 5.0, 11.5, 12.5, 13.5, 14.5)
+# what achievements can count (`condition_type`), as the simulation tracks them
+METRICS = ("lesson_complete", "reach_streak", "vocab_mastered", "xp_earned", "perfect_score", "course_complete",
+           "reviews_completed", "follow_count")
+SHOP_ITEMS_USED = ("Streak Freeze", "Double XP Boost", "Hint Pack", "Golden Avatar Frame", "Lotus Avatar Frame")
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,11 @@ class RunContext:
     password_for: Callable[[int], str]
     demo_accounts: int  # leading users that are the documented demo accounts
     unpredictable: bool  # secrets from the OS instead of the seed (forced runs)
+    boost_minutes: int = field(init=False)  # how long a Double XP Boost lasts
+
+    def __post_init__(self) -> None:
+        """Refuse data files the simulation cannot use before anything is written."""
+        self.boost_minutes = check_content(self.content)
 
     @property
     def batches(self) -> int:
@@ -115,6 +138,34 @@ def at(day: date, hours: float) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(milliseconds=round(hours * 3_600_000))
 
 
+def check_content(content: Content) -> int:
+    """Raise ContentDataError (naming the file and the field) for data the simulation cannot use: a course,
+    shop item, persona or achievement metric it does not know. Return the minutes a Double XP Boost lasts."""
+    for key in (*COURSES, *NEXT_COURSE.values()):
+        course = content.courses.get(key)
+        if course is None or not course.lessons:
+            problem = "is missing" if course is None else "has no lessons"
+            raise ContentDataError(f"{data_file('courses', key + '.json')}: the course with key {key!r} {problem}; users enrol in it")
+    for number, account in enumerate(content.demo["accounts"], start=1):
+        where = f"{data_file('demo_accounts.json')}: account {number}"
+        if account["persona"] not in PERSONA_BY_NAME:
+            raise ContentDataError(f"{where}: field 'persona' is {account['persona']!r}; expected one of {', '.join(PERSONA_BY_NAME)}")
+        if account["course"] not in content.courses:
+            raise ContentDataError(f"{where}: field 'course' is {account['course']!r}, the key of no course file")
+    for achievement in content.achievements:
+        if achievement.condition_type not in METRICS:
+            raise ContentDataError(f"{data_file('achievements.csv')}: achievement {achievement.slug!r}: field 'condition_type' is "
+                                   f"{achievement.condition_type!r}; expected one of {', '.join(METRICS)}")
+    for name in SHOP_ITEMS_USED:
+        if name not in content.shop:
+            raise ContentDataError(f"{data_file('shop.json')}: no item has the name {name!r}; users buy it")
+    minutes = content.shop["Double XP Boost"].effects.get("duration_minutes")
+    if not isinstance(minutes, int) or isinstance(minutes, bool):
+        raise ContentDataError(f"{data_file('shop.json')}: item 'Double XP Boost': field 'effects.duration_minutes' "
+                               f"must be a whole number, not {minutes!r}")
+    return minutes
+
+
 @dataclass
 class Profile:
     """Who a user is, drawn before the history so that batch-mates can follow each other."""
@@ -141,8 +192,54 @@ class Knowledge:
     reviews: int = 0
     last: datetime | None = None
     due: datetime | None = None
-    history: list = field(default_factory=list)
+    history: list[ReviewEntry] = field(default_factory=list)
     mastered: bool = False
+
+
+class ReviewEntry(TypedDict):
+    at: str
+    quality: int
+    interval: int
+
+
+class Holding(TypedDict):
+    """How many of one shop item a user holds, and whether one is active."""
+
+    item: ShopItemInfo
+    quantity: int
+    active: bool
+    activated: datetime | None
+    expires: datetime | None
+    first: datetime | None  # the first purchase
+
+
+@dataclass
+class Progress:
+    """A user's progress on one lesson."""
+
+    lesson: LessonInfo
+    status: str
+    score: int
+    completed: datetime | None
+    seconds: int
+    attempts: int
+    first: datetime
+    last: datetime
+
+
+@dataclass
+class Week:
+    """A user's week on the leaderboard, from Monday."""
+
+    xp: int
+    lessons: int
+    first: datetime
+    last: datetime
+    outcome: tuple[str, bool, bool] | None = None  # league, promoted, demoted: set when the week is closed
+
+
+Device = tuple[int, str, str]  # index, device type, name
+Follow = tuple[UUID, datetime]  # whom, when
 
 
 @dataclass
@@ -150,7 +247,7 @@ class Batch:
     """The rows of one batch of users, per table, in `USER_TABLES` column order."""
 
     index: int
-    rows: dict[str, list[tuple]]
+    rows: dict[str, list[Row]]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -186,7 +283,7 @@ def _profile(ctx: RunContext, index: int) -> Profile:
         family, given = rng.choice(names["family"]), rng.choice(names["given"])
         display = f"{family[0]} {rng.choice(names['middle'])} {given[0]}"
         slug = f"{given[1]}.{family[1]}{index}"
-        course = rng.choices(("en-a1", "en-a2", "es-a1"), weights=(0.55, 0.25, 0.20))[0]
+        course = rng.choices(COURSES, weights=(0.55, 0.25, 0.20))[0]
     email = f"{slug}@{rng.choice(people['email_domains'])}".lower()
     return Profile(index, user_uuid(ctx.seed, index), rng, persona, signup, course, native, (display, slug), email)
 
@@ -194,7 +291,7 @@ def _profile(ctx: RunContext, index: int) -> Profile:
 class UserHistory:
     """One user's eight weeks, accumulated into rows as events happen in time order."""
 
-    def __init__(self, ctx: RunContext, profile: Profile, follows: list[tuple[UUID, datetime]], rows: dict):
+    def __init__(self, ctx: RunContext, profile: Profile, follows: list[Follow], rows: dict[str, list[Row]]) -> None:
         self.ctx, self.p, self.rng, self.rows = ctx, profile, profile.rng, rows
         self.content = ctx.content
         self.uid = profile.id
@@ -208,9 +305,7 @@ class UserHistory:
         self.completed_courses: set[str] = set()
         self.xp = 0
         self.bonus_xp = 0
-        self.metrics = dict.fromkeys(
-            ("lesson_complete", "reach_streak", "vocab_mastered", "xp_earned", "perfect_score", "course_complete",
-             "reviews_completed", "follow_count"), 0)
+        self.metrics = dict.fromkeys(METRICS, 0)
         self.unlocked: dict[UUID, datetime] = {}
         self.streak = self.longest = self.days_active = 0
         self.last_active: date | None = None
@@ -219,11 +314,11 @@ class UserHistory:
         self.ledger_seq = 0
         self.last_ledger: datetime | None = None
         self.wallet_id = new_uuid(self.rng)
-        self.inventory: dict[UUID, dict] = {}
+        self.inventory: dict[UUID, Holding] = {}
         self.knowledge: dict[UUID, Knowledge] = {}
         self.due: list[tuple[datetime, int, UUID]] = []  # (due, order, vocab) kept sorted
-        self.progress: dict[UUID, list] = {}
-        self.weeks: dict[date, list] = {}  # week_start -> [xp, lessons, first, last]
+        self.progress: dict[UUID, Progress] = {}
+        self.weeks: dict[date, Week] = {}  # by week_start
         self.league = "bronze"
         self.boost_until: datetime | None = None
         self.sessions: list[tuple[datetime, int]] = []  # (start, device index)
@@ -240,11 +335,11 @@ class UserHistory:
         if when > self.last_event:
             self.last_event = when
 
-    def _feed(self, kind: str, when: datetime, message: str, data: dict) -> None:
+    def _feed(self, kind: str, when: datetime, message: str, data: dict[str, object]) -> None:
         public = self.rng.random() < 0.9
         self.rows["activity_feeds"].append((self._id(), self.uid, kind, dumps(data), message, public, when))
 
-    def _ledger(self, kind: str, amount: int, when: datetime, source: str, reference, description: str) -> datetime:
+    def _ledger(self, kind: str, amount: int, when: datetime, source: str, reference: UUID | str | None, description: str) -> datetime:
         if self.last_ledger is not None and when <= self.last_ledger:
             when = self.last_ledger + timedelta(milliseconds=1)  # balance_after needs a strict time order
         self.last_ledger = when
@@ -279,12 +374,12 @@ class UserHistory:
                    {"achievement": achievement.slug, "rarity": achievement.rarity})
 
     # --- shop ----------------------------------------------------------------------------------
-    def _held(self, item) -> dict:
+    def _held(self, item: ShopItemInfo) -> Holding:
         return self.inventory.setdefault(item.id, {
             "item": item, "quantity": 0, "active": False, "activated": None, "expires": None, "first": None,
         })
 
-    def _buy(self, item, when: datetime) -> datetime | None:
+    def _buy(self, item: ShopItemInfo, when: datetime) -> datetime | None:
         if self.gems < item.price_gems:
             return None
         when = self._ledger("purchase", -item.price_gems, when, "shop", item.id, f"Bought {item.name}")
@@ -311,9 +406,8 @@ class UserHistory:
             if bought := self._buy(boost, when):
                 held = self._held(boost)
                 held["quantity"] -= 1  # used at once
-                held["activated"] = bought + timedelta(seconds=5)
-                held["expires"] = held["activated"] + timedelta(minutes=boost.effects["duration_minutes"])
-                self.boost_until = held["expires"]
+                held["activated"] = activated = bought + timedelta(seconds=5)
+                held["expires"] = self.boost_until = activated + timedelta(minutes=self.ctx.boost_minutes)
                 when = bought + timedelta(seconds=20)
         if rng.random() < appetite * 0.05:
             if bought := self._buy(shop["Hint Pack"], when):
@@ -394,12 +488,12 @@ class UserHistory:
         ))
         rows["question_attempts"].extend(questions)
         self._record_progress(lesson, start, end, score, passed, elapsed_ms)
-        week = self.weeks.setdefault(monday(start.date()), [0, 0, start, start])
-        week[0] += xp
-        week[3] = end
+        week = self.weeks.setdefault(monday(start.date()), Week(0, 0, start, start))
+        week.xp += xp
+        week.last = end
         self._touch(end)
         if passed:
-            week[1] += 1
+            week.lessons += 1
             self.xp += xp
             first_pass = not repeat
             self.passed.setdefault(lesson.course_key, set()).add(lesson.position)
@@ -412,17 +506,18 @@ class UserHistory:
                 self._course_milestones(lesson, end)
         return end, passed
 
-    def _record_progress(self, lesson, start, end, score, passed, elapsed_ms) -> None:
+    def _record_progress(self, lesson: LessonInfo, start: datetime, end: datetime, score: int, passed: bool,
+                         elapsed_ms: int) -> None:
         row = self.progress.get(lesson.id)
         if row is None:
-            row = self.progress[lesson.id] = [lesson, "in_progress", 0, None, 0, 0, start, end]
-        row[1] = "completed" if passed or row[1] == "completed" else "in_progress"
-        row[2] = max(row[2], score)
-        if passed and row[3] is None:
-            row[3] = end
-        row[4] += elapsed_ms // 1000
-        row[5] += 1
-        row[7] = end
+            row = self.progress[lesson.id] = Progress(lesson, "in_progress", 0, None, 0, 0, start, end)
+        row.status = "completed" if passed or row.status == "completed" else "in_progress"
+        row.score = max(row.score, score)
+        if passed and row.completed is None:
+            row.completed = end
+        row.seconds += elapsed_ms // 1000
+        row.attempts += 1
+        row.last = end
 
     def _course_milestones(self, lesson: LessonInfo, when: datetime) -> None:
         course = self.content.courses[lesson.course_key]
@@ -470,7 +565,7 @@ class UserHistory:
 
     def _daily_review(self, day: date, start: datetime) -> datetime:
         limit = self.p.persona.reviews
-        due = []
+        due: list[Knowledge] = []
         while self.due and len(due) < limit and self.due[0][0] <= start:
             entry = self.due.pop(0)
             item = self.knowledge[entry[2]]
@@ -487,6 +582,7 @@ class UserHistory:
             clock += timedelta(seconds=rng.uniform(4, 12))
             correct += self._review(item, clock, order + position)
         for item in due[len(done):]:
+            assert item.due is not None  # every queued word has been reviewed
             insort(self.due, (item.due, 0, item.vocab_id))
         finished = finished and len(done) == len(due)
         self.rows["daily_review_sessions"].append((
@@ -504,10 +600,10 @@ class UserHistory:
         week = self.weeks.get(week_start)
         if week is None:
             return
-        league, xp = self.league, week[0]
+        league, xp = self.league, week.xp
         promoted = league in PROMOTE_AT and xp >= PROMOTE_AT[league]
         demoted = not promoted and league in DEMOTE_BELOW and xp < DEMOTE_BELOW[league]
-        week.append((league, promoted, demoted))
+        week.outcome = (league, promoted, demoted)
         if promoted:
             self.league = LEAGUES[LEAGUES.index(league) + 1]
             reward = 20 + 10 * LEAGUES.index(league)
@@ -525,7 +621,7 @@ class UserHistory:
         chance = persona.active * (0.8 if day.weekday() >= 5 else 1.0)
         return rng.random() < chance
 
-    def _session(self, day: date, start: datetime, devices: list[tuple]) -> None:
+    def _session(self, day: date, start: datetime, devices: list[Device]) -> None:
         rng = self.rng
         device_index = 0 if len(devices) == 1 or rng.random() < 0.8 else rng.randrange(1, len(devices))
         device_type = devices[device_index][1]
@@ -569,7 +665,7 @@ class UserHistory:
                 self.streak = 0
             self.streak_touched = end_of_day
 
-    def simulate(self, devices: list[tuple]) -> None:
+    def simulate(self, devices: list[Device]) -> None:
         p, rng = self.p, self.rng
         self._ledger("earn", WELCOME_GEMS, p.signup + timedelta(seconds=1), "welcome_bonus", None, "Welcome gems")
         self._feed("joined", p.signup, "joined LangLearn", {"course": p.course})
@@ -592,14 +688,14 @@ class UserHistory:
             self._followed(follows, at(day + DAY, 0))
             self._streak_day(day, active)
 
-    def _followed(self, follows: list, until: datetime) -> None:
+    def _followed(self, follows: list[Follow], until: datetime) -> None:
         """Count the follows made before `until` (kept in time order with the rest of the day)."""
         while follows and follows[0][1] < until:
             _, when = follows.pop(0)
             self._metric("follow_count", self.metrics["follow_count"] + 1, when)
 
 
-def _devices(history: UserHistory) -> list[tuple]:
+def _devices(history: UserHistory) -> list[Device]:
     """The user's devices: a phone (or a browser) first, sometimes a second one."""
     rng, people = history.rng, history.content.people
     kinds = [rng.choices(("android", "ios", "web"), weights=(0.6, 0.3, 0.1))[0]]
@@ -620,7 +716,7 @@ def _ip(rng: random.Random) -> str:
     return network + str(rng.randrange(1, 255))
 
 
-def _emit_user(history: UserHistory, devices: list[tuple]) -> None:
+def _emit_user(history: UserHistory, devices: list[Device]) -> None:
     """Turn the simulated state into the rows that summarise it."""
     ctx, p, rng, rows, uid = history.ctx, history.p, history.rng, history.rows, history.uid
     anchor = ctx.anchor
@@ -656,13 +752,15 @@ def _emit_user(history: UserHistory, devices: list[tuple]) -> None:
                 when + TOKEN_LIFETIME, revoked_at, when,
             ))
 
-    for row in history.progress.values():
-        lesson, status, score, completed, seconds, attempts, first, last = row
+    for progress in history.progress.values():
+        lesson = progress.lesson
         rows["user_progress"].append((
-            new_uuid(rng), uid, lesson.id, lesson.course_id, status, score, completed, seconds, attempts, first, last,
+            new_uuid(rng), uid, lesson.id, lesson.course_id, progress.status, progress.score, progress.completed,
+            progress.seconds, progress.attempts, progress.first, progress.last,
         ))
 
     for item in history.knowledge.values():
+        assert item.last is not None  # every known word has been reviewed once
         elapsed = (anchor - item.last).total_seconds() / 86400
         strength = round(min(1.0, 0.9 ** (elapsed / max(1, item.interval))), 4)
         mastery = "mastered" if item.mastered else ("reviewing" if item.reviews >= 2 and item.reps >= 1 else "learning")
@@ -702,10 +800,10 @@ def _emit_user(history: UserHistory, devices: list[tuple]) -> None:
     ))
 
     for week_start, week in sorted(history.weeks.items()):
-        league, promoted, demoted = week[4] if len(week) > 4 else (history.league, False, False)
+        league, promoted, demoted = week.outcome or (history.league, False, False)
         rows["leaderboard_entries"].append((
-            new_uuid(rng), uid, week_start, week_start + timedelta(days=6), league, week[0], week[1], None,
-            promoted, demoted, week[2], week[3],
+            new_uuid(rng), uid, week_start, week_start + timedelta(days=6), league, week.xp, week.lessons, None,
+            promoted, demoted, week.first, week.last,
         ))
 
     for held in history.inventory.values():
@@ -720,10 +818,10 @@ def _emit_user(history: UserHistory, devices: list[tuple]) -> None:
 RARITY_RANK = {"common": 0, "rare": 1, "epic": 2, "legendary": 3}
 
 
-def _follows(ctx: RunContext, batch: int, profiles: list[Profile], rows: dict) -> dict[int, list]:
+def _follows(ctx: RunContext, batch: int, profiles: list[Profile], rows: dict[str, list[Row]]) -> dict[int, list[Follow]]:
     """A follow graph inside the batch (friends who joined around the same time): no self-follow, no duplicates."""
     rng = random.Random(f"{ctx.seed}:follows:{batch}")
-    by_user: dict[int, list] = {p.index: [] for p in profiles}
+    by_user: dict[int, list[Follow]] = {p.index: [] for p in profiles}
     if len(profiles) < 2:
         return by_user
     horizon = ctx.anchor - timedelta(minutes=5)
@@ -742,7 +840,7 @@ def _follows(ctx: RunContext, batch: int, profiles: list[Profile], rows: dict) -
 
 def generate_batch(ctx: RunContext, batch: int) -> Batch:
     """Every row of users `batch * BATCH_USERS` up to the next batch, for all user tables."""
-    rows: dict[str, list[tuple]] = {table: [] for table in USER_TABLES}
+    rows: dict[str, list[Row]] = {table: [] for table in USER_TABLES}
     first = batch * BATCH_USERS
     profiles = [_profile(ctx, index) for index in range(first, min(ctx.users, first + BATCH_USERS))]
     follows = _follows(ctx, batch, profiles, rows)
