@@ -15,12 +15,10 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from langlearn.errors import LanglearnError, UsageError
-from langlearn.settings import asyncpg_url, check_reachable
+from langlearn.settings import asyncpg_url, check_reachable, marked_production
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})
-# `ALTER DATABASE x SET langlearn.environment = '...'` marks a database; only these may be dropped
-NON_PRODUCTION = frozenset({"development", "test"})
 
 
 def with_database(url: str, name: str) -> str:
@@ -85,7 +83,7 @@ async def drop_database(url: str, name: str, *, refuse_production: bool = True) 
                WHERE d.datname = $1 AND s.setrole = 0 AND setting LIKE 'langlearn.environment=%'""",
             name,
         )
-        if refuse_production and marker is not None and marker.strip().lower() not in NON_PRODUCTION:
+        if refuse_production and marked_production(marker):
             raise LanglearnError(
                 f"database {name!r} is marked langlearn.environment = {marker!r}; this tool drops only development "
                 "and test databases (drop it yourself if you really mean to)"

@@ -42,6 +42,9 @@ def package_folder(package: str, *parts: str) -> Path:
 # Aerich's `location`: the folder holding one folder of migration files per app, shipped in the package.
 MIGRATIONS_LOCATION = str(package_folder("langlearn.migrations"))
 SCHEMES = {"postgres", "postgresql", "asyncpg"}
+# `ALTER DATABASE x SET langlearn.environment = '...'` marks a database; only these values say "not production"
+ENVIRONMENT_SETTING = "langlearn.environment"
+NON_PRODUCTION = frozenset({"development", "test"})
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 AppsConfig = Mapping[str, Mapping[str, Any]]
@@ -81,6 +84,12 @@ def database_url(announce: Announce | None = None) -> str:
     if raw:
         return validate_url(raw)
     return ensure_running(announce=announce)
+
+
+def marked_production(marker: str | None) -> bool:
+    """Whether a database's `langlearn.environment` marks it production: any value but development or
+    test (trimmed, in any case), so `Production`, `prod` or a typo fail closed. Unset means unmarked."""
+    return marker is not None and marker.strip().lower() not in NON_PRODUCTION
 
 
 def asyncpg_url(url: str) -> str:

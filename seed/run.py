@@ -31,13 +31,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from langlearn.errors import SeedError
+from langlearn.errors import ConfigError, SeedError
 from langlearn.history import read_state
 from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulate import BATCH_USERS, RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
-from langlearn.settings import asyncpg_url, redact
+from langlearn.settings import ENVIRONMENT_SETTING, asyncpg_url, check_reachable, marked_production, redact
 
 DEMO_USERS = 36
 SCALE_USERS = 1000
@@ -145,16 +145,16 @@ class Seeder:
         """Refuse a production database, a schema not at head, a concurrent seed, or foreign data;
         return the earlier run of this seed (to resume or confirm), if any."""
         connection, options = self.connection, self.options
-        environment = await connection.fetchval("SELECT current_setting('langlearn.environment', true)")
-        if environment == "production" and not options.force:
+        environment = await connection.fetchval("SELECT current_setting($1, true)", ENVIRONMENT_SETTING)
+        if marked_production(environment) and not options.force:
             raise SeedError(
-                "this database is marked production (langlearn.environment = 'production'); the seed refuses it "
-                "(pass --force only if you really mean to add seeded accounts to it)"
+                f"this database is marked production ({ENVIRONMENT_SETTING} = {environment!r}; only development and test "
+                "are not); the seed refuses it (pass --force only if you really mean to add seeded accounts to it)"
             )
         state = await read_state(connection)
         if state.pending:
             raise SeedError(f"the database is not at the head of the migration history ({len(state.pending)} "
-                            "migration(s) pending); run `aerich upgrade` first")
+                            "migration(s) pending); run `langlearn upgrade` first")
         if not state.at_head:
             problem = (f"versions unknown to this code: {', '.join(state.unknown)}" if state.unknown
                        else f"versions recorded twice: {', '.join(state.duplicates)}")
@@ -338,10 +338,11 @@ def render_summary(report: Report, console: Console) -> None:
 
 async def seed(url: str, options: SeedOptions, console: Console) -> Report:
     """Seed the database at `url` (already validated) and return what was written."""
+    await check_reachable(url)  # a bad password, database or server is a one-line ConfigError (exit 2)
     try:
         connection = await asyncpg.connect(asyncpg_url(url))
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
-        raise SeedError(f"cannot connect to {redact(url)} ({error})") from None
+        raise ConfigError(f"cannot connect to {redact(url)} ({error})") from None
     try:
         return await Seeder(connection, options, console).run()
     finally:

@@ -167,13 +167,27 @@ async def test_run_killed_part_way_then_restarted_ends_identical_to_an_uninterru
     assert await connection.fetchval("SELECT resumes FROM seed_runs") == 1
 
 
-async def test_production_database_is_refused_without_writing(head_db, connect):
+@pytest.mark.parametrize("marker", ["production", "Production", " PRODUCTION ", "prod", "staging", ""])
+async def test_production_database_is_refused_without_writing(head_db, connect, marker):
     name = database_name(head_db)
-    await (await connect(head_db)).execute(f"ALTER DATABASE \"{name}\" SET langlearn.environment = 'production'")
+    await (await connect(head_db)).execute(f"ALTER DATABASE \"{name}\" SET langlearn.environment = '{marker}'")
     refused = seed_cli(*DEMO, database=head_db)
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "marked production" in refused.stderr and "--force" in refused.stderr
     assert set((await row_counts(await connect(head_db))).values()) == {0}
+
+
+@pytest.mark.parametrize("marker", ["development", " Test "])
+async def test_a_database_marked_development_or_test_is_seeded(head_db, connect, marker):
+    name = database_name(head_db)
+    await (await connect(head_db)).execute(f"ALTER DATABASE \"{name}\" SET langlearn.environment = '{marker}'")
+    assert seed_cli(*DEMO, database=head_db).returncode == 0
+
+
+async def test_an_unreachable_server_is_a_configuration_error():
+    refused = seed_cli(*DEMO, database="postgres://app:pw@127.0.0.1:1/langlearn")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: cannot reach PostgreSQL at 127.0.0.1:1")
+    assert refused.stderr.count("\n") == 1
 
 
 async def test_forced_run_on_production_gives_demo_accounts_no_known_password(head_db, connect):
@@ -210,7 +224,7 @@ async def test_bad_arguments_exit_2_with_one_line_before_writing(argv, complaint
 async def test_database_not_at_head_is_refused(empty_db):
     refused = seed_cli(*DEMO, database=empty_db)
     assert refused.returncode == 1
-    assert "not at the head of the migration history" in refused.stderr and "aerich upgrade" in refused.stderr
+    assert "not at the head of the migration history" in refused.stderr and "langlearn upgrade" in refused.stderr
 
 
 async def test_another_seed_into_a_seeded_database_is_refused_without_writing(scale_db, connect):
