@@ -26,6 +26,12 @@ class UsageError(LanglearnError):
     exit_code = 2
 
 
+class Interrupted(LanglearnError):
+    """A command stopped by SIGINT or SIGTERM; the message says where it stopped and how to resume."""
+
+    exit_code = 130
+
+
 class StartupError(LanglearnError):
     """The service must not start (wrong schema, lock not obtained, failed migration)."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -247,3 +248,32 @@ async def test_seed_runs_migration_downgrades_and_upgrades_cleanly(head_db, conn
     connection = await connect(head_db)
     assert tuple(await connection.fetchrow(query)) == (True, 2)
     assert (await history.read_state(connection)).at_head
+
+
+@pytest.mark.parametrize(("signal_number", "exit_code", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+async def test_an_interrupted_seed_says_where_it_stopped_in_one_line_and_resumes_identical(
+    scale_db, head_db, connect, signal_number, exit_code, name
+):
+    connection = await connect(head_db)
+    process = subprocess.Popen(
+        [LANGLEARN, "seed", *SCALE], cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": head_db},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # interrupt once the catalogue and one batch of users are committed
+        if process.poll() is not None or (await connection.fetchval("SELECT max(steps_done) FROM seed_runs") or 0) >= 2:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=60)
+    steps = await connection.fetchrow("SELECT steps_done, steps_total FROM seed_runs")
+    assert process.returncode == exit_code, stderr
+    assert stderr == (
+        f"error: interrupted by {name} during `langlearn seed`: the seed stopped after step {steps['steps_done']} of "
+        f"{steps['steps_total']} (each step is all or nothing); run the same command again to resume\n"
+    )
+    assert steps["steps_done"] < steps["steps_total"]
+
+    resumed = seed_cli(*SCALE, database=head_db)
+    assert resumed.returncode == 0, resumed.stderr
+    assert await digests(connection) == await digests(await connect(scale_db))

@@ -10,7 +10,9 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ from langlearn.models import Course
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError, asyncpg_url
 from langlearn.startup import MIGRATION_LOCK_KEY, StartupError, StartupOptions, connect, database, lock_holder, prepare
 from tests.catalog import snapshot
-from tests.conftest import REPO_ROOT, run_cli
+from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
 
 HEAD = history.version_files()
 LAST = history.version_number(HEAD[-1])
@@ -476,3 +478,65 @@ async def test_an_app_named_like_langlearns_is_refused(head_db):
     with pytest.raises(ConfigError, match="belongs to langlearn's models"):
         async with database(head_db, apps={"models": {"models": ["x"]}}):
             pass
+
+
+# --- a migrator killed or interrupted mid-migration ---------------------------------------------
+
+SLOW_STATEMENT_RUNNING = """
+    SELECT count(*) FROM pg_stat_activity
+    WHERE query LIKE '%pg_sleep(60)%' AND state = 'active' AND pid <> pg_backend_pid() AND datname = current_database()
+"""
+
+
+async def test_a_killed_migrator_stops_its_migration_and_an_immediate_rerun_proceeds(head_db, connect, tmp_path):
+    """kill -9 of `langlearn upgrade` during a slow statement: the server ends the statement and its locks
+    at once (client_connection_check_interval), so the next upgrade does not wait on an orphan."""
+    location = history_with(tmp_path, "slow", "ALTER TABLE users ADD COLUMN slow_marker INT; SELECT pg_sleep(60);")
+    migrator = subprocess.Popen(
+        [LANGLEARN, "upgrade", "--migrations", location], cwd=REPO_ROOT, env=python_env(head_db),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    watcher = await connect(head_db)
+    deadline = time.monotonic() + 60
+    while not await watcher.fetchval(SLOW_STATEMENT_RUNNING):
+        assert migrator.poll() is None and time.monotonic() < deadline, "the slow migration never started"
+        await asyncio.sleep(0.1)
+    migrator.kill()
+    migrator.wait()
+    killed_at = time.monotonic()
+    while await watcher.fetchval(SLOW_STATEMENT_RUNNING):
+        assert time.monotonic() - killed_at < 5, "the orphaned migration statement kept running after its client died"
+        await asyncio.sleep(0.1)
+    assert await lock_holder(watcher) is None
+    assert not await watcher.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'slow_marker'")
+    # the operator reruns at once, the migration now without its sleep: it needs the lock on users the orphan held
+    fixed = history_with(tmp_path / "fixed", "slow", "ALTER TABLE users ADD COLUMN slow_marker INT;")
+    rerun = run_cli(LANGLEARN, "upgrade", "--lock-wait", "5", "--lock-timeout", "2", "--migrations", fixed, database=head_db, timeout=30)
+    assert rerun.returncode == 0 and rerun.stdout.startswith("applied 1 migration(s); "), rerun.stderr
+    assert await watcher.fetchval("SELECT count(*) FROM aerich WHERE version LIKE '%_slow.py'") == 1
+
+
+@pytest.mark.parametrize(("signal_number", "exit_code", "name"), [(signal.SIGINT, 130, "SIGINT"), (signal.SIGTERM, 143, "SIGTERM")])
+async def test_an_interrupted_upgrade_rolls_back_the_migration_in_flight_and_says_so_in_one_line(
+    head_db, connect, tmp_path, signal_number, exit_code, name
+):
+    location = history_with(tmp_path, "slow", "ALTER TABLE users ADD COLUMN slow_marker INT; SELECT pg_sleep(60);")
+    before = await database_contents(await connect(head_db))
+    migrator = subprocess.Popen(
+        [LANGLEARN, "upgrade", "--migrations", location], cwd=REPO_ROOT, env=python_env(head_db),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    watcher = await connect(head_db)
+    deadline = time.monotonic() + 60
+    while not await watcher.fetchval(SLOW_STATEMENT_RUNNING):
+        assert migrator.poll() is None and time.monotonic() < deadline, "the slow migration never started"
+        await asyncio.sleep(0.1)
+    migrator.send_signal(signal_number)
+    _, stderr = migrator.communicate(timeout=30)
+    assert migrator.returncode == exit_code, stderr
+    assert stderr.splitlines()[-1] == (
+        f"error: interrupted by {name} during `langlearn upgrade`: the migrations applied before it are kept and the one "
+        "in flight was rolled back; run it again to apply the rest"
+    )
+    assert await database_contents(watcher) == before
+    assert await lock_holder(watcher) is None

@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
-from langlearn.errors import LanglearnError, UsageError
+from langlearn.errors import Interrupted, LanglearnError, UsageError
 
 PROG = "langlearn"
 
@@ -74,25 +76,73 @@ def build_parser() -> Parser:
     return parser
 
 
+# What an interrupted command leaves behind, for its one line; commands with more to say (the seed's
+# step) raise `Interrupted` themselves.
+RESUME_HINTS = {
+    "upgrade": "the migrations applied before it are kept and the one in flight was rolled back; run it again to apply the rest",
+    "seed": "the steps committed before it are kept; run the same command again to resume",
+    "db": "creating or dropping a database is all or nothing; run it again",
+}
+NOTHING_CHANGED = "nothing was changed; run it again"
+
+
 async def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run one command line; return the exit code. Every LanglearnError becomes one line on `err`."""
+    """Run one command line; return the exit code. Every LanglearnError becomes one line on `err`.
+
+    SIGINT (Ctrl-C) and SIGTERM cancel the command: it prints where it stopped in one line and
+    returns 130 or 143, leaving the database as each command's own transactions left it."""
     streams = Streams(out or sys.stdout, err or sys.stderr)
     _show_progress(streams.err)
-    try:
-        with redirect_stdout(streams.out):  # argparse prints --help on stdout
-            args = build_parser().parse_args(argv)
-        handler: Handler = args.handler
-        return await handler(args, streams)
-    except SystemExit as done:  # --help, --version
-        return done.code if isinstance(done.code, int) else 0
-    except LanglearnError as error:
-        print(f"error: {' '.join(str(error).split())}", file=streams.err)
-        return error.exit_code
+    command = ""
+    with _SigtermCancels() as signals:
+        try:
+            with redirect_stdout(streams.out):  # argparse prints --help on stdout
+                args = build_parser().parse_args(argv)
+            command = args.command
+            handler: Handler = args.handler
+            return await handler(args, streams)
+        except SystemExit as done:  # --help, --version
+            return done.code if isinstance(done.code, int) else 0
+        except (asyncio.CancelledError, Interrupted) as stop:
+            where = str(stop) if isinstance(stop, Interrupted) else RESUME_HINTS.get(command, NOTHING_CHANGED)
+            print(f"error: interrupted by {signals.received or 'SIGINT'} during `langlearn {command}`: {where}", file=streams.err)
+            return 143 if signals.received == "SIGTERM" else Interrupted.exit_code
+        except LanglearnError as error:
+            print(f"error: {' '.join(str(error).split())}", file=streams.err)
+            return error.exit_code
+
+
+class _SigtermCancels:
+    """While a command runs, SIGTERM cancels it the way asyncio.run already cancels it on SIGINT."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._installed = False
+
+    def __enter__(self) -> _SigtermCancels:
+        task = asyncio.current_task()
+        if task is not None and threading.current_thread() is threading.main_thread():
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._cancel, task)
+            self._installed = True
+        return self
+
+    def _cancel(self, task: asyncio.Task[int]) -> None:
+        self.received = "SIGTERM"
+        task.cancel()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
 
 
 def entrypoint() -> None:
     """The `langlearn` console script."""
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    try:
+        code = asyncio.run(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's cleanup runs
+        print("error: interrupted by SIGINT; run the same command again (every step is all or nothing)", file=sys.stderr)
+        code = Interrupted.exit_code
+    sys.exit(code)
 
 
 def _show_progress(err: TextIO) -> None:
