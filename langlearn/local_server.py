@@ -160,7 +160,10 @@ def _free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port`. SO_REUSEADDR as PostgreSQL itself binds: the closed
+    connections of the last run linger in TIME_WAIT on its port and must not count as taken."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -191,10 +194,16 @@ def _initdb(files: ServerFiles) -> None:
     _pg("initdb", "-D", str(files.cluster), "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", SUPERUSER)
 
 
-def _start(files: ServerFiles) -> int:
-    port = int(files.port.read_text()) if files.port.exists() else _free_port()
-    if not _port_is_free(port):
-        port = _free_port()
+@dataclass(frozen=True)
+class Started:
+    port: int
+    moved_from: int | None  # the port it had, when another process holds it now
+
+
+def _start(files: ServerFiles) -> Started:
+    """Start the server on the port it had before (so an exported URL keeps working), or a new one."""
+    previous = int(files.port.read_text()) if files.port.exists() else None
+    port = previous if previous is not None and _port_is_free(previous) else _free_port()
     if _run_as():
         _prepare_root_permissions(files)
     options = (
@@ -205,7 +214,7 @@ def _start(files: ServerFiles) -> int:
     if result.returncode != 0:
         raise LocalServerError(f"the private PostgreSQL server in {files.cluster} did not start; see {files.log}")
     files.port.write_text(str(port))
-    return port
+    return Started(port, previous if previous not in (None, port) else None)
 
 
 def _ensure_database(port: int) -> None:
@@ -227,8 +236,8 @@ def ensure_running(announce: Announce | None = None) -> str:
         with _exclusive(files):
             if not (files.cluster / "PG_VERSION").exists():
                 _initdb(files)
-            started = not _is_running(files)
-            port = _start(files) if started else int(files.port.read_text())
+            start = None if _is_running(files) else _start(files)
+            port = start.port if start else int(files.port.read_text())
             _ensure_database(port)
     except (subprocess.CalledProcessError, OSError) as error:
         detail = getattr(error, "stderr", "") or str(error)
@@ -236,9 +245,13 @@ def ensure_running(announce: Announce | None = None) -> str:
             f"could not set up the private PostgreSQL server in {files.data}: {' '.join(detail.split())}; "
             "or set DATABASE_URL to an existing server"
         ) from error
-    if announce is not None and started:
+    if announce is not None and start is not None:
+        moved = (
+            f"Its port {start.moved_from} is taken by another process, so it moved to {port}: update any DATABASE_URL you exported. "
+            if start.moved_from else ""
+        )
         announce(
-            f"Started the private PostgreSQL server: {url_for(port)} (data in {files.data}). "
+            f"Started the private PostgreSQL server: {url_for(port)} (data in {files.data}). {moved}"
             f"Stop it with `langlearn server stop`; remove it by deleting {files.data} after stopping."
         )
     return url_for(port)

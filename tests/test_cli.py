@@ -6,6 +6,7 @@ test_verify.py, test_seed.py); here are the shared shape and the server and db s
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 
 import asyncpg
@@ -172,3 +173,32 @@ def test_server_url_status_stop_of_a_private_server_of_its_own(tmp_path):
     after = run_cli(LANGLEARN, "server", "status", env=own)
     assert after.returncode == 1 and after.stdout.startswith("stopped: ")
     assert run_cli(LANGLEARN, "server", "stop", env=own).stdout.strip() == "not running"
+
+
+@pytest.mark.slow
+async def test_the_private_server_keeps_its_port_across_restarts_and_says_so_when_it_must_move(tmp_path):
+    own = {"LANGLEARN_DATA_DIR": str(tmp_path / "pgdata")}
+    first = run_cli(LANGLEARN, "server", "url", env=own, timeout=180)
+    assert first.returncode == 0, first.stderr
+    url = first.stdout.strip()
+    try:
+        # clients connected when it stops: their closed connections linger in TIME_WAIT on its port
+        sessions = [await asyncpg.connect(asyncpg_url(url)) for _ in range(3)]
+        assert run_cli(LANGLEARN, "server", "stop", env=own).returncode == 0
+        for session in sessions:
+            session.terminate()
+        again = run_cli(LANGLEARN, "server", "url", env=own)
+        assert again.returncode == 0 and again.stdout.strip() == url, again.stderr
+        assert "moved" not in again.stderr
+
+        assert run_cli(LANGLEARN, "server", "stop", env=own).returncode == 0
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with socket.socket() as squatter:  # another process takes the port meanwhile
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            moved = run_cli(LANGLEARN, "server", "url", env=own)
+        assert moved.returncode == 0 and moved.stdout.strip() != url
+        notice = [line for line in moved.stderr.splitlines() if "moved" in line]
+        assert len(notice) == 1 and f"Its port {port} is taken by another process, so it moved to " in notice[0]
+    finally:
+        run_cli(LANGLEARN, "server", "stop", env=own)
