@@ -23,6 +23,7 @@ from langlearn.seed.run import DEMO_USERS, MAX_USERS, SCALE_USERS, SeedOptions, 
 from langlearn.settings import database_url
 
 MAX_SEED = 2**63 - 1
+EARLIEST_ANCHOR = date(1970, 1, 1)
 SUMMARY = __doc__.split("\n\n")[0].split(": ", 1)[1]
 
 
@@ -44,6 +45,8 @@ def _day(text: str) -> date:
         day = date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a date like 2024-06-01, got {text!r}") from None
+    if day < EARLIEST_ANCHOR:  # the history and the catalogue reach months back from the anchor
+        raise argparse.ArgumentTypeError(f"{day} is too early; the history must end on {EARLIEST_ANCHOR} or later")
     if day > datetime.now(timezone.utc).date():
         raise argparse.ArgumentTypeError(f"{day} is in the future; the history must end by today (UTC)")
     return day

@@ -239,6 +239,11 @@ class Seeder:
                 await self.connection.execute(
                     "UPDATE seed_runs SET steps_done = steps_total, status = 'completed', finished_at = now(), "
                     "updated_at = now() WHERE id = $1", run_id)
+        except (asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError) as error:
+            user = await self.connection.fetchval("SELECT current_user")
+            raise ConfigError(
+                f"the user {user!r} may not write to this database ({error}); seed with a role that may insert into its tables"
+            ) from None
         except (asyncpg.PostgresError, OSError) as error:
             await self._record_failure(run_id, error)
             raise SeedError(f"the seed failed and can be resumed by running it again ({type(error).__name__}: {error})") from None

@@ -211,6 +211,7 @@ async def test_forced_run_on_production_gives_demo_accounts_no_known_password(he
     (["--seed", "-1"], "--seed: must be a whole number from 0"),
     (["--anchor", "yesterday"], "--anchor: must be a date"),
     (["--anchor", "2999-01-01"], "is in the future"),
+    (["--anchor", "0001-01-01"], "0001-01-01 is too early; the history must end on 1970-01-01 or later"),
     (["--preset", "huge"], "invalid choice: 'huge'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
@@ -273,7 +274,26 @@ async def test_an_interrupted_seed_says_where_it_stopped_in_one_line_and_resumes
         f"{steps['steps_total']} (each step is all or nothing); run the same command again to resume\n"
     )
     assert steps["steps_done"] < steps["steps_total"]
+    half_seeded = run_cli(LANGLEARN, "verify", "--skip-schema", database=head_db)
+    assert half_seeded.returncode == 1 and "unfinished_seed_run" in half_seeded.stdout
+    assert f"is running after step {steps['steps_done']} of {steps['steps_total']}" in half_seeded.stdout
 
     resumed = seed_cli(*SCALE, database=head_db)
     assert resumed.returncode == 0, resumed.stderr
     assert await digests(connection) == await digests(await connect(scale_db))
+
+
+async def test_a_role_that_may_not_write_is_told_so_in_one_line_not_to_resume(head_db, connect):
+    role = f"{database_name(head_db)}_reader"
+    admin = await connect(head_db)
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    await admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+    try:
+        refused = seed_cli(*DEMO, database=head_db.replace("postgres@", f"{role}@"))
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1 and "resume" not in refused.stderr
+        assert f"the user {role!r} may not write to this database" in refused.stderr
+        assert set((await row_counts(admin)).values()) == {0}
+    finally:
+        await admin.execute(f'DROP OWNED BY "{role}"')
+        await admin.execute(f'DROP ROLE "{role}"')

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from langlearn.verify.findings import Finding, error
+from langlearn.verify.findings import Finding, error, warning
 
 CHECK = "invariants"
 EXAMPLES = 5
@@ -256,6 +256,7 @@ async def check_invariants(connection: asyncpg.Connection) -> list[Finding]:
                 continue
             if row["count"]:
                 findings.append(_finding(invariant, row["count"], json.loads(row["examples"])))
+        findings += await _unfinished_seed_runs(connection)
     finally:
         await snapshot.rollback()  # nothing was written; this also ends SET LOCAL in a caller's transaction
     return findings
@@ -271,3 +272,24 @@ def _finding(invariant: Invariant, count: int, examples: list[dict[str, Any]]) -
         example_ids=[str(example["id"]) for example in examples],
         examples=examples,
     )
+
+
+async def _unfinished_seed_runs(connection: asyncpg.Connection) -> list[Finding]:
+    """A seed that was interrupted or failed leaves consistent data, but only part of what was asked."""
+    try:
+        async with connection.transaction():
+            runs = await connection.fetch(
+                "SELECT id, preset, seed, status::text AS status, steps_done, steps_total FROM seed_runs "
+                "WHERE status <> 'completed' ORDER BY started_at"
+            )
+    except asyncpg.SyntaxOrAccessError:  # no seed_runs table: the schema findings say why
+        return []
+    return [
+        warning(
+            CHECK, "unfinished_seed_run", f"seed_runs.{run['id']}",
+            f"a seed run (preset {run['preset']}, seed {run['seed']}) is {run['status']} after step {run['steps_done']} of "
+            f"{run['steps_total']}: the data holds only part of it; run `langlearn seed` with the same arguments to finish it",
+            status=run["status"], steps_done=run["steps_done"], steps_total=run["steps_total"],
+        )
+        for run in runs
+    ]
