@@ -194,6 +194,7 @@ async def test_the_private_server_keeps_its_port_across_restarts_and_says_so_whe
         assert run_cli(LANGLEARN, "server", "stop", env=own).returncode == 0
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         with socket.socket() as squatter:  # another process takes the port meanwhile
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the last run's TIME_WAIT, as a server binds
             squatter.bind(("127.0.0.1", port))
             squatter.listen()
             moved = run_cli(LANGLEARN, "server", "url", env=own)
