@@ -13,6 +13,7 @@ import pytest
 
 import langlearn.models as models
 from langlearn import history
+from langlearn.databases import database_name
 from langlearn.models.enums import ENUM_TYPES
 from langlearn.verify import check_schema, expected_schema
 from tests.catalog import describe_difference, snapshot
@@ -399,9 +400,10 @@ async def test_production_deployment_backup_upgrade_rollback_and_restore(server,
     before = await snapshot(connection, include_aerich=True)
     rows_before = await _read_rows(connection)
 
-    backup = tmp_path / "backup.sql"
-    dump = run_cli("langlearn", "server", "pg_dump", "-f", str(backup), database=empty_db)
+    backup = tmp_path / "backups" / "before-upgrade.dump"
+    dump = run_cli("langlearn", "backup", "--output", str(backup), database=empty_db)
     assert dump.returncode == 0, dump.stderr
+    assert dump.stdout.startswith(f"backed up {empty_db} to {backup} (") and backup.stat().st_size > 0
     assert run_cli("aerich", "upgrade", database=empty_db).stdout.strip() == f"Success upgrading to {VERSIONS[-1]}"
     counts = _psql(empty_db, "SELECT (SELECT COUNT(*) FROM users) AS users, (SELECT COUNT(*) FROM courses) AS courses;")
     assert re.search(r"^\s*1 \|\s+1$", counts, re.M), counts
@@ -410,10 +412,40 @@ async def test_production_deployment_backup_upgrade_rollback_and_restore(server,
 
     restored = await server.create()
     try:
-        load = run_cli("langlearn", "server", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(backup), database=restored)
-        assert load.returncode == 0, load.stderr
+        load = run_cli("langlearn", "restore", str(backup), "--yes", database=restored)
+        assert load.returncode == 0 and load.stdout.strip() == f"restored {backup} into {restored}", load.stderr
         restored_connection = await connect(restored)
         assert not describe_difference(before, await snapshot(restored_connection, include_aerich=True))
         assert await _read_rows(restored_connection) == rows_before
+        # a database that holds tables is refused: the result would be neither its state nor the backup's
+        again = run_cli("langlearn", "restore", str(backup), "--yes", database=restored)
+        assert again.returncode == 1 and "restore into an empty database (`langlearn db reset" in again.stderr
     finally:
         await server.drop(restored)
+
+
+async def test_a_failed_backup_leaves_no_file_and_a_failed_restore_leaves_the_database_empty(server, head_db, connect, tmp_path):
+    role = f"{database_name(head_db)}_nobackup"
+    admin = await connect(head_db)
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN')  # may connect, may not read the tables
+    try:
+        backup = tmp_path / "backups" / "x.dump"
+        refused = run_cli("langlearn", "backup", "--output", str(backup), database=head_db.replace("postgres@", f"{role}@"))
+        assert refused.returncode == 1 and refused.stderr.startswith("error: pg_dump of ") and "permission denied" in refused.stderr
+        assert refused.stderr.count("\n") == 1 and not backup.exists() and list(backup.parent.iterdir()) == []
+    finally:
+        await admin.execute(f'DROP ROLE "{role}"')
+    good = tmp_path / "good.dump"
+    assert run_cli("langlearn", "backup", "--output", str(good), database=head_db).returncode == 0
+    truncated = tmp_path / "truncated.dump"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size * 2 // 3])
+    empty = await server.create()
+    try:
+        failed = run_cli("langlearn", "restore", str(truncated), "--yes", database=empty)
+        assert failed.returncode == 1 and failed.stderr.startswith(f"error: pg_restore of {truncated} into ")
+        assert failed.stderr.count("\n") == 1
+        assert await (await connect(empty)).fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
+    finally:
+        await server.drop(empty)
+    unconfirmed = run_cli("langlearn", "restore", str(good), database=head_db)
+    assert unconfirmed.returncode == 2 and "add --yes to confirm" in unconfirmed.stderr

@@ -5,6 +5,7 @@
     langlearn seed [--users N]                # demo or scale data (the [seed] extra)
     langlearn server url|status|stop|psql|pg_dump|pg_restore   # the private server (the [local] extra)
     langlearn db create|drop|reset NAME       # databases on the configured server
+    langlearn backup | restore FILE           # pg_dump / pg_restore of the configured database
 
 Every subcommand has `--help` and the same exit codes: 0 done, 1 found or refused, 2 usage,
 configuration or unreachable server. Errors are one line on stderr (`error: ...`), never a
@@ -60,7 +61,7 @@ def positive_seconds(text: str) -> float:
 
 
 def build_parser() -> Parser:
-    from langlearn.cli import deploy, seed, server, verify
+    from langlearn.cli import backup, deploy, seed, server, verify
 
     parser = Parser(
         prog=PROG,
@@ -73,6 +74,7 @@ def build_parser() -> Parser:
     verify.register(commands)
     seed.register(commands)
     server.register(commands)
+    backup.register(commands)
     return parser
 
 
@@ -82,6 +84,8 @@ RESUME_HINTS = {
     "upgrade": "the migrations applied before it are kept and the one in flight was rolled back; run it again to apply the rest",
     "seed": "the steps committed before it are kept; run the same command again to resume",
     "db": "creating or dropping a database is all or nothing; run it again",
+    "backup": "no backup was written; run it again",
+    "restore": "the restore runs in one transaction, so the database is as it was; run it again",
 }
 NOTHING_CHANGED = "nothing was changed; run it again"
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
-from langlearn import databases, local_server
+from langlearn import backups, databases, local_server
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
 from langlearn.settings import database_url, redact
@@ -62,10 +61,8 @@ async def server_stop(args: argparse.Namespace, streams: Streams) -> int:
 
 
 async def client_tool(args: argparse.Namespace, streams: Streams) -> int:
-    executable = local_server.client_tool(args.tool)
     url = database_url(announce=lambda line: print(line, file=streams.err))
-    process = await asyncio.create_subprocess_exec(str(executable), "-d", url, *args.arguments)
-    return await process.wait()
+    return await backups.run_client(args.tool, url, *args.arguments)
 
 
 async def db_create(args: argparse.Namespace, streams: Streams) -> int:
