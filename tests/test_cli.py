@@ -21,7 +21,7 @@ from tests.conftest import LANGLEARN, run_cli
 SUBCOMMANDS = [
     ["upgrade"], ["check"], ["status"], ["verify"], ["seed"],
     ["server"], ["server", "url"], ["server", "status"], ["server", "stop"],
-    ["db"], ["db", "create"], ["db", "drop"], ["db", "reset"],
+    ["db"], ["db", "create"], ["db", "drop"], ["db", "reset"], ["backup"], ["restore"],
 ]
 
 
@@ -35,7 +35,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_top_level_help_lists_every_subcommand():
     result = run_cli(LANGLEARN, "--help")
     assert result.returncode == 0 and result.stderr == ""
-    for name in ("upgrade", "check", "status", "verify", "seed", "server", "db"):
+    for name in ("upgrade", "check", "status", "verify", "seed", "server", "db", "backup", "restore"):
         assert f"\n    {name} " in result.stdout
 
 
@@ -68,6 +68,9 @@ def test_every_subcommand_has_help(command):
         (["db", "drop", "template1", "--yes"], "'template1' is one of PostgreSQL's own databases"),
         (["db", "drop", "scratch"], "deletes every row of scratch; add --yes to confirm"),
         (["db", "reset", "scratch"], "deletes every row of scratch; add --yes to confirm"),
+        (["backup", "--output"], "argument --output: expected one argument"),
+        (["restore"], "the following arguments are required: FILE"),
+        (["restore", "x.dump"], "fills the database with the backup; add --yes to confirm"),
         ([], "the following arguments are required: COMMAND"),
     ],
 )
