@@ -8,14 +8,18 @@ It uses only the installed package (`pip install 'langlearn-data[service]'`):
 `MIGRATE_ON_START` picks the startup mode: `check` (default: refuse to start against the wrong
 schema), `apply` (take the migration lock and upgrade; safe with any number of workers or
 replicas) or `off`. A refused start exits before the server accepts a request.
+
+While the database is unreachable every route answers 503 with `Retry-After` (see `service.errors`);
+the connection pool reconnects by itself once the database is back. A request waits at most
+`DATABASE_TIMEOUT_SECONDS` (default 10; /health: 2) for a database that does not answer at all.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -23,7 +27,9 @@ from pydantic import BaseModel
 from tortoise import Tortoise
 
 from langlearn import MODES, ConfigError, database, history
+from service import errors
 from service.routes import router
+from service.timeouts import within
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -38,30 +44,38 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-app = FastAPI(title="langlearn example service", lifespan=lifespan)
+app = FastAPI(title="langlearn example service", lifespan=lifespan, responses={503: errors.UNAVAILABLE_RESPONSE})
+errors.install(app)
 app.include_router(router)
 
 
 class Health(BaseModel):
-    status: str
-    database: str
+    status: Literal["ok", "degraded", "unavailable"]
+    database: Literal["reachable", "unreachable"]
     version: str | None = None
     head: str | None = None
     pending: int | None = None
     unknown: list[str] = []
-    error: str | None = None
+    error: Literal["database_unavailable"] | None = None
 
 
-@app.get("/health", response_model=Health, responses={503: {"model": Health}})
+@app.get(
+    "/health",
+    response_model=Health,
+    responses={503: {**errors.UNAVAILABLE_RESPONSE, "model": Health, "description": "The database is not reachable"}},
+)
 async def health():
-    """Whether the database answers, the schema version it is at and how many migrations it lacks."""
+    """Whether the database answers, the schema version it is at and how many migrations it lacks.
+
+    `degraded`: reachable, but not at the head of the migration history (`pending` behind, or
+    `unknown` versions ahead). Never names the database's host, port or user.
+    """
     try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-            async with Tortoise.get_connection("default").acquire_connection() as connection:
-                state = await history.read_state(connection)
-    except Exception as error:
-        body = Health(status="unavailable", database="unreachable", error=" ".join(str(error).split()) or type(error).__name__)
-        return JSONResponse(status_code=503, content=body.model_dump())
+        state = await within(HEALTH_TIMEOUT_SECONDS, _read_state())
+    except errors.DATABASE_UNAVAILABLE as error:
+        errors.log.warning("503 for /health: database unavailable (%s)", errors.summary(error))
+        body = Health(status="unavailable", database="unreachable", error="database_unavailable")
+        return JSONResponse(status_code=503, content=body.model_dump(), headers=errors.retry_after())
     return Health(
         status="ok" if state.at_head else "degraded",
         database="reachable",
@@ -70,3 +84,8 @@ async def health():
         pending=len(state.pending),
         unknown=state.unknown,
     )
+
+
+async def _read_state() -> history.MigrationState:
+    async with Tortoise.get_connection("default").acquire_connection() as connection:
+        return await history.read_state(connection)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query
@@ -12,8 +12,14 @@ from pydantic import BaseModel
 
 from langlearn.models import Course, LeaderboardEntry, Lesson, Unit, User, UserVocabKnowledge
 from langlearn.models.enums import LeagueType
+from service.errors import Message
+from service.timeouts import BoundedRoute
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedRoute)
+
+
+def not_found(what: str) -> dict[int | str, dict[str, Any]]:
+    return {404: {"model": Message, "description": f"No such {what}"}}
 
 
 class CourseSummary(BaseModel):
@@ -87,7 +93,7 @@ async def list_courses():
     return [_summary(course) for course in courses]
 
 
-@router.get("/courses/{course_id}", response_model=CourseOut)
+@router.get("/courses/{course_id}", response_model=CourseOut, responses=not_found("course"))
 async def get_course(course_id: UUID):
     """A course with its units in order, each with its lessons in order (three queries)."""
     course = await Course.get_or_none(id=course_id)
@@ -114,7 +120,7 @@ async def get_course(course_id: UUID):
     )
 
 
-@router.get("/users/{user_id}/reviews/due", response_model=DueReviews)
+@router.get("/users/{user_id}/reviews/due", response_model=DueReviews, responses=not_found("user"))
 async def due_reviews(user_id: UUID, limit: Annotated[int, Query(ge=1, le=500, description="at most this many, oldest due first")] = 50):
     """The user's vocabulary whose next review is due (`next_review_date <= now`), oldest first."""
     if not await User.exists(id=user_id):
@@ -139,18 +145,19 @@ async def due_reviews(user_id: UUID, limit: Annotated[int, Query(ge=1, le=500, d
     )
 
 
-@router.get("/leagues/{league}", response_model=LeagueTable)
+@router.get("/leagues/{league}", response_model=LeagueTable, responses=not_found("league table for that week"))
 async def league_table(
-    league: LeagueType, week: Annotated[date | None, Query(description="the week's Monday; default: the latest week with entries")] = None
+    league: LeagueType,
+    week: Annotated[date | None, Query(description="any day of the week (its Monday starts it); default: the latest week with entries")] = None,
 ):
-    """One league's table for one week, by rank."""
+    """One league's table for one week, by rank. Any day names its week, so every date is a valid `week`."""
     if week is None:
         latest = await LeaderboardEntry.filter(league=league).order_by("-week_start").first().values_list("week_start", flat=True)
         if latest is None:
             raise HTTPException(404, f"no {league.value} league table yet")
         week = latest
-    elif week.weekday() != 0:
-        raise HTTPException(422, f"week {week} is a {week:%A}; weeks start on Monday ({week - timedelta(days=week.weekday())})")
+    else:
+        week -= timedelta(days=week.weekday())
     entries = await LeaderboardEntry.filter(league=league, week_start=week).order_by("current_rank", "-xp_earned").select_related("user")
     if not entries:
         raise HTTPException(404, f"no {league.value} league table for the week of {week}")
