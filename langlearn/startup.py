@@ -22,6 +22,7 @@ neither applied nor reported).
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -37,14 +38,15 @@ import asyncpg
 
 from langlearn import history
 from langlearn.compat import init_tortoise
-from langlearn.errors import ConfigError, StartupError
+from langlearn.errors import StartupError
 from langlearn.history import MigrationState
 from langlearn.settings import (
     APP_LABEL,
+    CONNECT_TIMEOUT_SECONDS,
     MIGRATIONS_LOCATION,
     AppsConfig,
-    asyncpg_url,
-    check_reachable,
+    connect_args,
+    connect_failure,
     database_url,
     redact,
     tortoise_config,
@@ -66,7 +68,14 @@ MODES: tuple[str, ...] = get_args(Mode)
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.blake2b(f"aerich:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1
 
 UPGRADE_HINT = "run `langlearn upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
-RETRYABLE_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)
+# "Not up yet": the only connection failures `connect()` retries. Not ConnectionError itself: asyncpg
+# raises that when the server refuses SSL, which waiting does not fix.
+RETRYABLE_CONNECT_ERRORS = (
+    ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, TimeoutError,
+    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+)
+# What asyncpg.connect raises for a connection that cannot be had (translated by `connect_failure`)
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 @dataclass(frozen=True)
@@ -185,38 +194,43 @@ async def prepare(url: str, mode: Mode = "check", options: StartupOptions = Star
 async def connect(url: str, *, timeout: float = StartupOptions.connect_timeout, application_name: str | None = None) -> asyncpg.Connection:
     """A dedicated asyncpg connection, retried with bounded backoff while the server starts.
 
-    Errors a retry cannot fix (bad password, missing database) fail at once; after `timeout`
+    Only "not up yet" is retried (`retryable`: refused, starting up, too many connections, timed
+    out); anything else (bad password, missing database, SSL refused, unresolvable host) fails at
+    once. Each attempt waits at most the URL's connect_timeout (default 5 s); after `timeout`
     seconds the last error becomes a one-line ConfigError.
     """
+    dsn, kwargs = connect_args(url)
+    url = validate_url(url)
+    attempt_timeout = kwargs.pop("timeout", CONNECT_TIMEOUT_SECONDS)
+    if application_name:
+        kwargs["server_settings"] = {**kwargs.get("server_settings", {}), "application_name": application_name}
     started = time.monotonic()
     deadline = started + timeout
-    settings = {"application_name": application_name} if application_name else None
     delay, attempts = 0.1, 0
     while True:
         attempts += 1
         remaining = deadline - time.monotonic()
         try:
-            return await asyncpg.connect(asyncpg_url(url), timeout=max(0.5, min(5.0, remaining)), server_settings=settings)
-        except RETRYABLE_CONNECT_ERRORS as error:
+            return await asyncpg.connect(dsn, timeout=max(0.5, min(attempt_timeout, remaining)), **kwargs)
+        except CONNECT_ERRORS as error:
+            if not retryable(error):
+                raise connect_failure(url, error) from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                break
-            log.debug("PostgreSQL not reachable yet (%s); retrying in %.1f s", error, min(delay, remaining))
+                raise connect_failure(url, error, f" (gave up after {attempts} attempts in {time.monotonic() - started:.1f} s)") from None
+            log.debug("PostgreSQL at %s not reachable yet (%s); retrying in %.1f s", redact(url), error, min(delay, remaining))
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)
-        except asyncpg.PostgresError:
-            await check_reachable(url)  # turns auth and missing-database errors into one-line ConfigErrors
-            raise
-    try:  # one last attempt, through check_reachable for its one-line diagnosis
-        await check_reachable(url, timeout=1.0)
-    except ConfigError as error:
-        raise ConfigError(f"{error} (gave up after {attempts + 1} attempts in {time.monotonic() - started:.1f} s)") from None
-    except asyncpg.PostgresError as error:  # e.g. "the database system is starting up"
-        raise ConfigError(
-            f"PostgreSQL at {redact(url)} is not accepting connections: {error} "
-            f"(gave up after {attempts + 1} attempts in {time.monotonic() - started:.1f} s)"
-        ) from None
-    return await asyncpg.connect(asyncpg_url(url), server_settings=settings)  # it came up just now
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether a failed connection means "the server is not up yet", which waiting can fix."""
+    if isinstance(error, RETRYABLE_CONNECT_ERRORS):
+        return True
+    if isinstance(error, socket.gaierror):  # an unknown host is permanent; a DNS server not answering yet is not
+        return error.errno == socket.EAI_AGAIN
+    # asyncio, when every address of a host name failed in a different way (localhost: ::1 and 127.0.0.1)
+    return isinstance(error, OSError) and error.errno is None and f"[Errno {errno.ECONNREFUSED}]" in str(error)
 
 
 async def lock_holder(connection: asyncpg.Connection) -> str | None:
