@@ -34,7 +34,8 @@ from langlearn.seed.content import load_content
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulate import RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES
-from langlearn.settings import asyncpg_url, database_url
+from langlearn.settings import database_url
+from langlearn.urls import asyncpg_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

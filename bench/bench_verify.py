@@ -34,7 +34,8 @@ import asyncpg
 
 from langlearn import history
 from langlearn.databases import ScratchDatabases
-from langlearn.settings import asyncpg_url, database_url, redact
+from langlearn.settings import database_url
+from langlearn.urls import asyncpg_url, redact
 from langlearn.verify import check_schema
 from langlearn.verify.invariants import INVARIANTS, WORK_MEM
 

@@ -17,11 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import asyncpg
-
 from langlearn.errors import ConfigError, LanglearnError
 from langlearn.local_server import LocalServerError, client_tool
-from langlearn.settings import asyncpg_url, check_reachable, redact
+from langlearn.settings import check_reachable, open_connection
+from langlearn.urls import libpq_url, redact
 
 BACKUP_FOLDER = Path("backups")  # git-ignored in a checkout
 
@@ -35,7 +34,7 @@ class LibpqTarget:
 
 
 def libpq_target(url: str) -> LibpqTarget:
-    parts = urlsplit(url)
+    parts = urlsplit(libpq_url(url))
     environment = dict(os.environ)
     netloc = parts.netloc
     if parts.password is not None:
@@ -73,6 +72,7 @@ async def backup(url: str, destination: Path) -> Path:
     """Dump the database of `url` to `destination` (pg_dump's custom format, for pg_restore); return it."""
     if destination.exists():
         raise LanglearnError(f"{destination} already exists; choose another --output or move it away")
+    await check_reachable(url)  # a bad URL, password or server is a one-line configuration error, before any file
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
     failure = await _run_captured("pg_dump", url, "--format=custom", "--file", str(partial))
@@ -89,8 +89,7 @@ async def restore(url: str, source: Path) -> None:
     backup does not name, so the result would be neither state; reset the database first.)"""
     if not source.is_file():
         raise ConfigError(f"no backup at {source}; pass the file `langlearn backup` wrote")
-    await check_reachable(url)
-    connection = await asyncpg.connect(asyncpg_url(url))
+    connection = await open_connection(url)
     try:
         tables = await connection.fetchval(
             "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from langlearn.errors import LanglearnError, UsageError
-from langlearn.settings import asyncpg_url, check_reachable, marked_production
+from langlearn.errors import ConfigError, LanglearnError, UsageError
+from langlearn.settings import marked_production, open_connection
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})
@@ -41,11 +41,10 @@ def checked_name(name: str) -> str:
 
 async def admin_connection(url: str) -> asyncpg.Connection:
     """A connection for CREATE/DROP DATABASE on the server of `url`; one-line ConfigErrors when it cannot be had."""
-    await check_reachable(url)
     try:
-        return await asyncpg.connect(asyncpg_url(with_database(url, "postgres")))
-    except (asyncpg.InvalidCatalogNameError, asyncpg.InsufficientPrivilegeError, asyncpg.InvalidAuthorizationSpecificationError):
-        return await asyncpg.connect(asyncpg_url(url))
+        return await open_connection(with_database(url, "postgres"))
+    except ConfigError:  # no `postgres` database, or not open to this user: the configured one will do
+        return await open_connection(url)
 
 
 async def database_exists(connection: asyncpg.Connection, name: str) -> bool:
@@ -109,7 +108,7 @@ class ScratchDatabases:
         self.prefix = prefix
 
     async def admin(self) -> asyncpg.Connection:
-        return await asyncpg.connect(asyncpg_url(self.url))
+        return await open_connection(self.url)
 
     async def create(self, template: str | None = None, name: str | None = None) -> str:
         """A new database, a copy of `template` (default: template0); returns its URL."""

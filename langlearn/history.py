@@ -21,6 +21,7 @@ import asyncpg
 from langlearn.compat import apply_version, load_version_module, models_state_of, version_modules
 from langlearn.errors import ConfigError
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, tortoise_config
+from langlearn.urls import tortoise_connection
 
 if TYPE_CHECKING:
     from aerich import Command
@@ -146,15 +147,11 @@ async def aerich_command(
     state), so only Aerich's own model is registered: that skips building two dozen models per run
     and leaves the project's model classes alone."""
     from aerich import Command
-    from tortoise.backends.base.config_generator import expand_db_url
     from tortoise.context import TortoiseContext
 
     config = tortoise_config(url)
     config["apps"][APP_LABEL]["models"] = ["aerich.models"]
-    if server_settings:
-        connection = expand_db_url(url)
-        connection["credentials"]["server_settings"] = dict(server_settings)
-        config["connections"]["default"] = connection
+    config["connections"]["default"] = tortoise_connection(url, server_settings)
     async with TortoiseContext():
         async with Command(config, app=APP_LABEL, location=location) as command:
             yield command

@@ -6,9 +6,8 @@ but empty is a mistake (a secret that failed to mount), refused rather than sile
 malformed or unreachable URL raises `ConfigError`, whose message is one line naming the problem and
 the fix, and never holds the password: every printable form of a URL goes through `redact()`.
 
-The URL's query parameters (`QUERY_PARAMETERS`) are checked by `validate_url()`, then handed to
-whoever understands them: `connect_args()` turns the URL into what `asyncpg.connect` takes, and
-`tortoise_connection()` into Tortoise's connection (the pool sizes go only there).
+The URL itself (redaction, validation, what each driver gets) is `langlearn.urls`; this module
+connects with it (`open_connection()`, with one-line errors) and builds Tortoise's config.
 
 `TORTOISE_ORM` (read lazily, so importing this module never starts a server) is what the Aerich
 CLI loads, per `[tool.aerich]` in pyproject.toml.
@@ -17,9 +16,7 @@ CLI loads, per `[tool.aerich]` in pyproject.toml.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import re
 import socket
 import ssl
 import sys
@@ -28,10 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit
+
+import asyncpg
 
 from langlearn.errors import ConfigError
 from langlearn.local_server import Announce, ensure_running
+from langlearn.urls import EMPTY_MESSAGE, connect_args, one_line, tortoise_connection, validate_url
 
 # The Tortoise app label: Aerich's history records it, so it never changes (the Python package may).
 APP_LABEL = "models"
@@ -51,229 +51,12 @@ def package_folder(package: str, *parts: str) -> Path:
 
 # Aerich's `location`: the folder holding one folder of migration files per app, shipped in the package.
 MIGRATIONS_LOCATION = str(package_folder("langlearn.migrations"))
-SCHEMES = {"postgres", "postgresql", "asyncpg"}
 # `ALTER DATABASE x SET langlearn.environment = '...'` marks a database; only these values say "not production"
 ENVIRONMENT_SETTING = "langlearn.environment"
 NON_PRODUCTION = frozenset({"development", "test"})
 CONNECT_TIMEOUT_SECONDS = 5.0
-TORTOISE_ENGINE = "tortoise.backends.asyncpg"
 
 AppsConfig = Mapping[str, Mapping[str, Any]]
-
-URL_SHAPE = "postgres://user:password@host:port/database"
-HINT = f"expected {URL_SHAPE}"
-EMPTY_MESSAGE = f"DATABASE_URL is set but empty; unset it to use the private server, or set it to {URL_SHAPE}"
-ENCODE_COMMAND = """python -c "import urllib.parse,sys; print(urllib.parse.quote(sys.argv[1], safe=''))" 'PASSWORD'"""
-
-# --- redaction -------------------------------------------------------------------------------------
-
-_SCHEME_SLASHES = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.\-]*://")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):(//)?")
-# What may follow the `@` that ends the credentials: host[:port], a host list, an IPv6 literal (even
-# a broken one). Never whitespace, another `@`, or the `=&;'"` of a query or a password.
-_PLAUSIBLE_HOSTS = re.compile(r"[^\s@/?#=&;'\"\\<>{}|^`]*")
-# host[:port][,host[:port]...] with nothing that could be a password after a colon
-_ONE_HOST = r"(?:\[[0-9A-Fa-f:.%\w]*\]?|[^:\[\]@,]*)(?::\d*)?"  # an IPv6 literal may lack its closing bracket
-_HOST_LIST = re.compile(rf"{_ONE_HOST}(?:,{_ONE_HOST})*")
-# a query parameter carrying a secret (password=, sslpassword=), however spelled
-_SECRET_PARAMETER = re.compile(r"(?i)([?&;][^=&#]*pass(?:word)?=)[^&#]*")
-
-
-def _authority(rest: str) -> str:
-    """`rest` up to the first / ? or # (after `scheme://`: the credentials and the hosts)."""
-    return re.split(r"[/?#]", rest, maxsplit=1)[0]
-
-
-def _credentials_end(rest: str) -> int | None:
-    """Where the credentials of `rest` (a URL after `scheme://`) end: the last `@` followed by a
-    plausible host, else the last `@`; None when there is no `@` at all."""
-    positions = [index for index, char in enumerate(rest) if char == "@"]
-    for index in reversed(positions):
-        if _PLAUSIBLE_HOSTS.fullmatch(_authority(rest[index + 1 :])):
-            return index
-    return positions[-1] if positions else None
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, fit for logs and messages: the one printable form of a URL.
-
-    Robust to malformed URLs (an unencoded `@ / ? #` in the password, a broken IPv6 literal): the
-    credentials run to the last `@` followed by a plausible host, and everything after the first `:`
-    in them is hidden; a `password=` in the query is hidden too. Hiding too much is fine; a password
-    shows never."""
-    match = _SCHEME_SLASHES.match(url)
-    head, rest = (url[: match.end()], url[match.end() :]) if match else ("", url)
-    end = _credentials_end(rest)
-    if end is not None:
-        user, colon, _ = rest[:end].partition(":")
-        credentials, rest = user + (":***" if colon else ""), rest[end:]
-    else:
-        authority = _authority(rest)
-        if ":" in authority and not _HOST_LIST.fullmatch(authority):
-            # no `@`, yet something other than a port follows a colon: perhaps `user:password` without a host
-            return head + rest.partition(":")[0] + ":***"
-        credentials = ""
-    return head + credentials + _SECRET_PARAMETER.sub(r"\1***", rest)
-
-
-# --- validation ------------------------------------------------------------------------------------
-
-# What a user name or password may hold unencoded (RFC 3986 userinfo): unreserved, sub-delims, `:`, %XX.
-_USERINFO = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2})*")
-
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-VERIFYING_SSL_MODES = ("require", "verify-ca", "verify-full")
-TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1, "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
-SESSION_ATTRIBUTES = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
-SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
-# Parameters that need an SSL context of their own (the rest of SSL is the `sslmode` string).
-SSL_CONTEXT_PARAMETERS = (*SSL_FILES, "sslpassword", "ssl_min_protocol_version", "ssl_max_protocol_version")
-POOL_PARAMETERS = {"minsize": "minsize", "min_size": "minsize", "maxsize": "maxsize", "max_size": "maxsize",
-                   "max_queries": "max_queries", "max_inactive_connection_lifetime": "max_inactive_connection_lifetime"}
-STATEMENT_CACHE_PARAMETERS = ("statement_cache_size", "max_cached_statement_lifetime", "max_cacheable_statement_size")
-# The connection's parameters, libpq's names: what psql and pg_dump understand too
-LIBPQ_PARAMETERS = (
-    "sslmode", *SSL_FILES, "sslpassword", "sslnegotiation", "ssl_min_protocol_version", "ssl_max_protocol_version",
-    "connect_timeout", "application_name", "options", "target_session_attrs", "krbsrvname", "gsslib", "passfile",
-)
-# Every query parameter DATABASE_URL may carry: libpq's names for the connection, Tortoise's for its pool.
-QUERY_PARAMETERS = (*LIBPQ_PARAMETERS, *STATEMENT_CACHE_PARAMETERS, *POOL_PARAMETERS)
-# What to write instead of parameters other tools accept
-INSTEAD = {
-    "timeout": "use connect_timeout=SECONDS",
-    "ssl": "use sslmode=require (or verify-ca, verify-full)",
-    "schema": "use options=-c%20search_path%3DSCHEMA",
-    "password": "put the password in the URL (user:password@host), percent-encoded",
-    "user": "put the user in the URL (user:password@host)",
-    "host": "put the host in the URL (@host:port)",
-    "port": "put the port in the URL (@host:port)",
-    "dbname": "put the database in the URL's path (/database)",
-    "database": "put the database in the URL's path (/database)",
-}
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _refuse_parameter(name: str, problem: str) -> ConfigError:
-    return ConfigError(f"DATABASE_URL parameter {name!r} {problem}")
-
-
-def _number(name: str, value: str, *, integer: bool, minimum: float) -> float:
-    try:
-        number = int(value) if integer else float(value)
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and number >= minimum):
-        what = "a whole number" if integer else "a number"
-        bound = "above 0" if minimum > 0 and not integer else f"of at least {minimum:g}"
-        raise _refuse_parameter(name, f"must be {what} {bound}, not {value!r}")
-    return number
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise _refuse_parameter(name, f"must be one of {', '.join(choices)}, not {value!r}")
-    return value
-
-
-def query_parameters(query: str) -> dict[str, str]:
-    """The URL's query parameters, checked (the last of a repeated one wins); one-line ConfigError otherwise."""
-    parameters: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name not in QUERY_PARAMETERS:
-            instead = INSTEAD.get(name.lower(), f"the supported ones are {', '.join(QUERY_PARAMETERS)}")
-            raise _refuse_parameter(name[:40], f"is not supported; {instead}")
-        parameters[POOL_PARAMETERS.get(name, name)] = value
-    for name, value in parameters.items():
-        if name == "sslmode":
-            _choice(name, value, SSL_MODES)
-        elif name == "sslnegotiation":
-            _choice(name, value, ("postgres", "direct"))
-        elif name in ("ssl_min_protocol_version", "ssl_max_protocol_version"):
-            _choice(name, value, tuple(TLS_VERSIONS))
-        elif name == "target_session_attrs":
-            _choice(name, value, SESSION_ATTRIBUTES)
-        elif name == "gsslib":
-            _choice(name, value, ("gssapi", "sspi"))
-        elif name == "connect_timeout":
-            _number(name, value, integer=False, minimum=math.ulp(0))
-        elif name in ("minsize", "statement_cache_size", "max_cached_statement_lifetime", "max_cacheable_statement_size"):
-            _number(name, value, integer=True, minimum=0)
-        elif name in ("maxsize", "max_queries"):
-            _number(name, value, integer=True, minimum=1)
-        elif name == "max_inactive_connection_lifetime":
-            _number(name, value, integer=False, minimum=0)
-        elif name in SSL_FILES and not (os.path.isfile(value) and os.access(value, os.R_OK)):
-            raise _refuse_parameter(name, f"names {value!r}, which is not a readable file")
-    if "minsize" in parameters and "maxsize" in parameters and int(parameters["minsize"]) > int(parameters["maxsize"]):
-        raise _refuse_parameter("minsize", f"({parameters['minsize']}) must not exceed maxsize ({parameters['maxsize']})")
-    mode = parameters.get("sslmode")
-    for name in SSL_CONTEXT_PARAMETERS:
-        if name in parameters and mode not in VERIFYING_SSL_MODES:
-            raise _refuse_parameter(name, f"needs sslmode=require, verify-ca or verify-full (sslmode={mode or 'prefer, the default,'} would not use it)")
-    if parameters.get("sslnegotiation") == "direct" and mode not in VERIFYING_SSL_MODES:
-        raise _refuse_parameter("sslnegotiation", "direct needs sslmode=require, verify-ca or verify-full")
-    if "sslkey" in parameters and "sslcert" not in parameters:
-        raise _refuse_parameter("sslkey", "needs sslcert=FILE, the certificate of that key")
-    return parameters
-
-
-def _check_credentials(authority: str) -> None:
-    """Refuse a user name or password holding characters a URL reserves, without echoing either."""
-    userinfo, at, _ = authority.rpartition("@")
-    if not at:
-        return
-    user, _, password = userinfo.partition(":")
-    for what, text in (("user name", user), ("password", password)):
-        if not _USERINFO.fullmatch(text):
-            raise ConfigError(
-                f"the {what} in DATABASE_URL holds characters that must be percent-encoded in a URL "
-                f"(such as @ / ? # [ ] % \\ \" a space or non-ASCII letters); encode it with: {ENCODE_COMMAND}"
-            )
-
-
-def validate_url(url: str) -> str:
-    """Check the shape of a DATABASE_URL and return it normalised to the `postgres://` scheme.
-
-    Checks the credentials (reserved characters must be percent-encoded) and the query parameters
-    (`query_parameters`). No message holds the password."""
-    url = url.strip()
-    if not url:
-        raise ConfigError(EMPTY_MESSAGE)
-    named = _SCHEME.match(url)
-    scheme = named.group(1).lower() if named else ""
-    if scheme not in SCHEMES:
-        raise ConfigError(f"DATABASE_URL scheme {scheme or '(none)'!r} is not PostgreSQL; {HINT}")
-    if not named or not named.group(2):
-        raise ConfigError(f"DATABASE_URL {redact(url)!r} is malformed (no // after {scheme}:); {HINT}")
-    rest = url[named.end() :]
-    authority = _authority(rest)
-    after = rest[len(authority) :]
-    if "@" in after:
-        raise ConfigError(
-            "DATABASE_URL holds an @ after its host, so its password probably holds an unencoded / ? # or @ "
-            f"(an @ in the database name or a parameter must be written %40); percent-encode the password: {ENCODE_COMMAND}"
-        )
-    _check_credentials(authority)
-    if "#" in after:
-        raise ConfigError(f"DATABASE_URL holds a #, which ends a URL; write it %23 (percent-encode a password with: {ENCODE_COMMAND})")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        hostname = parts.hostname
-    except ValueError as error:
-        raise ConfigError(f"DATABASE_URL {redact(url)!r} is malformed ({_one_line(error)}); {HINT}") from None
-    if not hostname:
-        raise ConfigError(f"DATABASE_URL {redact(url)!r} names no host; {HINT}")
-    if not unquote(parts.path.lstrip("/")):
-        raise ConfigError(f"DATABASE_URL {redact(url)!r} names no database; {HINT}")
-    query_parameters(parts.query)
-    if port is None:
-        parts = parts._replace(netloc=f"{parts.netloc}:5432")
-    return parts._replace(scheme="postgres").geturl()
-
 
 def database_url(announce: Announce | None = None) -> str:
     """The validated DATABASE_URL, or the private server's when it is unset (set but blank is an error)."""
@@ -291,126 +74,6 @@ def marked_production(marker: str | None) -> bool:
     return marker is not None and marker.strip().lower() not in NON_PRODUCTION
 
 
-# --- what the drivers get --------------------------------------------------------------------------
-
-
-def _ssl_context(mode: str, parameters: Mapping[str, str]) -> ssl.SSLContext:
-    """An SSL context honouring libpq's sslrootcert, sslcert, sslkey, sslcrl, sslpassword and TLS versions."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = mode == "verify-full"
-    rootcert = parameters.get("sslrootcert")
-    if rootcert is None and mode != "require":  # libpq's default for verify-ca and verify-full
-        try:
-            default = Path(os.environ.get("PGSSLROOTCERT") or Path.home() / ".postgresql" / "root.crt")
-        except RuntimeError:  # no home directory
-            default = Path("/nonexistent")
-        if not default.is_file():
-            raise _refuse_parameter("sslmode", f"{mode} needs the server's CA certificate: add sslrootcert=FILE")
-        rootcert = str(default)
-    try:
-        if rootcert is not None:  # libpq: with a root certificate, even `require` verifies the chain
-            context.load_verify_locations(cafile=rootcert)
-            context.verify_mode = ssl.CERT_REQUIRED
-        else:
-            context.verify_mode = ssl.CERT_NONE
-        if "sslcrl" in parameters:
-            context.load_verify_locations(cafile=parameters["sslcrl"])
-            context.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
-        if "sslcert" in parameters:
-            password = parameters.get("sslpassword") or None
-            context.load_cert_chain(parameters["sslcert"], keyfile=parameters.get("sslkey"), password=password)
-    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else _one_line(error)
-        raise ConfigError(f"the SSL files named by DATABASE_URL could not be loaded ({reason}); check sslrootcert, sslcert, sslkey, sslcrl and sslpassword") from None
-    context.minimum_version = TLS_VERSIONS[parameters.get("ssl_min_protocol_version", "TLSv1.2")]
-    if "ssl_max_protocol_version" in parameters:
-        context.maximum_version = TLS_VERSIONS[parameters["ssl_max_protocol_version"]]
-    if ssl.HAS_ALPN:
-        context.set_alpn_protocols(["postgresql"])
-    return context
-
-
-def connect_args(url: str) -> tuple[str, dict[str, Any]]:
-    """What `asyncpg.connect` gets for a DATABASE_URL: `dsn, kwargs = connect_args(url)`, then
-    `await asyncpg.connect(dsn, **kwargs)`.
-
-    The DSN holds only the credentials, host, port and database; every query parameter becomes the
-    keyword it belongs to: `connect_timeout` the `timeout`, `sslmode` and the SSL files `ssl`,
-    `application_name` and `options` `server_settings`. The pool sizes belong to Tortoise only."""
-    url = validate_url(url)
-    parts = urlsplit(url)
-    parameters = query_parameters(parts.query)
-    kwargs: dict[str, Any] = {}
-    if "connect_timeout" in parameters:
-        kwargs["timeout"] = float(parameters["connect_timeout"])
-    settings = {name: parameters[name] for name in ("application_name", "options") if name in parameters}
-    if settings:
-        kwargs["server_settings"] = settings
-    mode = parameters.get("sslmode")
-    if mode is not None:
-        needs_context = any(name in parameters for name in SSL_CONTEXT_PARAMETERS)
-        kwargs["ssl"] = _ssl_context(mode, parameters) if needs_context else mode
-    if parameters.get("sslnegotiation") == "direct":
-        kwargs["direct_tls"] = True
-    for name in ("target_session_attrs", "krbsrvname", "gsslib", "passfile"):
-        if name in parameters:
-            kwargs[name] = parameters[name]
-    for name in STATEMENT_CACHE_PARAMETERS:
-        if name in parameters:
-            kwargs[name] = int(parameters[name])
-    return urlunsplit(("postgresql", parts.netloc, parts.path, "", "")), kwargs
-
-
-def asyncpg_url(url: str) -> str:
-    """The URL as one DSN asyncpg parses itself. Prefer `connect_args()`, which also passes the
-    connect timeout and the statement cache; this keeps the parameters asyncpg's DSN understands
-    and drops the ones it would send the server as settings (which the server refuses)."""
-    url = validate_url(url)
-    parts = urlsplit(url)
-    kept = [(name, value) for name, value in query_parameters(parts.query).items()
-            if name not in ("connect_timeout", *STATEMENT_CACHE_PARAMETERS, *set(POOL_PARAMETERS.values()))]
-    return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
-
-
-def libpq_url(url: str) -> str:
-    """The URL for libpq's tools (psql, pg_dump, pg_restore): without the parameters only the pool and
-    asyncpg know (libpq refuses them), connect_timeout in the whole seconds libpq reads."""
-    url = validate_url(url)
-    parts = urlsplit(url)
-    kept = []
-    for name, value in query_parameters(parts.query).items():
-        if name in LIBPQ_PARAMETERS:
-            kept.append((name, str(math.ceil(float(value))) if name == "connect_timeout" else value))
-    return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept, quote_via=quote), ""))
-
-
-def tortoise_connection(url: str, server_settings: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Tortoise's connection for a DATABASE_URL: the credentials `expand_db_url` would make, with the
-    query parameters translated (pool sizes for its pool, the rest as for `connect_args`) and
-    `server_settings` set on every connection of the pool."""
-    dsn, kwargs = connect_args(url)
-    parts = urlsplit(dsn)
-    parameters = query_parameters(urlsplit(url).query)
-    host_port = parts.netloc.rpartition("@")[2]  # validated: it ends with :port
-    credentials: dict[str, Any] = {
-        # an IPv6 literal without its brackets; a name as written (hostname would lowercase a socket path)
-        "host": parts.hostname if host_port.startswith("[") else unquote(host_port.rpartition(":")[0]),
-        "port": parts.port,
-        "user": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
-        "database": unquote(parts.path.lstrip("/")),
-        **kwargs,
-    }
-    if server_settings:
-        credentials["server_settings"] = {**credentials.get("server_settings", {}), **server_settings}
-    for name in ("minsize", "maxsize", "max_queries"):
-        if name in parameters:
-            credentials[name] = int(parameters[name])
-    if "max_inactive_connection_lifetime" in parameters:
-        credentials["max_inactive_connection_lifetime"] = float(parameters["max_inactive_connection_lifetime"])
-    return {"engine": TORTOISE_ENGINE, "credentials": credentials}
-
-
 # --- connecting ------------------------------------------------------------------------------------
 
 
@@ -421,12 +84,10 @@ def _server(parts: SplitResult) -> str:
 
 def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigError:
     """The one-line ConfigError for a failed connection to `url` (already validated), naming the cause and the fix."""
-    import asyncpg
-
     parts = urlsplit(url)
     server, database = _server(parts), unquote(parts.path.lstrip("/"))
     user = unquote(parts.username or "")
-    reason = _one_line(error) or type(error).__name__
+    reason = one_line(error) or type(error).__name__
     if isinstance(error, asyncpg.InvalidCatalogNameError):
         message = f"database {database!r} does not exist on {server}; create it or fix DATABASE_URL"
     elif isinstance(error, asyncpg.InvalidPasswordError):
@@ -441,7 +102,7 @@ def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigE
         message = (f"PostgreSQL at {server} does not accept SSL connections, which DATABASE_URL's sslmode requires; "
                    "enable SSL on the server, or use sslmode=prefer or disable")
     elif isinstance(error, ssl.SSLError):
-        message = f"the SSL connection to PostgreSQL at {server} failed ({_one_line(error.reason or error)}); check sslmode and sslrootcert in DATABASE_URL"
+        message = f"the SSL connection to PostgreSQL at {server} failed ({one_line(error.reason or error)}); check sslmode and sslrootcert in DATABASE_URL"
     elif isinstance(error, socket.gaierror):
         message = f"cannot resolve the host {parts.hostname!r} of DATABASE_URL ({error.strerror or reason}); fix the host name"
     elif isinstance(error, TimeoutError):
@@ -453,18 +114,20 @@ def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigE
     return ConfigError(f"{message}{suffix}")
 
 
-async def check_reachable(url: str, timeout: float | None = None) -> None:
-    """Connect once and run `SELECT 1`, translating failures into one-line ConfigErrors.
-
-    `timeout` defaults to the URL's connect_timeout, else CONNECT_TIMEOUT_SECONDS."""
-    import asyncpg
-
+async def open_connection(url: str, timeout: float | None = None) -> asyncpg.Connection:
+    """One asyncpg connection to the database of `url`, its query parameters applied; any failure is a
+    one-line ConfigError. `timeout` defaults to the URL's connect_timeout, else CONNECT_TIMEOUT_SECONDS."""
     dsn, kwargs = connect_args(url)
     kwargs["timeout"] = timeout if timeout is not None else kwargs.get("timeout", CONNECT_TIMEOUT_SECONDS)
     try:
-        connection = await asyncpg.connect(dsn, **kwargs)
+        return await asyncpg.connect(dsn, **kwargs)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
         raise connect_failure(validate_url(url), error) from None
+
+
+async def check_reachable(url: str, timeout: float | None = None) -> None:
+    """Connect once and run `SELECT 1`, translating failures into one-line ConfigErrors."""
+    connection = await open_connection(url, timeout)
     try:
         await connection.fetchval("SELECT 1")
     finally:
@@ -496,7 +159,7 @@ def _checked_config_for_cli() -> dict[str, Any]:
             pool.submit(asyncio.run, check_reachable(url)).result()
         return tortoise_config(url)
     except ConfigError as error:  # one line and the CLI's exit code (2), as `langlearn` prints it
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(error.exit_code) from None
 
 

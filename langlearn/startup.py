@@ -45,13 +45,11 @@ from langlearn.settings import (
     CONNECT_TIMEOUT_SECONDS,
     MIGRATIONS_LOCATION,
     AppsConfig,
-    connect_args,
     connect_failure,
     database_url,
-    redact,
     tortoise_config,
-    validate_url,
 )
+from langlearn.urls import connect_args, redact, validate_url
 from langlearn.verify import Finding, check_schema
 
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ from langlearn.seed.content import Content, Row, data_files, dumps, load_content
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulate import BATCH_USERS, RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
-from langlearn.settings import ENVIRONMENT_SETTING, asyncpg_url, check_reachable, marked_production, redact
+from langlearn.settings import ENVIRONMENT_SETTING, marked_production, open_connection
 
 DEMO_USERS = 36
 SCALE_USERS = 1000
@@ -354,11 +354,7 @@ def render_summary(report: Report, console: Console) -> None:
 
 async def seed(url: str, options: SeedOptions, console: Console) -> Report:
     """Seed the database at `url` (already validated) and return what was written."""
-    await check_reachable(url)  # a bad password, database or server is a one-line ConfigError (exit 2)
-    try:
-        connection = await asyncpg.connect(asyncpg_url(url))
-    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
-        raise ConfigError(f"cannot connect to {redact(url)} ({error})") from None
+    connection = await open_connection(url)  # a bad password, database or server is a one-line ConfigError (exit 2)
     try:
         return await Seeder(connection, options, console).run()
     finally:

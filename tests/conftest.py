@@ -19,7 +19,8 @@ import pytest
 
 from langlearn import history
 from langlearn.databases import ScratchDatabases, database_name
-from langlearn.settings import asyncpg_url, database_url
+from langlearn.settings import database_url
+from langlearn.urls import asyncpg_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LANGLEARN = str(Path(sys.executable).with_name("langlearn"))  # the console script of the environment under test

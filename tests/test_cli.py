@@ -15,7 +15,7 @@ import pytest
 from langlearn import history
 from langlearn.cli import main
 from langlearn.databases import database_name, with_database
-from langlearn.settings import asyncpg_url
+from langlearn.urls import asyncpg_url
 from tests.conftest import LANGLEARN, run_cli
 
 SUBCOMMANDS = [

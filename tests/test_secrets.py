@@ -23,8 +23,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
-from langlearn.settings import ConfigError, asyncpg_url, connect_args, redact, tortoise_connection, validate_url
+from langlearn.settings import ConfigError
 from langlearn.startup import connect
+from langlearn.urls import asyncpg_url, connect_args, redact, tortoise_connection, validate_url
 from tests.conftest import REPO_ROOT, run_cli
 
 RESERVED = ":/?#[]@!$&'()*+,;=%"

@@ -8,16 +8,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from langlearn.databases import with_database
-from langlearn.settings import (
-    ConfigError,
-    asyncpg_url,
-    connect_args,
-    database_url,
-    redact,
-    tortoise_config,
-    tortoise_connection,
-    validate_url,
-)
+from langlearn.settings import ConfigError, database_url, tortoise_config
+from langlearn.urls import asyncpg_url, connect_args, redact, tortoise_connection, validate_url
 from tests.conftest import run_cli
 
 
@@ -363,7 +355,7 @@ async def test_libpq_tools_get_only_the_parameters_libpq_knows(head_db):
     import subprocess
 
     from langlearn.local_server import client_tool
-    from langlearn.settings import libpq_url
+    from langlearn.urls import libpq_url
 
     url = f"{head_db}?connect_timeout=2.5&minsize=1&maxsize=3&statement_cache_size=0&application_name=tool&options=-c%20statement_timeout%3D4321"
     converted = libpq_url(url)

@@ -24,8 +24,9 @@ import pytest
 from langlearn import history
 from langlearn.databases import with_database
 from langlearn.models import Course
-from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError, asyncpg_url
+from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError
 from langlearn.startup import MIGRATION_LOCK_KEY, StartupError, StartupOptions, connect, database, lock_holder, prepare
+from langlearn.urls import asyncpg_url
 from tests.catalog import snapshot
 from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
 
@@ -540,3 +541,13 @@ async def test_an_interrupted_upgrade_rolls_back_the_migration_in_flight_and_say
     )
     assert await database_contents(watcher) == before
     assert await lock_holder(watcher) is None
+
+
+async def test_upgrade_check_verify_seed_and_backup_take_the_query_parameters_users_pass(empty_db, tmp_path):
+    url = f"{empty_db}?connect_timeout=3&minsize=1&maxsize=3&application_name=deploy-step&sslmode=prefer"
+    upgraded = run_cli(LANGLEARN, "upgrade", database=url)
+    assert upgraded.returncode == 0 and upgraded.stdout.startswith(f"applied {len(HEAD)} migration(s); "), upgraded.stderr
+    for command in (["check"], ["status"], ["verify", "--skip-invariants"], ["backup", "--output", str(tmp_path / "b.dump")],
+                    ["server", "psql", "-X", "-tAc", "SELECT 1"], ["seed", "--no-progress"]):
+        result = run_cli(LANGLEARN, *command, database=url)
+        assert result.returncode == 0, (command, result.stderr)

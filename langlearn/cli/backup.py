@@ -8,7 +8,8 @@ from pathlib import Path
 from langlearn import backups
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
-from langlearn.settings import database_url, redact
+from langlearn.settings import database_url
+from langlearn.urls import redact
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:

@@ -7,7 +7,8 @@ import argparse
 from langlearn import backups, databases, local_server
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
-from langlearn.settings import database_url, redact
+from langlearn.settings import check_reachable, database_url
+from langlearn.urls import redact
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -62,6 +63,7 @@ async def server_stop(args: argparse.Namespace, streams: Streams) -> int:
 
 async def client_tool(args: argparse.Namespace, streams: Streams) -> int:
     url = database_url(announce=lambda line: print(line, file=streams.err))
+    await check_reachable(url)  # one line of ours, rather than the tool's own two
     return await backups.run_client(args.tool, url, *args.arguments)
 
 

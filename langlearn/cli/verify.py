@@ -10,7 +10,8 @@ import argparse
 
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
-from langlearn.settings import database_url, redact
+from langlearn.settings import database_url
+from langlearn.urls import redact
 from langlearn.verify import Finding, VerificationResult, verify
 
 

@@ -12,7 +12,8 @@ The expected schema is derived from the model classes (`expected_schema()`), nev
 from __future__ import annotations
 
 from langlearn.errors import ConfigError
-from langlearn.settings import asyncpg_url, check_reachable, redact, validate_url
+from langlearn.settings import open_connection
+from langlearn.urls import redact, validate_url
 from langlearn.verify.expected import expected_schema
 from langlearn.verify.findings import CHECKS, Finding, Severity, VerificationResult
 from langlearn.verify.history import check_migrations
@@ -40,7 +41,6 @@ async def verify(url: str, *, schema: bool = True, migrations: bool = True, inva
     import asyncpg
 
     url = validate_url(url)
-    await check_reachable(url)
     # migrations first: a pending migration explains most schema findings that follow
     chosen = [(name, check) for name, check, wanted in (
         ("migrations", check_migrations, migrations),
@@ -48,7 +48,7 @@ async def verify(url: str, *, schema: bool = True, migrations: bool = True, inva
         ("invariants", check_invariants, invariants),
     ) if wanted]
     findings: list[Finding] = []
-    connection = await asyncpg.connect(asyncpg_url(url))
+    connection = await open_connection(url)
     try:
         for name, check in chosen:
             try:
