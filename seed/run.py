@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from langlearn.errors import ConfigError, Interrupted, SeedError
+from langlearn.errors import ConfigError, Interrupted, LanglearnError, SeedError
 from langlearn.history import read_state
 from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
 from langlearn.seed.passwords import Passwords
@@ -99,8 +99,6 @@ class Report:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TABLES, 0.0))
     wall: float = 0.0
     message: str = ""
-    steps_done: int = 0
-    steps_total: int = 0
 
     @property
     def total_rows(self) -> int:
@@ -217,13 +215,12 @@ class Seeder:
             demo_accounts=demo_accounts, unpredictable=options.force,
         )
         context = RunContext(options.seed, options.users, anchor, content, passwords, demo_accounts, options.force)
-        steps_total = self.report.steps_total = context.batches + 2
+        steps_total = context.batches + 2
         counts: dict[str, int]
         if previous is None:
             run_id, steps_done, counts = uuid4(), 0, {}
         else:
             run_id, steps_done, counts = previous.id, previous.steps_done, dict(previous.counts)
-            self.report.steps_done = steps_done
             await self.connection.execute(
                 "UPDATE seed_runs SET resumes = resumes + 1, status = 'running', error = NULL, updated_at = now() "
                 "WHERE id = $1", run_id)
@@ -247,11 +244,6 @@ class Seeder:
         except (asyncpg.PostgresError, OSError) as error:
             await self._record_failure(run_id, error)
             raise SeedError(f"the seed failed and can be resumed by running it again ({type(error).__name__}: {error})") from None
-        except asyncio.CancelledError:  # SIGINT or SIGTERM: the step in flight rolls back with its transaction
-            raise Interrupted(
-                f"the seed stopped after step {self.report.steps_done} of {steps_total} (each step is all or nothing); "
-                "run the same command again to resume"
-            ) from None
         self.report.wall = time.perf_counter() - started
         written = f"{self.report.total_rows:,} rows in {self.report.wall:.1f} s"
         if previous is not None:
@@ -291,7 +283,6 @@ class Seeder:
                 await self._copy(table, content.rows[table])
                 counts[table] = counts.get(table, 0) + len(content.rows[table])
             await self._advance(run_id, 1, counts)
-        self.report.steps_done = 1
 
     async def _advance(self, run_id: UUID, steps_done: int, counts: dict[str, int]) -> None:
         """Record the step inside its transaction; `report.steps_done` follows once the caller commits."""
@@ -323,7 +314,6 @@ class Seeder:
                         await self._copy(table, rows)
                         counts[table] = counts.get(table, 0) + len(rows)
                     await self._advance(run_id, batch_index + 2, counts)
-                self.report.steps_done = batch_index + 2
                 done_users += len(batch.rows["users"])
                 to_do = context.users - batches.start * BATCH_USERS
                 for table in batch.rows:
@@ -357,5 +347,21 @@ async def seed(url: str, options: SeedOptions, console: Console) -> Report:
     connection = await open_connection(url)  # a bad password, database or server is a one-line ConfigError (exit 2)
     try:
         return await Seeder(connection, options, console).run()
+    except asyncio.CancelledError:  # SIGINT or SIGTERM: the step in flight rolls back with its transaction
+        raise Interrupted(await _where_it_stopped(url)) from None
     finally:
         await connection.close()
+
+
+async def _where_it_stopped(url: str) -> str:
+    """Where an interrupted run stands, read afresh: a step whose COMMIT was in flight may have landed."""
+    try:
+        reader = await open_connection(url)
+        try:
+            run = await reader.fetchrow("SELECT steps_done, steps_total FROM seed_runs ORDER BY started_at DESC LIMIT 1")
+        finally:
+            await reader.close()
+    except (LanglearnError, asyncpg.PostgresError, OSError):
+        run = None
+    where = f"after step {run['steps_done']} of {run['steps_total']} " if run else ""
+    return f"the seed stopped {where}(each step is all or nothing); run the same command again to resume"
