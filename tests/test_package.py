@@ -24,6 +24,10 @@ from tests.test_startup import unused_port
 pytestmark = pytest.mark.slow
 BEFORE_THE_PACKAGE = "2210a1d"  # the last commit of the checkout-only layout (core/, seed/verify/, service/)
 HEAD = history.version_files()[-1]
+OLD_HISTORY = [  # what that commit shipped; later migrations apply on top
+    "0_20261124040402_baseline.py", "1_20261124040432_phase1_users.py", "2_20261124040452_phase2_content.py",
+    "3_20261124040530_phase3_learning.py", "4_20261124040608_phase4_gamification.py", "5_20261124041220_seed_runs.py",
+]
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -167,12 +171,13 @@ def test_a_database_migrated_and_seeded_by_the_code_before_the_package_is_at_hea
     ok(run(sys.executable, "-m", "seed", "--no-progress", cwd=old, env=old_code))
 
     langlearn = Path(sys.executable).with_name("langlearn")
-    assert ok(run(langlearn, "check", cwd=tmp_path, env={"DATABASE_URL": empty_db})).strip() == (
-        f"database at {HEAD} (head); schema matches the models"
-    )
-    assert ok(run(langlearn, "verify", cwd=tmp_path, env={"DATABASE_URL": empty_db})).strip().endswith(
-        ": clean (schema, migrations, invariants)"
-    )
-    assert ok(run(langlearn, "upgrade", cwd=tmp_path, env={"DATABASE_URL": empty_db})).startswith("nothing to apply; ")
-    again = run(langlearn, "seed", "--no-progress", cwd=tmp_path, env={"DATABASE_URL": empty_db})
+    env = {"DATABASE_URL": empty_db}
+    status = ok(run(langlearn, "status", cwd=tmp_path, env=env))
+    assert "unknown" not in status and "twice" not in status  # every version the old code recorded is known by name
+    upgraded = ok(run(langlearn, "upgrade", cwd=tmp_path, env=env))
+    newer = [version for version in history.version_files() if version not in OLD_HISTORY]
+    assert upgraded.startswith(f"applied {len(newer)} migration(s); " if newer else "nothing to apply; ")
+    assert ok(run(langlearn, "check", cwd=tmp_path, env=env)).strip() == f"database at {HEAD} (head); schema matches the models"
+    assert ok(run(langlearn, "verify", cwd=tmp_path, env=env)).strip().endswith(": clean (schema, migrations, invariants)")
+    again = run(langlearn, "seed", "--no-progress", cwd=tmp_path, env=env)
     assert again.returncode == 0 and "Nothing to do" in again.stdout, again.stderr
