@@ -243,7 +243,8 @@ async def test_seed_runs_migration_downgrades_and_upgrades_cleanly(head_db, conn
              "(SELECT count(*) FROM pg_type WHERE typname IN ('seed_preset', 'seed_run_status'))")
     assert tuple(await (await connect(head_db)).fetchrow(query)) == (True, 2)
     reverted = await history.downgrade(head_db, to=4)
-    assert [version.split("_", 2)[-1] for version in reverted] == ["seed_runs.py"]
+    # seed_runs (5) is reverted last, after whatever later migrations the history has grown since
+    assert reverted[-1].endswith("_seed_runs.py") and all(history.version_number(version) > 5 for version in reverted[:-1])
     assert tuple(await (await connect(head_db)).fetchrow(query)) == (False, 0)
     await history.upgrade(head_db)
     connection = await connect(head_db)
