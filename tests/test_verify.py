@@ -145,8 +145,8 @@ async def test_column_of_another_type_is_reported(head_db, connect):
 
 async def test_extra_column_is_a_warning(head_db, connect):
     connection = await connect(head_db)
-    await connection.execute("ALTER TABLE users ADD COLUMN nickname text")
-    await assert_reported(head_db, connection, check_schema, {("warning", "extra_column", "users.nickname")})
+    await connection.execute("ALTER TABLE users ADD COLUMN added_by_hand text")
+    await assert_reported(head_db, connection, check_schema, {("warning", "extra_column", "users.added_by_hand")})
 
 
 async def test_extra_table_is_a_warning_and_aerich_is_ignored(head_db, connect):
@@ -443,11 +443,11 @@ def test_result_exit_code_is_1_for_a_warning_alone():
 
 
 async def test_report_groups_findings_by_severity(head_db, connect):
-    await (await connect(head_db)).execute("ALTER TABLE users ADD COLUMN nickname text; DROP INDEX idx_lesson_unit_order")
+    await (await connect(head_db)).execute("ALTER TABLE users ADD COLUMN added_by_hand text; DROP INDEX idx_lesson_unit_order")
     lines = verify_cli(head_db).stdout.splitlines()
     assert lines[0].endswith(": 1 error, 1 warning (schema, migrations, invariants)")
     assert lines[2:4] == ["Errors:", "  [schema] missing_index: lessons.idx_lesson_unit_order"]
-    assert lines[6:8] == ["Warnings:", "  [schema] extra_column: users.nickname"]
+    assert lines[6:8] == ["Warnings:", "  [schema] extra_column: users.added_by_hand"]
 
 
 @pytest.mark.parametrize(
