@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from langlearn.errors import ConfigError, LanglearnError, UsageError
-from langlearn.settings import marked_production, open_connection
+from langlearn.settings import marked_production, open_connection, server_address
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 SYSTEM_DATABASES = frozenset({"postgres", "template0", "template1"})
@@ -57,10 +57,10 @@ async def create_database(url: str, name: str, *, template: str | None = None) -
     connection = await admin_connection(url)
     try:
         if await database_exists(connection, name):
-            raise LanglearnError(f"database {name!r} already exists on {_server(url)}; `langlearn db reset {name} --yes` empties it")
+            raise LanglearnError(f"database {name!r} already exists on {server_address(url)}; `langlearn db reset {name} --yes` empties it")
         await connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template or "template0"}"')
     except asyncpg.InsufficientPrivilegeError:
-        raise LanglearnError(f"the user of DATABASE_URL may not create databases on {_server(url)}; grant it CREATEDB") from None
+        raise LanglearnError(f"the user of DATABASE_URL may not create databases on {server_address(url)}; grant it CREATEDB") from None
     finally:
         await connection.close()
     return with_database(url, name)
@@ -89,15 +89,10 @@ async def drop_database(url: str, name: str, *, refuse_production: bool = True) 
             )
         await connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     except asyncpg.InsufficientPrivilegeError:
-        raise LanglearnError(f"the user of DATABASE_URL may not drop database {name!r} on {_server(url)}; only its owner may") from None
+        raise LanglearnError(f"the user of DATABASE_URL may not drop database {name!r} on {server_address(url)}; only its owner may") from None
     finally:
         await connection.close()
     return True
-
-
-def _server(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}"
 
 
 class ScratchDatabases:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
@@ -77,7 +77,9 @@ def marked_production(marker: str | None) -> bool:
 # --- connecting ------------------------------------------------------------------------------------
 
 
-def _server(parts: SplitResult) -> str:
+def server_address(url: str) -> str:
+    """`host:port` of a validated URL, as messages name the server (`[::1]:5432` for IPv6)."""
+    parts = urlsplit(url)
     host = parts.hostname or ""
     return f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
 
@@ -85,7 +87,7 @@ def _server(parts: SplitResult) -> str:
 def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigError:
     """The one-line ConfigError for a failed connection to `url` (already validated), naming the cause and the fix."""
     parts = urlsplit(url)
-    server, database = _server(parts), unquote(parts.path.lstrip("/"))
+    server, database = server_address(url), unquote(parts.path.lstrip("/"))
     user = unquote(parts.username or "")
     reason = one_line(error) or type(error).__name__
     if isinstance(error, asyncpg.InvalidCatalogNameError):

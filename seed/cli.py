@@ -20,7 +20,6 @@ from rich.console import Console
 
 from langlearn.errors import UsageError
 from langlearn.seed.run import DEMO_USERS, MAX_USERS, SCALE_USERS, SeedOptions, render_summary, seed
-from langlearn.settings import database_url
 
 MAX_SEED = 2**63 - 1
 EARLIEST_ANCHOR = date(1970, 1, 1)
@@ -80,11 +79,9 @@ def options_from(args: argparse.Namespace) -> SeedOptions:
                        progress=not args.no_progress)
 
 
-async def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Seed the configured database; LanglearnErrors go to the caller, which prints them."""
-    options = options_from(args)
+async def run(options: SeedOptions, url: str, out: TextIO) -> int:
+    """Seed the database at `url`; LanglearnErrors go to the caller, which prints them."""
     console = Console(file=out, highlight=False)
-    url = database_url(announce=lambda line: print(line, file=err))
     report = await seed(url, options, console)
     render_summary(report, console)
     return 0

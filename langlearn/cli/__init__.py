@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from langlearn.errors import Interrupted, LanglearnError, UsageError
+from langlearn.settings import database_url
 
 PROG = "langlearn"
 
@@ -37,6 +38,10 @@ class Streams:
 
     out: TextIO
     err: TextIO
+
+    def configured_url(self) -> str:
+        """DATABASE_URL, or the private server's (whose start is announced on `err`)."""
+        return database_url(announce=lambda line: print(line, file=self.err))
 
 
 Handler = Callable[[argparse.Namespace, Streams], Awaitable[int]]

@@ -8,7 +8,6 @@ from pathlib import Path
 from langlearn import backups
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
-from langlearn.settings import database_url
 from langlearn.urls import redact
 
 
@@ -31,7 +30,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 async def run_backup(args: argparse.Namespace, streams: Streams) -> int:
-    url = database_url(announce=lambda line: print(line, file=streams.err))
+    url = streams.configured_url()
     written = await backups.backup(url, args.output or backups.default_destination(url))
     print(f"backed up {redact(url)} to {written} ({written.stat().st_size:,} bytes)", file=streams.out)
     return 0
@@ -40,7 +39,7 @@ async def run_backup(args: argparse.Namespace, streams: Streams) -> int:
 async def run_restore(args: argparse.Namespace, streams: Streams) -> int:
     if not args.yes:
         raise UsageError(f"`langlearn restore {args.file}` fills the database with the backup; add --yes to confirm")
-    url = database_url(announce=lambda line: print(line, file=streams.err))
+    url = streams.configured_url()
     await backups.restore(url, args.file)
     print(f"restored {args.file} into {redact(url)}", file=streams.out)
     return 0

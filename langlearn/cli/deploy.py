@@ -8,11 +8,11 @@ refusals as `database(migrate="check")`), and `langlearn status` to see where a 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from typing import Any
 
 from langlearn import history
 from langlearn.cli import Parser, Streams, positive_seconds
-from langlearn.settings import database_url
 from langlearn.startup import Mode, StartupOptions, connect, lock_holder, prepare
 
 DEFAULTS = StartupOptions()
@@ -55,8 +55,8 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 async def run_upgrade(args: argparse.Namespace, streams: Streams) -> int:
     mode: Mode = args.mode
-    url = database_url(announce=lambda line: print(line, file=streams.err))
-    names = {"connect_timeout", "migrations", "lock_wait", "lock_timeout", "statement_timeout"}
+    url = streams.configured_url()
+    names = {option.name for option in fields(StartupOptions)}  # the options share their names
     chosen: dict[str, Any] = {name: value for name, value in vars(args).items() if name in names}
     startup = await prepare(url, mode, StartupOptions(**chosen))
     assert startup.state is not None  # read in every mode but "off"
@@ -69,7 +69,7 @@ async def run_upgrade(args: argparse.Namespace, streams: Streams) -> int:
 
 
 async def run_status(args: argparse.Namespace, streams: Streams) -> int:
-    url = database_url(announce=lambda line: print(line, file=streams.err))
+    url = streams.configured_url()
     connection = await connect(url, timeout=args.connect_timeout, application_name="langlearn-status")
     try:
         state = await history.read_state(connection, location=args.migrations)

@@ -30,7 +30,8 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 async def run(args: argparse.Namespace, streams: Streams) -> int:
     from langlearn.seed import cli as seed_cli
 
-    return await seed_cli.run(args, streams.out, streams.err)
+    options = seed_cli.options_from(args)  # usage errors before the private server is started
+    return await seed_cli.run(options, streams.configured_url(), streams.out)
 
 
 async def missing_extra(args: argparse.Namespace, streams: Streams) -> int:

@@ -7,7 +7,7 @@ import argparse
 from langlearn import backups, databases, local_server
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
-from langlearn.settings import check_reachable, database_url
+from langlearn.settings import check_reachable
 from langlearn.urls import redact
 
 
@@ -62,34 +62,30 @@ async def server_stop(args: argparse.Namespace, streams: Streams) -> int:
 
 
 async def client_tool(args: argparse.Namespace, streams: Streams) -> int:
-    url = database_url(announce=lambda line: print(line, file=streams.err))
+    url = streams.configured_url()
     await check_reachable(url)  # one line of ours, rather than the tool's own two
     return await backups.run_client(args.tool, url, *args.arguments)
 
 
 async def db_create(args: argparse.Namespace, streams: Streams) -> int:
-    url = await databases.create_database(_configured(streams), args.name)
+    url = await databases.create_database(streams.configured_url(), args.name)
     print(f"created {redact(url)}", file=streams.out)
     return 0
 
 
 async def db_drop(args: argparse.Namespace, streams: Streams) -> int:
     _confirmed(args)
-    dropped = await databases.drop_database(_configured(streams), args.name)
+    dropped = await databases.drop_database(streams.configured_url(), args.name)
     print(f"dropped {args.name}" if dropped else f"{args.name} does not exist; nothing to drop", file=streams.out)
     return 0
 
 
 async def db_reset(args: argparse.Namespace, streams: Streams) -> int:
     _confirmed(args)
-    url = _configured(streams)
+    url = streams.configured_url()
     await databases.drop_database(url, args.name)
     print(f"reset {redact(await databases.create_database(url, args.name))}", file=streams.out)
     return 0
-
-
-def _configured(streams: Streams) -> str:
-    return database_url(announce=lambda line: print(line, file=streams.err))
 
 
 def _confirmed(args: argparse.Namespace) -> None:

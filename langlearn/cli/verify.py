@@ -10,7 +10,6 @@ import argparse
 
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
-from langlearn.settings import database_url
 from langlearn.urls import redact
 from langlearn.verify import Finding, VerificationResult, verify
 
@@ -32,7 +31,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 async def run(options: argparse.Namespace, streams: Streams) -> int:
     if options.skip_schema and options.skip_migrations and options.skip_invariants:
         raise UsageError("every check is skipped, nothing to verify; drop one of the --skip options")
-    url = database_url(announce=lambda line: print(line, file=streams.err))
+    url = streams.configured_url()
     result = await verify(
         url, schema=not options.skip_schema, migrations=not options.skip_migrations, invariants=not options.skip_invariants
     )
