@@ -7,14 +7,14 @@ migration or a schema check.
 
 from __future__ import annotations
 
-import pkgutil
+import copy
+import io
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from aerich import Command
-    from tortoise.backends.base.client import BaseDBAsyncClient
     from tortoise.backends.base_postgres.client import BasePostgresClient
     from tortoise.backends.base_postgres.schema_generator import BasePostgresSchemaGenerator
     from tortoise.context import TortoiseContext
@@ -40,34 +40,19 @@ def index_name(model: type[Model], columns: list[str]) -> str:
     return schema_generator()._get_index_name("idx", model, columns)
 
 
-def version_modules() -> list[pkgutil.ModuleInfo]:
-    """The migration files of the app an initialised Aerich `Command` was made for, in order."""
-    from aerich.migrate import Migrate
+def decompress_models_state(compressed: str) -> dict[str, Any]:
+    """A migration file's `MODELS_STATE`, decompressed as Aerich records it in its `aerich` table."""
+    from aerich.utils import decompress_dict
 
-    return Migrate.get_all_version_modules()
-
-
-def load_version_module(module: pkgutil.ModuleInfo) -> ModuleType:
-    """Execute a migration file as Aerich does (its names are not importable module names)."""
-    from aerich.utils import import_py_module
-
-    return import_py_module(module)
-
-
-async def apply_version(command: Command, connection: BaseDBAsyncClient, module: pkgutil.ModuleInfo) -> None:
-    """Run one migration's upgrade on `connection` and record it in the `aerich` table, as `aerich upgrade` does."""
-    await command._upgrade(connection, module.name + ".py", version_module=module)
-
-
-def models_state_of(path: Path) -> dict[str, Any] | None:
-    """The models state (`MODELS_STATE`) a migration file carries, decompressed as Aerich records it."""
-    from aerich.utils import decompress_dict, import_py_file
-
-    compressed = getattr(import_py_file(path), "MODELS_STATE", None)
-    if not compressed:
-        return None
     state: dict[str, Any] = decompress_dict(compressed)
     return state
+
+
+def encode_models_state(state: dict[str, Any]) -> str:
+    """A models state as the JSON Aerich writes into `aerich.content` (its JSON field's own encoder)."""
+    from aerich.coder import encoder
+
+    return encoder(state)
 
 
 def pgserver_bin_dir() -> Path:
@@ -75,3 +60,56 @@ def pgserver_bin_dir() -> Path:
     from pgserver._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
+
+
+def describe_models(app: str) -> dict[str, Any]:
+    """The models of `app` as Aerich records them in `MODELS_STATE` (`get_models_describe`); Tortoise must be
+    initialised, its connections need not be."""
+    from aerich.utils import get_models_describe
+
+    return get_models_describe(app)
+
+
+@dataclass(frozen=True)
+class AerichOperators:
+    """The SQL statements `aerich migrate` would write into a new migration file, and the warnings it printed."""
+
+    upgrade: tuple[str, ...]
+    downgrade: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+async def aerich_migrate_operators(config: dict[str, Any], app: str, location: str, old: dict[str, Any], new: dict[str, Any]) -> AerichOperators:
+    """What `aerich migrate --offline --no-input` would generate to go from the models state `old` to `new`,
+    without writing the file: Aerich's own `Migrate.migrate()` up to the point where it writes.
+
+    Tortoise must be initialised with `config`; its connections need not be (Aerich's DDL class only
+    holds the client, which connects lazily, and offline `init` reads no database). `--no-input`
+    because a check must not prompt: Aerich then takes a same-typed field dropped and added as a
+    rename. `Migrate` keeps its operators in class attributes, so they are reset before and after,
+    and its warnings (printed with click) are captured instead of printed."""
+    from aerich.migrate import Migrate
+
+    _reset_aerich_migrate()
+    try:
+        with redirect_stdout(io.StringIO()) as printed:
+            await Migrate.init(config, app, location, offline=True)
+            # diff_models pops entries from what it is given: the caller's states stay whole
+            last, current = Migrate._exclude_model_name_changes(copy.deepcopy(old), copy.deepcopy(new))
+            Migrate.diff_models(last, current, no_input=True)
+            Migrate.diff_models(current, last, False, no_input=True)
+            Migrate._merge_operators()
+        warnings = tuple(line.strip() for line in printed.getvalue().splitlines() if line.strip())
+        return AerichOperators(tuple(Migrate.upgrade_operators), tuple(Migrate.downgrade_operators), warnings)
+    finally:
+        _reset_aerich_migrate()
+
+
+def _reset_aerich_migrate() -> None:
+    from aerich.migrate import Migrate
+
+    for name in ("upgrade_operators", "downgrade_operators", "_upgrade_fk_m2m_index_operators", "_downgrade_fk_m2m_index_operators", "_upgrade_m2m", "_downgrade_m2m"):
+        setattr(Migrate, name, [])
+    Migrate._rename_fields = {}
+    Migrate._rename_models = {}
+    Migrate._last_version_content = None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import logging
 import os
 import socket
@@ -31,7 +30,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import asyncpg
@@ -39,7 +37,8 @@ import asyncpg
 from langlearn import history
 from langlearn.compat import init_tortoise
 from langlearn.errors import StartupError
-from langlearn.history import MigrationState
+from langlearn.history import MigrationState, Target, checksums
+from langlearn.history.runner import ahead_message
 from langlearn.settings import (
     APP_LABEL,
     CONNECT_TIMEOUT_SECONDS,
@@ -50,7 +49,7 @@ from langlearn.settings import (
     tortoise_config,
 )
 from langlearn.urls import connect_args, redact, validate_url
-from langlearn.verify import Finding, check_schema
+from langlearn.verify import Finding, Severity, check_schema
 
 if TYPE_CHECKING:
     from tortoise.context import TortoiseContext
@@ -59,11 +58,6 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["check", "apply", "off"]
 MODES: tuple[str, ...] = get_args(Mode)
-
-# Advisory locks are scoped to one database, so one key per migrated app is enough. Derived from a
-# name rather than picked at random so that any tool can find it; positive, to read it back from
-# pg_locks (classid = high 32 bits, objid = low 32 bits, objsubid = 1 for the bigint form).
-MIGRATION_LOCK_KEY = int.from_bytes(hashlib.blake2b(f"aerich:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1
 
 UPGRADE_HINT = "run `langlearn upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
 # "Not up yet": the only connection failures `connect()` retries. Not ConnectionError itself: asyncpg
@@ -109,6 +103,8 @@ class Startup:
     url: str = field(repr=False)
     state: MigrationState | None
     applied: tuple[str, ...] = ()
+    reverted: tuple[str, ...] = ()  # by a downgrade
+    adopted: tuple[str, ...] = ()  # applied before checksums were kept: their digests recorded now
     warnings: tuple[Finding, ...] = ()
     lock_waited: float | None = None
     context: TortoiseContext | None = field(default=None, repr=False)
@@ -167,8 +163,13 @@ async def _tables_of_other_apps(config: dict[str, Any]) -> frozenset[str]:
         )
 
 
-async def prepare(url: str, mode: Mode = "check", options: StartupOptions = StartupOptions()) -> Startup:
-    """The schema half of startup, without the ORM: what the CLI runs in a deploy pipeline."""
+async def prepare(
+    url: str, mode: Mode = "check", options: StartupOptions = StartupOptions(), *, target: Target | None = None, expected: tuple[str, ...] | None = None
+) -> Startup:
+    """The schema half of startup, without the ORM: what the CLI runs in a deploy pipeline.
+
+    In `apply` mode, `target` takes the database elsewhere than head (`langlearn upgrade --to`,
+    `langlearn downgrade`), and `expected` (the versions a user confirmed) refuses any other plan."""
     if mode not in MODES:
         raise ValueError(f"migrate must be one of {', '.join(MODES)}, not {mode!r}")
     connection = await connect(url, timeout=options.connect_timeout, application_name=options.application_name or _application_name(mode))
@@ -178,10 +179,11 @@ async def prepare(url: str, mode: Mode = "check", options: StartupOptions = Star
         if mode == "check":
             state = await history.read_state(connection, location=options.migrations)
             _refuse_unless_at_head(state)
-            warnings = await _check_schema(connection, options.other_tables)
+            warnings = await _refuse_edited_history(connection, state, options.migrations)
+            warnings += await _check_schema(connection, options.other_tables)
             log.debug("database at %s (head), schema matches the models", state.current)
             return Startup(mode=mode, url=url, state=state, warnings=warnings)
-        return await _apply(connection, url, options)
+        return await _apply(connection, url, options, target or Target(), expected)
     finally:
         # Closing also releases the migration lock. A failure here changes nothing for the caller
         # (asyncpg has aborted the socket, which releases it too) and must not hide the real error.
@@ -231,108 +233,29 @@ def retryable(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno is None and f"[Errno {errno.ECONNREFUSED}]" in str(error)
 
 
-async def lock_holder(connection: asyncpg.Connection) -> str | None:
-    """Who holds the migration lock on this database, in words; None when it is free."""
-    holder = await connection.fetchrow(
-        """
-        SELECT a.pid, a.application_name, a.client_addr::text AS client, a.backend_start, a.state
-        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
-        """,
-        MIGRATION_LOCK_KEY >> 32,
-        MIGRATION_LOCK_KEY & 0xFFFFFFFF,
+async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptions, target: Target, expected: tuple[str, ...] | None) -> Startup:
+    outcome = await history.migrate(
+        connection,
+        target,
+        location=options.migrations,
+        lock_wait=options.lock_wait,
+        lock_timeout=options.lock_timeout,
+        statement_timeout=options.statement_timeout,
+        expected=expected,
     )
-    if holder is None:
-        return None
-    since = holder["backend_start"]
-    held_for = (datetime.now(timezone.utc) - since).total_seconds()
-    return (
-        f"pid {holder['pid']} (application_name {holder['application_name'] or '(none)'!r}"
-        f"{', from ' + holder['client'] if holder['client'] else ''}, connected since "
-        f"{since.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC, {held_for:.0f} s ago, {holder['state']})"
-    )
-
-
-async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptions) -> Startup:
-    waited = await _acquire_migration_lock(connection, options.lock_wait)
-    state = await history.read_state(connection, location=options.migrations)
-    if state.unknown:
-        raise StartupError(_ahead_message(state))
-    applied: list[str] = []
-    if state.pending:
-        applied = await _upgrade(connection, url, options)
-        state = await history.read_state(connection, location=options.migrations)
+    state = outcome.state
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
-    warnings = await _check_schema(connection, options.other_tables)
-    log.debug("database at %s (head), %d migration(s) applied by this process", state.current, len(applied))
-    return Startup(mode="apply", url=url, state=state, applied=tuple(applied), warnings=warnings, lock_waited=waited)
-
-
-async def _acquire_migration_lock(connection: asyncpg.Connection, wait: float) -> float:
-    """Take the session advisory lock, waiting at most `wait` seconds; return the time waited."""
-    started = time.monotonic()
-    if await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
-        return 0.0
-    log.info("waiting up to %.0f s for the migration lock held by %s", wait, await lock_holder(connection) or "another session")
-    try:
-        # A blocking wait queues fairly and wakes at once; lock_timeout bounds it (advisory locks obey
-        # it). The session lock outlives this transaction, which only scopes the SET LOCAL.
-        async with connection.transaction():
-            await connection.execute(f"SET LOCAL lock_timeout = '{max(1, round(wait * 1000))}ms'")
-            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-    except asyncpg.LockNotAvailableError:
-        holder = await lock_holder(connection) or "a session that has just ended; try again"
-        raise StartupError(
-            f"timed out after {wait:g} s waiting for the migration lock, held by {holder}; "
-            "wait for that migration to finish, or end the session with pg_terminate_backend(pid)"
-        ) from None
-    return time.monotonic() - started
-
-
-async def _upgrade(connection: asyncpg.Connection, url: str, options: StartupOptions) -> list[str]:
-    started: list[str] = []
-
-    def announce(version: str) -> None:
-        started.append(version)
-        log.info("applying %s", version)
-
-    try:
-        return await history.upgrade(
-            url,
-            location=options.migrations,
-            lock_timeout=options.lock_timeout,
-            statement_timeout=options.statement_timeout,
-            announce=announce,
-        )
-    except Exception as error:
-        now = await history.read_state(connection, location=options.migrations)
-        what = f"migration {started[-1]} failed and was rolled back" if started else "preparing the migrations failed"
-        raise StartupError(
-            f"{what}: {_reason(error, options)}; the database stays at {now.current or 'no version'}; "
-            "fix the cause, then run `langlearn upgrade`"
-        ) from error
-
-
-def _reason(error: BaseException, options: StartupOptions) -> str:
-    """The database's own words for a failed migration, with the fix for the two timeouts."""
-    cause = error.args[0] if error.args and isinstance(error.args[0], BaseException) else error  # Tortoise wraps asyncpg's
-    text = " ".join(str(cause).split()) or type(cause).__name__
-    if isinstance(cause, asyncpg.LockNotAvailableError):
-        return (
-            f"{text} (another session held a table lock longer than lock_timeout={options.lock_timeout:g} s; "
-            "retry when it is done, or raise the lock timeout)"
-        )
-    if isinstance(cause, asyncpg.QueryCanceledError) and "statement timeout" in text:
-        return f"{text} (a statement ran longer than statement_timeout={options.statement_timeout:g} s; raise it if the migration needs longer)"
-    return text
+    # the models describe head: below it, the schema is checked by the migrations' own tests, not here
+    warnings = await _check_schema(connection, options.other_tables) if not state.pending else ()
+    log.debug("database at %s, %d migration(s) run by this process", state.current, len(outcome.done))
+    done = {"applied" if target.direction == "up" else "reverted": outcome.done}
+    return Startup(mode="apply", url=url, state=state, warnings=warnings, lock_waited=outcome.lock_waited, adopted=outcome.adopted, **done)
 
 
 def _refuse_unless_at_head(state: MigrationState) -> None:
     if state.unknown:
-        raise StartupError(_ahead_message(state))
+        raise StartupError(ahead_message(state))
     if state.pending:
         raise StartupError(
             f"database is behind the code: {len(state.pending)} migration(s) pending "
@@ -342,11 +265,20 @@ def _refuse_unless_at_head(state: MigrationState) -> None:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
 
 
-def _ahead_message(state: MigrationState) -> str:
-    return (
-        f"database is ahead of the code: it recorded {', '.join(state.unknown)}, which this code does not have; "
-        "deploy the code that has it, or downgrade the database with `aerich downgrade`"
+async def _refuse_edited_history(connection: asyncpg.Connection, state: MigrationState, location: str) -> tuple[Finding, ...]:
+    """Refuse an applied migration edited since it ran; warn of applied ones whose digests are not recorded yet."""
+    report = await checksums.compare(connection, history.load_history(location), state)
+    if report.edited:
+        raise StartupError(report.edited[0].message)
+    if not report.unrecorded:
+        return ()
+    note = Finding(
+        Severity.WARNING, "migrations", "unrecorded_checksums", checksums.CHECKSUM_TABLE,
+        f"{len(report.unrecorded)} applied migration(s) have no recorded digest; `langlearn upgrade` records them",
+        {"versions": list(report.unrecorded)},
     )
+    log.warning("migrations: %s", note.message)
+    return (note,)
 
 
 async def _check_schema(connection: asyncpg.Connection, other_tables: frozenset[str]) -> tuple[Finding, ...]:

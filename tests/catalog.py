@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
-AERICH = {"aerich", "aerich_id_seq", "aerich_pkey"}
+AERICH = {"aerich", "aerich_id_seq", "aerich_pkey", "aerich_checksums", "aerich_checksums_pkey"}  # with langlearn's digests beside it
 
 QUERIES = {
     "columns": """

@@ -10,7 +10,7 @@ from langlearn import compat, history
 from langlearn.models import User, UserFollowing
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, tortoise_config
 
-FIRST = history.version_files()[0]
+FIRST = history.load_history().versions[0]
 
 
 def test_index_name_is_tortoises_name_for_an_unnamed_index():
@@ -23,32 +23,12 @@ def test_index_name_is_tortoises_name_for_an_unnamed_index():
     assert name.startswith("idx_users_usernam_") and len(name) <= 63
 
 
-def test_models_state_of_a_migration_file_is_the_models_description():
-    state = compat.models_state_of(Path(MIGRATIONS_LOCATION) / APP_LABEL / FIRST)
-    assert state is not None and "models.User" in state and state["models.User"]["table"] == "users"
+def test_decompress_models_state_reads_a_migration_files_models_state_as_aerich_records_it():
+    from aerich.utils import import_py_file
 
-
-def test_version_modules_and_load_version_module_read_the_history_in_order(head_db):
-    async def read() -> list[str]:
-        async with history.aerich_command(head_db) as _command:
-            modules = compat.version_modules()
-            assert getattr(compat.load_version_module(modules[0]), "RUN_IN_TRANSACTION", True) is True
-            assert callable(compat.load_version_module(modules[0]).upgrade)
-            return [module.name + ".py" for module in modules]
-
-    assert asyncio.run(read()) == history.version_files()
-
-
-async def test_apply_version_runs_and_records_one_migration(empty_db, connect):
-    from tortoise.transactions import in_transaction
-
-    async with history.aerich_command(empty_db) as command:
-        first = compat.version_modules()[0]
-        async with in_transaction("default") as connection:
-            await compat.apply_version(command, connection, first)
-    connection = await connect(empty_db)
-    assert await connection.fetchval("SELECT version FROM aerich") == FIRST
-    assert await connection.fetchval("SELECT to_regclass('users') IS NOT NULL")
+    compressed = import_py_file(Path(MIGRATIONS_LOCATION) / APP_LABEL / FIRST).MODELS_STATE
+    state = compat.decompress_models_state(compressed)
+    assert "models.User" in state and state["models.User"]["table"] == "users"
 
 
 async def test_init_tortoise_with_global_fallback_makes_models_usable_from_a_task_outside_its_context(head_db):

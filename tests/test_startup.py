@@ -23,9 +23,10 @@ import pytest
 
 from langlearn import history
 from langlearn.databases import with_database
+from langlearn.history.lock import MIGRATION_LOCK_KEY, lock_holder
 from langlearn.models import Course
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError
-from langlearn.startup import MIGRATION_LOCK_KEY, StartupError, StartupOptions, connect, database, lock_holder, prepare
+from langlearn.startup import StartupError, StartupOptions, connect, database, prepare
 from langlearn.urls import asyncpg_url
 from tests.catalog import snapshot
 from tests.conftest import LANGLEARN, REPO_ROOT, run_cli

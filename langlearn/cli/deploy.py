@@ -13,7 +13,8 @@ from typing import Any
 
 from langlearn import history
 from langlearn.cli import Parser, Streams, positive_seconds
-from langlearn.startup import Mode, StartupOptions, connect, lock_holder, prepare
+from langlearn.history.lock import lock_holder
+from langlearn.startup import Mode, StartupOptions, connect, prepare
 
 DEFAULTS = StartupOptions()
 

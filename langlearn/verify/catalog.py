@@ -13,10 +13,11 @@ from typing import Literal, TypedDict
 
 import asyncpg
 
+from langlearn.history.checksums import CHECKSUM_TABLE
 from langlearn.verify.structure import Check, Column, ForeignKey, Index, Schema, Table
 
 # Aerich's own bookkeeping table is not the models' business.
-IGNORED_TABLES = ("aerich",)
+IGNORED_TABLES = ("aerich", CHECKSUM_TABLE)  # the migration bookkeeping
 
 ON_DELETE = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import asyncpg
 
-from langlearn.history import edited_versions, read_state
+from langlearn.history import checksums, load_history, read_state
+from langlearn.history.state import has_table
 from langlearn.settings import APP_LABEL
-from langlearn.verify.findings import Finding, error
+from langlearn.verify.findings import Finding, error, warning
 
 CHECK = "migrations"
 
 
 async def check_migrations(connection: asyncpg.Connection) -> list[Finding]:
     """Findings for a missing history, pending versions, versions unknown to the code, duplicated rows,
-    and applied versions whose file was edited since."""
+    applied versions whose file (SQL or models state) was edited since, and applied versions without recorded digests."""
     state = await read_state(connection)
-    if not state.applied and not await connection.fetchval("SELECT to_regclass('aerich') IS NOT NULL"):
+    if not state.applied and not await has_table(connection, "aerich"):
         return [error(
             CHECK, "missing_migration_table", "aerich",
-            "the database has no aerich table, so no migration was ever applied; run `aerich upgrade`",
+            "the database has no aerich table, so no migration was ever applied; run `langlearn upgrade`",
             pending=list(state.pending),
         )]
     findings = [
         error(
             CHECK, "pending_migration", version,
             f"migration {version} is not applied (the database is at {state.current or 'no version'}, "
-            f"the code at {state.head}); run `aerich upgrade`",
+            f"the code at {state.head}); run `langlearn upgrade`",
             current=state.current, head=state.head,
         )
         for version in state.pending
@@ -34,7 +35,7 @@ async def check_migrations(connection: asyncpg.Connection) -> list[Finding]:
         error(
             CHECK, "unknown_migration", version,
             f"the database recorded migration {version}, which this code does not have: the database is ahead of "
-            f"the code; deploy the newer code, or downgrade the database with the newer code (`aerich downgrade`)",
+            f"the code; deploy the newer code, or downgrade the database with the newer code (`langlearn downgrade`)",
             head=state.head,
         )
         for version in state.unknown
@@ -49,13 +50,13 @@ async def check_migrations(connection: asyncpg.Connection) -> list[Finding]:
         )
         for version in state.duplicates
     ]
-    findings += [
-        error(
-            CHECK, "edited_migration", version,
-            f"migration {version} was edited after this database applied it: the models state in the file is not the one "
-            f"recorded in the aerich table; restore the file from version control and put the change in a new migration "
-            f"(`aerich migrate --name ...`), then check the schema findings",
-        )
-        for version in await edited_versions(connection, state)
-    ]
+    report = await checksums.compare(connection, load_history(), state)
+    findings += [error(CHECK, "edited_migration", edit.version, edit.message, edited=list(edit.parts)) for edit in report.edited]
+    if report.unrecorded:
+        findings.append(warning(
+            CHECK, "unrecorded_checksums", checksums.CHECKSUM_TABLE,
+            f"{len(report.unrecorded)} applied migration(s) have no recorded digest (applied before langlearn kept them, or by "
+            f"`aerich upgrade`): an edit of their SQL would go unnoticed; `langlearn upgrade` records them",
+            versions=list(report.unrecorded),
+        ))
     return findings

@@ -1,0 +1,20 @@
+"""The migration history: the files this package ships, where a database stands, and taking it anywhere in between.
+
+    files      each version's SQL up and down, its statements and digests (no database)
+    state      the versions a database recorded in Aerich's `aerich` table
+    checksums  the digests recorded beside it, and the bookkeeping statements
+    plan       what an upgrade or downgrade will run, in order
+    runner     running a plan under the migration lock (`lock`) and timeouts
+    script     a plan as a psql script, for review
+    review     model states compared: `migrations check` and `state-diff`
+    lint       the SQL through squawk, with the project's allowlist
+"""
+
+from langlearn.history.files import MIGRATIONS_DIR, History, Migration, load_history, version_files, version_number
+from langlearn.history.runner import Target, downgrade, migrate, timeout_settings, upgrade
+from langlearn.history.state import MigrationState, read_state
+
+__all__ = [
+    "MIGRATIONS_DIR", "History", "Migration", "MigrationState", "Target",
+    "downgrade", "load_history", "migrate", "read_state", "timeout_settings", "upgrade", "version_files", "version_number",
+]

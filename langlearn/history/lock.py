@@ -1,0 +1,78 @@
+"""The migration lock: a PostgreSQL session advisory lock, so that N replicas or pipelines migrate one at a time.
+
+Held on a dedicated asyncpg connection, the one the migrations then run on: a lock taken through
+Tortoise's pool would be released at once (asyncpg resets a pooled connection with
+`pg_advisory_unlock_all()` when it goes back to the pool).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import datetime, timezone
+
+import asyncpg
+
+from langlearn.errors import StartupError
+from langlearn.settings import APP_LABEL
+
+log = logging.getLogger("langlearn.history")
+
+# Advisory locks are scoped to one database, so one key per migrated app is enough. Derived from a
+# name rather than picked at random so that any tool can find it; positive, to read it back from
+# pg_locks (classid = high 32 bits, objid = low 32 bits, objsubid = 1 for the bigint form).
+MIGRATION_LOCK_KEY = int.from_bytes(hashlib.blake2b(f"aerich:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1
+
+
+async def lock_holder(connection: asyncpg.Connection) -> str | None:
+    """Who holds the migration lock on this database, in words; None when it is free."""
+    holder = await connection.fetchrow(
+        """
+        SELECT a.pid, a.application_name, a.client_addr::text AS client, a.backend_start, a.state
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
+        """,
+        MIGRATION_LOCK_KEY >> 32,
+        MIGRATION_LOCK_KEY & 0xFFFFFFFF,
+    )
+    if holder is None:
+        return None
+    since = holder["backend_start"]
+    held_for = (datetime.now(timezone.utc) - since).total_seconds()
+    return (
+        f"pid {holder['pid']} (application_name {holder['application_name'] or '(none)'!r}"
+        f"{', from ' + holder['client'] if holder['client'] else ''}, connected since "
+        f"{since.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC, {held_for:.0f} s ago, {holder['state']})"
+    )
+
+
+def lock_statement(wait: float) -> tuple[str, ...]:
+    """The statements that take the lock waiting at most `wait` seconds (advisory locks obey lock_timeout)."""
+    return (f"SET lock_timeout = '{max(1, round(wait * 1000))}ms'", f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+
+
+UNLOCK_STATEMENT = f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"
+
+
+async def acquire_migration_lock(connection: asyncpg.Connection, wait: float) -> float:
+    """Take the session advisory lock, waiting at most `wait` seconds; return the time waited."""
+    started = time.monotonic()
+    if await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+        return 0.0
+    log.info("waiting up to %.0f s for the migration lock held by %s", wait, await lock_holder(connection) or "another session")
+    try:
+        # A blocking wait queues fairly and wakes at once. The session lock outlives this transaction,
+        # which only scopes the SET LOCAL.
+        async with connection.transaction():
+            await connection.execute(f"SET LOCAL lock_timeout = '{max(1, round(wait * 1000))}ms'")
+            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    except asyncpg.LockNotAvailableError:
+        holder = await lock_holder(connection) or "a session that has just ended; try again"
+        raise StartupError(
+            f"timed out after {wait:g} s waiting for the migration lock, held by {holder}; "
+            "wait for that migration to finish, or end the session with pg_terminate_backend(pid)"
+        ) from None
+    return time.monotonic() - started

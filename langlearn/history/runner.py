@@ -1,0 +1,234 @@
+"""Run a plan on a database: under the migration lock, with the session's timeouts, refusing an edited history.
+
+Aerich applies every pending migration at once (`aerich upgrade`) and reverts a version with
+everything after it (`aerich downgrade -v N`); this runner steps through the same files to any
+target, up or down, and records each step exactly as Aerich does (its `aerich` rows), plus the
+digests of the SQL it ran. A transactional migration runs with its bookkeeping in one transaction;
+one with `RUN_IN_TRANSACTION = False` sends its statements one by one (each commits on its own,
+which `CREATE INDEX CONCURRENTLY` needs) and records itself after the last one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import asyncpg
+
+from langlearn.errors import StartupError, UsageError
+from langlearn.history import checksums
+from langlearn.history.files import BASE, Direction, History, load_history
+from langlearn.history.lock import acquire_migration_lock
+from langlearn.history.plan import Plan, Step, downgrade_plan, steps_back, upgrade_plan
+from langlearn.history.state import MigrationState, read_state
+from langlearn.settings import MIGRATIONS_LOCATION
+
+log = logging.getLogger("langlearn.history")
+
+# A migrator killed mid-statement (kill -9, a lost pod) would otherwise leave its statement running,
+# holding its table locks, until it ends on its own; the server checks the socket this often and
+# cancels (PostgreSQL >= 14). Measured: the orphan is gone 0.97 s after kill -9, against 60 s without.
+DEAD_CLIENT_CHECK = "1s"
+
+
+def timeout_settings(*, lock_timeout: float | None = None, statement_timeout: float | None = None) -> dict[str, str]:
+    """PostgreSQL session settings for a migration: how long DDL waits for a lock, how long one statement
+    runs, and how soon the server notices that the migrating process died."""
+    settings = {"client_connection_check_interval": DEAD_CLIENT_CHECK}
+    for name, seconds in (("lock_timeout", lock_timeout), ("statement_timeout", statement_timeout)):
+        if seconds is not None:
+            if seconds <= 0:  # 0 would mean "no limit" to PostgreSQL, the opposite of what was asked
+                raise ValueError(f"{name} must be a positive number of seconds, not {seconds}")
+            settings[name] = f"{max(1, round(seconds * 1000))}ms"
+    return settings
+
+
+def session_statements(settings: dict[str, str]) -> tuple[str, ...]:
+    return tuple(f"SET {name} = '{value}'" for name, value in settings.items())
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to take a database: up to `version` (None: head), or down to `version` or by `steps`."""
+
+    direction: Direction = "up"
+    version: str | None = None  # a migration's number or file name, or `base` (down only)
+    steps: int | None = None
+
+    def plan(self, history: History, applied: list[str]) -> Plan:
+        if self.direction == "up":
+            if self.version == BASE:
+                raise UsageError("`base` is where a downgrade ends; an upgrade goes to a migration (default: head)")
+            return upgrade_plan(history, applied, history.resolve(self.version) if self.version else None)
+        if self.steps is not None:
+            return downgrade_plan(history, applied, steps_back(history, applied, self.steps))
+        if self.version is None:
+            raise UsageError("a downgrade needs a target: --to VERSION (or `base`) or --steps K")
+        return downgrade_plan(history, applied, history.resolve(self.version))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a locked run found and did."""
+
+    plan: Plan
+    state: MigrationState  # after the run
+    adopted: tuple[str, ...]  # applied versions whose digests were recorded for the first time
+    lock_waited: float
+
+    @property
+    def done(self) -> tuple[str, ...]:
+        return self.plan.versions
+
+
+class StepFailed(Exception):
+    """A statement of a step failed; `cause` is the database's error."""
+
+    def __init__(self, step: Step, number: int, cause: BaseException) -> None:
+        super().__init__(f"{step.version}: statement {number} of {len(step.statements)} failed: {cause}")
+        self.step, self.number, self.cause = step, number, cause
+
+
+async def run_plan(connection: asyncpg.Connection, plan: Plan, announce: Callable[[Step], None] | None = None) -> None:
+    """Run the steps in order on `connection` (the caller holds the lock and set the timeouts)."""
+    for step in plan.steps:
+        log.info("%s %s", "applying" if step.direction == "up" else "reverting", step.version)
+        if announce is not None:
+            announce(step)
+        if step.transactional:
+            async with connection.transaction():
+                await _run_statements(connection, step)
+                for statement in step.bookkeeping:
+                    await connection.execute(statement)
+        else:
+            await _run_statements(connection, step)
+            async with connection.transaction():
+                for statement in step.bookkeeping:
+                    await connection.execute(statement)
+
+
+async def _run_statements(connection: asyncpg.Connection, step: Step) -> None:
+    for number, statement in enumerate(step.statements, 1):
+        try:
+            await connection.execute(statement)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise StepFailed(step, number, error) from error
+
+
+async def migrate(
+    connection: asyncpg.Connection,
+    target: Target = Target(),
+    *,
+    location: str = MIGRATIONS_LOCATION,
+    lock_wait: float = 300.0,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+    expected: tuple[str, ...] | None = None,
+    announce: Callable[[Step], None] | None = None,
+) -> Outcome:
+    """Take the migration lock on `connection`, then take the database to `target`.
+
+    Refuses (StartupError, database unchanged) a database ahead of the code, an applied migration
+    edited since it ran, and, with `expected`, a plan other than the one a user confirmed. Digests
+    missing for applied migrations (applied before checksums were kept, or by `aerich upgrade`)
+    are recorded, with a note in the log."""
+    waited = await acquire_migration_lock(connection, lock_wait)
+    history = load_history(location)
+    state = await read_state(connection, location=location)
+    if state.unknown:
+        raise StartupError(ahead_message(state))
+    report = await checksums.compare(connection, history, state)
+    if report.edited:
+        raise StartupError(report.edited[0].message + (f" ({len(report.edited) - 1} more edited)" if len(report.edited) > 1 else ""))
+    plan = replace(target.plan(history, list(state.applied)), adopt=tuple(history.get(version) for version in report.unrecorded))
+    if expected is not None and plan.versions != expected:
+        raise StartupError(
+            f"the database changed since the plan was shown: it would now {plan.summary()}; nothing was done, look at it again"
+        )
+    settings = timeout_settings(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    for statement in session_statements(settings):
+        await connection.execute(statement)
+    if plan.preparation:
+        async with connection.transaction():
+            for statement in plan.preparation:
+                await connection.execute(statement)
+    adopted = tuple(report.unrecorded)
+    if adopted:
+        log.info(
+            "recorded the checksums of %d migration(s) applied before langlearn kept them (%s); an edit of their SQL is refused from now on",
+            len(adopted), ", ".join(adopted),
+        )
+    try:
+        await run_plan(connection, plan, announce)
+    except StepFailed as failed:
+        now = await read_state(connection, location=location)
+        raise StartupError(_failure_message(failed, now, lock_timeout, statement_timeout)) from failed
+    return Outcome(plan=plan, state=await read_state(connection, location=location), adopted=adopted, lock_waited=waited)
+
+
+def ahead_message(state: MigrationState) -> str:
+    return (
+        f"database is ahead of the code: it recorded {', '.join(state.unknown)}, which this code does not have; "
+        "deploy the code that has it, or run `langlearn downgrade` with that code"
+    )
+
+
+def _failure_message(failed: StepFailed, now: MigrationState, lock_timeout: float | None, statement_timeout: float | None) -> str:
+    step = failed.step
+    verb = "migration" if step.direction == "up" else "the downgrade of"
+    if step.transactional:
+        what = f"{verb} {step.version} failed at statement {failed.number} of {len(step.statements)} and was rolled back"
+    else:
+        what = (
+            f"{verb} {step.version} failed at statement {failed.number} of {len(step.statements)}; it runs outside a transaction, "
+            f"so the {failed.number - 1} statement(s) before it stay applied and it is not recorded"
+        )
+    return (
+        f"{what}: {_reason(failed.cause, lock_timeout, statement_timeout)}; the database stays at {now.current or 'no version'}; "
+        f"fix the cause, then run `langlearn {'upgrade' if step.direction == 'up' else 'downgrade'}` again"
+    )
+
+
+def _reason(cause: BaseException, lock_timeout: float | None, statement_timeout: float | None) -> str:
+    """The database's own words for a failed statement, with the fix for the two timeouts."""
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    if isinstance(cause, asyncpg.LockNotAvailableError):
+        return (
+            f"{text} (another session held a table lock longer than lock_timeout={lock_timeout:g} s; "
+            "retry when it is done, or raise the lock timeout)"
+        )
+    if isinstance(cause, asyncpg.QueryCanceledError) and "statement timeout" in text:
+        return f"{text} (a statement ran longer than statement_timeout={statement_timeout:g} s; raise it if the migration needs longer)"
+    return text
+
+
+async def upgrade(
+    url: str,
+    *,
+    to: str | int | None = None,
+    location: str = MIGRATIONS_LOCATION,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+) -> list[str]:
+    """Apply the pending migrations up to `to` (a number or file name; default head) on the database at `url`,
+    under the migration lock; return the versions applied. (`langlearn.startup` adds retries and the schema check.)"""
+    return list(await _migrate_url(url, Target("up", None if to is None else str(to)), location, lock_timeout, statement_timeout))
+
+
+async def downgrade(url: str, *, to: str | int, location: str = MIGRATIONS_LOCATION) -> list[str]:
+    """Revert every applied migration above `to` (a number, a file name, or `base` / -1 for all), newest first,
+    under the migration lock; return the versions reverted."""
+    spec = BASE if to in (-1, "-1") else str(to)
+    return list(await _migrate_url(url, Target("down", spec), location, None, None))
+
+
+async def _migrate_url(url: str, target: Target, location: str, lock_timeout: float | None, statement_timeout: float | None) -> tuple[str, ...]:
+    from langlearn.settings import open_connection
+
+    connection = await open_connection(url)
+    try:
+        outcome = await migrate(connection, target, location=location, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    finally:
+        await connection.close()
+    return outcome.done

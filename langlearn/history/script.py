@@ -1,0 +1,48 @@
+"""A plan as a psql script: the exact statements the runner sends, with its transaction boundaries, lock and timeouts.
+
+`langlearn migrations sql` prints it for a DBA's review; run as is with `psql -v ON_ERROR_STOP=1`,
+it leaves the database where `langlearn upgrade` (or `downgrade`) would, bookkeeping included.
+"""
+
+from __future__ import annotations
+
+from langlearn.history.lock import UNLOCK_STATEMENT, lock_statement
+from langlearn.history.plan import Plan, Step
+from langlearn.history.runner import session_statements
+
+
+def terminated(statement: str) -> str:
+    """A statement ending in `;`, on a line of its own when its last line is a comment."""
+    if statement.endswith(";"):
+        return statement
+    return statement + ("\n;" if "--" in statement.rsplit("\n", 1)[-1] else ";")
+
+
+def step_script(step: Step) -> str:
+    """One step as the runner runs it: in BEGIN/COMMIT with its bookkeeping, or statement by statement."""
+    body = [terminated(statement) for statement in step.statements]
+    bookkeeping = ["-- bookkeeping: Aerich's row and the SQL's digests", *(terminated(statement) for statement in step.bookkeeping)]
+    if step.transactional:
+        lines = ["BEGIN;", *body, *bookkeeping, "COMMIT;"]
+    else:
+        lines = [*body, "BEGIN;", *bookkeeping, "COMMIT;"]
+    return "\n".join([f"-- {step.describe()}", *lines])
+
+
+def render(plan: Plan, *, lock_wait: float, settings: dict[str, str], title: str) -> str:
+    """The whole script: lock, session settings, preparation, each step, unlock."""
+    parts = [
+        f"-- {title}: {plan.summary()}",
+        "-- run as is: psql -v ON_ERROR_STOP=1 -f FILE DATABASE_URL",
+        f"-- the migration lock, as langlearn takes it (waiting at most {lock_wait:g} s for another migrator)",
+        *(terminated(statement) for statement in lock_statement(lock_wait)),
+        "-- the session's timeouts",
+        *(terminated(statement) for statement in session_statements(settings)),
+    ]
+    if plan.preparation:
+        parts += ["-- the checksum table, and the digests of migrations applied before they were kept", "BEGIN;"]
+        parts += [terminated(statement) for statement in plan.preparation] + ["COMMIT;"]
+    for step in plan.steps:
+        parts += ["", step_script(step)]
+    parts += ["", terminated(UNLOCK_STATEMENT), ""]
+    return "\n".join(parts)
