@@ -57,3 +57,31 @@ def test_pgserver_bin_dir_holds_the_server_and_its_client_tools():
     folder = compat.pgserver_bin_dir()
     for tool in ("postgres", "pg_ctl", "initdb", "psql", "pg_dump", "pg_restore"):
         assert (folder / tool).exists(), tool
+
+
+async def test_describe_models_is_the_models_state_a_migration_file_records():
+    from tortoise.context import TortoiseContext
+
+    async with TortoiseContext() as context:
+        await context.init(config=tortoise_config("postgres://offline@127.0.0.1:1/offline"), init_connections=False)
+        state = compat.describe_models(APP_LABEL)
+    head = history.load_history().head
+    assert head is not None and state.keys() == head.models_state.keys()
+    assert state["models.User"]["table"] == "users" and {"pk_field", "data_fields", "fk_fields", "indexes"} <= state["models.User"].keys()
+
+
+async def test_aerich_migrate_operators_is_aerichs_migrate_without_the_file():
+    from aerich.migrate import Migrate
+    from tortoise.context import TortoiseContext
+
+    migrations = history.load_history()
+    before, head = migrations.migrations[-2], migrations.migrations[-1]
+    config = tortoise_config("postgres://offline@127.0.0.1:1/offline")  # never connected to
+    async with TortoiseContext() as context:
+        await context.init(config=config, init_connections=False)
+        operators = await compat.aerich_migrate_operators(config, APP_LABEL, MIGRATIONS_LOCATION, before.models_state, head.models_state)
+        unchanged = await compat.aerich_migrate_operators(config, APP_LABEL, MIGRATIONS_LOCATION, head.models_state, head.models_state)
+    assert operators.upgrade[0].startswith('CREATE TABLE IF NOT EXISTS "seed_runs"') and operators.downgrade == ('DROP TABLE IF EXISTS "seed_runs"',)
+    assert unchanged == compat.AerichOperators((), (), ())
+    assert Migrate.upgrade_operators == Migrate.downgrade_operators == Migrate._upgrade_fk_m2m_index_operators == []
+    assert history.load_history().versions == migrations.versions  # no migration file written

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -91,9 +92,11 @@ def history_with(tmp_path: Path, name: str, sql: str) -> str:
     """A copy of the migrations folder with one extra migration after the head; returns its location."""
     location = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_LOCATION, location, ignore=shutil.ignore_patterns("__pycache__"))
+    head_state = re.search(r"^MODELS_STATE = \(.*?^\)$", (location / APP_LABEL / HEAD[-1]).read_text(), re.S | re.M)
+    assert head_state is not None
     (location / APP_LABEL / f"{LAST + 1}_20990101000000_{name}.py").write_text(
         f'RUN_IN_TRANSACTION = True\n\n\nasync def upgrade(db) -> str:\n    return """{sql}"""\n\n\n'
-        'async def downgrade(db) -> str:\n    return ""\n'
+        f'async def downgrade(db) -> str:\n    return ""\n\n\n{head_state.group(0)}\n'  # the models do not change
     )
     return str(location)
 
@@ -153,7 +156,7 @@ async def test_a_failing_migration_is_rolled_back_releases_the_lock_and_leaves_t
         await prepare(head_db, "apply", StartupOptions(migrations=location))
 
     assert str(refused.value) == (
-        f"migration {LAST + 1}_20990101000000_broken.py failed and was rolled back: division by zero; "
+        f"migration {LAST + 1}_20990101000000_broken.py failed at statement 3 of 3 and was rolled back: division by zero; "
         f"the database stays at {HEAD[-1]}; fix the cause, then run `langlearn upgrade`"
     )
     assert await lock_holder(observer) is None
@@ -170,7 +173,7 @@ async def test_every_starter_reports_a_failing_migration_and_none_hangs(head_db,
     for returncode, stdout, stderr in results:
         assert returncode == 1 and stdout == ""
         assert stderr.strip().splitlines()[-1].startswith(
-            f"langlearn.errors.StartupError: migration {LAST + 1}_20990101000000_broken.py failed and was rolled back: division by zero"
+            f"langlearn.errors.StartupError: migration {LAST + 1}_20990101000000_broken.py failed at statement 3 of 3 and was rolled back: division by zero"
         ), stderr
     assert await database_contents(observer) == before
 
@@ -219,7 +222,7 @@ async def test_migration_ddl_gives_up_after_lock_timeout_instead_of_queueing(emp
         await transaction.rollback()
     assert time.monotonic() - started < 10
     assert str(refused.value).startswith(
-        f"migration {HEAD[4]} failed and was rolled back: canceling statement due to lock timeout "
+        f"migration {HEAD[4]} failed at statement 12 of 56 and was rolled back: canceling statement due to lock timeout "
         "(another session held a table lock longer than lock_timeout=0.5 s"
     )
     assert (await history.read_state(blocker)).pending == HEAD[4:]
@@ -281,7 +284,7 @@ async def test_check_refuses_a_database_ahead_of_the_code(head_db, connect):
     assert result.returncode == 1
     assert error_line(result.stderr) == (
         "error: database is ahead of the code: it recorded 99_20990101000000_future.py, which this code does not have; "
-        "deploy the code that has it, or downgrade the database with `aerich downgrade`"
+        "deploy the code that has it, or run `langlearn downgrade` with that code"
     )
 
 

@@ -1,6 +1,7 @@
 """`langlearn`: one command for deploy pipelines, operators and developers.
 
-    langlearn upgrade | check | status        # the startup's locked upgrade and schema check
+    langlearn upgrade | downgrade | check | status   # the startup's locked upgrade and schema check
+    langlearn migrations check|plan|sql|lint|state-diff|repair   # review and guard the history
     langlearn verify                          # schema, migrations and data invariants
     langlearn seed [--users N]                # demo or scale data (the [seed] extra)
     langlearn server url|status|stop|psql|pg_dump|pg_restore   # the private server (the [local] extra)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import threading
@@ -66,7 +68,7 @@ def positive_seconds(text: str) -> float:
 
 
 def build_parser() -> Parser:
-    from langlearn.cli import backup, deploy, seed, server, verify
+    from langlearn.cli import backup, deploy, migrations, seed, server, verify
 
     parser = Parser(
         prog=PROG,
@@ -76,6 +78,7 @@ def build_parser() -> Parser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     deploy.register(commands)
+    migrations.register(commands)
     verify.register(commands)
     seed.register(commands)
     server.register(commands)
@@ -87,6 +90,7 @@ def build_parser() -> Parser:
 # step) raise `Interrupted` themselves.
 RESUME_HINTS = {
     "upgrade": "the migrations applied before it are kept and the one in flight was rolled back; run it again to apply the rest",
+    "downgrade": "the migrations reverted before it stay reverted and the one in flight was rolled back; run it again to revert the rest",
     "seed": "the steps committed before it are kept; run the same command again to resume",
     "db": "creating or dropping a database is all or nothing; run it again",
     "backup": "no backup was written; run it again",
@@ -151,6 +155,9 @@ def entrypoint() -> None:
     except KeyboardInterrupt:  # a second Ctrl-C while the first one's cleanup runs
         print("error: interrupted by SIGINT; run the same command again (every step is all or nothing)", file=sys.stderr)
         code = Interrupted.exit_code
+    except BrokenPipeError:  # the reader went away (`| head`): what it wanted was written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        code = 0
     sys.exit(code)
 
 

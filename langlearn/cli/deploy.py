@@ -1,50 +1,75 @@
-"""`langlearn upgrade | check | status`: the startup's locked upgrade and schema check, for deploy pipelines.
+"""`langlearn upgrade | downgrade | check | status`: the startup's locked upgrade and schema check, for deploy pipelines.
 
 Run `langlearn upgrade` as an init container or release step (the same locked upgrade as
-`database(migrate="apply")`, safe when several run at once), `langlearn check` as a gate (the same
-refusals as `database(migrate="check")`), and `langlearn status` to see where a database stands.
+`database(migrate="apply")`, safe when several run at once; `--to VERSION` stops there),
+`langlearn downgrade --to VERSION | --steps K` to roll back (the same lock and timeouts, after a
+confirmation), `langlearn check` as a gate (the same refusals as `database(migrate="check")`), and
+`langlearn status` to see where a database stands.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from dataclasses import fields
 from typing import Any
 
 from langlearn import history
 from langlearn.cli import Parser, Streams, positive_seconds
+from langlearn.errors import StartupError, UsageError
+from langlearn.history import Target, checksums
 from langlearn.history.lock import lock_holder
-from langlearn.startup import Mode, StartupOptions, connect, prepare
+from langlearn.history.plan import Plan
+from langlearn.startup import Mode, Startup, StartupOptions, connect, prepare
 
 DEFAULTS = StartupOptions()
+
+
+def add_lock_options(parser: Parser) -> None:
+    """How long a migrating command waits for the migration lock, and for each statement's table locks."""
+    parser.add_argument(
+        "--lock-wait", type=positive_seconds, default=DEFAULTS.lock_wait, metavar="S",
+        help=f"give up if another process holds the migration lock longer than this (default {DEFAULTS.lock_wait:g})",
+    )
+    parser.add_argument(
+        "--lock-timeout", type=positive_seconds, default=DEFAULTS.lock_timeout, metavar="S",
+        help=f"a migration statement waits at most this long for a table lock (default {DEFAULTS.lock_timeout:g})",
+    )
+    parser.add_argument(
+        "--statement-timeout", type=positive_seconds, default=DEFAULTS.statement_timeout, metavar="S",
+        help=f"a migration statement runs at most this long (default {DEFAULTS.statement_timeout:g})",
+    )
+
+
+def add_database_options(parser: Parser) -> None:
+    """Which migrations, and how long to wait for a server that is starting."""
+    parser.add_argument(
+        "--connect-timeout", type=positive_seconds, default=DEFAULTS.connect_timeout, metavar="S",
+        help=f"keep retrying the connection this long while the server starts (default {DEFAULTS.connect_timeout:g})",
+    )
+    parser.add_argument(
+        "--migrations", default=DEFAULTS.migrations, metavar="DIR",
+        help="the migrations folder, as Aerich's `location` (default: the one shipped in this package)",
+    )
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:
     def command(name: str, help: str) -> Parser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument(
-            "--connect-timeout", type=positive_seconds, default=DEFAULTS.connect_timeout, metavar="S",
-            help=f"keep retrying the connection this long while the server starts (default {DEFAULTS.connect_timeout:g})",
-        )
-        sub.add_argument(
-            "--migrations", default=DEFAULTS.migrations, metavar="DIR",
-            help="the migrations folder, as Aerich's `location` (default: the one shipped in this package)",
-        )
+        add_database_options(sub)
         return sub
 
     upgrade = command("upgrade", "apply the pending migrations under the migration lock, then check the schema")
-    upgrade.add_argument(
-        "--lock-wait", type=positive_seconds, default=DEFAULTS.lock_wait, metavar="S",
-        help=f"give up if another process holds the migration lock longer than this (default {DEFAULTS.lock_wait:g})",
-    )
-    upgrade.add_argument(
-        "--lock-timeout", type=positive_seconds, default=DEFAULTS.lock_timeout, metavar="S",
-        help=f"a migration statement waits at most this long for a table lock (default {DEFAULTS.lock_timeout:g})",
-    )
-    upgrade.add_argument(
-        "--statement-timeout", type=positive_seconds, default=DEFAULTS.statement_timeout, metavar="S",
-        help=f"a migration statement runs at most this long (default {DEFAULTS.statement_timeout:g})",
-    )
+    upgrade.add_argument("--to", metavar="VERSION", help="stop once this migration (a number or file name) is applied (default: head)")
+    add_lock_options(upgrade)
+    downgrade = command("downgrade", "revert applied migrations, newest first, under the migration lock (asks first, or --yes)")
+    where = downgrade.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="VERSION", help="end with this migration applied (a number or file name; `base` reverts them all)")
+    where.add_argument("--steps", type=int, metavar="K", help="revert the K newest applied migrations")
+    downgrade.add_argument("--yes", action="store_true", help="do not ask: reverting drops what those migrations created, data included")
+    add_lock_options(downgrade)
+    downgrade.set_defaults(handler=run_downgrade, mode="apply")
     upgrade.set_defaults(handler=run_upgrade, mode="apply")
     command("check", "apply nothing; fail unless the database is at head and its schema matches the models").set_defaults(
         handler=run_upgrade, mode="check"
@@ -54,19 +79,68 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     )
 
 
+def startup_options(args: argparse.Namespace) -> StartupOptions:
+    names = {option.name for option in fields(StartupOptions)}  # the options share their names
+    chosen: dict[str, Any] = {name: value for name, value in vars(args).items() if name in names}
+    return StartupOptions(**chosen)
+
+
 async def run_upgrade(args: argparse.Namespace, streams: Streams) -> int:
     mode: Mode = args.mode
     url = streams.configured_url()
-    names = {option.name for option in fields(StartupOptions)}  # the options share their names
-    chosen: dict[str, Any] = {name: value for name, value in vars(args).items() if name in names}
-    startup = await prepare(url, mode, StartupOptions(**chosen))
-    assert startup.state is not None  # read in every mode but "off"
-    warned = f", {len(startup.warnings)} warning(s)" if startup.warnings else ""
-    applied = ""
+    target = Target("up", getattr(args, "to", None))
+    startup = await prepare(url, mode, startup_options(args), target=target)
+    done = ""
     if mode == "apply":
-        applied = f"applied {len(startup.applied)} migration(s); " if startup.applied else "nothing to apply; "
-    print(f"{applied}database at {startup.state.current} (head); schema matches the models{warned}", file=streams.out)
+        done = f"applied {len(startup.applied)} migration(s); " if startup.applied else "nothing to apply; "
+    print(f"{done}{where_it_stands(startup)}", file=streams.out)
     return 0
+
+
+async def run_downgrade(args: argparse.Namespace, streams: Streams) -> int:
+    url = streams.configured_url()
+    target = Target("down", args.to, args.steps)
+    options = startup_options(args)
+    plan = await read_plan(url, target, options)
+    if not plan.steps:
+        print(plan.summary(), file=streams.out)
+        return 0
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError(f"the downgrade would {plan.summary()} and drop what they created; nothing was done; confirm with --yes")
+    print("\n".join([plan.summary(), *(f"  {step.describe()}" for step in plan.steps)]), file=streams.err)
+    if not args.yes and not await confirmed(f"revert {len(plan.steps)} migration(s), dropping what they created, data included? [y/N] "):
+        raise UsageError("not confirmed; nothing was done")
+    startup = await prepare(url, "apply", options, target=target, expected=plan.versions)
+    print(f"reverted {len(startup.reverted)} migration(s); {where_it_stands(startup)}", file=streams.out)
+    return 0
+
+
+async def read_plan(url: str, target: Target, options: StartupOptions) -> Plan:
+    """What taking the database to `target` would run now (read only; the run re-plans under the lock)."""
+    connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-plan")
+    try:
+        state = await history.read_state(connection, location=options.migrations)
+        report = await checksums.compare(connection, history.load_history(options.migrations), state)
+    finally:
+        await connection.close()
+    if report.edited:
+        raise StartupError(report.edited[0].message)
+    return target.plan(history.load_history(options.migrations), list(state.applied))
+
+
+async def confirmed(question: str) -> bool:
+    """Ask on the terminal."""
+    answer = await asyncio.to_thread(input, question)
+    return answer.strip().lower() in ("y", "yes")
+
+
+def where_it_stands(startup: Startup) -> str:
+    state = startup.state
+    assert state is not None  # read in every mode but "off"
+    warned = f", {len(startup.warnings)} warning(s)" if startup.warnings else ""
+    if state.pending:
+        return f"database at {state.current or 'no version'}, {len(state.pending)} pending (not head: the schema is compared with the models only at head){warned}"
+    return f"database at {state.current} (head); schema matches the models{warned}"
 
 
 async def run_status(args: argparse.Namespace, streams: Streams) -> int:
@@ -74,11 +148,14 @@ async def run_status(args: argparse.Namespace, streams: Streams) -> int:
     connection = await connect(url, timeout=args.connect_timeout, application_name="langlearn-status")
     try:
         state = await history.read_state(connection, location=args.migrations)
+        report = await checksums.compare(connection, history.load_history(args.migrations), state)
         holder = await lock_holder(connection)
     finally:
         await connection.close()
     applied = set(state.applied)
-    lines = [f"{'applied' if version in applied else 'pending':9} {version}" for version in state.on_disk]
+    remarks = {version: " (no digest recorded yet: the next upgrade records it)" for version in report.unrecorded}
+    remarks |= {edit.version: f" (edited since it was applied: its {' and '.join(edit.parts)})" for edit in report.edited}
+    lines = [f"{'applied' if version in applied else 'pending':9} {version}{remarks.get(version, '')}" for version in state.on_disk]
     lines += [f"{'unknown':9} {version} (recorded by the database, not in this code)" for version in state.unknown]
     lines += [f"{'twice':9} {version} (recorded more than once)" for version in state.duplicates]
     lines.append(f"migration lock: {'held by ' + holder if holder else 'free'}")

@@ -186,7 +186,7 @@ def _failure_message(failed: StepFailed, now: MigrationState, lock_timeout: floa
         )
     return (
         f"{what}: {_reason(failed.cause, lock_timeout, statement_timeout)}; the database stays at {now.current or 'no version'}; "
-        f"fix the cause, then run `langlearn {'upgrade' if step.direction == 'up' else 'downgrade'}` again"
+        f"fix the cause, then run `langlearn {'upgrade' if step.direction == 'up' else 'downgrade'}`"
     )
 
 
@@ -232,3 +232,34 @@ async def _migrate_url(url: str, target: Target, location: str, lock_timeout: fl
     finally:
         await connection.close()
     return outcome.done
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What `langlearn migrations repair` re-recorded."""
+
+    edits: tuple[checksums.Edit, ...]  # applied migrations whose digests (and models state) now match their edited files
+    adopted: tuple[str, ...]  # applied migrations whose digests were recorded for the first time
+
+
+async def repair(connection: asyncpg.Connection, *, location: str = MIGRATIONS_LOCATION, lock_wait: float = 300.0) -> Repair:
+    """Under the migration lock, record the files' current digests and models state for every applied migration
+    whose recorded ones differ (a deliberate edit, like Flyway's `repair`), and for those that have none."""
+    await acquire_migration_lock(connection, lock_wait)
+    history = load_history(location)
+    state = await read_state(connection, location=location)
+    report = await checksums.compare(connection, history, state)
+    statements = [checksums.CREATE_CHECKSUM_TABLE]
+    for edit in report.edited:
+        migration = history.get(edit.version)
+        statements.append(checksums.record_checksum(migration, "repair"))
+        if "models state" in edit.parts:
+            statements.append(checksums.record_models_state(migration))
+    statements += [checksums.record_checksum(history.get(version), "adopt") for version in report.unrecorded]
+    if report.edited or report.unrecorded:
+        async with connection.transaction():
+            for statement in statements:
+                await connection.execute(statement)
+    for edit in report.edited:
+        log.warning("re-recorded %s: its %s as the file now has it", edit.version, " and ".join(edit.parts))
+    return Repair(edits=report.edited, adopted=report.unrecorded)

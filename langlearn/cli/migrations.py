@@ -1,0 +1,154 @@
+"""`langlearn migrations check | plan | sql | lint | state-diff | repair`: review and guard a release's migrations.
+
+    check        CI: fail when the models differ from the newest migration's state (offline)
+    plan         what `upgrade` / `downgrade` would run on the database now (read only)
+    sql          that SQL as a psql script, or a range of the history's, offline
+    lint         the SQL through squawk, with the project's allowlist
+    state-diff   two migrations' model states compared, table by table
+    repair       re-record the digests of applied migrations after a deliberate edit
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from langlearn import history
+from langlearn.cli import Parser, Streams, positive_seconds, review
+from langlearn.cli.deploy import DEFAULTS, add_database_options, add_lock_options, startup_options
+from langlearn.errors import StartupError, UsageError
+from langlearn.history import Target, checksums
+from langlearn.history.files import BASE, Direction, History
+from langlearn.history.plan import Plan, assumed_applied, downgrade_plan, upgrade_plan
+from langlearn.history.runner import ahead_message, repair, timeout_settings
+from langlearn.history.script import render
+from langlearn.history.state import MigrationState
+from langlearn.startup import StartupOptions, connect
+from langlearn.urls import redact
+
+
+def register(commands: argparse._SubParsersAction[Parser]) -> None:
+    group = commands.add_parser("migrations", help="review and guard the migrations: check, plan, sql, lint, state-diff, repair",
+                                description="Review and guard the migration history (see each subcommand's --help).")
+    sub = group.add_subparsers(dest="migrations_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
+    review.register(sub)
+    # lint.register(sub)  # TEMP
+
+    plan = sub.add_parser("plan", help="show what upgrade (or downgrade) would run on the database now, changing nothing",
+                          description="Show what `langlearn upgrade` (or, with --down, `langlearn downgrade`) would run on the "
+                          "database now: each migration in order, its transaction mode and statement count. Changes nothing.")
+    add_target_options(plan)
+    add_database_options(plan)
+    plan.set_defaults(handler=run_plan)
+
+    sql = sub.add_parser("sql", help="print the SQL a release will run, as a psql script",
+                         description="Print the exact SQL `langlearn upgrade` (or `downgrade`) would run, with its lock, timeouts, "
+                         "transactions and bookkeeping, runnable as is with `psql -v ON_ERROR_STOP=1 -f`. Without --from: what is "
+                         "pending in the database (read only). With --from: a range of the history, no database needed.")
+    sql.add_argument("--from", dest="start", metavar="VERSION", help="offline: the version the database is at (`base` for an empty one)")
+    sql.add_argument("--to", metavar="VERSION", help="up: the last migration to apply (default head); down: the one to end at (`base` for none)")
+    sql.add_argument("--down", action="store_true", help="the downgrade's SQL instead")
+    add_lock_options(sql)
+    add_database_options(sql)
+    sql.set_defaults(handler=run_sql)
+
+    fix = sub.add_parser("repair", help="re-record the digests of applied migrations after a deliberate edit",
+                         description="After a deliberate edit of an applied migration (a comment, a fix that changes nothing "
+                         "already applied), record its current digests and models state, as Flyway's repair does. Run it on purpose: "
+                         "an edit that changes what the migration does belongs in a new migration.")
+    fix.add_argument("--lock-wait", type=positive_seconds, default=DEFAULTS.lock_wait, metavar="S", help="give up if the migration lock is held longer")
+    add_database_options(fix)
+    fix.set_defaults(handler=run_repair)
+
+
+def add_target_options(parser: Parser) -> None:
+    parser.add_argument("--down", action="store_true", help="the downgrade instead (needs --to or --steps)")
+    parser.add_argument("--to", metavar="VERSION", help="up: the last migration to apply (default head); down: the one to end at (`base` for none)")
+    parser.add_argument("--steps", type=int, metavar="K", help="down: revert the K newest applied migrations")
+
+
+def target_of(args: argparse.Namespace) -> Target:
+    direction: Direction = "down" if args.down else "up"
+    if args.steps is not None and not args.down:
+        raise UsageError("--steps counts migrations to revert; use it with --down")
+    if args.down and args.steps is None and args.to is None:
+        raise UsageError("--down needs a target: --to VERSION (or `base`) or --steps K")
+    return Target(direction, args.to, args.steps)
+
+
+async def database_plan(url: str, target: Target, options: StartupOptions) -> tuple[Plan, MigrationState]:
+    """The plan the runner would make now, read without the lock and without writing anything."""
+    files = history.load_history(options.migrations)
+    connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-plan")
+    try:
+        state = await history.read_state(connection, location=options.migrations)
+        report = await checksums.compare(connection, files, state)
+    finally:
+        await connection.close()
+    if state.unknown:
+        raise StartupError(ahead_message(state))
+    if report.edited:
+        raise StartupError(f"{report.edited[0].message}; upgrade and downgrade refuse this database until then")
+    plan = target.plan(files, list(state.applied))
+    return replace(plan, adopt=tuple(files.get(version) for version in report.unrecorded)), state
+
+
+async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
+    url = streams.configured_url()
+    target = target_of(args)
+    plan, state = await database_plan(url, target, startup_options(args))
+    lines = [f"{redact(url)}: at {state.current or 'no version'} ({len(set(state.applied))} applied, {len(state.pending)} pending)", plan.summary()]
+    lines += [f"  {number}. {step.describe()}" for number, step in enumerate(plan.steps, 1)]
+    if plan.adopt:
+        lines.append(f"first: record the digests of {len(plan.adopt)} migration(s) applied before langlearn kept them")
+    if plan.steps:
+        command = "langlearn upgrade" if target.direction == "up" else "langlearn downgrade"
+        option = f" --to {target.version}" if target.version else (f" --steps {target.steps}" if target.steps else "")
+        lines.append(f"nothing was changed; `{command}{option}` runs it, `langlearn migrations sql` prints its SQL")
+    print("\n".join(lines), file=streams.out)
+    return 0
+
+
+async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
+    options = startup_options(args)
+    if args.start is not None:
+        plan = offline_plan(history.load_history(options.migrations), args.start, args.to, args.down)
+        title = f"langlearn migrations sql --from {args.start}"
+    else:
+        url = streams.configured_url()
+        target = Target("down" if args.down else "up", args.to)
+        if args.down and args.to is None:
+            raise UsageError("--down needs --to VERSION (or `base`): the migration the database ends at")
+        plan, _ = await database_plan(url, target, options)
+        title = f"langlearn migrations sql for {redact(url)}"
+    settings = timeout_settings(lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout)
+    streams.out.write(render(plan, lock_wait=options.lock_wait, settings=settings, title=title))
+    return 0
+
+
+def offline_plan(files: History, start: str, to: str | None, down: bool) -> Plan:
+    """A range of the history, with no database: the database is assumed to be at `start`."""
+    at = files.resolve(start)
+    applied = assumed_applied(files, at)
+    if down:
+        if to is None:
+            raise UsageError("--down needs --to VERSION (or `base`): the migration the database ends at")
+        return downgrade_plan(files, applied, files.resolve(to))
+    if to == BASE:
+        raise UsageError("`base` is where a downgrade ends; add --down, or name the last migration to apply")
+    return upgrade_plan(files, applied, files.resolve(to) if to else None)
+
+
+async def run_repair(args: argparse.Namespace, streams: Streams) -> int:
+    url = streams.configured_url()
+    options = startup_options(args)
+    connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-repair")
+    try:
+        done = await repair(connection, location=options.migrations, lock_wait=args.lock_wait)
+    finally:
+        await connection.close()
+    lines = [f"re-recorded {edit.version}: its {' and '.join(edit.parts)} as the file now has it" for edit in done.edits]
+    lines += [f"recorded {version}: its digests, for the first time" for version in done.adopted]
+    lines.append("nothing to repair: every applied migration matches its file" if not lines else f"repaired {len(done.edits) + len(done.adopted)} migration(s)")
+    print("\n".join(lines), file=streams.out)
+    return 0
