@@ -249,8 +249,11 @@ async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptio
     # the models describe head: below it, the schema is checked by the migrations' own tests, not here
     warnings = await _check_schema(connection, options.other_tables) if not state.pending else ()
     log.debug("database at %s, %d migration(s) run by this process", state.current, len(outcome.done))
-    done = {"applied" if target.direction == "up" else "reverted": outcome.done}
-    return Startup(mode="apply", url=url, state=state, warnings=warnings, lock_waited=outcome.lock_waited, adopted=outcome.adopted, **done)
+    up = target.direction == "up"
+    return Startup(
+        mode="apply", url=url, state=state, applied=outcome.done if up else (), reverted=() if up else outcome.done,
+        warnings=warnings, lock_waited=outcome.lock_waited, adopted=outcome.adopted,
+    )
 
 
 def _refuse_unless_at_head(state: MigrationState) -> None:

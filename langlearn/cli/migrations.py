@@ -14,7 +14,7 @@ import argparse
 from dataclasses import replace
 
 from langlearn import history
-from langlearn.cli import Parser, Streams, positive_seconds, review
+from langlearn.cli import Parser, Streams, lint, positive_seconds, review
 from langlearn.cli.deploy import DEFAULTS, add_database_options, add_lock_options, startup_options
 from langlearn.errors import StartupError, UsageError
 from langlearn.history import Target, checksums
@@ -32,7 +32,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
                                 description="Review and guard the migration history (see each subcommand's --help).")
     sub = group.add_subparsers(dest="migrations_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
     review.register(sub)
-    # lint.register(sub)  # TEMP
+    lint.register(sub)
 
     plan = sub.add_parser("plan", help="show what upgrade (or downgrade) would run on the database now, changing nothing",
                           description="Show what `langlearn upgrade` (or, with --down, `langlearn downgrade`) would run on the "
