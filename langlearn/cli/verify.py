@@ -10,6 +10,7 @@ import argparse
 
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
+from langlearn.settings import MIGRATIONS_LOCATION
 from langlearn.urls import redact
 from langlearn.verify import Finding, VerificationResult, verify
 
@@ -25,6 +26,10 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     command.add_argument("--skip-schema", action="store_true", help="do not compare tables, columns, constraints, indexes and enums with the models")
     command.add_argument("--skip-migrations", action="store_true", help="do not compare the aerich table with the migration files")
     command.add_argument("--skip-invariants", action="store_true", help="do not check the data invariants (the only part that reads whole tables)")
+    command.add_argument(
+        "--migrations", default=MIGRATIONS_LOCATION, metavar="DIR",
+        help="the migrations folder, as Aerich's `location` (default: the one shipped in this package)",
+    )
     command.set_defaults(handler=run)
 
 
@@ -33,7 +38,8 @@ async def run(options: argparse.Namespace, streams: Streams) -> int:
         raise UsageError("every check is skipped, nothing to verify; drop one of the --skip options")
     url = streams.configured_url()
     result = await verify(
-        url, schema=not options.skip_schema, migrations=not options.skip_migrations, invariants=not options.skip_invariants
+        url, schema=not options.skip_schema, migrations=not options.skip_migrations, invariants=not options.skip_invariants,
+        location=options.migrations,
     )
     print(result.to_json() if options.json else report(result, redact(url)), file=streams.out)
     return result.exit_code

@@ -11,8 +11,10 @@ The expected schema is derived from the model classes (`expected_schema()`), nev
 
 from __future__ import annotations
 
+from functools import partial
+
 from langlearn.errors import ConfigError
-from langlearn.settings import open_connection
+from langlearn.settings import MIGRATIONS_LOCATION, open_connection
 from langlearn.urls import redact, validate_url
 from langlearn.verify.expected import expected_schema
 from langlearn.verify.findings import CHECKS, Finding, Severity, VerificationResult
@@ -32,8 +34,10 @@ __all__ = [
 ]
 
 
-async def verify(url: str, *, schema: bool = True, migrations: bool = True, invariants: bool = True) -> VerificationResult:
-    """Run the chosen checks on the database at `url`.
+async def verify(
+    url: str, *, schema: bool = True, migrations: bool = True, invariants: bool = True, location: str = MIGRATIONS_LOCATION
+) -> VerificationResult:
+    """Run the chosen checks on the database at `url` (`location`: the migrations folder, Aerich's `location`).
 
     Raises `ConfigError` (one line, password hidden) when the checks cannot run: a malformed or
     unreachable URL, or a database refusing the catalog queries.
@@ -43,7 +47,7 @@ async def verify(url: str, *, schema: bool = True, migrations: bool = True, inva
     url = validate_url(url)
     # migrations first: a pending migration explains most schema findings that follow
     chosen = [(name, check) for name, check, wanted in (
-        ("migrations", check_migrations, migrations),
+        ("migrations", partial(check_migrations, location=location), migrations),
         ("schema", check_schema, schema),
         ("invariants", check_invariants, invariants),
     ) if wanted]

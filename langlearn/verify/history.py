@@ -6,16 +6,16 @@ import asyncpg
 
 from langlearn.history import checksums, load_history, read_state
 from langlearn.history.state import has_table
-from langlearn.settings import APP_LABEL
+from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION
 from langlearn.verify.findings import Finding, error, warning
 
 CHECK = "migrations"
 
 
-async def check_migrations(connection: asyncpg.Connection) -> list[Finding]:
+async def check_migrations(connection: asyncpg.Connection, location: str = MIGRATIONS_LOCATION) -> list[Finding]:
     """Findings for a missing history, pending versions, versions unknown to the code, duplicated rows,
     applied versions whose file (SQL or models state) was edited since, and applied versions without recorded digests."""
-    state = await read_state(connection)
+    state = await read_state(connection, location=location)
     if not state.applied and not await has_table(connection, "aerich"):
         return [error(
             CHECK, "missing_migration_table", "aerich",
@@ -50,7 +50,7 @@ async def check_migrations(connection: asyncpg.Connection) -> list[Finding]:
         )
         for version in state.duplicates
     ]
-    report = await checksums.compare(connection, load_history(), state)
+    report = await checksums.compare(connection, load_history(location), state)
     findings += [error(CHECK, "edited_migration", edit.version, edit.message, edited=list(edit.parts)) for edit in report.edited]
     if report.unrecorded:
         findings.append(warning(
