@@ -404,10 +404,10 @@ async def test_production_deployment_backup_upgrade_rollback_and_restore(server,
     dump = run_cli("langlearn", "backup", "--output", str(backup), database=empty_db)
     assert dump.returncode == 0, dump.stderr
     assert dump.stdout.startswith(f"backed up {empty_db} to {backup} (") and backup.stat().st_size > 0
-    assert run_cli("aerich", "upgrade", database=empty_db).stdout.strip() == f"Success upgrading to {VERSIONS[-1]}"
+    assert run_cli("langlearn", "upgrade", database=empty_db).stdout.startswith(f"applied 1 migration(s); database at {VERSIONS[-1]} (head)")
     counts = _psql(empty_db, "SELECT (SELECT COUNT(*) FROM users) AS users, (SELECT COUNT(*) FROM courses) AS courses;")
     assert re.search(r"^\s*1 \|\s+1$", counts, re.M), counts
-    assert run_cli("aerich", "downgrade", "--yes", database=empty_db).returncode == 0
+    assert run_cli("langlearn", "downgrade", "--steps", "1", "--yes", database=empty_db).stdout.startswith("reverted 1 migration(s); ")
     assert not describe_difference(before, await snapshot(connection, include_aerich=True))
 
     restored = await server.create()

@@ -248,7 +248,7 @@ async def test_pending_migration_is_reported(head_db, connect):
     connection = await connect(head_db)
     await connection.execute("DELETE FROM aerich WHERE id = (SELECT max(id) FROM aerich)")
     [finding] = await assert_reported(head_db, connection, check_migrations, {("error", "pending_migration", HEAD)})
-    assert finding.message.endswith("run `aerich upgrade`")
+    assert finding.message.endswith("run `langlearn upgrade`")
 
 
 async def test_version_unknown_to_the_code_is_reported(head_db, connect):
@@ -276,7 +276,7 @@ async def test_migration_edited_after_it_was_applied_is_reported(head_db, connec
         "UPDATE aerich SET content = content - (SELECT min(k) FROM jsonb_object_keys(content) k) WHERE version = $1", HEAD
     )
     [finding] = await assert_reported(head_db, connection, check_migrations, {("error", "edited_migration", HEAD)})
-    assert "restore the file from version control" in finding.message
+    assert "restore it, put the change in a new migration" in finding.message
 
 
 async def test_database_never_migrated_is_reported_missing_its_history(empty_db, connect):

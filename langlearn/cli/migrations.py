@@ -104,7 +104,10 @@ async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
     if plan.steps:
         command = "langlearn upgrade" if target.direction == "up" else "langlearn downgrade"
         option = f" --to {target.version}" if target.version else (f" --steps {target.steps}" if target.steps else "")
-        lines.append(f"nothing was changed; `{command}{option}` runs it, `langlearn migrations sql` prints its SQL")
+        sql = "langlearn migrations sql" + (f" --to {target.version}" if target.direction == "up" and target.version else "")
+        if target.direction == "down":
+            sql += f" --down --to {plan.end or 'base'}"
+        lines.append(f"nothing was changed; `{command}{option}` runs it, `{sql}` prints its SQL")
     print("\n".join(lines), file=streams.out)
     return 0
 
