@@ -76,7 +76,8 @@ class StartupOptions:
 
     `lock_timeout` is what protects traffic: a DDL statement waiting for a table lock blocks every
     query queued behind it, so it gives up after a few seconds instead. `statement_timeout` bounds
-    how long one migration statement may hold its locks. `lock_wait` must outlast a whole upgrade by
+    how long one migration statement runs (a `DO` block's whole loop, COMMITs inside included: a
+    batched backfill turns it off for itself). `lock_wait` must outlast a whole upgrade by
     another replica; `connect_timeout` covers a server that is still starting (all in seconds).
     """
 
