@@ -7,6 +7,7 @@ migrations that add a NOT NULL column to a populated table.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import uuid4
 
@@ -77,3 +78,27 @@ class TimestampedModel(UUIDModel):
 
     class Meta:
         abstract = True
+
+
+@dataclass(frozen=True)
+class ExpressionIndex:
+    """An index over expressions (`lower(username)`), which Tortoise's `Meta.indexes` cannot declare unique.
+
+    Listed in `Meta.constraints`, which Aerich ignores: its migration is written by hand, and the
+    verification reads it from here."""
+
+    name: str
+    expressions: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True)
+class CompositeForeignKey:
+    """A foreign key over several columns, for a row that must agree with its parent on more than the id
+    (Tortoise's relations have one column). Listed in `Meta.constraints`, like `ExpressionIndex`."""
+
+    name: str
+    columns: tuple[str, ...]
+    target_table: str
+    target_columns: tuple[str, ...]
+    on_delete: str = "NO ACTION"

@@ -6,7 +6,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 
-from langlearn.models.base import TimestampedModel, UUIDModel, counter, flag, json_list, json_object
+from langlearn.models.base import CompositeForeignKey, TimestampedModel, UUIDModel, counter, flag, json_list, json_object
 from langlearn.models.enums import CefrLevel, LessonType, MediaType, NativeEnumField, PartOfSpeech
 
 
@@ -16,6 +16,12 @@ class Course(TimestampedModel):
     `total_lessons` is a denormalised count of the course's lessons, kept equal to the real count;
     `total_xp` is the XP its lessons award and `estimated_duration` their length in minutes.
     `content_version` is bumped when published content changes, so clients refetch.
+
+    Deleting a course destroys, by SCHEMA.md's ON DELETE CASCADE, its units and lessons and, through
+    them, every learner's progress, attempts (with their answers) in them; its vocabulary keeps its
+    words with `course_id` NULL. Every cascade is index-backed (migration 6), so the cost is the rows
+    destroyed, not the size of the tables; but the learners' history is gone. Retire a course
+    instead: `is_published = false` hides it from the catalogue and keeps every learner's record.
     """
 
     title = fields.CharField(max_length=255)
@@ -32,7 +38,10 @@ class Course(TimestampedModel):
 
     class Meta:
         table = "courses"
-        constraints = (CheckConstraint(check="total_lessons >= 0", name="courses_total_lessons_check"),)
+        constraints = (
+            CheckConstraint(check="total_lessons >= 0", name="courses_total_lessons_check"),
+            CheckConstraint(check="total_xp >= 0 AND estimated_duration >= 0", name="courses_totals_check"),
+        )
         # the catalogue lists published courses by level
         indexes = (Index(fields=("level", "is_published"), name="idx_course_level_published"),)
 
@@ -58,7 +67,12 @@ class Unit(TimestampedModel):
 
     class Meta:
         table = "units"
-        constraints = (CheckConstraint(check="order_index >= 0", name="units_order_index_check"),)
+        constraints = (
+            CheckConstraint(check="order_index >= 0", name="units_order_index_check"),
+            CheckConstraint(check="total_lessons >= 0", name="units_total_lessons_check"),
+            # what lessons reference with (unit_id, course_id): a lesson's unit belongs to its course
+            UniqueConstraint(fields=("id", "course_id"), name="idx_unit_id_course"),
+        )
         indexes = (Index(fields=("course_id", "order_index"), name="idx_unit_course_order"),)
 
     def __str__(self) -> str:
@@ -71,6 +85,12 @@ class Lesson(TimestampedModel):
     `content` is the lesson itself: an introduction, the exercises (each with its answer) and
     grammar notes. `unit` is NULL only for lessons older than units; when set, the unit belongs to
     the lesson's course. A learner needs `pass_score` to pass, and the prerequisite lesson first.
+
+    Deleting a lesson destroys every learner's progress in it and every attempt at it (with their
+    question answers, which the leaderboard's and `total_xp`'s XP were counted from, so those
+    totals no longer add up to the attempts left); lessons that required it lose the prerequisite,
+    words taught in it lose `lesson_id`. Retire content instead (`courses.is_published = false`, or
+    a new `content_version` of the course without the lesson); delete only what no learner has played.
     """
 
     title = fields.CharField(max_length=255)
@@ -98,8 +118,16 @@ class Lesson(TimestampedModel):
             CheckConstraint(check="order_index >= 0", name="lessons_order_index_check"),
             CheckConstraint(check="xp_reward >= 0", name="lessons_xp_reward_check"),
             CheckConstraint(check="pass_score >= 0 AND pass_score <= 100", name="lessons_pass_score_check"),
+            CheckConstraint(check="estimated_minutes >= 0", name="lessons_estimated_minutes_check"),
+            # a lesson's unit belongs to the lesson's course (MATCH SIMPLE: a lesson without a unit passes)
+            CompositeForeignKey("lessons_unit_id_course_id_fkey", ("unit_id", "course_id"), "units", ("id", "course_id")),
         )
-        indexes = (Index(fields=("unit_id", "order_index"), name="idx_lesson_unit_order"),)
+        indexes = (
+            Index(fields=("unit_id", "order_index"), name="idx_lesson_unit_order"),
+            # a course's lessons in order (those from before units too), and deleting a course
+            Index(fields=("course_id", "order_index"), name="idx_lesson_course_order"),
+            Index(fields=("prerequisite_lesson_id",), name="idx_lesson_prerequisite"),  # deleting a lesson sets its dependents' NULL
+        )
 
     def __str__(self) -> str:
         return self.title
@@ -137,6 +165,11 @@ class VocabularyItem(TimestampedModel):
                 name="vocabulary_items_language_word_part_of_speech_key",
             ),
         )
+        # deleting a course or a lesson sets its vocabulary's course_id / lesson_id NULL
+        indexes = (
+            Index(fields=("course_id",), name="idx_vocabulary_course"),
+            Index(fields=("lesson_id",), name="idx_vocabulary_lesson"),
+        )
 
     def __str__(self) -> str:
         return f"{self.word} ({self.language})"
@@ -158,7 +191,10 @@ class MediaResource(UUIDModel):
 
     class Meta:
         table = "media_resources"
-        constraints = (CheckConstraint(check="reference_count >= 0", name="media_resources_reference_count_check"),)
+        constraints = (
+            CheckConstraint(check="reference_count >= 0", name="media_resources_reference_count_check"),
+            CheckConstraint(check="size_bytes >= 0 AND duration_seconds >= 0", name="media_resources_size_check"),
+        )
 
     def __str__(self) -> str:
         return self.url

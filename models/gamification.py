@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from tortoise import fields
+from tortoise.fields.db_defaults import SqlDefault
 from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.timezone import now as utcnow
 
-from langlearn.models.base import NOW, TimestampedModel, UUIDModel, counter, flag, json_object
+from langlearn.models.base import NOW, CompositeForeignKey, TimestampedModel, UUIDModel, counter, flag, json_object
 from langlearn.models.enums import AchievementRarity, LeagueType, NativeEnumField, TransactionType
 from langlearn.models.users import User
 
@@ -66,6 +67,7 @@ class UserAchievement(UUIDModel):
             CheckConstraint(check="progress >= 0", name="user_achievements_progress_check"),
             UniqueConstraint(fields=("user_id", "achievement_id"), name="idx_user_achievement_unique"),
         )
+        indexes = (Index(fields=("achievement_id",), name="idx_user_achievement_achievement"),)  # deleting an achievement
 
 
 class UserWallet(TimestampedModel):
@@ -89,14 +91,18 @@ class UserWallet(TimestampedModel):
             CheckConstraint(check="total_gems_earned >= 0", name="user_wallets_total_gems_earned_check"),
             CheckConstraint(check="total_gems_spent >= 0", name="user_wallets_total_gems_spent_check"),
             CheckConstraint(check="gems = total_gems_earned - total_gems_spent", name="user_wallets_balance_check"),
+            # what wallet_transactions reference with (wallet_id, user_id): an entry's user is its wallet's user
+            UniqueConstraint(fields=("id", "user_id"), name="idx_user_wallet_id_user"),
         )
 
 
 class WalletTransaction(UUIDModel):
     """One entry of a wallet's ledger: a signed `amount` (+ earns, - spends) and the balance after it.
 
-    Ordered by time, each `balance_after` is the running sum of `amount`. A client retrying a
-    request sends the same `idempotency_key`, which is unique per wallet.
+    In ledger order, `(created_at, ledger_seq)`, each `balance_after` is the running sum of `amount`.
+    Entries written in one transaction share `created_at` (`now()` is the transaction's start);
+    `ledger_seq`, drawn from a sequence at insert, orders them as they were written. A client retrying
+    a request sends the same `idempotency_key`, which is unique per wallet.
     """
 
     transaction_type = NativeEnumField(TransactionType)
@@ -106,6 +112,10 @@ class WalletTransaction(UUIDModel):
     reference_id = fields.CharField(max_length=255, null=True)
     idempotency_key = fields.CharField(max_length=100, null=True)
     description = fields.TextField(null=True)
+    ledger_seq = fields.BigIntField(
+        db_default=SqlDefault("nextval('wallet_transactions_ledger_seq'::regclass)"),
+        description="insert order: breaks ties of created_at within one transaction",
+    )
     wallet: fields.ForeignKeyRelation[UserWallet] = fields.ForeignKeyField(
         "models.UserWallet", related_name="transactions", on_delete=fields.CASCADE
     )
@@ -118,11 +128,19 @@ class WalletTransaction(UUIDModel):
         constraints = (
             CheckConstraint(check="amount <> 0", name="wallet_transactions_amount_check"),
             CheckConstraint(check="balance_after >= 0", name="wallet_transactions_balance_after_check"),
+            # an entry's user is its wallet's user (user_id is kept beside wallet_id for the per-user reads)
+            CompositeForeignKey(
+                "wallet_transactions_wallet_id_user_id_fkey", ("wallet_id", "user_id"), "user_wallets", ("id", "user_id")
+            ),
             UniqueConstraint(
                 fields=("wallet_id", "idempotency_key"), name="wallet_transactions_wallet_id_idempotency_key_key"
             ),
         )
-        indexes = (Index(fields=("wallet_id", "created_at"), name="idx_wallet_transaction_wallet_created"),)
+        indexes = (
+            Index(fields=("wallet_id", "created_at"), name="idx_wallet_transaction_wallet_created"),
+            # a user's transactions, and deleting a user (the cascade looks them up by user_id)
+            Index(fields=("user_id", "created_at"), name="idx_wallet_transaction_user_created"),
+        )
 
 
 class LeaderboardEntry(TimestampedModel):
@@ -151,10 +169,14 @@ class LeaderboardEntry(TimestampedModel):
             CheckConstraint(check="current_rank >= 1", name="leaderboard_entries_current_rank_check"),
             CheckConstraint(check="week_end = week_start + 6", name="leaderboard_entries_week_check"),
             CheckConstraint(check="NOT (is_promoted AND is_demoted)", name="leaderboard_entries_promotion_check"),
+            CheckConstraint(check="EXTRACT(isodow FROM week_start) = 1", name="leaderboard_entries_week_start_check"),  # weeks start on Monday
             UniqueConstraint(fields=("user_id", "week_start"), name="leaderboard_entries_user_id_week_start_key"),
         )
-        # the league table: one week, one league, ordered by rank
-        indexes = (Index(fields=("week_start", "league"), name="idx_leaderboard_week_league"),)
+        indexes = (
+            Index(fields=("week_start", "league"), name="idx_leaderboard_week_league"),  # SCHEMA.md's; the next one covers it
+            # a league page and a week's ranking: one week, one league, read in XP order without a sort
+            Index(fields=("week_start", "league", "xp_earned"), name="idx_leaderboard_week_league_xp"),
+        )
 
 
 class UserFollowing(UUIDModel):
@@ -173,6 +195,8 @@ class UserFollowing(UUIDModel):
             CheckConstraint(check="follower_id <> following_id", name="user_following_not_self_check"),
             UniqueConstraint(fields=("follower_id", "following_id"), name="idx_following_unique"),
         )
+        # "who follows me" from the index alone, and deleting a user (the cascade on following_id)
+        indexes = (Index(fields=("following_id", "follower_id"), name="idx_following_following"),)
 
 
 class ActivityFeed(UUIDModel):
@@ -243,3 +267,4 @@ class UserInventory(UUIDModel):
             CheckConstraint(check="quantity >= 0", name="user_inventory_quantity_check"),
             UniqueConstraint(fields=("user_id", "shop_item_id"), name="user_inventory_user_id_shop_item_id_key"),
         )
+        indexes = (Index(fields=("shop_item_id",), name="idx_user_inventory_item"),)  # deleting a shop item checks RESTRICT here

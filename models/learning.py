@@ -38,7 +38,13 @@ class UserProgress(TimestampedModel):
         table = "user_progress"
         constraints = (
             CheckConstraint(check="score >= 0 AND score <= 100", name="user_progress_score_check"),
+            CheckConstraint(check="time_spent_seconds >= 0 AND attempts >= 0", name="user_progress_effort_check"),
             UniqueConstraint(fields=("user_id", "lesson_id"), name="user_progress_user_id_lesson_id_key"),
+        )
+        # deleting a lesson or a course deletes every learner's progress in it
+        indexes = (
+            Index(fields=("lesson_id",), name="idx_user_progress_lesson"),
+            Index(fields=("course_id",), name="idx_user_progress_course"),
         )
 
 
@@ -66,6 +72,7 @@ class Streak(TimestampedModel):
                 name="streaks_current_streak_check",
             ),
             CheckConstraint(check="freeze_count >= 0", name="streaks_freeze_count_check"),
+            CheckConstraint(check="total_days_active >= 0", name="streaks_total_days_active_check"),
         )
 
 
@@ -101,12 +108,23 @@ class LessonAttempt(UUIDModel):
         constraints = (
             CheckConstraint(check="score >= 0 AND score <= 100", name="lesson_attempts_score_check"),
             CheckConstraint(check="xp_earned >= 0", name="lesson_attempts_xp_earned_check"),
+            CheckConstraint(check="finished_at >= started_at", name="lesson_attempts_finished_check"),
+            CheckConstraint(
+                check="hints_used >= 0 AND lives_remaining >= 0 AND time_spent_ms >= 0 AND avg_response_time_ms >= 0",
+                name="lesson_attempts_effort_check",
+            ),
             CheckConstraint(
                 check="correct_answers >= 0 AND correct_answers <= total_questions",
                 name="lesson_attempts_correct_answers_check",
             ),
         )
-        indexes = (Index(fields=("user_id", "lesson_id"), name="idx_lesson_attempt_user_lesson"),)
+        indexes = (
+            Index(fields=("user_id", "lesson_id"), name="idx_lesson_attempt_user_lesson"),
+            Index(fields=("lesson_id",), name="idx_lesson_attempt_lesson"),  # deleting a lesson deletes its attempts
+            Index(fields=("user_id", "started_at"), name="idx_lesson_attempt_user_started"),  # a user's attempts, newest first
+            # the weekly XP rebuild: one week's attempts, read from the index alone
+            Index(fields=("started_at", "user_id", "xp_earned"), name="idx_lesson_attempt_started"),
+        )
 
 
 class QuestionAttempt(UUIDModel):
@@ -130,6 +148,7 @@ class QuestionAttempt(UUIDModel):
         table = "question_attempts"
         constraints = (
             CheckConstraint(check="attempt_number >= 1", name="question_attempts_attempt_number_check"),
+            CheckConstraint(check="time_spent_ms >= 0", name="question_attempts_time_spent_ms_check"),
             CheckConstraint(
                 check="confidence_score >= 0 AND confidence_score <= 1", name="question_attempts_confidence_score_check"
             ),
@@ -171,7 +190,10 @@ class UserVocabKnowledge(TimestampedModel):
             UniqueConstraint(fields=("user_id", "vocab_id"), name="user_vocab_knowledge_user_id_vocab_id_key"),
         )
         # "what is due for this user" is the hot query of the review screen
-        indexes = (Index(fields=("user_id", "next_review_date"), name="idx_vocab_knowledge_user_next_review"),)
+        indexes = (
+            Index(fields=("user_id", "next_review_date"), name="idx_vocab_knowledge_user_next_review"),
+            Index(fields=("vocab_id",), name="idx_vocab_knowledge_vocab"),  # deleting a word deletes what learners know of it
+        )
 
 
 class DailyReviewSession(UUIDModel):
@@ -200,5 +222,6 @@ class DailyReviewSession(UUIDModel):
                 name="daily_review_sessions_counts_check",
             ),
             # a unique index rather than a constraint, under the name SCHEMA.md gives it
+            CheckConstraint(check="completed_at >= started_at", name="daily_review_sessions_completed_check"),
             UniqueConstraint(fields=("user_id", "review_date"), name="idx_daily_review_user_date"),
         )

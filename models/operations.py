@@ -25,7 +25,7 @@ class SeedRunStatus(str, Enum):
 
 
 class SeedRun(TimestampedModel):
-    """One seed of this database by `python -m seed`: what was asked, how far it got, what it wrote.
+    """One seed of this database by `langlearn seed`: what was asked, how far it got, what it wrote.
 
     A run is a fixed list of steps (the content, then one step per batch of users, then the league
     ranks), each committed in the same transaction as the `steps_done` that counts it, so a killed

@@ -7,7 +7,7 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.timezone import now as utcnow
 
-from langlearn.models.base import NOW, FixedCharField, TimestampedModel, UUIDModel, counter, flag
+from langlearn.models.base import NOW, ExpressionIndex, FixedCharField, TimestampedModel, UUIDModel, counter, flag
 from langlearn.models.enums import AuthProvider, CefrLevel, DeviceType, NativeEnumField
 
 
@@ -39,6 +39,8 @@ class User(TimestampedModel):
         constraints = (
             CheckConstraint(check="email = lower(email)", name="users_email_check"),
             CheckConstraint(check="total_xp >= 0", name="users_total_xp_check"),
+            # usernames that differ only by case would be two accounts a person cannot tell apart
+            ExpressionIndex("idx_users_username_lower", ("lower(username::text)",), unique=True),
         )
 
     def __str__(self) -> str:
@@ -86,4 +88,8 @@ class RefreshToken(UUIDModel):
 
     class Meta:
         table = "refresh_tokens"
-        indexes = (Index(fields=("user_id",), name="idx_refresh_token_user"),)
+        constraints = (CheckConstraint(check="token_hash ~ '^[0-9a-f]{64}$'", name="refresh_tokens_token_hash_check"),)
+        indexes = (
+            Index(fields=("user_id",), name="idx_refresh_token_user"),
+            Index(fields=("device_id",), name="idx_refresh_token_device"),  # deleting a device sets its tokens' device_id NULL
+        )

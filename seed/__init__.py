@@ -1,1 +1,1 @@
-"""The seed (`python -m seed`) and the verification (`python -m seed.verify`) of a database."""
+"""The seed (`langlearn seed`): realistic, consistent, reproducible data, from a demo to millions of rows."""

@@ -16,6 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 from langlearn.compat import index_name, schema_generator
+from langlearn.models.base import CompositeForeignKey, ExpressionIndex
 from langlearn.settings import APP_LABEL, MODELS_MODULE
 from langlearn.verify.structure import Check, Column, ForeignKey, Index, Schema, Table, literal
 
@@ -82,7 +83,16 @@ def _table(model: type[Model]) -> Table:
         indexes.append(Index(_name(f"{table}_{'_'.join(group_columns)}_key"), group_columns, unique=True, constraint=True))
 
     checks: list[Check] = []
+    composite_keys: list[ForeignKey] = []
     for constraint in meta.constraints:
+        if isinstance(constraint, ExpressionIndex):
+            indexes.append(Index(_name(constraint.name), constraint.expressions, unique=constraint.unique))
+            continue
+        if isinstance(constraint, CompositeForeignKey):
+            composite_keys.append(ForeignKey(
+                _name(constraint.name), constraint.columns, constraint.target_table, constraint.target_columns, constraint.on_delete
+            ))
+            continue
         if hasattr(constraint, "check"):
             checks.append(Check(constraint.name, f"CHECK ({constraint.check})"))
             continue
@@ -121,7 +131,7 @@ def _table(model: type[Model]) -> Table:
             ForeignKey(_name(f"{table}_{column}_fkey"), (column,), target.db_table, (target_column,), str(relation.on_delete))
         )
 
-    return Table(table, tuple(columns), primary_key, tuple(foreign_keys), tuple(indexes), tuple(checks))
+    return Table(table, tuple(columns), primary_key, tuple(foreign_keys + composite_keys), tuple(indexes), tuple(checks))
 
 
 def _default(field: Field[Any], model: type[Model]) -> str | None:

@@ -63,7 +63,7 @@ INVARIANTS = (
         """
         SELECT id, balance_after AS actual, running AS expected
         FROM (SELECT id, balance_after,
-                     sum(amount) OVER (PARTITION BY wallet_id ORDER BY created_at, id ROWS UNBOUNDED PRECEDING) AS running
+                     sum(amount) OVER (PARTITION BY wallet_id ORDER BY created_at, ledger_seq ROWS UNBOUNDED PRECEDING) AS running  -- the ledger order
               FROM wallet_transactions) ledger
         WHERE balance_after <> running
         """,

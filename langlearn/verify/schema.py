@@ -3,9 +3,9 @@
 Defaults and CHECK expressions cannot be compared as the models write them: PostgreSQL stores
 `CHECK (week_end = week_start + 6)` as `CHECK ((week_end = (week_start + 6)))` and `'vi'` as
 `'vi'::character varying`. So PostgreSQL spells the models' side itself (`langlearn.verify.spelling`), and
-both sides are read with the same catalog query: at most five statements (begin, two catalog reads,
-one DDL script, rollback) whatever the number of tables, three when the spelling is cached, and
-nothing left behind in the caller's session (inside a caller's transaction, the begin and rollback
+both sides are read with the same catalog query: at most six statements (begin, two catalog reads,
+one DDL script, rollback, and the query for INVALID indexes and NOT VALID constraints) whatever the
+number of tables, four when the spelling is cached, and nothing left behind in the caller's session (inside a caller's transaction, the begin and rollback
 are a savepoint's).
 """
 
@@ -38,7 +38,45 @@ async def check_schema(connection: asyncpg.Connection, *, other_tables: frozense
         spelled = await spell(connection, expected)
     finally:
         await transaction.rollback()
-    return compare(spelled, replace(live, tables={name: table for name, table in live.tables.items() if name not in other_tables}))
+    findings = compare(spelled, replace(live, tables={name: table for name, table in live.tables.items() if name not in other_tables}))
+    return findings + await _unfinished(connection, other_tables)
+
+
+# What an interrupted online migration leaves: an index a failed CREATE INDEX CONCURRENTLY marked
+# INVALID, a constraint added NOT VALID whose VALIDATE never ran. The catalog comparison cannot see
+# either (the definitions are right), yet the first is never used and the second checks no old row.
+UNFINISHED = """
+    SELECT 'invalid_index' AS kind, c.relname AS name, t.relname AS table_name
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+    WHERE NOT i.indisvalid AND t.relnamespace = current_schema()::regnamespace
+    UNION ALL
+    SELECT 'unvalidated_constraint', k.conname, t.relname
+    FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid
+    WHERE NOT k.convalidated AND t.relnamespace = current_schema()::regnamespace
+    ORDER BY 3, 2
+"""
+
+
+async def _unfinished(connection: asyncpg.Connection, other_tables: frozenset[str]) -> list[Finding]:
+    findings = []
+    for row in await connection.fetch(UNFINISHED):
+        table, name = row["table_name"], row["name"]
+        if table in other_tables:
+            continue
+        if row["kind"] == "invalid_index":
+            findings.append(error(
+                CHECK, "invalid_index", f"{table}.{name}",
+                f"index {name} on {table} is INVALID (a CREATE INDEX CONCURRENTLY failed part-way): no query uses it, yet every "
+                f"write maintains it; run `langlearn upgrade` again if its migration is pending, otherwise drop it "
+                f"(DROP INDEX CONCURRENTLY {quote(name)}) and run the CREATE INDEX CONCURRENTLY of its migration again",
+            ))
+        else:
+            findings.append(error(
+                CHECK, "unvalidated_constraint", f"{table}.{name}",
+                f"constraint {name} on {table} was added NOT VALID and never validated, so the rows from before it are unchecked; "
+                f"run ALTER TABLE {quote(table)} VALIDATE CONSTRAINT {quote(name)} (it blocks no reads or writes)",
+            ))
+    return findings
 
 
 def compare(expected: Schema, live: Schema) -> list[Finding]:
