@@ -18,7 +18,8 @@ from langlearn.history.files import load_history
 from langlearn.history.lint import ALLOWLIST_NAME, SQUAWK_MISSING, find_squawk, lint, lint_input
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION
 
-NEW_VERSION = "6_20261201090000_bad.py"
+HEAD_NUMBER = load_history().migrations[-1].number
+NEW_VERSION = f"{HEAD_NUMBER + 1}_20991201090000_bad.py"  # after whatever the shipped head is
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ def append_to_allowlist(location: Path, toml: str) -> None:
     allowlist = location / ALLOWLIST_NAME
     allowlist.write_text(allowlist.read_text() + "\n" + toml)
 
+
+SHIPPED_ALLOWS = (Path(MIGRATIONS_LOCATION) / ALLOWLIST_NAME).read_text().splitlines().count("[[allow]]")
 
 VOLATILE_DEFAULT = 'ALTER TABLE "users" ADD COLUMN "x" UUID NOT NULL DEFAULT gen_random_uuid();'
 PLAIN_INDEX = 'CREATE INDEX "idx_x" ON "users" ("email");'
@@ -168,16 +171,16 @@ async def test_only_the_versions_named_are_linted(location):
     result = await run_lint("--migrations", str(location), "5")
     assert result.code == 0
     assert result.out.splitlines()[-1] == "no new finding in 1 migration (0 allowed)"
-    assert (await run_lint("--migrations", str(location), "6", NEW_VERSION)).out.splitlines()[-2] == "1 new finding in 1 migration (0 allowed)"
-    unknown = await run_lint("--migrations", str(location), "7")
-    assert unknown.code == 2 and unknown.err.startswith("error: no migration '7' in ")
+    assert (await run_lint("--migrations", str(location), str(HEAD_NUMBER + 1), NEW_VERSION)).out.splitlines()[-2] == "1 new finding in 1 migration (0 allowed)"
+    unknown = await run_lint("--migrations", str(location), str(HEAD_NUMBER + 2))
+    assert unknown.code == 2 and unknown.err.startswith(f"error: no migration '{HEAD_NUMBER + 2}' in ")
 
 
 @pytest.mark.parametrize(
     ("toml", "problem"),
     [
         ("[[allow]\n", "not valid TOML"),
-        ('[[allow]]\nversion = "5_20261124041220_seed_runs.py"\nrule = "ban-drop-table"\n', "[[allow]] #11 has no 'reason'"),
+        ('[[allow]]\nversion = "5_20261124041220_seed_runs.py"\nrule = "ban-drop-table"\n', f"[[allow]] #{SHIPPED_ALLOWS + 1} has no 'reason'"),
         ('[[exclude]]\nrule = "ban-drop-table"\nreason = "x"\nwhy = "y"\n', "[[exclude]] #3 has an unknown key 'why'"),
         ('[[allow]]\nversion = "5"\nrule = "ban-drop-table"\nreason = "x"\n', "version '5' is not a migration file name"),
         ('[[allow]]\nversion = "5_20261124041220_seed_runs.py"\nrule = "ban-drop-table"\nreason = " "\n', "'reason' must be a non-empty string"),

@@ -27,6 +27,7 @@ from tests.conftest import LANGLEARN, run_cli
 FILES = history.load_history()
 VERSIONS = list(FILES.versions)
 HEAD = VERSIONS[-1]
+SEED_RUNS = "5_20261124041220_seed_runs.py"  # a transactional migration whose downgrade drops a table
 UNREACHABLE = "postgres://nobody@127.0.0.1:9/nowhere?connect_timeout=1"
 
 
@@ -100,7 +101,7 @@ async def test_the_sql_script_is_what_upgrade_sends_statement_for_statement_and_
         run = printed[printed.index("SET client_connection_check_interval = '1s'"):-1]
         start = sent.index(run[0])
         assert sent[start:start + len(run)] == run
-        assert sum(statement == "BEGIN" for statement in run) == 1 + 3  # the checksum table, then each migration
+        assert sum(statement == "BEGIN" for statement in run) == 1 + len(VERSIONS[3:])  # the checksum table, then one per migration
 
         assert psql(script, twin).returncode == 0
         upgraded, scripted = await connect(empty_db), await connect(twin)
@@ -117,27 +118,27 @@ async def test_plan_lists_each_pending_migration_with_its_mode_and_statement_cou
     connection = await connect(empty_db)
     before = await snapshot(connection)
     lines = ok(run_cli(LANGLEARN, "migrations", "plan", database=empty_db)).splitlines()
-    assert lines[1] == f"apply 3 migration(s): from {VERSIONS[2]} to {HEAD}"
+    assert lines[1] == f"apply {len(VERSIONS[3:])} migration(s): from {VERSIONS[2]} to {HEAD}"
     for number, version in enumerate(VERSIONS[3:], 1):
-        count = len(FILES.get(version).statements("up"))
-        assert lines[1 + number] == f"  {number}. apply  {version}  in one transaction, {count} statements"
+        migration = FILES.get(version)
+        assert lines[1 + number] == f"  {number}. apply  {version}  {migration.mode}, {len(migration.statements('up'))} statements"
     assert not describe_difference(before, await snapshot(connection))
     assert (await history.read_state(connection)).pending == VERSIONS[3:]
 
-    assert ok(run_cli(LANGLEARN, "upgrade", database=empty_db)).startswith("applied 3 migration(s); ")
+    assert ok(run_cli(LANGLEARN, "upgrade", database=empty_db)).startswith(f"applied {len(VERSIONS[3:])} migration(s); ")
     assert ok(run_cli(LANGLEARN, "migrations", "plan", database=empty_db)).splitlines()[1] == f"nothing to apply: the database stays at {HEAD}"
     down = ok(run_cli(LANGLEARN, "migrations", "plan", "--down", "--steps", "2", database=empty_db)).splitlines()
     assert down[1:4] == [
         f"revert 2 migration(s): from {HEAD} to {VERSIONS[-3]}",
-        f"  1. revert {HEAD}  in one transaction, {len(FILES.get(HEAD).statements('down'))} statements",
-        f"  2. revert {VERSIONS[-2]}  in one transaction, {len(FILES.get(VERSIONS[-2]).statements('down'))} statements",
+        f"  1. revert {HEAD}  {FILES.get(HEAD).mode}, {len(FILES.get(HEAD).statements('down'))} statements",
+        f"  2. revert {VERSIONS[-2]}  {FILES.get(VERSIONS[-2]).mode}, {len(FILES.get(VERSIONS[-2]).statements('down'))} statements",
     ]
 
 
 async def test_offline_sql_needs_no_database_and_builds_the_whole_history_in_psql(empty_db, connect):
     script = ok(run_cli(LANGLEARN, "migrations", "sql", "--from", "base", database=UNREACHABLE))
     for version in VERSIONS:
-        assert f"-- apply  {version}  in one transaction" in script
+        assert f"-- apply  {version}  {FILES.get(version).mode}" in script
     assert psql(script, empty_db).returncode == 0
     assert ok(run_cli(LANGLEARN, "check", database=empty_db)).startswith(f"database at {HEAD} (head); schema matches the models")
     assert ok(run_cli(LANGLEARN, "verify", database=empty_db)).endswith(": clean (schema, migrations, invariants)\n")
@@ -174,7 +175,8 @@ async def test_upgrade_and_downgrade_targets_land_exactly_where_asked(empty_db, 
         at[number] = await snapshot(connection)
 
     out = ok(run_cli(LANGLEARN, "downgrade", "--to", "2", "--yes", database=empty_db))
-    assert out == f"reverted 3 migration(s); database at {VERSIONS[2]}, 3 pending (not head: the schema is compared with the models only at head)\n"
+    above = len(VERSIONS[3:])
+    assert out == f"reverted {above} migration(s); database at {VERSIONS[2]}, {above} pending (not head: the schema is compared with the models only at head)\n"
     assert not describe_difference(at[2], await snapshot(connection))
     ok(run_cli(LANGLEARN, "downgrade", "--steps", "2", "--yes", database=empty_db))
     assert not describe_difference(at[0], await snapshot(connection))
@@ -212,6 +214,7 @@ async def test_a_downgrade_waits_for_the_migration_lock_and_names_its_holder(hea
 
 
 async def test_a_downgrade_statement_waits_at_most_lock_timeout_for_a_busy_table(head_db, connect):
+    ok(run_cli(LANGLEARN, "downgrade", "--to", SEED_RUNS, "--yes", database=head_db))  # its downgrade drops seed_runs
     busy = await connect(head_db)
     transaction = busy.transaction()
     await transaction.start()
@@ -220,8 +223,8 @@ async def test_a_downgrade_statement_waits_at_most_lock_timeout_for_a_busy_table
         line = refused(run_cli(LANGLEARN, "downgrade", "--steps", "1", "--yes", "--lock-timeout", "0.5", database=head_db))
     finally:
         await transaction.rollback()
-    assert line.startswith(f"error: the downgrade of {HEAD} failed at statement 1 of 3 and was rolled back: canceling statement due to lock timeout")
-    assert (await history.read_state(busy)).current == HEAD
+    assert line.startswith(f"error: the downgrade of {SEED_RUNS} failed at statement 1 of 3 and was rolled back: canceling statement due to lock timeout")
+    assert (await history.read_state(busy)).current == SEED_RUNS
 
 
 # --- checksums ---------------------------------------------------------------------------------
@@ -264,24 +267,25 @@ async def test_an_applied_migration_edited_in_its_sql_only_is_refused_until_repa
 
 async def test_an_edit_of_the_downgrade_or_the_models_state_is_named_and_repair_re_records_both(head_db, connect, tmp_path):
     location, folder = copy_history(tmp_path)
-    edit_sql(folder / HEAD, 'DROP TABLE IF EXISTS "seed_runs";', 'DROP TABLE IF EXISTS "seed_runs" CASCADE;')
-    state = re.search(r"^MODELS_STATE = \(.*?^\)$", (folder / VERSIONS[-2]).read_text(), re.S | re.M)
+    edit_sql(folder / SEED_RUNS, 'DROP TABLE IF EXISTS "seed_runs";', 'DROP TABLE IF EXISTS "seed_runs" CASCADE;')
+    before = FILES.versions[FILES.versions.index(SEED_RUNS) - 1]
+    state = re.search(r"^MODELS_STATE = \(.*?^\)$", (folder / before).read_text(), re.S | re.M)
     assert state is not None
-    text = (folder / HEAD).read_text()
-    (folder / HEAD).write_text(re.sub(r"^MODELS_STATE = \(.*?^\)$", lambda _: state.group(0), text, flags=re.S | re.M))
+    text = (folder / SEED_RUNS).read_text()
+    (folder / SEED_RUNS).write_text(re.sub(r"^MODELS_STATE = \(.*?^\)$", lambda _: state.group(0), text, flags=re.S | re.M))
     line = refused(run_cli(LANGLEARN, "check", "--migrations", location, database=head_db))
-    assert line.startswith(f"error: migration {HEAD} was edited after it was applied (its downgrade SQL and models state changed)")
+    assert line.startswith(f"error: migration {SEED_RUNS} was edited after it was applied (its downgrade SQL and models state changed)")
     ok(run_cli(LANGLEARN, "migrations", "repair", "--migrations", location, database=head_db))
     connection = await connect(head_db)
-    content = await connection.fetchval("SELECT content FROM aerich WHERE version = $1", HEAD)
-    assert "models.SeedRun" not in content  # the previous migration's state, now recorded for the head
+    content = await connection.fetchval("SELECT content FROM aerich WHERE version = $1", SEED_RUNS)
+    assert "models.SeedRun" not in content  # the previous migration's state, now recorded for seed_runs
     assert "edited" not in ok(run_cli(LANGLEARN, "status", "--migrations", location, database=head_db))
 
 
 async def test_a_database_migrated_without_checksums_gets_them_recorded_on_the_first_upgrade(empty_db, connect):
-    ok(run_cli("aerich", "upgrade", database=empty_db))  # Aerich's own command keeps no digest
+    ok(run_cli(LANGLEARN, "upgrade", database=empty_db))
     connection = await connect(empty_db)
-    assert not await connection.fetchval("SELECT to_regclass('aerich_checksums') IS NOT NULL")
+    await connection.execute("DROP TABLE aerich_checksums")  # as a database migrated before checksums were kept is
     check = run_cli(LANGLEARN, "check", database=empty_db)
     assert check.returncode == 0 and f"{len(VERSIONS)} applied migration(s) have no recorded digest" in check.stderr
     assert check.stdout.endswith("schema matches the models, 1 warning(s)\n")

@@ -125,7 +125,7 @@ async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
         plan, _ = await database_plan(url, target, options)
         title = f"langlearn migrations sql for {redact(url)}"
     settings = timeout_settings(lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout)
-    streams.out.write(render(plan, lock_wait=options.lock_wait, settings=settings, title=title))
+    streams.out.write(render(plan, settings=settings, title=title))
     return 0
 
 

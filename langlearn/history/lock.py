@@ -7,6 +7,7 @@ Tortoise's pool would be released at once (asyncpg resets a pooled connection wi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -49,30 +50,38 @@ async def lock_holder(connection: asyncpg.Connection) -> str | None:
     )
 
 
-def lock_statement(wait: float) -> tuple[str, ...]:
-    """The statements that take the lock waiting at most `wait` seconds (advisory locks obey lock_timeout)."""
-    return (f"SET lock_timeout = '{max(1, round(wait * 1000))}ms'", f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
-
-
+# The psql script's way: one try, and a clear stop when another migrator holds the lock (a script
+# cannot wait without holding a snapshot, see acquire_migration_lock).
+LOCK_STATEMENT = (
+    f"DO $$ BEGIN IF NOT pg_try_advisory_lock({MIGRATION_LOCK_KEY}) THEN "
+    "RAISE EXCEPTION 'another migration holds the migration lock: run this script again when it is done'; END IF; END $$"
+)
 UNLOCK_STATEMENT = f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"
 
 
 async def acquire_migration_lock(connection: asyncpg.Connection, wait: float) -> float:
-    """Take the session advisory lock, waiting at most `wait` seconds; return the time waited."""
+    """Take the session advisory lock, waiting at most `wait` seconds; return the time waited.
+
+    Polled with short `pg_try_advisory_lock` statements, not one blocking `pg_advisory_lock`: a session
+    waiting inside a statement holds a snapshot, and a CREATE INDEX CONCURRENTLY in the lock holder's
+    migration waits for every older snapshot to end, so the two would deadlock (seen with eight
+    replicas starting at once: DeadlockDetectedError)."""
     started = time.monotonic()
-    if await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):
+    if await _try_lock(connection):
         return 0.0
     log.info("waiting up to %.0f s for the migration lock held by %s", wait, await lock_holder(connection) or "another session")
-    try:
-        # A blocking wait queues fairly and wakes at once. The session lock outlives this transaction,
-        # which only scopes the SET LOCAL.
-        async with connection.transaction():
-            await connection.execute(f"SET LOCAL lock_timeout = '{max(1, round(wait * 1000))}ms'")
-            await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-    except asyncpg.LockNotAvailableError:
-        holder = await lock_holder(connection) or "a session that has just ended; try again"
-        raise StartupError(
-            f"timed out after {wait:g} s waiting for the migration lock, held by {holder}; "
-            "wait for that migration to finish, or end the session with pg_terminate_backend(pid)"
-        ) from None
-    return time.monotonic() - started
+    delay = 0.05
+    while (remaining := wait - (time.monotonic() - started)) > 0:
+        await asyncio.sleep(min(delay, remaining))
+        if await _try_lock(connection):
+            return time.monotonic() - started
+        delay = min(delay * 2, 1.0)
+    holder = await lock_holder(connection) or "a session that has just ended; try again"
+    raise StartupError(
+        f"timed out after {wait:g} s waiting for the migration lock, held by {holder}; "
+        "wait for that migration to finish, or end the session with pg_terminate_backend(pid)"
+    )
+
+
+async def _try_lock(connection: asyncpg.Connection) -> bool:
+    return bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY))

@@ -6,7 +6,7 @@ it leaves the database where `langlearn upgrade` (or `downgrade`) would, bookkee
 
 from __future__ import annotations
 
-from langlearn.history.lock import UNLOCK_STATEMENT, lock_statement
+from langlearn.history.lock import LOCK_STATEMENT, UNLOCK_STATEMENT
 from langlearn.history.plan import Plan, Step
 from langlearn.history.runner import session_statements
 
@@ -29,13 +29,13 @@ def step_script(step: Step) -> str:
     return "\n".join([f"-- {step.describe()}", *lines])
 
 
-def render(plan: Plan, *, lock_wait: float, settings: dict[str, str], title: str) -> str:
+def render(plan: Plan, *, settings: dict[str, str], title: str) -> str:
     """The whole script: lock, session settings, preparation, each step, unlock."""
     parts = [
         f"-- {title}: {plan.summary()}",
         "-- run as is: psql -v ON_ERROR_STOP=1 -f FILE DATABASE_URL",
-        f"-- the migration lock, as langlearn takes it (waiting at most {lock_wait:g} s for another migrator)",
-        *(terminated(statement) for statement in lock_statement(lock_wait)),
+        "-- the migration lock langlearn takes (this script stops at once if another migrator holds it)",
+        terminated(LOCK_STATEMENT),
         "-- the session's timeouts",
         *(terminated(statement) for statement in session_statements(settings)),
     ]
