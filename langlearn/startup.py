@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 Mode = Literal["check", "apply", "off"]
 MODES: tuple[str, ...] = get_args(Mode)
 
-UPGRADE_HINT = "run `langlearn upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
+UPGRADE_HINT = "run `langlearn upgrade` first, or start with migrate='apply'"
 # "Not up yet": the only connection failures `connect()` retries. Not ConnectionError itself: asyncpg
 # raises that when the server refuses SSL, which waiting does not fix.
 RETRYABLE_CONNECT_ERRORS = (

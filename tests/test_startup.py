@@ -265,7 +265,7 @@ async def test_check_refuses_a_database_behind_naming_the_pending_versions(empty
     assert result.returncode == 1 and result.stdout == ""
     assert error_line(result.stderr) == (
         f"error: database is behind the code: {len(pending)} migration(s) pending ({', '.join(pending)}); "
-        "run `langlearn upgrade` (or `aerich upgrade`) first, or start with migrate='apply'"
+        "run `langlearn upgrade` first, or start with migrate='apply'"
     )
     assert await aerich_rows(await connect(empty_db)) == {version: 1 for version in HEAD[:3]}  # applied nothing
 
