@@ -10,6 +10,7 @@ which `CREATE INDEX CONCURRENTLY` needs) and records itself after the last one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -108,12 +109,32 @@ async def run_plan(connection: asyncpg.Connection, plan: Plan, announce: Callabl
                     await connection.execute(statement)
 
 
+# A statement of a migration outside a transaction that could not take its lock in time, or that
+# PostgreSQL chose as a deadlock's victim, changed nothing; such migrations are written to be run
+# again, so it is retried after these pauses before the migration gives up (as strong_migrations
+# retries lock timeouts). Not a concurrent index build: its failure leaves an INVALID index, which
+# `IF NOT EXISTS` would then keep; only a rerun of the whole migration (whose first statement drops
+# it) recovers that.
+LOCK_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0)
+LOCK_ERRORS = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError)
+
+
 async def _run_statements(connection: asyncpg.Connection, step: Step) -> None:
     for number, statement in enumerate(step.statements, 1):
-        try:
-            await connection.execute(statement)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise StepFailed(step, number, error) from error
+        retryable = not step.transactional and "CONCURRENTLY" not in statement.upper()
+        pauses = iter(LOCK_RETRY_PAUSES if retryable else ())
+        while True:
+            try:
+                await connection.execute(statement)
+                break
+            except LOCK_ERRORS as error:
+                pause = next(pauses, None)
+                if pause is None:
+                    raise StepFailed(step, number, error) from error
+                log.warning("%s: statement %d of %d did not get its lock (%s); trying again in %g s", step.version, number, len(step.statements), error, pause)
+                await asyncio.sleep(pause)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                raise StepFailed(step, number, error) from error
 
 
 async def migrate(

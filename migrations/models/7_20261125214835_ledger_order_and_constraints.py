@@ -24,6 +24,8 @@ on its own, so no lock outlives its statement):
   which scans the table under a lock that blocks no reads or writes; the session's statement_timeout
   is lifted for the backfill and the validations (they block no one) and restored after;
 - NOT NULL comes from a validated CHECK (ledger_seq IS NOT NULL), so SET NOT NULL does not scan;
+- the two foreign keys are added with a lock_timeout under the deadlock check (see there), and the
+  runner retries a statement of a migration outside a transaction that did not get its lock;
 - re-runnable after a failure at any statement: each constraint is dropped if present and added
   again, columns and sequences use IF [NOT] EXISTS, and the backfill skips numbered rows.
 
@@ -89,8 +91,14 @@ async def upgrade(db: BaseDBAsyncClient) -> str:
         ALTER TABLE "question_attempts" DROP CONSTRAINT IF EXISTS "question_attempts_time_spent_ms_check", ADD CONSTRAINT "question_attempts_time_spent_ms_check" CHECK (time_spent_ms >= 0) NOT VALID;
         ALTER TABLE "daily_review_sessions" DROP CONSTRAINT IF EXISTS "daily_review_sessions_completed_check", ADD CONSTRAINT "daily_review_sessions_completed_check" CHECK (completed_at >= started_at) NOT VALID;
         ALTER TABLE "leaderboard_entries" DROP CONSTRAINT IF EXISTS "leaderboard_entries_week_start_check", ADD CONSTRAINT "leaderboard_entries_week_start_check" CHECK (EXTRACT(isodow FROM week_start) = 1) NOT VALID;
+        -- hand edit: a foreign key locks both of its tables, and a writer taking them in the other order would deadlock
+        -- with it; with a lock_timeout under PostgreSQL's deadlock check (deadlock_timeout, 1 s) the add gives up first,
+        -- so no writer is chosen as the victim, and the runner tries it again
+        SELECT set_config('langlearn.saved_lock_timeout', current_setting('lock_timeout'), false);
+        SET lock_timeout = '500ms';
         ALTER TABLE "wallet_transactions" DROP CONSTRAINT IF EXISTS "wallet_transactions_wallet_id_user_id_fkey", ADD CONSTRAINT "wallet_transactions_wallet_id_user_id_fkey" FOREIGN KEY ("wallet_id", "user_id") REFERENCES "user_wallets" ("id", "user_id") NOT VALID;
         ALTER TABLE "lessons" DROP CONSTRAINT IF EXISTS "lessons_unit_id_course_id_fkey", ADD CONSTRAINT "lessons_unit_id_course_id_fkey" FOREIGN KEY ("unit_id", "course_id") REFERENCES "units" ("id", "course_id") NOT VALID;
+        SELECT set_config('lock_timeout', current_setting('langlearn.saved_lock_timeout'), false);
         ALTER TABLE "courses" VALIDATE CONSTRAINT "courses_totals_check";
         ALTER TABLE "units" VALIDATE CONSTRAINT "units_total_lessons_check";
         ALTER TABLE "lessons" VALIDATE CONSTRAINT "lessons_estimated_minutes_check";
