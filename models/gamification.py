@@ -101,8 +101,10 @@ class WalletTransaction(UUIDModel):
 
     In ledger order, `(created_at, ledger_seq)`, each `balance_after` is the running sum of `amount`.
     Entries written in one transaction share `created_at` (`now()` is the transaction's start);
-    `ledger_seq`, drawn from a sequence at insert, orders them as they were written. A client retrying
-    a request sends the same `idempotency_key`, which is unique per wallet.
+    `ledger_seq`, drawn from a sequence at insert, orders them as they were written. A writer holds
+    the wallet row (FOR UPDATE) and writes `created_at = greatest(now(), the wallet's newest)`: two
+    transactions may start in one order and take the lock in the other (langlearn.operations.wallet).
+    A client retrying a request sends the same `idempotency_key`, which is unique per wallet.
     """
 
     transaction_type = NativeEnumField(TransactionType)

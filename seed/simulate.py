@@ -12,6 +12,9 @@ Users are generated in batches of `BATCH_USERS`; a user's data depends only on t
 user's index (and follows only on its batch), so any batch can be regenerated alone, which is what
 makes a killed run resumable. Nothing lies after the anchor except what is future by nature
 (token expiry, the next review due date).
+
+The game's rules (XP, passing, streaks and freezes, the daily goal, achievements, leagues, SM-2) come
+from `langlearn.rules`, shared with the live operations; only the learners' random choices live here.
 """
 
 from __future__ import annotations
@@ -23,14 +26,13 @@ import random
 import secrets
 from bisect import insort
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
 from typing import TypedDict
 from uuid import UUID
 
-from supermemo2 import review as sm2_review
-
+from langlearn import rules
 from langlearn.errors import ContentDataError
 from langlearn.seed.content import (
     AchievementInfo,
@@ -50,23 +52,14 @@ HISTORY_DAYS = 56  # eight weeks
 BATCH_USERS = 100
 DAY = timedelta(days=1)
 LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
-LEAGUES = ("bronze", "silver", "gold", "platinum", "diamond")
-PROMOTE_AT = {"bronze": 150, "silver": 250, "gold": 350, "platinum": 450}  # weekly XP
-DEMOTE_BELOW = {"silver": 40, "gold": 80, "platinum": 120, "diamond": 160}
 COURSES = ("en-a1", "en-a2", "es-a1")  # what Vietnamese speakers enrol in
 NEXT_COURSE = {"en-a1": "en-a2"}
-STREAK_MILESTONES = (7, 14, 21, 30, 50)
-WELCOME_GEMS, DAILY_GOAL_GEMS, HEART_REFILL_GEMS = 50, 10, 30
-MAX_FREEZES = 2
 TOKEN_LIFETIME = timedelta(days=30)
 TOKEN_ROTATION = timedelta(days=14)
 BASE_SECONDS = {"multiple_choice": 6.0, "fill_blank": 8.0, "matching": 14.0, "translation": 20.0, "listening": 15.0}
 EASE = {"easy": 0.06, "medium": 0.0, "hard": -0.1}
 # UTC hours learners in Vietnam (UTC+7) open the app: before work, lunch, evening
 SESSION_HOURS = (0.5, 5.0, 11.5, 12.5, 13.5, 14.5)
-# what achievements can count (`condition_type`), as the simulation tracks them
-METRICS = ("lesson_complete", "reach_streak", "vocab_mastered", "xp_earned", "perfect_score", "course_complete",
-           "reviews_completed", "follow_count")
 SHOP_ITEMS_USED = ("Streak Freeze", "Double XP Boost", "Hint Pack", "Golden Avatar Frame", "Lotus Avatar Frame")
 
 
@@ -129,10 +122,6 @@ def user_uuid(seed: int, index: int) -> UUID:
     return uuid4_from(hashlib.blake2b(f"{seed}:user:{index}".encode(), digest_size=16).digest())
 
 
-def monday(day: date) -> date:
-    return day - timedelta(days=day.weekday())
-
-
 def at(day: date, hours: float) -> datetime:
     """The instant `hours` after midnight UTC of `day`, to the millisecond."""
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(milliseconds=round(hours * 3_600_000))
@@ -153,9 +142,9 @@ def check_content(content: Content) -> int:
         if account["course"] not in content.courses:
             raise ContentDataError(f"{where}: field 'course' is {account['course']!r}, the key of no course file")
     for achievement in content.achievements:
-        if achievement.condition_type not in METRICS:
+        if achievement.condition_type not in rules.METRICS:
             raise ContentDataError(f"{data_file('achievements.csv')}: achievement {achievement.slug!r}: field 'condition_type' is "
-                                   f"{achievement.condition_type!r}; expected one of {', '.join(METRICS)}")
+                                   f"{achievement.condition_type!r}; expected one of {', '.join(rules.METRICS)}")
     for name in SHOP_ITEMS_USED:
         if name not in content.shop:
             raise ContentDataError(f"{data_file('shop.json')}: no item has the name {name!r}; users buy it")
@@ -186,14 +175,8 @@ class Knowledge:
     id: UUID
     vocab_id: UUID
     created_at: datetime
-    ease: float = 2.5
-    interval: int = 0
-    reps: int = 0
-    reviews: int = 0
-    last: datetime | None = None
-    due: datetime | None = None
+    memory: rules.MemoryState = field(default_factory=rules.MemoryState)
     history: list[ReviewEntry] = field(default_factory=list)
-    mastered: bool = False
 
 
 class ReviewEntry(TypedDict):
@@ -235,7 +218,7 @@ class Week:
     lessons: int
     first: datetime
     last: datetime
-    outcome: tuple[str, bool, bool] | None = None  # league, promoted, demoted: set when the week is closed
+    outcome: rules.WeekOutcome | None = None  # set when the week is closed
 
 
 Device = tuple[int, str, str]  # index, device type, name
@@ -305,10 +288,9 @@ class UserHistory:
         self.completed_courses: set[str] = set()
         self.xp = 0
         self.bonus_xp = 0
-        self.metrics = dict.fromkeys(METRICS, 0)
+        self.metrics = dict.fromkeys(rules.METRICS, 0)
         self.unlocked: dict[UUID, datetime] = {}
-        self.streak = self.longest = self.days_active = 0
-        self.last_active: date | None = None
+        self.streak = rules.StreakState()
         self.streak_touched = profile.signup
         self.gems = self.earned = self.spent = 0
         self.ledger_seq = 0
@@ -361,7 +343,7 @@ class UserHistory:
             return
         self.metrics[name] = value
         for achievement in self.ctx.achievements_by_type.get(name, ()):
-            if value >= achievement.condition_value and achievement.id not in self.unlocked:
+            if rules.achievement_unlocked(achievement.condition_value, value) and achievement.id not in self.unlocked:
                 self._unlock(achievement, when)
 
     def _unlock(self, achievement: AchievementInfo, when: datetime) -> None:
@@ -396,7 +378,7 @@ class UserHistory:
     def _shop(self, when: datetime) -> datetime:
         shop, rng, appetite = self.content.shop, self.rng, self.p.persona.shopping
         freeze = shop["Streak Freeze"]
-        if self._held(freeze)["quantity"] < MAX_FREEZES and rng.random() < appetite * 0.4:
+        if self._held(freeze)["quantity"] < rules.MAX_FREEZES and rng.random() < appetite * 0.4:
             if bought := self._buy(freeze, when):
                 held = self._held(freeze)
                 held["active"], held["activated"] = True, bought
@@ -446,7 +428,7 @@ class UserHistory:
         abandon_after = rng.randrange(1, len(lesson.exercises)) if rng.random() < 0.03 else None
         questions, queue = [], [(exercise, 1) for exercise in lesson.exercises]
         clock = start + timedelta(seconds=rng.uniform(3, 8))  # the lesson's introduction
-        lives, first_correct, hints, spent_ms = 5, 0, 0, 0
+        lives, first_correct, hints, spent_ms = rules.LESSON_LIVES, 0, 0, 0
         position = 0
         while queue and lives > 0:
             exercise, number = queue.pop(0)
@@ -472,14 +454,10 @@ class UserHistory:
                 queue.append((exercise, number + 1))
         total = len(lesson.exercises)
         finished = abandon_after is None
-        score = round(100 * first_correct / total) if finished else 0
-        passed = finished and lives > 0 and score >= lesson.pass_score
-        perfect = passed and first_correct == total
-        xp = 0
-        if passed:
-            xp = lesson.xp_reward + (5 if perfect else 0)
-            if self.boost_until and start <= self.boost_until:
-                xp *= 2
+        score = rules.lesson_score(first_correct, total, finished)
+        passed = rules.lesson_passes(score, lesson.pass_score, finished, lives)
+        perfect = rules.is_perfect(passed, first_correct, total)
+        xp = rules.lesson_xp(lesson.xp_reward, passed, perfect, boosted=self.boost_until is not None and start <= self.boost_until)
         elapsed_ms = int((clock - start).total_seconds() * 1000)
         end = clock + timedelta(seconds=2)
         rows["lesson_attempts"].append((
@@ -488,7 +466,7 @@ class UserHistory:
         ))
         rows["question_attempts"].extend(questions)
         self._record_progress(lesson, start, end, score, passed, elapsed_ms)
-        week = self.weeks.setdefault(monday(start.date()), Week(0, 0, start, start))
+        week = self.weeks.setdefault(rules.week_start(rules.activity_day(start)), Week(0, 0, start, start))
         week.xp += xp
         week.last = end
         self._touch(end)
@@ -534,27 +512,23 @@ class UserHistory:
                        {"course_id": str(course.id), "lesson_id": str(lesson.id)})
 
     def _grade(self, item: Knowledge, when: datetime) -> int:
-        overdue = 0.0 if item.due is None else max(0.0, (when - item.due).total_seconds() / 86400)
-        chance = self.skill - 0.04 * min(overdue, 5) + 0.02 * min(item.reps, 4)
+        due = item.memory.due
+        overdue = 0.0 if due is None else max(0.0, (when - due).total_seconds() / 86400)
+        chance = self.skill - 0.04 * min(overdue, 5) + 0.02 * min(item.memory.repetitions, 4)
         if self.rng.random() < chance:
             return self.rng.choice((3, 4, 4, 5, 5))
         return self.rng.choice((0, 1, 2, 2))
 
     def _review(self, item: Knowledge, when: datetime, order: int) -> bool:
         quality = self._grade(item, when)
-        state = sm2_review(quality, item.ease, item.interval, item.reps, when)
-        item.ease, item.interval, item.reps = round(state["easiness"], 4), state["interval"], state["repetitions"]
-        item.reviews += 1
-        item.last, item.due = when, when + timedelta(days=item.interval)
-        item.history.append({"at": when.isoformat(timespec="seconds"), "quality": quality, "interval": item.interval})
-        insort(self.due, (item.due, order, item.vocab_id))
-        mastered = item.interval >= 21 and item.reps >= 3
-        if mastered and not item.mastered:
-            item.mastered = True
-            self._metric("vocab_mastered", sum(k.mastered for k in self.knowledge.values()), when)
-        elif not mastered:
-            item.mastered = False
-        return quality >= 3
+        was_mastered = rules.is_mastered(item.memory)
+        item.memory = memory = rules.review(item.memory, quality, when)
+        assert memory.due is not None  # set by every review
+        item.history.append({"at": when.isoformat(timespec="seconds"), "quality": quality, "interval": memory.interval})
+        insort(self.due, (memory.due, order, item.vocab_id))
+        if rules.is_mastered(memory) and not was_mastered:
+            self._metric("vocab_mastered", sum(rules.is_mastered(k.memory) for k in self.knowledge.values()), when)
+        return rules.recalled(quality)
 
     def _learn(self, lesson: LessonInfo, when: datetime) -> None:
         for offset, vocab_id in enumerate(lesson.vocab_ids):
@@ -569,7 +543,7 @@ class UserHistory:
         while self.due and len(due) < limit and self.due[0][0] <= start:
             entry = self.due.pop(0)
             item = self.knowledge[entry[2]]
-            if item.due == entry[0]:  # skip stale entries superseded by a later review
+            if item.memory.due == entry[0]:  # skip stale entries superseded by a later review
                 due.append(item)
         if not due:
             return start
@@ -582,8 +556,8 @@ class UserHistory:
             clock += timedelta(seconds=rng.uniform(4, 12))
             correct += self._review(item, clock, order + position)
         for item in due[len(done):]:
-            assert item.due is not None  # every queued word has been reviewed
-            insort(self.due, (item.due, 0, item.vocab_id))
+            assert item.memory.due is not None  # every queued word has been reviewed
+            insort(self.due, (item.memory.due, 0, item.vocab_id))
         finished = finished and len(done) == len(due)
         self.rows["daily_review_sessions"].append((
             self._id(), self.uid, day, len(due), len(done), correct, start, clock if finished else None, finished,
@@ -600,19 +574,13 @@ class UserHistory:
         week = self.weeks.get(week_start)
         if week is None:
             return
-        league, xp = self.league, week.xp
-        promoted = league in PROMOTE_AT and xp >= PROMOTE_AT[league]
-        demoted = not promoted and league in DEMOTE_BELOW and xp < DEMOTE_BELOW[league]
-        week.outcome = (league, promoted, demoted)
-        if promoted:
-            self.league = LEAGUES[LEAGUES.index(league) + 1]
-            reward = 20 + 10 * LEAGUES.index(league)
-            self._ledger("reward", reward, when, "league_promotion", week_start.isoformat(),
+        week.outcome = outcome = rules.close_week(self.league, week.xp)
+        self.league = outcome.next_league
+        if outcome.promoted:
+            self._ledger("reward", rules.promotion_gems(outcome.league), when, "league_promotion", week_start.isoformat(),
                          f"Promoted to the {self.league.title()} league")
             self._feed("league_promoted", when, f"was promoted to the {self.league.title()} league",
                        {"league": self.league, "week_start": week_start.isoformat()})
-        elif demoted:
-            self.league = LEAGUES[LEAGUES.index(league) - 1]
 
     def _practise(self, day: date, day_index: int) -> bool:
         persona, rng = self.p.persona, self.rng
@@ -629,45 +597,41 @@ class UserHistory:
         clock = self._shop(start + timedelta(seconds=rng.uniform(5, 40)))
         clock = self._daily_review(day, clock)
         limit = at(day, 23.5)  # sessions end before midnight, so days and weeks stay whole
-        goal_paid = False
+        goal_paid, passed_today = False, 0
         for _ in range(rng.randint(*self.p.persona.lessons)):
             if clock >= limit:
                 break
             end, passed = self._attempt(self._next_lesson(), clock, device_type)
-            if not passed and end < limit and self.gems >= HEART_REFILL_GEMS and rng.random() < 0.25:
-                end = self._ledger("spend", -HEART_REFILL_GEMS, end + timedelta(seconds=3), "hearts", None,
+            if not passed and end < limit and self.gems >= rules.HEART_REFILL_GEMS and rng.random() < 0.25:
+                end = self._ledger("spend", -rules.HEART_REFILL_GEMS, end + timedelta(seconds=3), "hearts", None,
                                    "Refilled hearts with gems")
-            if passed and not goal_paid:
+            passed_today += passed
+            if passed and not goal_paid and rules.daily_goal_reached(passed_today):
                 goal_paid = True
-                self._ledger("earn", DAILY_GOAL_GEMS, end + timedelta(seconds=1), "daily_goal", day.isoformat(),
+                self._ledger("earn", rules.DAILY_GOAL_GEMS, end + timedelta(seconds=1), "daily_goal", day.isoformat(),
                              "Daily goal reached")
             clock = end + timedelta(seconds=rng.uniform(10, 240))
         self.boost_until = None
 
     def _streak_day(self, day: date, active: bool) -> None:
-        end_of_day = at(day + DAY, 0)
+        freeze = self._held(self.content.shop["Streak Freeze"])
+        before = self.streak
+        self.streak = streak = rules.next_streak_day(replace(before, freezes=freeze["quantity"]), day, active)
         if active:
-            self.streak += 1
-            self.days_active += 1
-            self.last_active = day
-            self.longest = max(self.longest, self.streak)
             self.streak_touched = self.last_event
-            if self.streak in STREAK_MILESTONES:
-                self._feed("streak_milestone", self.last_event, f"reached a {self.streak}-day streak",
-                           {"streak": self.streak})
-            self._metric("reach_streak", self.streak, self.last_event)
-        elif self.streak:
-            freeze = self._held(self.content.shop["Streak Freeze"])
-            if freeze["quantity"] > 0:
-                freeze["quantity"] -= 1
-                freeze["active"] = freeze["quantity"] > 0
-            else:
-                self.streak = 0
-            self.streak_touched = end_of_day
+            if rules.is_streak_milestone(streak.current):
+                self._feed("streak_milestone", self.last_event, f"reached a {streak.current}-day streak",
+                           {"streak": streak.current})
+            self._metric("reach_streak", streak.current, self.last_event)
+        elif before.current:
+            if streak.freezes < freeze["quantity"]:  # a freeze saved the day
+                freeze["quantity"] = streak.freezes
+                freeze["active"] = streak.freezes > 0
+            self.streak_touched = at(day + DAY, 0)
 
     def simulate(self, devices: list[Device]) -> None:
         p, rng = self.p, self.rng
-        self._ledger("earn", WELCOME_GEMS, p.signup + timedelta(seconds=1), "welcome_bonus", None, "Welcome gems")
+        self._ledger("earn", rules.WELCOME_GEMS, p.signup + timedelta(seconds=1), "welcome_bonus", None, "Welcome gems")
         self._feed("joined", p.signup, "joined LangLearn", {"course": p.course})
         follows = sorted(self.follows, key=lambda f: f[1])
         signup_day = p.signup.date()
@@ -725,7 +689,7 @@ def _emit_user(history: UserHistory, devices: list[Device]) -> None:
     rows["users"].append((
         uid, p.email, p.names[1], ctx.password_for(p.index), p.names[0],
         f"https://cdn.langlearn.example/avatars/{p.names[1]}.png" if rng.random() < 0.7 else None,
-        p.native, history.course.language, history.level, history.xp + history.bonus_xp,
+        p.native, history.course.language, history.level, rules.total_xp((history.xp,), (history.bonus_xp,)),
         rng.random() > 0.02, p.index < ctx.demo_accounts or rng.random() < 0.85, last_login,
         "local" if p.index < ctx.demo_accounts else rng.choices(("local", "google", "facebook", "apple"), (60, 30, 5, 5))[0],
         _ip(rng), p.signup, updated,
@@ -760,17 +724,16 @@ def _emit_user(history: UserHistory, devices: list[Device]) -> None:
         ))
 
     for item in history.knowledge.values():
-        assert item.last is not None  # every known word has been reviewed once
-        elapsed = (anchor - item.last).total_seconds() / 86400
-        strength = round(min(1.0, 0.9 ** (elapsed / max(1, item.interval))), 4)
-        mastery = "mastered" if item.mastered else ("reviewing" if item.reviews >= 2 and item.reps >= 1 else "learning")
+        memory = item.memory
+        assert memory.last_review is not None  # every known word has been reviewed once
         rows["user_vocab_knowledge"].append((
-            item.id, uid, item.vocab_id, strength, item.ease, item.interval, item.last, item.due, item.reviews,
-            item.reps, dumps(item.history), mastery, item.created_at, item.last,
+            item.id, uid, item.vocab_id, rules.memory_strength(memory, anchor), memory.easiness, memory.interval,
+            memory.last_review, memory.due, memory.reviews, memory.repetitions, dumps(item.history), rules.mastery_level(memory),
+            item.created_at, memory.last_review,
         ))
 
     rows["streaks"].append((
-        new_uuid(rng), uid, history.streak, history.longest, history.last_active, history.days_active,
+        new_uuid(rng), uid, history.streak.current, history.streak.longest, history.streak.last_active, history.streak.days_active,
         history._held(history.content.shop["Streak Freeze"])["quantity"], p.signup,
         max(history.streak_touched, p.signup),
     ))
@@ -791,7 +754,7 @@ def _emit_user(history: UserHistory, devices: list[Device]) -> None:
         ):
             continue  # only the next tier of each kind shows progress
         rows["user_achievements"].append((
-            new_uuid(rng), uid, achievement.id, min(value, achievement.condition_value), unlocked,
+            new_uuid(rng), uid, achievement.id, rules.achievement_progress(achievement.condition_value, value), unlocked,
             achievement.id in showcased, unlocked or p.signup,
         ))
 
@@ -800,7 +763,8 @@ def _emit_user(history: UserHistory, devices: list[Device]) -> None:
     ))
 
     for week_start, week in sorted(history.weeks.items()):
-        league, promoted, demoted = week.outcome or (history.league, False, False)
+        outcome = week.outcome or rules.WeekOutcome(history.league, False, False, history.league)
+        league, promoted, demoted = outcome.league, outcome.promoted, outcome.demoted
         rows["leaderboard_entries"].append((
             new_uuid(rng), uid, week_start, week_start + timedelta(days=6), league, week.xp, week.lessons, None,
             promoted, demoted, week.first, week.last,

@@ -1,0 +1,9 @@
+"""The write path: async domain operations on Tortoise, each one transaction, safe under concurrency by construction.
+
+    accounts   register, sign in, refresh tokens rotated per device with reuse detection, logout
+    wallet     earn, spend, purchase, activate an item; idempotent by the client's key
+
+Each operation runs inside an initialised Tortoise context (`langlearn.startup.database()`), takes
+row locks or single-statement conditional updates (never a read-modify-write race), and raises an
+`OperationError` whose `code` is the one the HTTP contract names (`insufficient_gems`, …).
+"""

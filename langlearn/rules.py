@@ -1,0 +1,231 @@
+"""The rule book: the numbers and pure functions of the game, shared by the seed's simulation and the live operations.
+
+Everything here is pure (no I/O, no clock, no randomness), so the seed, which draws the learners'
+choices at random, and the live operations, which take them from requests, score them alike:
+
+- lessons: `lesson_score`, `lesson_passes`, `is_perfect`, `lesson_xp` (hearts: `LESSON_LIVES`);
+- the day: `activity_day`, `daily_goal_reached` and its `DAILY_GOAL_GEMS`; `WELCOME_GEMS`, `HEART_REFILL_GEMS`;
+- streaks: `StreakState`, `next_streak_day` (freezes: `MAX_FREEZES`), `is_streak_milestone`;
+- achievements: `METRICS` (what `condition_type` counts), `achievement_unlocked`, `achievement_progress`, `total_xp`;
+- leagues: `LEAGUES`, `PROMOTE_AT`, `DEMOTE_BELOW`, `week_start`, `week_end`, `close_week`, `promotion_gems`, `ranks`;
+- spaced repetition (SM-2, through `supermemo2`): `MemoryState`, `review`, `is_mastered`, `mastery_level`,
+  `memory_strength`, `recalled`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from uuid import UUID
+
+from supermemo2 import review as sm2_review
+
+from langlearn.models.enums import LeagueType, MasteryLevel
+
+# --- lessons -----------------------------------------------------------------------------------
+LESSON_LIVES = 5  # hearts per lesson: each wrong answer costs one, the lesson fails at zero
+PERFECT_BONUS_XP = 5  # for a passed lesson with every question right the first time
+DOUBLE_XP_FACTOR = 2  # while a Double XP Boost is active (the attempt started before it expired)
+
+
+def lesson_score(first_correct: int, questions: int, finished: bool) -> int:
+    """The score of an attempt, 0-100: the share of questions answered right the first time; 0 if abandoned."""
+    return round(100 * first_correct / questions) if finished else 0
+
+
+def lesson_passes(score: int, pass_score: int, finished: bool, lives_left: int) -> bool:
+    """Whether an attempt passes: finished with a heart left and a score of at least the lesson's `pass_score`."""
+    return finished and lives_left > 0 and score >= pass_score
+
+
+def is_perfect(passed: bool, first_correct: int, questions: int) -> bool:
+    """A perfect lesson: passed with every question right the first time."""
+    return passed and first_correct == questions
+
+
+def lesson_xp(xp_reward: int, passed: bool, perfect: bool, boosted: bool) -> int:
+    """The XP an attempt earns: the lesson's `xp_reward` (plus the perfect bonus) if it passed, doubled under a boost."""
+    if not passed:
+        return 0
+    xp = xp_reward + (PERFECT_BONUS_XP if perfect else 0)
+    return xp * DOUBLE_XP_FACTOR if boosted else xp
+
+
+# --- the day and its gems ----------------------------------------------------------------------
+WELCOME_GEMS = 50  # paid once, at signup
+DAILY_GOAL_LESSONS = 1  # lessons to pass in a UTC day to reach the daily goal
+DAILY_GOAL_GEMS = 10  # paid once a day, when the goal is reached
+HEART_REFILL_GEMS = 30  # the price of a refill after a failed lesson
+
+
+def activity_day(when: datetime) -> date:
+    """The day an event counts for: days are UTC days, whatever the learner's time zone."""
+    return when.astimezone(timezone.utc).date()
+
+
+def daily_goal_reached(lessons_passed_today: int) -> bool:
+    """Whether the daily goal is met after passing `lessons_passed_today` lessons this UTC day."""
+    return lessons_passed_today >= DAILY_GOAL_LESSONS
+
+
+# --- streaks -----------------------------------------------------------------------------------
+MAX_FREEZES = 2  # Streak Freezes a learner may hold; the shop sells no more beyond that
+STREAK_MILESTONES = (7, 14, 21, 30, 50)  # streak lengths announced in the activity feed
+
+
+@dataclass(frozen=True)
+class StreakState:
+    """A streak at the end of a day: the `streaks` row's numbers, and the freezes held."""
+
+    current: int = 0
+    longest: int = 0
+    days_active: int = 0
+    last_active: date | None = None
+    freezes: int = 0
+
+
+def next_streak_day(state: StreakState, day: date, active: bool) -> StreakState:
+    """The streak after `day`: an active day (a lesson started that UTC day) extends it; a missed day
+    consumes one freeze if one is held, and otherwise breaks the streak. Missed days without a streak change nothing."""
+    if active:
+        current = state.current + 1
+        return StreakState(current, max(state.longest, current), state.days_active + 1, day, state.freezes)
+    if not state.current:
+        return state
+    if state.freezes:
+        return StreakState(state.current, state.longest, state.days_active, state.last_active, state.freezes - 1)
+    return StreakState(0, state.longest, state.days_active, state.last_active, 0)
+
+
+def is_streak_milestone(current: int) -> bool:
+    return current in STREAK_MILESTONES
+
+
+# --- achievements ------------------------------------------------------------------------------
+# what an achievement's `condition_type` counts; it unlocks when the count reaches `condition_value`
+METRICS = {
+    "lesson_complete": "lessons passed (repeats included)",
+    "reach_streak": "the current streak, in days",
+    "vocab_mastered": "words mastered now (see is_mastered)",
+    "xp_earned": "XP from lessons (achievement rewards excluded)",
+    "perfect_score": "perfect lessons",
+    "course_complete": "courses with every lesson passed",
+    "reviews_completed": "daily review sessions finished",
+    "follow_count": "users followed",
+}
+
+
+def achievement_unlocked(condition_value: int, value: int) -> bool:
+    return value >= condition_value
+
+
+def achievement_progress(condition_value: int, value: int) -> int:
+    """The progress shown for an achievement: the metric, capped at the condition."""
+    return min(value, condition_value)
+
+
+def total_xp(lesson_xp_earned: Iterable[int], achievement_xp_rewards: Iterable[int]) -> int:
+    """`users.total_xp`: the XP of every attempt plus the `xp_reward` of every unlocked achievement."""
+    return sum(lesson_xp_earned) + sum(achievement_xp_rewards)
+
+
+# --- leagues -----------------------------------------------------------------------------------
+LEAGUES = tuple(league.value for league in LeagueType)  # lowest first; everyone starts in the first
+PROMOTE_AT = {"bronze": 150, "silver": 250, "gold": 350, "platinum": 450}  # weekly XP to move up
+DEMOTE_BELOW = {"silver": 40, "gold": 80, "platinum": 120, "diamond": 160}  # weekly XP under which one moves down
+PROMOTION_GEMS, PROMOTION_GEMS_PER_LEAGUE = 20, 10  # promotion reward: base plus this per league left
+
+
+def week_start(day: date) -> date:
+    """The Monday of `day`'s week: leaderboard weeks run Monday to Sunday, in UTC days."""
+    return day - timedelta(days=day.weekday())
+
+
+def week_end(day: date) -> date:
+    """The Sunday of `day`'s week."""
+    return week_start(day) + timedelta(days=6)
+
+
+@dataclass(frozen=True)
+class WeekOutcome:
+    """How a closed week ends for a learner in `league` (the week's league); `next_league` is where they play next."""
+
+    league: str
+    promoted: bool
+    demoted: bool
+    next_league: str
+
+
+def close_week(league: str, weekly_xp: int) -> WeekOutcome:
+    """Promote at `PROMOTE_AT` weekly XP or more, demote under `DEMOTE_BELOW`, else stay (promotion wins)."""
+    promoted = league in PROMOTE_AT and weekly_xp >= PROMOTE_AT[league]
+    demoted = not promoted and league in DEMOTE_BELOW and weekly_xp < DEMOTE_BELOW[league]
+    step = 1 if promoted else -1 if demoted else 0
+    return WeekOutcome(league, promoted, demoted, LEAGUES[LEAGUES.index(league) + step])
+
+
+def promotion_gems(league: str) -> int:
+    """The gems paid for a promotion out of `league` (more for the higher leagues)."""
+    return PROMOTION_GEMS + PROMOTION_GEMS_PER_LEAGUE * LEAGUES.index(league)
+
+
+def ranks(weekly_xp: Mapping[UUID, int]) -> dict[UUID, int]:
+    """Ranks 1..n within one league and week: most XP first, ties broken by the lower user id."""
+    order = sorted(weekly_xp, key=lambda user: (-weekly_xp[user], user))
+    return {user: position for position, user in enumerate(order, start=1)}
+
+
+# --- spaced repetition (SM-2) ------------------------------------------------------------------
+INITIAL_EASINESS = 2.5
+RECALL_QUALITY = 3  # qualities 0-5; from this one up the word counts as remembered
+MASTERED_INTERVAL_DAYS, MASTERED_REPETITIONS = 21, 3
+REVIEWING_AFTER_REVIEWS = 2  # reviews before a recalled word leaves "learning"
+STRENGTH_DECAY = 0.9  # memory strength left after one interval without review
+
+
+@dataclass(frozen=True)
+class MemoryState:
+    """What the scheduler knows of one word (the `user_vocab_knowledge` columns): SM-2's state and the review times."""
+
+    easiness: float = INITIAL_EASINESS
+    interval: int = 0  # days
+    repetitions: int = 0  # recalls in a row
+    reviews: int = 0  # reviews in all
+    last_review: datetime | None = None
+    due: datetime | None = None
+
+
+def review(state: MemoryState, quality: int, when: datetime) -> MemoryState:
+    """The state after a review of `quality` (0-5) at `when`, scheduled by SM-2; easiness kept to 4 decimals."""
+    result = sm2_review(quality, state.easiness, state.interval, state.repetitions, when)
+    interval: int = result["interval"]
+    return MemoryState(round(result["easiness"], 4), interval, result["repetitions"], state.reviews + 1, when,
+                       when + timedelta(days=interval))
+
+
+def recalled(quality: int) -> bool:
+    return quality >= RECALL_QUALITY
+
+
+def is_mastered(state: MemoryState) -> bool:
+    """A word is mastered while its interval is at least three weeks after at least three recalls in a row."""
+    return state.interval >= MASTERED_INTERVAL_DAYS and state.repetitions >= MASTERED_REPETITIONS
+
+
+def mastery_level(state: MemoryState) -> str:
+    """The `mastery_level` of a word: mastered, reviewing (reviewed twice and last recalled) or learning."""
+    if is_mastered(state):
+        return MasteryLevel.MASTERED.value
+    if state.reviews >= REVIEWING_AFTER_REVIEWS and state.repetitions >= 1:
+        return MasteryLevel.REVIEWING.value
+    return MasteryLevel.LEARNING.value
+
+
+def memory_strength(state: MemoryState, now: datetime) -> float:
+    """How well the word is still known at `now` (0-1, 4 decimals): it decays by `STRENGTH_DECAY` per interval since the last review."""
+    if state.last_review is None:
+        return 0.0
+    elapsed_days = (now - state.last_review).total_seconds() / 86400
+    strength: float = STRENGTH_DECAY ** (elapsed_days / max(1, state.interval))
+    return round(min(1.0, strength), 4)
