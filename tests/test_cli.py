@@ -22,7 +22,7 @@ from tests.conftest import LANGLEARN, run_cli
 SUBCOMMANDS = [
     ["upgrade"], ["downgrade"], ["check"], ["status"], ["verify"], ["seed"],
     ["migrations"], ["migrations", "check"], ["migrations", "plan"], ["migrations", "sql"], ["migrations", "lint"],
-    ["migrations", "state-diff"], ["migrations", "repair"],
+    ["migrations", "state-diff"], ["migrations", "repair"], ["leagues"], ["leagues", "close-week"],
     ["server"], ["server", "url"], ["server", "status"], ["server", "stop"],
     ["db"], ["db", "create"], ["db", "drop"], ["db", "reset"], ["backup"], ["restore"],
 ]
@@ -38,7 +38,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_top_level_help_lists_every_subcommand():
     result = run_cli(LANGLEARN, "--help")
     assert result.returncode == 0 and result.stderr == ""
-    for name in ("upgrade", "downgrade", "check", "status", "migrations", "verify", "seed", "server", "db", "backup", "restore"):
+    for name in ("upgrade", "downgrade", "check", "status", "migrations", "verify", "seed", "leagues", "server", "db", "backup", "restore"):
         assert re.search(rf"\n    {name}[ \n]", result.stdout), name  # argparse puts a long name on a line of its own
 
 

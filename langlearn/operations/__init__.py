@@ -2,6 +2,9 @@
 
     accounts   register, sign in, refresh tokens rotated per device with reuse detection, logout
     wallet     earn, spend, purchase, activate an item; idempotent by the client's key
+    reviews    review a word: the SM-2 step of the rule book, and the day's review session
+    social     follow, unfollow, the feed of the people followed (keyset pages)
+    leagues    close a week: final ranks, promotions and demotions, rewards; safe to run twice or at once
 
 Each operation runs inside an initialised Tortoise context (`langlearn.startup.database()`), takes
 row locks or single-statement conditional updates (never a read-modify-write race), and raises an

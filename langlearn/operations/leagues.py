@@ -1,0 +1,249 @@
+"""Leagues: close a week (final ranks, promotions and demotions, next week's leagues, promotion rewards).
+
+`close_week(week_start)` is one transaction, run by a cron job after the week's Sunday (UTC):
+
+1. every close takes one transaction-scoped advisory lock (`CLOSE_LOCK`), so closes run one at a time:
+   a second close of the same week waits for the first to commit, then finds it closed. One lock for
+   all weeks (not one per week) also keeps a close of week N+1 from reading leagues a close of week N
+   is still moving; closes are rare, so serialising them costs nothing.
+2. the week's entries are read and locked (`FOR UPDATE`, by id), with each user's next-week league
+   and whether the promotion reward was paid; the outcome comes from the rule book
+   (`rules.ranks`, `rules.close_week`, `rules.promotion_gems`), never from numbers copied here.
+3. the "already closed" test: every entry already has its rank and flags, every promotion its reward,
+   and every next-week entry that exists its new league. Then nothing is written.
+4. otherwise set-based writes, each changing only rows that differ (so a rerun writes the difference):
+   the week's ranks and flags plus next week's entries (created with the XP already earned that week,
+   or only their league changed: XP and lessons earned are never clobbered) in one statement; next
+   week's ranks; then the rewards: wallets created if missing, locked in id order, then the ledger
+   entries (GREATEST(now(), newest created_at), as in `wallet.py`), the wallets and the activity feed.
+
+The marker. The schema has no "week closed" record; the closed state is the marker: flags, ranks, rewards
+(`source = "league_promotion"`, `reference_id` = the week's Monday, as the seed writes them) and next
+week's leagues. It cannot tell a closed week with no promotion and no demotion whose ranks were already
+final from an unclosed one: such a close reports already_closed without creating missing next-week
+entries (harmless: a user without an entry keeps their league, as in the seed, which creates entries only
+for users who practise). Missing next-week entries alone do not reopen a week, because the seed's closed
+weeks have none for inactive users. A durable marker would need a table (e.g. `league_weeks(week_start PK,
+closed_at)`); none was invented here.
+
+Lock order: the advisory lock, the week's entries, next week's entries, then wallets (by id), as one
+wallet's writers (`wallet.py`) lock only their wallet, and the lesson path is expected to lock an
+entry before a wallet.
+
+Round trips (BEGIN and COMMIT included), independent of the number of entries: already closed 4; a close at most
+6 (5 when next week's boards are unchanged), plus 3 when it pays rewards (wallets created, locked, paid).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from langlearn import rules
+from langlearn.operations.errors import InvalidRequest
+
+PROMOTION_SOURCE = "league_promotion"  # the ledger's source for a promotion reward, as the seed writes it
+PROMOTION_FEED = "league_promoted"  # the activity feed's type for it
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WeekClosed:
+    """What closing `week_start` did (or, `already_closed`, found done: the counts then describe the week's outcome)."""
+
+    week_start: date
+    ranked: int  # entries of the week (all ranked 1..n within their league)
+    promoted: int
+    demoted: int
+    next_created: int  # next week's entries created
+    next_moved: int  # next week's existing entries whose league was changed
+    rewards_paid: int  # promotion rewards written to the ledger
+    already_closed: bool
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One entry of the week with its outcome under the rule book, and what the database already holds."""
+
+    id: UUID
+    user_id: UUID
+    rank: int
+    outcome: rules.WeekOutcome
+    done: bool  # rank, flags, reward and next week's league (if an entry exists) already as the outcome says
+    rewarded: bool
+
+
+# --- SQL -------------------------------------------------------------------------------------------
+
+CLOSE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('langlearn.leagues.close_week'))"
+# a statement of its own after the lock: under READ COMMITTED it sees what a previous close committed
+READ_WEEK = """
+    SELECT e.id, e.user_id, e.league::text AS league, e.xp_earned, e.current_rank, e.is_promoted, e.is_demoted,
+           n.league::text AS next_league,
+           EXISTS (SELECT 1 FROM user_wallets w JOIN wallet_transactions t ON t.wallet_id = w.id
+                   WHERE w.user_id = e.user_id AND t.source = $2 AND t.reference_id = $3) AS rewarded
+    FROM leaderboard_entries e
+    LEFT JOIN leaderboard_entries n ON n.user_id = e.user_id AND n.week_start = $1::date + 7
+    WHERE e.week_start = $1
+    ORDER BY e.id
+    FOR UPDATE OF e
+"""
+# $1 the week; $2-$5 the week's entries: id, rank, promoted, demoted; $6-$7 next week: user, league
+WRITE_WEEK = """
+    WITH outcome AS (
+        SELECT * FROM unnest($2::uuid[], $3::int[], $4::bool[], $5::bool[]) AS o(id, position, promoted, demoted)
+    ), week AS (
+        UPDATE leaderboard_entries e
+        SET current_rank = o.position, is_promoted = o.promoted, is_demoted = o.demoted, updated_at = now()
+        FROM outcome o
+        WHERE e.id = o.id
+          AND (e.current_rank IS DISTINCT FROM o.position OR e.is_promoted <> o.promoted OR e.is_demoted <> o.demoted)
+        RETURNING 1
+    ), moving AS (
+        SELECT * FROM unnest($6::uuid[], $7::league_type[]) AS m(user_id, league)
+    ), earned AS (  -- a new entry starts with what its user already earned next week (the XP invariant)
+        SELECT a.user_id, sum(a.xp_earned) AS xp, count(*) FILTER (WHERE a.passed) AS lessons
+        FROM lesson_attempts a JOIN moving m ON m.user_id = a.user_id
+        WHERE a.started_at >= ($1::date + 7)::timestamp AT TIME ZONE 'UTC'
+          AND a.started_at < ($1::date + 14)::timestamp AT TIME ZONE 'UTC'
+        GROUP BY a.user_id
+    ), next AS (
+        INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned, lessons_completed)
+        SELECT m.user_id, $1::date + 7, $1::date + 13, m.league, coalesce(ea.xp, 0), coalesce(ea.lessons, 0)
+        FROM moving m LEFT JOIN earned ea ON ea.user_id = m.user_id
+        ORDER BY m.user_id
+        ON CONFLICT (user_id, week_start) DO UPDATE SET league = EXCLUDED.league, updated_at = now()
+            WHERE leaderboard_entries.league <> EXCLUDED.league  -- only the league: next week's XP stays
+        RETURNING (xmax = 0) AS created
+    )
+    SELECT (SELECT count(*) FROM week) AS ranked,
+           count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS moved
+    FROM next
+"""
+# next week's boards changed: its ranks follow (tie-break as rules.ranks: the lower user id)
+RANK_WEEK = """
+    UPDATE leaderboard_entries e SET current_rank = r.position, updated_at = now()
+    FROM (SELECT id, row_number() OVER (PARTITION BY league ORDER BY xp_earned DESC, user_id) AS position
+          FROM leaderboard_entries WHERE week_start = $1) r
+    WHERE e.id = r.id AND e.current_rank IS DISTINCT FROM r.position
+"""
+CREATE_WALLETS = "INSERT INTO user_wallets (user_id) SELECT u FROM unnest($1::uuid[]) AS u ORDER BY u ON CONFLICT (user_id) DO NOTHING"
+LOCK_WALLETS = "SELECT id FROM user_wallets WHERE user_id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+# $1-$6 per reward: user, amount, description, idempotency key, feed data, feed message; $7 source; $8 the week; $9 feed type
+WRITE_REWARDS = """
+    WITH reward AS (
+        SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
+                   AS r(user_id, amount, description, key, data, message)
+    ), entry AS (
+        INSERT INTO wallet_transactions (wallet_id, user_id, transaction_type, amount, balance_after, source,
+                                         reference_id, idempotency_key, description, created_at)
+        SELECT w.id, r.user_id, 'reward'::transaction_type, r.amount, w.gems + r.amount, $7, $8, r.key, r.description,
+               GREATEST(now(), (SELECT max(t.created_at) FROM wallet_transactions t WHERE t.wallet_id = w.id))
+        FROM reward r JOIN user_wallets w ON w.user_id = r.user_id
+        ORDER BY w.id
+        RETURNING wallet_id, amount
+    ), wallet AS (
+        UPDATE user_wallets u
+        SET gems = u.gems + entry.amount, total_gems_earned = u.total_gems_earned + entry.amount, updated_at = now()
+        FROM entry WHERE u.id = entry.wallet_id
+        RETURNING 1
+    ), feed AS (
+        INSERT INTO activity_feeds (user_id, activity_type, activity_data, message)
+        SELECT r.user_id, $9, r.data, r.message FROM reward r
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM wallet) AS paid, (SELECT count(*) FROM feed) AS fed
+"""
+
+
+# --- operation -------------------------------------------------------------------------------------
+
+async def close_week(week_start: date) -> WeekClosed:
+    """Close the week starting on Monday `week_start`: see the module's docstring.
+
+    Refusals (nothing written): `InvalidRequest` for a day that is not a Monday or a week that has not
+    ended (its Sunday is today or later, UTC). Safe to run twice or concurrently: the first close does
+    the work, the others report `already_closed` and write nothing.
+    """
+    check_week(week_start)
+    reference = week_start.isoformat()
+    async with in_transaction() as conn:
+        await conn.execute_query_dict(CLOSE_LOCK)
+        entries = _outcomes(await conn.execute_query_dict(READ_WEEK, [week_start, PROMOTION_SOURCE, reference]))
+        promoted = sum(entry.outcome.promoted for entry in entries)
+        demoted = sum(entry.outcome.demoted for entry in entries)
+        if all(entry.done for entry in entries):
+            return WeekClosed(week_start, len(entries), promoted, demoted, 0, 0, 0, already_closed=True)
+        written = await conn.execute_query_dict(WRITE_WEEK, [
+            week_start,
+            [entry.id for entry in entries], [entry.rank for entry in entries],
+            [entry.outcome.promoted for entry in entries], [entry.outcome.demoted for entry in entries],
+            [entry.user_id for entry in entries], [entry.outcome.next_league for entry in entries],
+        ])
+        created, moved = written[0]["created"], written[0]["moved"]
+        if created or moved:
+            await conn.execute_query_dict(RANK_WEEK, [week_start + timedelta(days=7)])
+        paid = await _pay_rewards(conn, week_start, [entry for entry in entries if entry.outcome.promoted and not entry.rewarded])
+    return WeekClosed(week_start, len(entries), promoted, demoted, created, moved, paid, already_closed=False)
+
+
+def check_week(week_start: date, today: date | None = None) -> None:
+    """Refuse (`InvalidRequest`) a day that is not a Monday, or a week not over by `today` (UTC by default)."""
+    if week_start.weekday() != 0:
+        raise InvalidRequest(f"a week starts on a Monday; {week_start} is a {week_start:%A} (its week starts on {rules.week_start(week_start)})")
+    today = today or datetime.now(timezone.utc).date()
+    end = rules.week_end(week_start)
+    if end >= today:
+        raise InvalidRequest(f"the week of {week_start} ends on {end}: it can be closed from {end + timedelta(days=1)} (UTC)")
+
+
+def last_ended_week(today: date | None = None) -> date:
+    """The Monday of the newest week whose Sunday is before `today` (UTC by default): the week a cron job closes."""
+    return rules.week_start(today or datetime.now(timezone.utc).date()) - timedelta(days=7)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def _outcomes(rows: list[Row]) -> list[_Entry]:
+    """Each entry's rank (within its league) and outcome under the rule book, and whether it is already applied."""
+    by_league: dict[str, dict[UUID, int]] = {}
+    for row in rows:
+        by_league.setdefault(row["league"], {})[row["user_id"]] = row["xp_earned"]
+    positions = {user: rank for board in by_league.values() for user, rank in rules.ranks(board).items()}
+    entries = []
+    for row in rows:
+        outcome = rules.close_week(row["league"], row["xp_earned"])
+        rank = positions[row["user_id"]]
+        done = (
+            row["current_rank"] == rank and row["is_promoted"] == outcome.promoted and row["is_demoted"] == outcome.demoted
+            and (row["rewarded"] or not outcome.promoted)
+            and row["next_league"] in (None, outcome.next_league)
+        )
+        entries.append(_Entry(row["id"], row["user_id"], rank, outcome, done, row["rewarded"]))
+    return entries
+
+
+async def _pay_rewards(conn: BaseDBAsyncClient, week_start: date, promoted: list[_Entry]) -> int:
+    """The promotion rewards not yet paid: one ledger entry (and feed item) each, keyed per user and week."""
+    if not promoted:
+        return 0
+    users = [entry.user_id for entry in promoted]
+    await conn.execute_query_dict(CREATE_WALLETS, [users])  # a user may have no wallet yet
+    await conn.execute_query_dict(LOCK_WALLETS, [users])
+    written = await conn.execute_query_dict(WRITE_REWARDS, [
+        users,
+        [rules.promotion_gems(entry.outcome.league) for entry in promoted],
+        [f"Promoted to the {entry.outcome.next_league.title()} league" for entry in promoted],
+        [f"{PROMOTION_SOURCE}:{week_start.isoformat()}" for _ in promoted],
+        [json.dumps({"league": entry.outcome.next_league, "week_start": week_start.isoformat()}) for entry in promoted],
+        [f"was promoted to the {entry.outcome.next_league.title()} league" for entry in promoted],  # the seed's wording
+        PROMOTION_SOURCE, week_start.isoformat(), PROMOTION_FEED,
+    ])
+    paid: int = written[0]["paid"]
+    return paid

@@ -1,0 +1,290 @@
+"""Closing a league week (langlearn.operations.leagues, `langlearn leagues close-week`) on a real PostgreSQL, races included."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+from datetime import date, datetime, time, timedelta, timezone
+from uuid import UUID
+
+import pytest
+
+from langlearn import cli, rules
+from langlearn.cli import leagues as leagues_cli
+from langlearn.operations import leagues, wallet
+from langlearn.operations.errors import InvalidRequest
+from langlearn.startup import database
+from langlearn.verify import check_invariants
+
+POOL = 5
+TODAY = datetime.now(timezone.utc).date()
+WEEK = rules.week_start(TODAY) - timedelta(days=14)  # ended, and so has the week after it
+NEXT = WEEK + timedelta(days=7)
+
+# (league, XP earned in WEEK): bronze is the bottom league, diamond the top one
+PLAYERS = {
+    "b_high": ("bronze", 200),
+    "b_edge": ("bronze", rules.PROMOTE_AT["bronze"]),  # exactly the threshold: promoted
+    "b_low1": ("bronze", 10),  # under every demotion line, but bronze has none
+    "b_low2": ("bronze", 10),  # a tie: the lower user id ranks first
+    "s_stay": ("silver", rules.DEMOTE_BELOW["silver"]),  # exactly the line: stays
+    "s_down": ("silver", rules.DEMOTE_BELOW["silver"] - 1),
+    "s_up": ("silver", rules.PROMOTE_AT["silver"] + 10),
+    "g_mid": ("gold", rules.DEMOTE_BELOW["gold"] + 5),
+    "d_top": ("diamond", 1000),  # the top league: never promoted
+    "d_idle": ("diamond", 0),  # an entry with no XP: demoted
+}
+NEXT_XP = {"b_high": 30}  # already earned next week (its entry exists, in the old league)
+
+
+def pooled(url: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}maxsize={POOL}"
+
+
+def at(day: date, hour: int = 12) -> datetime:
+    return datetime.combine(day, time(hour), tzinfo=timezone.utc)
+
+
+async def build_week(connection) -> dict[str, UUID]:
+    """Users with lesson attempts in WEEK (and one in NEXT), their entries carrying that XP, unranked and unflagged."""
+    course = await connection.fetchval("INSERT INTO courses (title, language, level, total_lessons) VALUES ('c', 'en', 'A1', 1) RETURNING id")
+    lesson = await connection.fetchval("INSERT INTO lessons (course_id, title, order_index) VALUES ($1, 'l', 0) RETURNING id", course)
+    users: dict[str, UUID] = {}
+    for name, (league, xp) in PLAYERS.items():
+        total = xp + NEXT_XP.get(name, 0)
+        users[name] = user = await connection.fetchval(
+            "INSERT INTO users (email, username, hashed_password, total_xp) VALUES ($1, $2, '$argon2id$x', $3) RETURNING id",
+            f"{name}@example.com", name, total,
+        )
+        for day, amount in ((WEEK + timedelta(days=2), xp), (NEXT + timedelta(days=1), NEXT_XP.get(name, 0))):
+            if amount:
+                await connection.execute(
+                    "INSERT INTO lesson_attempts (user_id, lesson_id, started_at, passed, xp_earned) VALUES ($1, $2, $3, true, $4)",
+                    user, lesson, at(day), amount,
+                )
+        await connection.execute(
+            """INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned, lessons_completed)
+               VALUES ($1, $2, $3, $4, $5, $6)""", user, WEEK, WEEK + timedelta(days=6), league, xp, 1 if xp else 0,
+        )
+        if name in NEXT_XP:
+            await connection.execute(
+                """INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned, lessons_completed)
+                   VALUES ($1, $2, $3, $4, $5, 1)""", user, NEXT, NEXT + timedelta(days=6), league, NEXT_XP[name],
+            )
+    # one user holds a wallet already (a ledger entry to order the reward after)
+    wallet = await connection.fetchval(
+        "INSERT INTO user_wallets (user_id, gems, total_gems_earned) VALUES ($1, 50, 50) RETURNING id", users["b_high"])
+    await connection.execute(
+        """INSERT INTO wallet_transactions (wallet_id, user_id, transaction_type, amount, balance_after, source, idempotency_key)
+           VALUES ($1, $2, 'earn', 50, 50, 'welcome_bonus', 'welcome')""", wallet, users["b_high"],
+    )
+    return users
+
+
+async def digest(connection) -> dict[str, str]:
+    """Everything a close may write, as one hash per table."""
+    return {
+        table: await connection.fetchval(f"SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t.id)), '') FROM {table} t")
+        for table in ("leaderboard_entries", "wallet_transactions", "user_wallets", "activity_feeds")
+    }
+
+
+async def assert_consistent(connection) -> None:
+    findings = await check_invariants(connection)
+    assert findings == [], [f.message for f in findings]
+
+
+async def assert_closed(connection, users: dict[str, UUID]) -> None:
+    """The state one close of WEEK leaves, checked against the rule book."""
+    rows = {r["user_id"]: r for r in await connection.fetch("SELECT * FROM leaderboard_entries WHERE week_start = $1", WEEK)}
+    names = {user: name for name, user in users.items()}
+    for league in rules.LEAGUES:
+        board = {user: row["xp_earned"] for user, row in rows.items() if row["league"] == league}
+        assert {user: rows[user]["current_rank"] for user in board} == rules.ranks(board)
+    low1, low2 = sorted([users["b_low1"], users["b_low2"]])
+    assert rows[low1]["current_rank"] < rows[low2]["current_rank"]  # the tie-break
+    promoted = {names[u] for u, r in rows.items() if r["is_promoted"]}
+    demoted = {names[u] for u, r in rows.items() if r["is_demoted"]}
+    assert promoted == {"b_high", "b_edge", "s_up"}
+    assert demoted == {"s_down", "d_idle"}
+
+    following = {r["user_id"]: r for r in await connection.fetch("SELECT * FROM leaderboard_entries WHERE week_start = $1", NEXT)}
+    assert set(following) == set(users.values())  # every user of the week has next week's entry
+    for name, (league, xp) in PLAYERS.items():
+        row = following[users[name]]
+        assert row["league"] == rules.close_week(league, xp).next_league, name
+        assert (row["xp_earned"], row["week_end"]) == (NEXT_XP.get(name, 0), NEXT + timedelta(days=6)), name
+    assert following[users["b_high"]]["lessons_completed"] == 1  # next week's progress kept, only the league moved
+
+    rewards = await connection.fetch(
+        """SELECT user_id, amount, balance_after, transaction_type::text AS kind, idempotency_key, reference_id
+           FROM wallet_transactions WHERE source = 'league_promotion'""")
+    assert {names[r["user_id"]]: r["amount"] for r in rewards} == {
+        "b_high": rules.promotion_gems("bronze"), "b_edge": rules.promotion_gems("bronze"), "s_up": rules.promotion_gems("silver"),
+    }
+    for reward in rewards:
+        assert (reward["kind"], reward["reference_id"], reward["idempotency_key"]) == ("reward", WEEK.isoformat(), f"league_promotion:{WEEK}")
+    gems = dict(await connection.fetch("SELECT u.username, w.gems FROM user_wallets w JOIN users u ON u.id = w.user_id"))
+    assert gems == {"b_high": 50 + rules.promotion_gems("bronze"), "b_edge": rules.promotion_gems("bronze"), "s_up": rules.promotion_gems("silver")}
+    feed = await connection.fetch("SELECT user_id, message FROM activity_feeds WHERE activity_type = 'league_promoted'")
+    assert sorted(names[r["user_id"]] for r in feed) == ["b_edge", "b_high", "s_up"]
+    await assert_consistent(connection)
+
+
+async def test_close_week_ranks_promotes_demotes_and_pays(head_db, connect):
+    connection = await connect(head_db)
+    users = await build_week(connection)
+    async with database(head_db, migrate="check", global_fallback=False):
+        closed = await leagues.close_week(WEEK)
+    assert closed == leagues.WeekClosed(WEEK, len(PLAYERS), 3, 2, len(PLAYERS) - 1, 1, 3, already_closed=False)
+    await assert_closed(connection, users)
+
+
+async def test_close_week_twice_changes_nothing_the_second_time(head_db, connect):
+    connection = await connect(head_db)
+    users = await build_week(connection)
+    async with database(head_db, migrate="check", global_fallback=False):
+        first = await leagues.close_week(WEEK)
+        after_first = await digest(connection)
+        second = await leagues.close_week(WEEK)
+    assert not first.already_closed
+    assert second == leagues.WeekClosed(WEEK, len(PLAYERS), 3, 2, 0, 0, 0, already_closed=True)
+    assert await digest(connection) == after_first
+    await assert_closed(connection, users)
+
+
+async def test_the_week_closed_twice_at_once_gives_one_result(head_db, connect):
+    connection = await connect(head_db)
+    users = await build_week(connection)
+    async with database(pooled(head_db), migrate="check", global_fallback=False):
+        results = await asyncio.gather(leagues.close_week(WEEK), leagues.close_week(WEEK))
+    assert sorted(result.already_closed for result in results) == [False, True]
+    worker = next(result for result in results if not result.already_closed)
+    assert (worker.rewards_paid, worker.next_created, worker.next_moved) == (3, len(PLAYERS) - 1, 1)
+    await assert_closed(connection, users)
+
+
+async def test_a_close_racing_wallet_operations_keeps_the_ledger_in_order(head_db, connect):
+    connection = await connect(head_db)
+    users = await build_week(connection)
+    async with database(pooled(head_db), migrate="check", global_fallback=False):
+        earned = [wallet.earn(users["b_high"], 5, "daily_goal", f"goal-{n}") for n in range(3)]
+        await asyncio.gather(leagues.close_week(WEEK), *earned)
+    assert await connection.fetchval("SELECT gems FROM user_wallets WHERE user_id = $1", users["b_high"]) == 65 + rules.promotion_gems("bronze")
+    await assert_consistent(connection)
+
+
+async def test_a_partly_applied_close_is_completed(head_db, connect):
+    """A week whose flags were set but whose rewards were not (e.g. by hand) is closed, paying only what is missing."""
+    connection = await connect(head_db)
+    users = await build_week(connection)
+    async with database(head_db, migrate="check", global_fallback=False):
+        await leagues.close_week(WEEK)
+        await connection.execute("DELETE FROM activity_feeds")
+        await connection.execute("DELETE FROM wallet_transactions WHERE source = 'league_promotion' AND user_id = $1", users["s_up"])
+        await connection.execute("DELETE FROM user_wallets WHERE user_id = $1", users["s_up"])
+        again = await leagues.close_week(WEEK)
+    assert (again.already_closed, again.rewards_paid, again.next_created, again.next_moved) == (False, 1, 0, 0)
+    assert await connection.fetchval("SELECT count(*) FROM wallet_transactions WHERE source = 'league_promotion'") == 3
+
+
+@pytest.mark.parametrize("day, why", [
+    (WEEK + timedelta(days=1), "Monday"),
+    (rules.week_start(TODAY), "ends on"),  # this week: not over
+    (rules.week_start(TODAY) + timedelta(days=7), "ends on"),  # a future week
+])
+async def test_refuses_a_day_that_is_not_a_monday_or_a_week_not_over(head_db, connect, day, why):
+    connection = await connect(head_db)
+    await build_week(connection)
+    before = await digest(connection)
+    async with database(head_db, migrate="check", global_fallback=False):
+        with pytest.raises(InvalidRequest, match=why):
+            await leagues.close_week(day)
+    assert await digest(connection) == before
+
+
+def test_check_week_and_the_default_week():
+    monday = date(2026, 11, 16)
+    leagues.check_week(monday, today=date(2026, 11, 23))  # the Monday after: allowed
+    with pytest.raises(InvalidRequest, match="2026-11-23"):
+        leagues.check_week(monday, today=date(2026, 11, 22))  # its Sunday: not over
+    with pytest.raises(InvalidRequest, match="Tuesday"):
+        leagues.check_week(date(2026, 11, 17), today=date(2026, 12, 1))
+    assert leagues.last_ended_week(date(2026, 11, 23)) == monday
+    assert leagues.last_ended_week(date(2026, 11, 29)) == monday
+    assert leagues.last_ended_week(date(2026, 11, 30)) == date(2026, 11, 23)
+
+
+# --- the seed --------------------------------------------------------------------------------------
+
+async def test_the_seeds_last_complete_week(seeded_db, connect):
+    """The seed closes a week on the Monday after it (its history ends the day before yesterday):
+    if it did, a close finds it closed and changes nothing; otherwise the close does it, and the data stays consistent."""
+    connection = await connect(seeded_db)
+    week = leagues.last_ended_week()
+    seed_closed = week + timedelta(days=7) <= TODAY - timedelta(days=2)
+    before = await digest(connection)
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        closed = await leagues.close_week(week)
+        again = await leagues.close_week(week)
+    assert closed.ranked > 0
+    assert again.already_closed
+    if seed_closed:
+        assert closed.already_closed, closed
+        assert await digest(connection) == before
+    else:
+        assert not closed.already_closed
+    await assert_consistent(connection)
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+BUILD_PARSER = cli.build_parser
+
+
+def _parser() -> cli.Parser:
+    """The real parser, with this command registered unless build_parser already does."""
+    parser = BUILD_PARSER()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "leagues" not in commands.choices:
+        leagues_cli.register(commands)
+    return parser
+
+
+async def _run(monkeypatch, url: str, *argv: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(cli, "build_parser", _parser)
+    monkeypatch.setenv("DATABASE_URL", url)
+    out, err = io.StringIO(), io.StringIO()
+    code = await cli.main(list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_cli_closes_then_reports_already_closed(head_db, connect, monkeypatch):
+    connection = await connect(head_db)
+    users = await build_week(connection)
+    code, out, err = await _run(monkeypatch, head_db, "leagues", "close-week", "--week", WEEK.isoformat())
+    assert (code, err) == (0, "")
+    assert out == (f"week {WEEK} closed: {len(PLAYERS)} entries ranked, 3 promoted, 2 demoted; "
+                   f"next week: {len(PLAYERS) - 1} entries created, 1 moved; 3 promotion rewards paid\n")
+    await assert_closed(connection, users)
+    code, out, err = await _run(monkeypatch, head_db, "leagues", "close-week", "--week", WEEK.isoformat())
+    assert (code, out, err) == (0, f"week {WEEK} already closed: nothing to do\n", "")
+
+
+async def test_cli_default_week_is_the_last_ended_one(head_db, monkeypatch):
+    code, out, err = await _run(monkeypatch, head_db, "leagues", "close-week")
+    assert (code, err) == (0, "")
+    assert out == f"week {leagues.last_ended_week()} already closed: nothing to do\n"  # no entries: nothing to do
+
+
+@pytest.mark.parametrize("week, message", [
+    ("2026-13-01", "is not a date"),
+    ("yesterday", "is not a date"),
+    ((WEEK + timedelta(days=2)).isoformat(), "a week starts on a Monday"),
+    (rules.week_start(TODAY).isoformat(), "it can be closed from"),
+])
+async def test_cli_bad_week_is_exit_2_with_one_line(head_db, monkeypatch, week, message):
+    code, out, err = await _run(monkeypatch, head_db, "leagues", "close-week", "--week", week)
+    assert (code, out) == (2, "")
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
