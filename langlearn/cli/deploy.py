@@ -17,10 +17,12 @@ from typing import Any
 
 from langlearn import history
 from langlearn.cli import Parser, Streams, positive_seconds
-from langlearn.errors import StartupError, UsageError
+from langlearn.errors import UsageError
 from langlearn.history import Target, checksums
 from langlearn.history.lock import lock_holder
 from langlearn.history.plan import Plan
+from langlearn.history.runner import plan_now
+from langlearn.history.state import MigrationState
 from langlearn.startup import Mode, Startup, StartupOptions, connect, prepare
 
 DEFAULTS = StartupOptions()
@@ -28,10 +30,19 @@ DEFAULTS = StartupOptions()
 
 def add_lock_options(parser: Parser) -> None:
     """How long a migrating command waits for the migration lock, and for each statement's table locks."""
+    add_lock_wait_option(parser)
+    add_timeout_options(parser)
+
+
+def add_lock_wait_option(parser: Parser) -> None:
     parser.add_argument(
         "--lock-wait", type=positive_seconds, default=DEFAULTS.lock_wait, metavar="S",
         help=f"give up if another process holds the migration lock longer than this (default {DEFAULTS.lock_wait:g})",
     )
+
+
+def add_timeout_options(parser: Parser) -> None:
+    """The session's limits for each migration statement."""
     parser.add_argument(
         "--lock-timeout", type=positive_seconds, default=DEFAULTS.lock_timeout, metavar="S",
         help=f"a migration statement waits at most this long for a table lock (default {DEFAULTS.lock_timeout:g})",
@@ -101,7 +112,7 @@ async def run_downgrade(args: argparse.Namespace, streams: Streams) -> int:
     url = streams.configured_url()
     target = Target("down", args.to, args.steps)
     options = startup_options(args)
-    plan = await read_plan(url, target, options)
+    plan, _ = await database_plan(url, target, options)
     if not plan.steps:
         print(plan.summary(), file=streams.out)
         return 0
@@ -115,17 +126,13 @@ async def run_downgrade(args: argparse.Namespace, streams: Streams) -> int:
     return 0
 
 
-async def read_plan(url: str, target: Target, options: StartupOptions) -> Plan:
-    """What taking the database to `target` would run now (read only; the run re-plans under the lock)."""
+async def database_plan(url: str, target: Target, options: StartupOptions) -> tuple[Plan, MigrationState]:
+    """What taking the database to `target` would run now, read without the lock (the run re-plans under it)."""
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-plan")
     try:
-        state = await history.read_state(connection, location=options.migrations)
-        report = await checksums.compare(connection, history.load_history(options.migrations), state)
+        return await plan_now(connection, target, options.migrations)
     finally:
         await connection.close()
-    if report.edited:
-        raise StartupError(report.edited[0].message)
-    return target.plan(history.load_history(options.migrations), list(state.applied))
 
 
 async def confirmed(question: str) -> bool:

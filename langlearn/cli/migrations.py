@@ -11,19 +11,17 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 from langlearn import history
-from langlearn.cli import Parser, Streams, lint, positive_seconds, review
-from langlearn.cli.deploy import DEFAULTS, add_database_options, add_lock_options, startup_options
-from langlearn.errors import StartupError, UsageError
-from langlearn.history import Target, checksums
+from langlearn.cli import Parser, Streams, lint, review
+from langlearn.cli.deploy import add_database_options, add_lock_wait_option, add_timeout_options, database_plan, startup_options
+from langlearn.errors import UsageError
+from langlearn.history import Target
 from langlearn.history.files import BASE, Direction, History
 from langlearn.history.plan import Plan, assumed_applied, downgrade_plan, upgrade_plan
-from langlearn.history.runner import ahead_message, repair, timeout_settings
+from langlearn.history.runner import repair, timeout_settings
 from langlearn.history.script import render
-from langlearn.history.state import MigrationState
-from langlearn.startup import StartupOptions, connect
+from langlearn.startup import connect
 from langlearn.urls import redact
 
 
@@ -48,7 +46,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     sql.add_argument("--from", dest="start", metavar="VERSION", help="offline: the version the database is at (`base` for an empty one)")
     sql.add_argument("--to", metavar="VERSION", help="up: the last migration to apply (default head); down: the one to end at (`base` for none)")
     sql.add_argument("--down", action="store_true", help="the downgrade's SQL instead")
-    add_lock_options(sql)
+    add_timeout_options(sql)  # the script tries the lock once, so no --lock-wait
     add_database_options(sql)
     sql.set_defaults(handler=run_sql)
 
@@ -56,7 +54,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
                          description="After a deliberate edit of an applied migration (a comment, a fix that changes nothing "
                          "already applied), record its current digests and models state, as Flyway's repair does. Run it on purpose: "
                          "an edit that changes what the migration does belongs in a new migration.")
-    fix.add_argument("--lock-wait", type=positive_seconds, default=DEFAULTS.lock_wait, metavar="S", help="give up if the migration lock is held longer")
+    add_lock_wait_option(fix)
     add_database_options(fix)
     fix.set_defaults(handler=run_repair)
 
@@ -74,23 +72,6 @@ def target_of(args: argparse.Namespace) -> Target:
     if args.down and args.steps is None and args.to is None:
         raise UsageError("--down needs a target: --to VERSION (or `base`) or --steps K")
     return Target(direction, args.to, args.steps)
-
-
-async def database_plan(url: str, target: Target, options: StartupOptions) -> tuple[Plan, MigrationState]:
-    """The plan the runner would make now, read without the lock and without writing anything."""
-    files = history.load_history(options.migrations)
-    connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-plan")
-    try:
-        state = await history.read_state(connection, location=options.migrations)
-        report = await checksums.compare(connection, files, state)
-    finally:
-        await connection.close()
-    if state.unknown:
-        raise StartupError(ahead_message(state))
-    if report.edited:
-        raise StartupError(f"{report.edited[0].message}; upgrade and downgrade refuse this database until then")
-    plan = target.plan(files, list(state.applied))
-    return replace(plan, adopt=tuple(files.get(version) for version in report.unrecorded)), state
 
 
 async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
@@ -147,7 +128,7 @@ async def run_repair(args: argparse.Namespace, streams: Streams) -> int:
     options = startup_options(args)
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-repair")
     try:
-        done = await repair(connection, location=options.migrations, lock_wait=args.lock_wait)
+        done = await repair(connection, location=options.migrations, lock_wait=options.lock_wait)
     finally:
         await connection.close()
     lines = [f"re-recorded {edit.version}: its {' and '.join(edit.parts)} as the file now has it" for edit in done.edits]

@@ -155,14 +155,7 @@ async def migrate(
     missing for applied migrations (applied before checksums were kept, or by `aerich upgrade`)
     are recorded, with a note in the log."""
     waited = await acquire_migration_lock(connection, lock_wait)
-    history = load_history(location)
-    state = await read_state(connection, location=location)
-    if state.unknown:
-        raise StartupError(ahead_message(state))
-    report = await checksums.compare(connection, history, state)
-    if report.edited:
-        raise StartupError(report.edited[0].message + (f" ({len(report.edited) - 1} more edited)" if len(report.edited) > 1 else ""))
-    plan = replace(target.plan(history, list(state.applied)), adopt=tuple(history.get(version) for version in report.unrecorded))
+    plan, _ = await plan_now(connection, target, location)
     if expected is not None and plan.versions != expected:
         raise StartupError(
             f"the database changed since the plan was shown: it would now {plan.summary()}; nothing was done, look at it again"
@@ -174,7 +167,7 @@ async def migrate(
         async with connection.transaction():
             for statement in plan.preparation:
                 await connection.execute(statement)
-    adopted = tuple(report.unrecorded)
+    adopted = tuple(migration.version for migration in plan.adopt)
     if adopted:
         log.info(
             "recorded the checksums of %d migration(s) applied before langlearn kept them (%s); an edit of their SQL is refused from now on",
@@ -186,6 +179,20 @@ async def migrate(
         now = await read_state(connection, location=location)
         raise StartupError(_failure_message(failed, now, lock_timeout, statement_timeout)) from failed
     return Outcome(plan=plan, state=await read_state(connection, location=location), adopted=adopted, lock_waited=waited)
+
+
+async def plan_now(connection: asyncpg.Connection, target: Target, location: str = MIGRATIONS_LOCATION) -> tuple[Plan, MigrationState]:
+    """The plan that takes the database to `target` from where it stands (reads only), with the digests to record
+    first. Refuses (StartupError) a database ahead of the code and an applied migration edited since it ran."""
+    history = load_history(location)
+    state = await read_state(connection, location=location)
+    if state.unknown:
+        raise StartupError(ahead_message(state))
+    report = await checksums.compare(connection, history, state)
+    if report.edited:
+        raise StartupError(report.edited[0].message + (f" ({len(report.edited) - 1} more edited)" if len(report.edited) > 1 else ""))
+    plan = replace(target.plan(history, list(state.applied)), adopt=tuple(history.get(version) for version in report.unrecorded))
+    return plan, state
 
 
 def ahead_message(state: MigrationState) -> str:

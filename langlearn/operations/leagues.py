@@ -47,6 +47,7 @@ from tortoise.transactions import in_transaction
 
 from langlearn import rules
 from langlearn.operations.errors import InvalidRequest
+from langlearn.operations.wallet import ledger_time
 
 PROMOTION_SOURCE = "league_promotion"  # the ledger's source for a promotion reward, as the seed writes it
 PROMOTION_FEED = "league_promoted"  # the activity feed's type for it
@@ -136,7 +137,7 @@ RANK_WEEK = """
 CREATE_WALLETS = "INSERT INTO user_wallets (user_id) SELECT u FROM unnest($1::uuid[]) AS u ORDER BY u ON CONFLICT (user_id) DO NOTHING"
 LOCK_WALLETS = "SELECT id FROM user_wallets WHERE user_id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 # $1-$6 per reward: user, amount, description, idempotency key, feed data, feed message; $7 source; $8 the week; $9 feed type
-WRITE_REWARDS = """
+WRITE_REWARDS = f"""
     WITH reward AS (
         SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
                    AS r(user_id, amount, description, key, data, message)
@@ -144,7 +145,7 @@ WRITE_REWARDS = """
         INSERT INTO wallet_transactions (wallet_id, user_id, transaction_type, amount, balance_after, source,
                                          reference_id, idempotency_key, description, created_at)
         SELECT w.id, r.user_id, 'reward'::transaction_type, r.amount, w.gems + r.amount, $7, $8, r.key, r.description,
-               GREATEST(now(), (SELECT max(t.created_at) FROM wallet_transactions t WHERE t.wallet_id = w.id))
+               {ledger_time("w.id")}
         FROM reward r JOIN user_wallets w ON w.user_id = r.user_id
         ORDER BY w.id
         RETURNING wallet_id, amount

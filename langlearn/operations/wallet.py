@@ -98,18 +98,26 @@ class ActivationResult:
 
 CREATE_WALLET = "INSERT INTO user_wallets (user_id) SELECT id FROM users WHERE id = $1 ON CONFLICT (user_id) DO NOTHING"
 LOCK_WALLET = "SELECT id, gems FROM user_wallets WHERE user_id = $1 FOR UPDATE"
+
+
+def ledger_time(wallet_id: str) -> str:
+    """The created_at of a new entry of the (locked) wallet `wallet_id` (an SQL expression): never before the
+    wallet's newest entry, see the module docstring. Every ledger writer uses it."""
+    return f"GREATEST(now(), (SELECT max(t.created_at) FROM wallet_transactions t WHERE t.wallet_id = {wallet_id}))"
+
+
 # a statement of its own after the lock: under READ COMMITTED it sees what the previous holder committed
 # (a join in the locking statement would read the entry from the snapshot taken before the wait)
 FIND_ENTRY = """
     SELECT id, transaction_type::text AS kind, amount, balance_after, source, reference_id, description
     FROM wallet_transactions WHERE wallet_id = $1 AND idempotency_key = $2
 """
-_ENTRY = """
+_ENTRY = f"""
     entry AS (
         INSERT INTO wallet_transactions (wallet_id, user_id, transaction_type, amount, balance_after, source,
                                          reference_id, idempotency_key, description, created_at)
         VALUES ($1, $2, $3::transaction_type, $4, $5, $6, $7, $8, $9,
-                GREATEST(now(), (SELECT max(created_at) FROM wallet_transactions WHERE wallet_id = $1)))
+                {ledger_time("$1")})
         RETURNING id
     ), wallet AS (
         UPDATE user_wallets
