@@ -3,10 +3,12 @@
 Everything here is pure (no I/O, no clock, no randomness), so the seed, which draws the learners'
 choices at random, and the live operations, which take them from requests, score them alike:
 
-- lessons: `lesson_score`, `lesson_passes`, `is_perfect`, `lesson_xp` (hearts: `LESSON_LIVES`);
+- lessons: `is_correct_answer`, `grade_lesson` (hearts: `LESSON_LIVES`), `lesson_score`, `lesson_passes`, `is_perfect`,
+  `lesson_xp`; how late a completion may arrive: `ATTEMPT_MAX_AGE`;
 - the day: `activity_day`, `daily_goal_reached` and its `DAILY_GOAL_GEMS`; `WELCOME_GEMS`, `HEART_REFILL_GEMS`;
-- streaks: `StreakState`, `next_streak_day` (freezes: `MAX_FREEZES`), `is_streak_milestone`;
-- achievements: `METRICS` (what `condition_type` counts), `achievement_unlocked`, `achievement_progress`, `total_xp`;
+- streaks: `StreakState`, `next_streak_day`, `streak_on_activity` (freezes: `MAX_FREEZES`), `is_streak_milestone`;
+- achievements: `METRICS` (what `condition_type` counts), `achievement_unlocked`, `achievement_progress`,
+  `achievements_reached`, `total_xp`;
 - leagues: `LEAGUES`, `PROMOTE_AT`, `DEMOTE_BELOW`, `week_start`, `week_end`, `close_week`, `promotion_gems`, `ranks`;
 - spaced repetition (SM-2, through `supermemo2`): `MemoryState`, `review`, `is_mastered`, `mastery_level`,
   `memory_strength`, `recalled`.
@@ -14,7 +16,7 @@ choices at random, and the live operations, which take them from requests, score
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from uuid import UUID
@@ -27,6 +29,65 @@ from langlearn.models.enums import LeagueType, MasteryLevel
 LESSON_LIVES = 5  # hearts per lesson: each wrong answer costs one, the lesson fails at zero
 PERFECT_BONUS_XP = 5  # for a passed lesson with every question right the first time
 DOUBLE_XP_FACTOR = 2  # while a Double XP Boost is active (the attempt started before it expired)
+
+
+ATTEMPT_MAX_AGE = timedelta(hours=2)  # a completion must arrive within this of the attempt's start (weeks close after it)
+
+
+def is_correct_answer(expected: str, given: str) -> bool:
+    """Whether an answer is right: the exercise's answer exactly, surrounding spaces aside (case and punctuation count)."""
+    return given.strip() == expected.strip()
+
+
+@dataclass(frozen=True)
+class GradedAnswer:
+    """One answer in the order given: right or wrong, and which try at its exercise it was (1 = first)."""
+
+    question_id: str
+    correct: bool
+    attempt_number: int
+
+
+@dataclass(frozen=True)
+class LessonGrade:
+    """A played lesson: `first_correct` exercises right the first time out of `questions`; `finished` unless
+    abandoned (every exercise answered right, or every heart lost); `answers` in order."""
+
+    questions: int
+    first_correct: int
+    lives_left: int
+    finished: bool
+    answers: tuple[GradedAnswer, ...]
+
+
+class ImpossibleAnswers(ValueError):
+    """An answer sequence no play of the lesson produces (an unknown exercise, an answer after the last heart...)."""
+
+
+def grade_lesson(exercises: Sequence[str], answers: Sequence[tuple[str, bool]]) -> LessonGrade:
+    """Replay `answers` ((exercise id, right?) in order) through the lesson's rules: each wrong answer costs a heart
+    and the exercise comes back; an exercise answered right is done; the lesson ends with every exercise done or
+    no heart left. Raises `ImpossibleAnswers` for a sequence that breaks these rules."""
+    known = set(exercises)
+    tries: dict[str, int] = {}
+    done: set[str] = set()
+    lives, first_correct, graded = LESSON_LIVES, 0, []
+    for question_id, correct in answers:
+        if question_id not in known:
+            raise ImpossibleAnswers(f"{question_id!r} is not an exercise of this lesson")
+        if question_id in done:
+            raise ImpossibleAnswers(f"{question_id!r} was answered again after it was answered right")
+        if lives == 0:
+            raise ImpossibleAnswers("an answer came after the last heart was lost")
+        tries[question_id] = number = tries.get(question_id, 0) + 1
+        graded.append(GradedAnswer(question_id, correct, number))
+        if correct:
+            done.add(question_id)
+            first_correct += number == 1
+        else:
+            lives -= 1
+    finished = len(done) == len(known) or lives == 0
+    return LessonGrade(len(known), first_correct, lives, finished, tuple(graded))
 
 
 def lesson_score(first_correct: int, questions: int, finished: bool) -> int:
@@ -98,6 +159,20 @@ def next_streak_day(state: StreakState, day: date, active: bool) -> StreakState:
     return StreakState(0, state.longest, state.days_active, state.last_active, 0)
 
 
+def streak_on_activity(state: StreakState, day: date) -> StreakState:
+    """The streak after activity on `day`, the days missed since `last_active` applied first (`next_streak_day`).
+    Activity on the day already counted, or on an earlier day (a late completion), changes nothing."""
+    last = state.last_active
+    if last is not None:
+        if day <= last:
+            return state
+        missed = (day - last).days - 1
+        # after the freezes and the break, a missed day changes nothing: the loop stops there
+        for offset in range(1, min(missed, state.freezes + 1) + 1):
+            state = next_streak_day(state, last + timedelta(days=offset), active=False)
+    return next_streak_day(state, day, active=True)
+
+
 def is_streak_milestone(current: int) -> bool:
     return current in STREAK_MILESTONES
 
@@ -123,6 +198,21 @@ def achievement_unlocked(condition_value: int, value: int) -> bool:
 def achievement_progress(condition_value: int, value: int) -> int:
     """The progress shown for an achievement: the metric, capped at the condition."""
     return min(value, condition_value)
+
+
+@dataclass(frozen=True)
+class AchievementRule:
+    """What an achievement of the catalogue asks: `condition_type` (a key of `METRICS`) reaching `condition_value`."""
+
+    id: UUID
+    condition_type: str
+    condition_value: int
+
+
+def achievements_reached(catalogue: Iterable[AchievementRule], metrics: Mapping[str, int]) -> list[AchievementRule]:
+    """The achievements whose metric (among `metrics`) has reached their condition, lowest condition first."""
+    reached = [a for a in catalogue if a.condition_type in metrics and achievement_unlocked(a.condition_value, metrics[a.condition_type])]
+    return sorted(reached, key=lambda a: (a.condition_type, a.condition_value, a.id))
 
 
 def total_xp(lesson_xp_earned: Iterable[int], achievement_xp_rewards: Iterable[int]) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
@@ -82,6 +84,9 @@ class LessonAttempt(UUIDModel):
     `xp_earned` is what the attempt added to the user's total XP; weekly league XP is the sum of
     this over the attempts started in that week. `created_at` follows the table convention and
     equals `started_at` for attempts recorded live.
+
+    A completion sent by a client carries its `idempotency_key` (unique per user): a retry finds the
+    attempt and gets back `outcome`, what the first completion reported (`langlearn.operations.lessons`).
     """
 
     started_at = fields.DatetimeField(default=utcnow, db_default=NOW)
@@ -96,6 +101,10 @@ class LessonAttempt(UUIDModel):
     time_spent_ms = counter()
     avg_response_time_ms = counter()
     device_type = NativeEnumField(DeviceType, null=True)
+    idempotency_key = fields.CharField(max_length=100, null=True, description="the client's key for this completion")
+    outcome: fields.JSONField[dict[str, Any] | None] = fields.JSONField(
+        null=True, description="what the completion reported (totals after it, achievements unlocked), returned to a retry"
+    )
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="lesson_attempts", on_delete=fields.CASCADE
     )
@@ -117,6 +126,8 @@ class LessonAttempt(UUIDModel):
                 check="correct_answers >= 0 AND correct_answers <= total_questions",
                 name="lesson_attempts_correct_answers_check",
             ),
+            # a unique index built CONCURRENTLY (migration 8): a client's retry finds its first completion
+            UniqueConstraint(fields=("user_id", "idempotency_key"), name="idx_lesson_attempt_user_idempotency"),
         )
         indexes = (
             Index(fields=("user_id", "lesson_id"), name="idx_lesson_attempt_user_lesson"),

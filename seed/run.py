@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from langlearn import rules
 from langlearn.errors import ConfigError, Interrupted, LanglearnError, SeedError
 from langlearn.history import read_state
 from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
@@ -45,10 +46,11 @@ MAX_USERS = 10_000_000
 PREFETCH = 2  # batches generated ahead of the one being copied
 LOCK_WAIT_SECONDS = 10
 LOCK_KEY = int.from_bytes(hashlib.blake2b(b"langlearn:seed", digest_size=8).digest(), "big", signed=True)
+# the weeks the simulation closed, before the anchor's: an open week is ranked when it closes (langlearn.operations.leagues)
 RANK_SQL = """
     UPDATE leaderboard_entries entry SET current_rank = ranked.position
     FROM (SELECT id, row_number() OVER (PARTITION BY week_start, league ORDER BY xp_earned DESC, user_id) AS position
-          FROM leaderboard_entries) ranked
+          FROM leaderboard_entries WHERE week_start < $1) ranked
     WHERE entry.id = ranked.id AND entry.current_rank IS DISTINCT FROM ranked.position
 """
 
@@ -232,7 +234,7 @@ class Seeder:
                 await self._content_step(run_id, anchor, steps_total, content, counts)
             await self._user_steps(run_id, context, max(1, steps_done), counts)
             async with self.connection.transaction():
-                await self.connection.execute(RANK_SQL)
+                await self.connection.execute(RANK_SQL, rules.week_start(anchor.date()))
                 await self.connection.execute(
                     "UPDATE seed_runs SET steps_done = steps_total, status = 'completed', finished_at = now(), "
                     "updated_at = now() WHERE id = $1", run_id)

@@ -265,8 +265,26 @@ async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_tota
     for week in await db.fetch("SELECT user_id, week_start, league, xp_earned, current_rank FROM leaderboard_entries"):
         boards[week["week_start"], week["league"]][week["user_id"]] = week["xp_earned"]
         stored_ranks[week["week_start"], week["league"], week["user_id"]] = week["current_rank"]
+    open_week = rules.week_start((await db.fetchval("SELECT anchor_at FROM seed_runs")).date())
     for (start, league), board in boards.items():
-        assert {user: stored_ranks[start, league, user] for user in board} == rules.ranks(board)
+        expected = rules.ranks(board) if start < open_week else dict.fromkeys(board)  # an open week is ranked when it closes
+        assert {user: stored_ranks[start, league, user] for user in board} == expected
+    assert any(start == open_week for start, _ in boards)
+
+    # every recorded attempt's answers, graded by the rule book, give its stored hearts, first-try answers and score
+    exercises: dict = {}
+    for lesson in await db.fetch("SELECT id, content FROM lessons"):
+        exercises[lesson["id"]] = [e["id"] for e in json.loads(lesson["content"])["exercises"]]
+    answers = defaultdict(list)
+    for row in await db.fetch("SELECT lesson_attempt_id, question_id, is_correct FROM question_attempts ORDER BY lesson_attempt_id, created_at, attempt_number"):
+        answers[row["lesson_attempt_id"]].append((row["question_id"], row["is_correct"]))
+    for attempt in await db.fetch("SELECT id, lesson_id, score, correct_answers, lives_remaining, finished_at FROM lesson_attempts"):
+        grade = rules.grade_lesson(exercises[attempt["lesson_id"]], answers[attempt["id"]])
+        finished = attempt["finished_at"] is not None
+        assert (grade.first_correct, grade.lives_left) == (attempt["correct_answers"], attempt["lives_remaining"])
+        assert grade.finished or not finished  # an abandoned attempt stops before the end
+        assert rules.lesson_score(grade.first_correct, grade.questions, finished) == attempt["score"]
+        checked["attempts graded"] += 1
 
     # SM-2: each word's recorded reviews replayed give its stored state
     for word in await db.fetch("SELECT * FROM user_vocab_knowledge"):
@@ -282,4 +300,4 @@ async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_tota
         checked["words"] += 1
 
     # the replay exercised every rule, not only the trivial cases
-    assert all(checked[name] > 0 for name in ("attempts", "boosted", "achievements", "promoted", "stayed", "frozen days", "words")), checked
+    assert all(checked[name] > 0 for name in ("attempts", "attempts graded", "boosted", "achievements", "promoted", "stayed", "frozen days", "words")), checked

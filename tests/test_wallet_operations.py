@@ -214,23 +214,25 @@ FREEZE = '{"protects_days": 1, "max_held": 2}'
 BOOST = '{"xp_multiplier": 2, "duration_minutes": 15}'
 
 
-async def test_activate_a_streak_freeze(head_db, connect):
+async def test_streak_freezes_are_held_in_the_inventory_and_the_streak_alike(head_db, connect):
     connection = await connect(head_db)
     user = await new_user(connection, "freezer", gems=500)
+    await connection.execute("INSERT INTO streaks (user_id) VALUES ($1)", user)
     freeze = await new_item(connection, "Freeze", 50, item_type="streak_freeze", effects=FREEZE)
     async with database(head_db, migrate="check", global_fallback=False):
         with pytest.raises(NotOwned):
             await wallet.activate(user, freeze)
-        await wallet.purchase(user, freeze, 3, "freezes")
-        one = await wallet.activate(user, freeze)
-        two = await wallet.activate(user, freeze)
-        assert (one.quantity_left, one.freeze_count, two.quantity_left, two.freeze_count) == (2, 1, 1, 2)
+        bought = await wallet.purchase(user, freeze, 2, "freezes")
+        assert bought.quantity_owned == wallet.MAX_FREEZES
         before = await snapshot(connection, user)
-        with pytest.raises(FreezeLimit):
-            await wallet.activate(user, freeze)  # MAX_FREEZES held: the inventory keeps its last one
+        with pytest.raises(FreezeLimit):  # MAX_FREEZES held: the third is not sold, and nothing is charged
+            await wallet.purchase(user, freeze, 1, "one-more")
         assert await snapshot(connection, user) == before
+        one = await wallet.activate(user, freeze)
+        two = await wallet.activate(user, freeze)  # marking it in use again changes nothing: a missed day spends it
+        assert (one.quantity_left, one.freeze_count) == (two.quantity_left, two.freeze_count) == (2, 2)
     assert await connection.fetchval("SELECT freeze_count FROM streaks WHERE user_id = $1", user) == wallet.MAX_FREEZES
-    assert await connection.fetchval("SELECT quantity FROM user_inventory WHERE user_id = $1", user) == 1
+    assert await connection.fetchrow("SELECT quantity, is_active FROM user_inventory WHERE user_id = $1", user) == (2, True)
     await assert_consistent(connection)
 
 

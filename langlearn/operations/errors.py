@@ -102,3 +102,12 @@ class IdempotencyKeyReused(Conflict):
     """An idempotency key sent again with other parameters than its first request's."""
 
     code = "idempotency_key_reused"
+
+
+# --- lessons (langlearn.operations.lessons) ---
+
+
+class WeekClosed(Conflict):
+    """A completion whose week the league close has already ranked (it arrived too late to count)."""
+
+    code = "week_closed"

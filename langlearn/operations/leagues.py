@@ -13,8 +13,8 @@
    and every next-week entry that exists its new league. Then nothing is written.
 4. otherwise set-based writes, each changing only rows that differ (so a rerun writes the difference):
    the week's ranks and flags plus next week's entries (created with the XP already earned that week,
-   or only their league changed: XP and lessons earned are never clobbered) in one statement; next
-   week's ranks; then the rewards: wallets created if missing, locked in id order, then the ledger
+   or only their league changed: XP and lessons earned are never clobbered) in one statement (next week
+   stays unranked: an open week is ranked when it closes, so a completion never re-ranks a board); then the rewards: wallets created if missing, locked in id order, then the ledger
    entries (GREATEST(now(), newest created_at), as in `wallet.py`), the wallets and the activity feed.
 
 The marker. The schema has no "week closed" record; the closed state is the marker: flags, ranks, rewards
@@ -27,11 +27,11 @@ weeks have none for inactive users. A durable marker would need a table (e.g. `l
 closed_at)`); none was invented here.
 
 Lock order: the advisory lock, the week's entries, next week's entries, then wallets (by id), as one
-wallet's writers (`wallet.py`) lock only their wallet, and the lesson path is expected to lock an
-entry before a wallet.
+wallet's writers (`wallet.py`) lock only their wallet, and the lesson path (`lessons.py`) locks its
+entry before its wallet.
 
-Round trips (BEGIN and COMMIT included), independent of the number of entries: already closed 4; a close at most
-6 (5 when next week's boards are unchanged), plus 3 when it pays rewards (wallets created, locked, paid).
+Round trips (BEGIN and COMMIT included), independent of the number of entries: already closed 4; a close 5,
+plus 3 when it pays rewards (wallets created, locked, paid).
 """
 
 from __future__ import annotations
@@ -127,13 +127,6 @@ WRITE_WEEK = """
            count(*) FILTER (WHERE created) AS created, count(*) FILTER (WHERE NOT created) AS moved
     FROM next
 """
-# next week's boards changed: its ranks follow (tie-break as rules.ranks: the lower user id)
-RANK_WEEK = """
-    UPDATE leaderboard_entries e SET current_rank = r.position, updated_at = now()
-    FROM (SELECT id, row_number() OVER (PARTITION BY league ORDER BY xp_earned DESC, user_id) AS position
-          FROM leaderboard_entries WHERE week_start = $1) r
-    WHERE e.id = r.id AND e.current_rank IS DISTINCT FROM r.position
-"""
 CREATE_WALLETS = "INSERT INTO user_wallets (user_id) SELECT u FROM unnest($1::uuid[]) AS u ORDER BY u ON CONFLICT (user_id) DO NOTHING"
 LOCK_WALLETS = "SELECT id FROM user_wallets WHERE user_id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 # $1-$6 per reward: user, amount, description, idempotency key, feed data, feed message; $7 source; $8 the week; $9 feed type
@@ -188,8 +181,6 @@ async def close_week(week_start: date) -> WeekClosed:
             [entry.user_id for entry in entries], [entry.outcome.next_league for entry in entries],
         ])
         created, moved = written[0]["created"], written[0]["moved"]
-        if created or moved:
-            await conn.execute_query_dict(RANK_WEEK, [week_start + timedelta(days=7)])
         paid = await _pay_rewards(conn, week_start, [entry for entry in entries if entry.outcome.promoted and not entry.rewarded])
     return WeekClosed(week_start, len(entries), promoted, demoted, created, moved, paid, already_closed=False)
 

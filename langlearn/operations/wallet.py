@@ -7,7 +7,10 @@ Lock order, which every writer of these rows must follow (or deadlocks become po
     1. the wallet row:    SELECT … FROM user_wallets WHERE user_id = $1 FOR UPDATE
     2. the shop item row: the conditional stock UPDATE (purchase only)
     3. the inventory row: its upsert / conditional decrement
-    4. the streak row:    the freeze_count upsert (activate only)
+    4. the streak row:    the freeze_count upsert (a streak freeze bought)
+Streak freezes are held in the inventory and counted in `streaks.freeze_count` alike (the verification checks
+that they agree): buying one adds to both (at most `MAX_FREEZES` held), a lesson completed after a missed day
+takes one from both (`lessons.py`, under the same wallet lock), and activating one only marks it in use.
 A wallet's ledger is written only under its wallet's lock, so the lock serialises one wallet's
 requests: the idempotency check that follows it and the insert after that cannot interleave with
 another request for the same wallet (a check-then-insert is race-free here; UNIQUE (wallet_id,
@@ -22,8 +25,9 @@ broken by ledger_seq, drawn at insert, i.e. under the lock, in write order.
 
 Round trips per call (BEGIN and COMMIT included), independent of the data:
     earn / spend   5: lock, idempotency check, entry + wallet (one statement); a replay 4
-    purchase       6: lock, idempotency check, stock, entry + wallet + inventory (one statement)
-    activate       5 (double XP) or 6 (streak freeze): item, inventory decrement, [streak]
+    purchase       6: lock, idempotency check, stock, entry + wallet + inventory (one statement);
+                   a streak freeze 8 (the freezes held read, the streak's count raised)
+    activate       4: item, inventory update
 A user's first operation adds 2 (the wallet created, then locked); a refusal reads at most one row more.
 """
 
@@ -79,6 +83,7 @@ class PurchaseResult:
     cost: int
     gems: int
     replayed: bool
+    quantity_owned: int  # the inventory's quantity after the purchase (for a replay: now, as it may have been used since)
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ WRITE_ENTRY = f"WITH {_ENTRY} SELECT entry.id, wallet.gems FROM entry, wallet"
 TAKE_STOCK = """
     UPDATE shop_items SET stock_quantity = stock_quantity - $2
     WHERE id = $1 AND is_available AND (stock_quantity IS NULL OR stock_quantity >= $2)
-    RETURNING price_gems, name
+    RETURNING price_gems, name, item_type
 """
 READ_ITEM = "SELECT name, item_type, is_available, stock_quantity, price_gems, effects FROM shop_items WHERE id = $1"
 WRITE_PURCHASE = f"""
@@ -141,16 +146,22 @@ WRITE_PURCHASE = f"""
     )
     SELECT entry.id, wallet.gems, held.quantity FROM entry, wallet, held
 """
-USE_FREEZE = """
-    UPDATE user_inventory SET quantity = quantity - 1, is_active = quantity > 1
-    WHERE user_id = $1 AND shop_item_id = $2 AND quantity >= 1
-    RETURNING quantity
+READ_OWNED = "SELECT quantity FROM user_inventory WHERE user_id = $1 AND shop_item_id = $2"
+FREEZES_HELD = """
+    SELECT coalesce(sum(i.quantity), 0) AS held FROM user_inventory i JOIN shop_items s ON s.id = i.shop_item_id
+    WHERE i.user_id = $1 AND s.item_type = 'streak_freeze'
 """
-ADD_FREEZE = """
-    INSERT INTO streaks (user_id, freeze_count) VALUES ($1, 1)
-    ON CONFLICT (user_id) DO UPDATE SET freeze_count = streaks.freeze_count + 1, updated_at = now()
-    WHERE streaks.freeze_count < $2
-    RETURNING freeze_count
+ADD_FREEZES = """
+    INSERT INTO streaks (user_id, freeze_count) VALUES ($1, $2)
+    ON CONFLICT (user_id) DO UPDATE SET freeze_count = streaks.freeze_count + EXCLUDED.freeze_count, updated_at = now()
+"""
+USE_FREEZE = """
+    WITH held AS (
+        UPDATE user_inventory SET is_active = true, activated_at = coalesce(activated_at, now())
+        WHERE user_id = $1 AND shop_item_id = $2 AND quantity >= 1
+        RETURNING quantity
+    )
+    SELECT held.quantity, (SELECT freeze_count FROM streaks WHERE user_id = $1) AS freeze_count FROM held
 """
 # a boost still running is extended from its expiry rather than restarted
 USE_BOOST = """
@@ -196,14 +207,16 @@ async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency
     """
     if quantity < 1:
         raise InvalidRequest(f"a purchase buys at least one item, not {quantity}")
-    _check_key(idempotency_key)
+    check_key(idempotency_key)
     async with in_transaction() as conn:
-        wallet_id, gems = await _lock_wallet(conn, user_id)
+        wallet_id, gems = await lock_wallet(conn, user_id)
         if first := await _find_entry(conn, wallet_id, idempotency_key):
             bought = _purchased_quantity(first)
             if first["kind"] != "purchase" or first["reference_id"] != str(shop_item_id) or bought != quantity:
                 raise IdempotencyKeyReused(f"idempotency key {idempotency_key!r} was first used for another request")
-            return PurchaseResult(first["id"], shop_item_id, quantity, -first["amount"], first["balance_after"], replayed=True)
+            owned = await conn.execute_query_dict(READ_OWNED, [user_id, shop_item_id])
+            return PurchaseResult(first["id"], shop_item_id, quantity, -first["amount"], first["balance_after"], replayed=True,
+                                  quantity_owned=owned[0]["quantity"] if owned else 0)
         taken = await conn.execute_query_dict(TAKE_STOCK, [shop_item_id, quantity])
         if not taken:
             raise await _why_not_for_sale(conn, shop_item_id, quantity)
@@ -212,19 +225,26 @@ async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency
             raise InvalidRequest("a free item cannot be bought (the ledger records no zero amounts)")
         if gems < cost:  # raising rolls the transaction back: the stock taken above is restored
             raise InsufficientGems(f"{quantity} × {taken[0]['name']} cost {cost} gems; the wallet holds {gems}")
+        if taken[0]["item_type"] == "streak_freeze":  # the wallet lock serialises every writer of the user's freezes: this read stays true
+            held = (await conn.execute_query_dict(FREEZES_HELD, [user_id]))[0]["held"]
+            if held + quantity > MAX_FREEZES:
+                raise FreezeLimit(f"{held} streak freezes held; at most {MAX_FREEZES} at a time")
+            await conn.execute_query_dict(ADD_FREEZES, [user_id, quantity])
         written = await conn.execute_query_dict(WRITE_PURCHASE, [
             wallet_id, user_id, "purchase", -cost, gems - cost, SHOP_SOURCE, str(shop_item_id), idempotency_key,
             f"Bought {quantity} × {taken[0]['name']}", shop_item_id, quantity,
         ])
-    return PurchaseResult(written[0]["id"], shop_item_id, quantity, cost, written[0]["gems"], replayed=False)
+    return PurchaseResult(written[0]["id"], shop_item_id, quantity, cost, written[0]["gems"], replayed=False,
+                          quantity_owned=written[0]["quantity"])
 
 
 async def activate(user_id: UUID, shop_item_id: UUID) -> ActivationResult:
-    """Use one held item: a streak freeze moves to `streaks.freeze_count` (at most `MAX_FREEZES`);
-    a double XP boost becomes active until now + its `effects.duration_minutes` (extending one still running).
+    """Use a held item: a streak freeze is marked in use (it is spent by a missed day, `lessons.py`; activating it
+    again changes nothing); a double XP boost uses one item and is active until now + its
+    `effects.duration_minutes` (extending one still running).
 
-    Refusals (nothing written): `NotFound`, `NotOwned`, `NotActivatable`, `FreezeLimit`.
-    Not idempotent: each call uses one more item (a client retrying must not resend blindly).
+    Refusals (nothing written): `NotFound`, `NotOwned`, `NotActivatable`.
+    A boost's activation is not idempotent: each call uses one more (a client retrying must not resend blindly).
     """
     async with in_transaction() as conn:
         items = await conn.execute_query_dict(READ_ITEM, [shop_item_id])
@@ -236,10 +256,7 @@ async def activate(user_id: UUID, shop_item_id: UUID) -> ActivationResult:
             used = await conn.execute_query_dict(USE_FREEZE, [user_id, shop_item_id])
             if not used:
                 raise NotOwned(f"no {item['name']} to activate")
-            streak = await conn.execute_query_dict(ADD_FREEZE, [user_id, MAX_FREEZES])
-            if not streak:  # raising rolls back the decrement above
-                raise FreezeLimit(f"the streak already holds {MAX_FREEZES} freezes")
-            return ActivationResult(shop_item_id, item_type, used[0]["quantity"], freeze_count=streak[0]["freeze_count"])
+            return ActivationResult(shop_item_id, item_type, used[0]["quantity"], freeze_count=used[0]["freeze_count"])
         if item_type == "double_xp":
             minutes = _effects(item).get("duration_minutes")
             if not isinstance(minutes, int) or minutes <= 0:
@@ -258,9 +275,9 @@ async def _post(
     user_id: UUID, kind: str, amount: int, source: str, reference_id: str | None, idempotency_key: str, description: str | None
 ) -> WalletResult:
     """One ledger entry of `amount` (signed) and the wallet moved by it, under the wallet's lock."""
-    _check_key(idempotency_key)
+    check_key(idempotency_key)
     async with in_transaction() as conn:
-        wallet_id, gems = await _lock_wallet(conn, user_id)
+        wallet_id, gems = await lock_wallet(conn, user_id)
         if first := await _find_entry(conn, wallet_id, idempotency_key):
             if (first["kind"], first["amount"], first["source"], first["reference_id"]) != (kind, amount, source, reference_id):
                 raise IdempotencyKeyReused(f"idempotency key {idempotency_key!r} was first used for another request")
@@ -273,7 +290,7 @@ async def _post(
     return WalletResult(written[0]["id"], amount, written[0]["gems"], replayed=False)
 
 
-async def _lock_wallet(conn: BaseDBAsyncClient, user_id: UUID) -> tuple[UUID, int]:
+async def lock_wallet(conn: BaseDBAsyncClient, user_id: UUID) -> tuple[UUID, int]:
     """Lock the user's wallet row (creating it, empty, on first use): (wallet id, gems)."""
     rows = await conn.execute_query_dict(LOCK_WALLET, [user_id])
     if not rows:
@@ -302,7 +319,7 @@ async def _why_not_for_sale(conn: BaseDBAsyncClient, shop_item_id: UUID, quantit
     return OutOfStock(f"{item['name']}: {item['stock_quantity']} left, {quantity} wanted")
 
 
-def _check_key(idempotency_key: str) -> None:
+def check_key(idempotency_key: str) -> None:
     if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
         raise InvalidRequest(f"an idempotency key is 1 to {IDEMPOTENCY_KEY_MAX} characters")
 

@@ -192,6 +192,19 @@ INVARIANTS = (
         "recompute total_xp from lesson_attempts and unlocked user_achievements",
     ),
     Invariant(
+        "streak_freezes_mismatch",
+        "streaks.freeze_count",
+        """
+        SELECT s.id, s.freeze_count AS actual, coalesce(h.held, 0) AS expected
+        FROM streaks s
+        LEFT JOIN (SELECT i.user_id, sum(i.quantity) AS held FROM user_inventory i JOIN shop_items si ON si.id = i.shop_item_id
+                   WHERE si.item_type = 'streak_freeze' GROUP BY i.user_id) h ON h.user_id = s.user_id
+        WHERE s.freeze_count <> coalesce(h.held, 0)
+        """,
+        "streaks whose freeze_count is not the number of streak freezes their user holds in the inventory",
+        "a freeze bought or spent must change both: set freeze_count to the inventory's streak_freeze quantity",
+    ),
+    Invariant(
         "streak_in_future",
         "streaks.last_activity_date",
         f"""
