@@ -191,8 +191,8 @@ async def test_a_partly_applied_close_is_completed(head_db, connect):
 
 @pytest.mark.parametrize("day, why", [
     (WEEK + timedelta(days=1), "Monday"),
-    (rules.week_start(TODAY), "ends on"),  # this week: not over
-    (rules.week_start(TODAY) + timedelta(days=7), "ends on"),  # a future week
+    (rules.week_start(TODAY), "takes completions until"),  # this week: not over
+    (rules.week_start(TODAY) + timedelta(days=7), "takes completions until"),  # a future week
 ])
 async def test_refuses_a_day_that_is_not_a_monday_or_a_week_not_over(head_db, connect, day, why):
     connection = await connect(head_db)
@@ -206,11 +206,12 @@ async def test_refuses_a_day_that_is_not_a_monday_or_a_week_not_over(head_db, co
 
 def test_check_week_and_the_default_week():
     monday = date(2026, 11, 16)
-    leagues.check_week(monday, today=date(2026, 11, 23))  # the Monday after: allowed
-    with pytest.raises(InvalidRequest, match="2026-11-23"):
-        leagues.check_week(monday, today=date(2026, 11, 22))  # its Sunday: not over
+    after = datetime(2026, 11, 23, tzinfo=timezone.utc) + rules.ATTEMPT_MAX_AGE  # the Monday after, once late completions are in
+    leagues.check_week(monday, now=after)
+    with pytest.raises(InvalidRequest, match="2026-11-23 02:00"):
+        leagues.check_week(monday, now=after - timedelta(seconds=1))
     with pytest.raises(InvalidRequest, match="Tuesday"):
-        leagues.check_week(date(2026, 11, 17), today=date(2026, 12, 1))
+        leagues.check_week(date(2026, 11, 17), now=datetime(2026, 12, 1, tzinfo=timezone.utc))
     assert leagues.last_ended_week(date(2026, 11, 23)) == monday
     assert leagues.last_ended_week(date(2026, 11, 29)) == monday
     assert leagues.last_ended_week(date(2026, 11, 30)) == date(2026, 11, 23)
@@ -282,7 +283,7 @@ async def test_cli_default_week_is_the_last_ended_one(head_db, monkeypatch):
     ("2026-13-01", "is not a date"),
     ("yesterday", "is not a date"),
     ((WEEK + timedelta(days=2)).isoformat(), "a week starts on a Monday"),
-    (rules.week_start(TODAY).isoformat(), "it can be closed from"),
+    (rules.week_start(TODAY).isoformat(), "close it from then"),
 ])
 async def test_cli_bad_week_is_exit_2_with_one_line(head_db, monkeypatch, week, message):
     code, out, err = await _run(monkeypatch, head_db, "leagues", "close-week", "--week", week)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -161,8 +161,8 @@ WRITE_REWARDS = f"""
 async def close_week(week_start: date) -> WeekClosed:
     """Close the week starting on Monday `week_start`: see the module's docstring.
 
-    Refusals (nothing written): `InvalidRequest` for a day that is not a Monday or a week that has not
-    ended (its Sunday is today or later, UTC). Safe to run twice or concurrently: the first close does
+    Refusals (nothing written): `InvalidRequest` for a day that is not a Monday or a week that may still take
+    completions (until `rules.ATTEMPT_MAX_AGE` after its Sunday ends, UTC: `check_week`). Safe to run twice or concurrently: the first close does
     the work, the others report `already_closed` and write nothing.
     """
     check_week(week_start)
@@ -185,19 +185,21 @@ async def close_week(week_start: date) -> WeekClosed:
     return WeekClosed(week_start, len(entries), promoted, demoted, created, moved, paid, already_closed=False)
 
 
-def check_week(week_start: date, today: date | None = None) -> None:
-    """Refuse (`InvalidRequest`) a day that is not a Monday, or a week not over by `today` (UTC by default)."""
+def check_week(week_start: date, now: datetime | None = None) -> None:
+    """Refuse (`InvalidRequest`) a day that is not a Monday, or a week whose completions may still arrive at `now`
+    (UTC by default): a completion counts within `rules.ATTEMPT_MAX_AGE` of its start, so a week closes that long after its Sunday."""
     if week_start.weekday() != 0:
         raise InvalidRequest(f"a week starts on a Monday; {week_start} is a {week_start:%A} (its week starts on {rules.week_start(week_start)})")
-    today = today or datetime.now(timezone.utc).date()
-    end = rules.week_end(week_start)
-    if end >= today:
-        raise InvalidRequest(f"the week of {week_start} ends on {end}: it can be closed from {end + timedelta(days=1)} (UTC)")
+    now = now or datetime.now(timezone.utc)
+    closable = datetime.combine(rules.week_end(week_start) + timedelta(days=1), time(), timezone.utc) + rules.ATTEMPT_MAX_AGE
+    if now < closable:
+        raise InvalidRequest(f"the week of {week_start} takes completions until {closable:%Y-%m-%d %H:%M} UTC: close it from then")
 
 
 def last_ended_week(today: date | None = None) -> date:
-    """The Monday of the newest week whose Sunday is before `today` (UTC by default): the week a cron job closes."""
-    return rules.week_start(today or datetime.now(timezone.utc).date()) - timedelta(days=7)
+    """The Monday of the newest week whose Sunday is before `today`: the week a cron job closes. By default
+    `today` is the UTC day `rules.ATTEMPT_MAX_AGE` ago, so the week it names can be closed (`check_week`)."""
+    return rules.week_start(today or (datetime.now(timezone.utc) - rules.ATTEMPT_MAX_AGE).date()) - timedelta(days=7)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
