@@ -12,11 +12,17 @@ replicas) or `off`. A refused start exits before the server accepts a request.
 While the database is unreachable every route answers 503 with `Retry-After` (see `service.errors`);
 the connection pool reconnects by itself once the database is back. A request waits at most
 `DATABASE_TIMEOUT_SECONDS` (default 10; /health: 2) for a database that does not answer at all.
+
+The write routes (`service.write_routes`) sign access tokens with `LANGLEARN_SECRET_KEY`, without
+which the service refuses to start, except against the private development server (see `service.auth`).
+A refused start (any `LanglearnError`) logs its one-line message, not a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -27,9 +33,10 @@ from pydantic import BaseModel
 from tortoise import Tortoise
 
 from langlearn import MODES, ConfigError, database, history
-from service import errors
+from service import auth, errors
 from service.routes import router
 from service.timeouts import within
+from service.write_routes import router as write_router
 
 HEALTH_TIMEOUT_SECONDS = 2.0
 
@@ -39,14 +46,33 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     mode = os.environ.get("MIGRATE_ON_START", "check").strip() or "check"
     if mode not in MODES:
         raise ConfigError(f"MIGRATE_ON_START={mode!r} is not a startup mode; use one of {', '.join(MODES)}")
+    key = auth.configured_key()  # before connecting: a service without its key stops at once
     async with database(migrate=mode) as startup:
         app.state.startup = startup
+        app.state.signing_key = key or auth.development_key()
         yield
 
+
+# the last line of a traceback whose exception is one of the package's on-purpose errors (one line naming the fix)
+REFUSAL = re.compile(r"^langlearn(?:\.\w+)*\.\w+Error: .*$")
+
+
+class OneLineRefusal(logging.Filter):
+    """Uvicorn logs a failed startup's whole traceback; for a refusal on purpose the message is all an operator needs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Traceback") and REFUSAL.match(last := message.rstrip().splitlines()[-1]):
+            record.msg, record.args = last, None
+        return True
+
+
+logging.getLogger("uvicorn.error").addFilter(OneLineRefusal())
 
 app = FastAPI(title="langlearn example service", lifespan=lifespan, responses={503: errors.UNAVAILABLE_RESPONSE})
 errors.install(app)
 app.include_router(router)
+app.include_router(write_router)
 
 
 class Health(BaseModel):

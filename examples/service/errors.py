@@ -1,8 +1,12 @@
-"""What the service answers when the database cannot be reached: 503, `Retry-After`, and a body that
-names the problem without the driver's message (which carries the database's host, port and user).
+"""What the service answers for a refusal: one exception handler per kind, the routes catch nothing.
 
-One exception handler covers every route: the routes never catch connection errors themselves.
-The driver's own words go to the service's log, where an operator needs them.
+- The database cannot be reached: 503, `Retry-After`, and a body that names the problem without the
+  driver's message (which carries the database's host, port and user). The driver's own words go to
+  the service's log, where an operator needs them.
+- An operation refused (`OperationError`): its `code` and one-line `detail`, with the status its kind
+  maps to (`STATUS`); a 401 also says `WWW-Authenticate: Bearer`.
+- A request that fails validation: 422, `{"error": "invalid_request", "detail": [...]}`, the list being
+  FastAPI's own (each error's `loc`, `msg`, `type`), so it still matches the schema FastAPI documents.
 """
 
 from __future__ import annotations
@@ -12,9 +16,15 @@ from typing import Any, Literal
 
 import asyncpg
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from tortoise.exceptions import DBConnectionError
+
+from langlearn.operations.errors import Conflict, InvalidRequest, NotFound, OperationError, Unauthorized
 
 log = logging.getLogger("service.database")
 
@@ -42,9 +52,17 @@ class Unavailable(BaseModel):
     detail: str
 
 
-class Message(BaseModel):
-    """The body of a 404 (FastAPI's HTTPException)."""
+class Problem(BaseModel):
+    """The body of every refusal of the write path (400, 401, 403, 404, 409)."""
 
+    error: str
+    detail: str
+
+
+class Message(BaseModel):
+    """The body of a 404 of the read routes (FastAPI's HTTPException; `error` is `not_found`)."""
+
+    error: str
     detail: str
 
 
@@ -56,6 +74,69 @@ UNAVAILABLE_RESPONSE: dict[str, Any] = {
     "description": "The database is not reachable (down, restarting or out of connections); retry after `Retry-After` seconds",
     "headers": RETRY_AFTER_HEADER,
 }
+
+
+class Forbidden(OperationError):
+    """An authenticated caller who may not do this (a deactivated account, another user's resource)."""
+
+    code = "forbidden"
+
+
+# the status of each kind of refusal: the most specific class of an error listed here wins
+STATUS: dict[type[OperationError], int] = {InvalidRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409}
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+PROBLEM_DESCRIPTIONS = {
+    400: "The request cannot be satisfied (`invalid_request`)",
+    401: "No valid credentials (`unauthorized`, `invalid_credentials`, `token_invalid`, `token_reused`)",
+    403: "The account may not do this (`forbidden`: deactivated)",
+    404: "No such resource (`not_found`)",
+    409: "The request contradicts the data (its `error` says how)",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route refusing with these statuses (401s declare their challenge header)."""
+    declared: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        declared[status] = {"model": Problem, "description": PROBLEM_DESCRIPTIONS[status]}
+        if status == 401:
+            declared[status]["headers"] = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}}
+    return declared
+
+
+def status_of(error: OperationError) -> int:
+    for kind in type(error).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400  # an OperationError of no listed kind: a refusal of the request
+
+
+async def operation_refused(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, OperationError)
+    status = status_of(error)
+    body = Problem(error=error.code, detail=error.detail)
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=BEARER_CHALLENGE if status == 401 else None)
+
+
+# FastAPI's and Starlette's own refusals (a body that is not JSON, an unknown path, a wrong method), in the same shape
+HTTP_CODES = {400: InvalidRequest.code, 404: NotFound.code, 405: "method_not_allowed"}
+
+
+async def http_refusal(request: Request, error: Exception) -> JSONResponse:
+    """Starlette answers 405 with the methods of the first route of the path only; `Allow` lists them all."""
+    assert isinstance(error, HTTPException)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        scope = {**request.scope, "method": ""}  # matches no route fully: every route of this path matches partially
+        allowed = {method for route in request.app.router.routes if route.matches(scope)[0] == Match.PARTIAL for method in getattr(route, "methods", ())}
+        headers["Allow"] = ", ".join(sorted(allowed))
+    body = {"error": HTTP_CODES.get(error.status_code, "http_error"), "detail": error.detail}
+    return JSONResponse(status_code=error.status_code, content=body, headers=headers)
+
+
+async def invalid_request(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse(status_code=422, content={"error": InvalidRequest.code, "detail": jsonable_encoder(error.errors())})
 
 
 def retry_after() -> dict[str, str]:
@@ -74,6 +155,10 @@ async def database_unavailable(request: Request, error: Exception) -> JSONRespon
 
 
 def install(app: FastAPI) -> None:
-    """Answer 503 (with `Retry-After`) to any request whose database work fails for want of a database."""
+    """Answer 503 (with `Retry-After`) to any request whose database work fails for want of a database,
+    and each refusal with its status and `{"error", "detail"}` body."""
     for kind in DATABASE_UNAVAILABLE:
         app.add_exception_handler(kind, database_unavailable)
+    app.add_exception_handler(OperationError, operation_refused)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_refusal)

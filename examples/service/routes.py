@@ -69,7 +69,7 @@ class DueReviews(BaseModel):
 
 
 class Standing(BaseModel):
-    rank: int | None
+    rank: int  # final once the week is closed; while it is open, the position by XP right now
     user_id: UUID
     username: str
     display_name: str | None
@@ -83,6 +83,7 @@ class LeagueTable(BaseModel):
     league: str
     week_start: date
     week_end: date
+    closed: bool  # ranked by the weekly close (`langlearn leagues close-week`): ranks and promotions are final
     standings: list[Standing]
 
 
@@ -158,16 +159,18 @@ async def league_table(
         week = latest
     else:
         week -= timedelta(days=week.weekday())
-    entries = await LeaderboardEntry.filter(league=league, week_start=week).order_by("current_rank", "-xp_earned").select_related("user")
+    # the rule book's order (rules.ranks): what an open week's ranks will be if it closed now
+    entries = await LeaderboardEntry.filter(league=league, week_start=week).order_by("-xp_earned", "user_id").select_related("user")
     if not entries:
         raise HTTPException(404, f"no {league.value} league table for the week of {week}")
     return LeagueTable(
         league=league.value,
         week_start=week,
         week_end=week + timedelta(days=6),
+        closed=entries[0].current_rank is not None,
         standings=[
             Standing(
-                rank=entry.current_rank,
+                rank=entry.current_rank or position,
                 user_id=entry.user.id,
                 username=entry.user.username,
                 display_name=entry.user.display_name,
@@ -176,7 +179,7 @@ async def league_table(
                 is_promoted=entry.is_promoted,
                 is_demoted=entry.is_demoted,
             )
-            for entry in entries
+            for position, entry in enumerate(entries, start=1)
         ],
     )
 

@@ -1,0 +1,154 @@
+"""Bearer authentication: short-lived access tokens (HS256 JWTs) in front of the package's refresh tokens.
+
+An access token is what every `/me/...` route takes: 15 minutes, signed with `LANGLEARN_SECRET_KEY`,
+claims `sub` (the user id), `exp`, `iat`, `jti` and `type: "access"`. It is not stored: a stolen one
+is good until it expires, which is why it is short; the long-lived credential is the refresh token of
+`langlearn.operations.accounts`, rotated at each use with reuse detection.
+
+The route still reads the user row once per request (`current_user`): a deleted account's token is
+refused at once (401, it names nobody) and a deactivated account's too (403 `forbidden`: the identity
+is genuine but may no longer act), instead of both working until the token expires.
+
+The key: `LANGLEARN_SECRET_KEY`, at least 32 bytes, required. Only against the private development
+server (DATABASE_URL unset) a missing key is replaced by a random one kept in a 0600 file of the
+server's data directory, so that every worker of one machine signs alike and tokens survive a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from langlearn import ConfigError
+from langlearn.local_server import data_dir
+from langlearn.models.users import User
+from langlearn.operations.errors import Unauthorized
+from service.errors import Forbidden
+
+log = logging.getLogger("service.auth")
+
+SECRET_KEY_VARIABLE = "LANGLEARN_SECRET_KEY"
+SECRET_KEY_MIN_BYTES = 32
+MAKE_A_KEY = "python -c \"import secrets; print(secrets.token_urlsafe(48))\""
+DEV_KEY_FILE = "service-secret-key"  # in the private server's data directory
+ALGORITHM = "HS256"
+ACCESS_TOKEN_LIFETIME = timedelta(minutes=15)
+ACCESS = "access"
+REQUIRED_CLAIMS = ["sub", "exp", "iat", "jti", "type"]
+
+
+class NotAuthenticated(Unauthorized):
+    """No bearer token, or one that is malformed, forged, expired, not an access token, or names nobody."""
+
+    code = "unauthorized"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """The HS256 key, and whether it is the generated development key."""
+
+    secret: str = field(repr=False)
+    development: bool
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    expires_in: int  # seconds
+
+
+def configured_key() -> SigningKey | None:
+    """The key from the environment; None when the development key stands in (no key, DATABASE_URL unset).
+    Read before connecting, so that a service without its key refuses to start at once."""
+    raw = os.environ.get(SECRET_KEY_VARIABLE)
+    if raw is not None:
+        if not raw.strip():  # set but blank: a secret that failed to mount, not a request for the development key
+            raise ConfigError(f"{SECRET_KEY_VARIABLE} is set but empty; make a key with {MAKE_A_KEY}")
+        return SigningKey(_checked(raw.strip(), SECRET_KEY_VARIABLE), development=False)
+    if os.environ.get("DATABASE_URL") is not None:
+        raise ConfigError(f"{SECRET_KEY_VARIABLE} is not set: the service signs its access tokens with it; make one with {MAKE_A_KEY}")
+    return None
+
+
+def development_key() -> SigningKey:
+    """The private server's key, made at first use (call it once the server runs: its data directory exists)."""
+    path = data_dir() / DEV_KEY_FILE
+    key = SigningKey(_checked(_development_key(path), str(path)), development=True)
+    log.warning("%s is not set: signing tokens with the development key of the private server (%s)", SECRET_KEY_VARIABLE, path)
+    return key
+
+
+def _checked(secret: str, source: str) -> str:
+    if len(secret.encode()) < SECRET_KEY_MIN_BYTES:
+        raise ConfigError(f"{source} is shorter than {SECRET_KEY_MIN_BYTES} bytes; make a key with {MAKE_A_KEY}")
+    return secret
+
+
+def _development_key(path: Path) -> str:
+    """The key in `path`, made on first use. It is written to a private temporary file, then linked into
+    place: concurrent workers either create it or read the complete key another one linked."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    draft = path.with_name(f".{DEV_KEY_FILE}.{uuid.uuid4().hex}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another worker won: use its key
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
+
+
+def issue_access_token(key: SigningKey, user_id: UUID) -> AccessToken:
+    now = datetime.now(timezone.utc)
+    claims = {"sub": str(user_id), "iat": now, "exp": now + ACCESS_TOKEN_LIFETIME, "jti": uuid.uuid4().hex, "type": ACCESS}
+    return AccessToken(jwt.encode(claims, key.secret, algorithm=ALGORITHM), int(ACCESS_TOKEN_LIFETIME.total_seconds()))
+
+
+def subject(key: SigningKey, token: str) -> UUID:
+    """The user id of a valid access token: signature, expiry, every claim present, and the type checked."""
+    try:
+        claims: dict[str, Any] = jwt.decode(token, key.secret, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS})
+        if claims["type"] != ACCESS:
+            raise NotAuthenticated("not an access token")
+        return UUID(claims["sub"])
+    except jwt.ExpiredSignatureError:
+        raise NotAuthenticated("the access token has expired; refresh it") from None
+    except (jwt.InvalidTokenError, ValueError, TypeError):
+        raise NotAuthenticated("the access token is not valid") from None
+
+
+bearer = HTTPBearer(auto_error=False, description="An access token from `POST /auth/token` or `POST /auth/refresh`")
+
+
+async def current_user(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> UUID:
+    """The caller: the subject of the bearer token, an existing and active account."""
+    if credentials is None:
+        raise NotAuthenticated("an access token is required: Authorization: Bearer <token>")
+    user_id = subject(request.app.state.signing_key, credentials.credentials)
+    active = await User.filter(id=user_id).first().values_list("is_active", flat=True)
+    if active is None:
+        raise NotAuthenticated("the access token's account no longer exists")
+    if not active:
+        raise Forbidden("this account is deactivated")
+    return user_id
+
+
+CurrentUser = Annotated[UUID, Depends(current_user)]
