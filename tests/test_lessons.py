@@ -92,6 +92,10 @@ async def test_a_perfect_first_lesson_writes_every_row_it_should(seeded_db, conn
     assert ledger[-1]["balance_after"] == result.gems == await connection.fetchval("SELECT gems FROM user_wallets WHERE user_id = $1", user)
     unlocked = await connection.fetchval("SELECT count(*) FROM user_achievements WHERE user_id = $1 AND unlocked_at IS NOT NULL", user)
     assert unlocked == len(expected)
+    words = await connection.fetch("SELECT v.id FROM vocabulary_items v WHERE v.lesson_id = $1", lesson["id"])
+    assert words, "the first lesson teaches words"
+    learning = await connection.fetch("SELECT vocab_id AS id, review_count, next_review_date <= now() AS due FROM user_vocab_knowledge WHERE user_id = $1", user)
+    assert sorted((row["id"], row["review_count"], row["due"]) for row in learning) == sorted((word["id"], 0, True) for word in words)
     feed = await connection.fetch("SELECT activity_type FROM activity_feeds WHERE user_id = $1", user)
     assert sorted(f["activity_type"] for f in feed) == ["achievement_unlocked"] * len(expected)
     await assert_consistent(connection)

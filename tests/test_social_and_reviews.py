@@ -271,3 +271,50 @@ async def test_concurrent_reviews_of_one_word_serialise(seeded_db, connect):
     assert (session["total_words"], session["completed_words"], session["is_completed"]) == (4, 4, True)
     assert sorted(json.loads(session["vocab_list"])) == sorted(map(str, words))
     await assert_consistent(connection)
+
+
+# --- achievements moved by follows and reviews ---------------------------------------------------------
+
+async def unlocked(connection, user: UUID) -> set[str]:
+    rows = await connection.fetch(
+        "SELECT a.slug FROM user_achievements ua JOIN achievements a ON a.id = ua.achievement_id WHERE ua.user_id = $1 AND ua.unlocked_at IS NOT NULL", user)
+    return {row["slug"] for row in rows}
+
+
+async def test_a_first_follow_unlocks_its_achievement_once(seeded_db, connect):
+    connection = await connect(seeded_db)
+    fan, idol, other = [await new_user(connection, name) for name in ("fan", "idol", "other")]
+    first_follow = await connection.fetchrow(
+        "SELECT slug, xp_reward, gems_reward FROM achievements WHERE condition_type = 'follow_count' ORDER BY condition_value LIMIT 1")
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        await social.follow(fan, idol)
+        await social.follow(fan, idol)  # again: nothing more
+        await social.unfollow(fan, idol)
+        await social.follow(fan, other)  # one follow again: already unlocked, not paid twice
+    assert await unlocked(connection, fan) == {first_follow["slug"]}
+    assert await connection.fetchval("SELECT total_xp FROM users WHERE id = $1", fan) == first_follow["xp_reward"]
+    assert await connection.fetchval("SELECT coalesce(gems, 0) FROM user_wallets WHERE user_id = $1", fan) == first_follow["gems_reward"]
+    feed = await connection.fetch("SELECT activity_type, activity_data->>'achievement' AS slug FROM activity_feeds WHERE user_id = $1", fan)
+    assert [tuple(row) for row in feed] == [("achievement_unlocked", first_follow["slug"])]
+    await assert_consistent(connection)
+
+
+async def test_a_review_shows_progress_towards_the_review_and_mastery_achievements(seeded_db, connect):
+    connection = await connect(seeded_db)
+    learner = await new_user(connection, "nearly_mastered")
+    word = await connection.fetchval("SELECT id FROM vocabulary_items ORDER BY id LIMIT 1")
+    last = datetime.now(timezone.utc) - timedelta(days=10)
+    await connection.execute(
+        "INSERT INTO user_vocab_knowledge (user_id, vocab_id, ease_factor, interval_days, consecutive_correct, review_count, "
+        "last_review_date, next_review_date) VALUES ($1, $2, 2.5, 10, 2, 2, $3, $4)", learner, word, last, last + timedelta(days=10))
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        result = await reviews.review_word(learner, word, 5)
+    assert result.mastery_level == "mastered"
+    progress = await connection.fetch(
+        "SELECT a.condition_type, ua.progress, ua.unlocked_at IS NOT NULL AS unlocked FROM user_achievements ua "
+        "JOIN achievements a ON a.id = ua.achievement_id WHERE ua.user_id = $1 ORDER BY a.condition_type", learner)
+    lowest = {row["condition_type"]: row["condition_value"] for row in await connection.fetch(
+        "SELECT DISTINCT ON (condition_type) condition_type, condition_value FROM achievements ORDER BY condition_type, condition_value")}
+    expected = [(kind, 1, lowest[kind] <= 1) for kind in ("reviews_completed", "vocab_mastered")]
+    assert [tuple(row) for row in progress] == expected
+    await assert_consistent(connection)

@@ -6,7 +6,8 @@ writes: the attempt and its question attempts (one statement, whatever the numbe
 leaderboard entry of the attempt's Monday-Sunday week (upserted), `user_progress`, the streak (UTC
 days; a missed day consumes a held streak freeze, from `streaks.freeze_count` and the inventory
 alike), `users.total_xp`, achievement progress and unlocks with their XP and gem rewards, the daily
-goal's gems (ledger entries, as `wallet.py` writes them), the activity feed, and the result itself
+goal's gems (ledger entries, as `wallet.py` writes them; achievements through `achievements.py`), the words of
+a lesson passed for the first time (into the learner's reviews, due now), the activity feed, and the result itself
 (`lesson_attempts.outcome`), which a retry with the same idempotency key gets back: nothing is written twice.
 
 Lock order (`wallet.py`'s, with the leaderboard entry first, as `leagues.close_week` locks entries before wallets):
@@ -40,15 +41,14 @@ from tortoise.transactions import in_transaction
 
 from langlearn import rules
 from langlearn.models.enums import DeviceType
+from langlearn.operations.achievements import AWARD_CTES, Awards, FeedEvent, Statement, catalogue_sql, plan_awards, read_catalogue
 from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, NotFound, WeekClosed
-from langlearn.operations.wallet import check_key, ledger_time, lock_wallet
+from langlearn.operations.wallet import check_key, lock_wallet
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of the server's clock a client's times may be
 ANSWER_MAX, ANSWER_TIME_MAX_MS = 1000, 3_600_000
 IDEMPOTENCY_INDEX = "idx_lesson_attempt_user_idempotency"
-DAILY_GOAL_SOURCE, ACHIEVEMENT_SOURCE = "daily_goal", "achievement"  # ledger sources, as the seed writes them
-# the metrics a lesson moves (rules.METRICS); reviews, words mastered and follows move elsewhere
-LESSON_METRICS = ("lesson_complete", "xp_earned", "perfect_score", "reach_streak", "course_complete")
+DAILY_GOAL_SOURCE = "daily_goal"  # the ledger's source, as the seed writes it
 Row = dict[str, Any]
 
 
@@ -95,26 +95,6 @@ class _Scored:
     perfect: bool
     xp: int
     finished_at: datetime | None
-
-
-@dataclass(frozen=True)
-class _Payment:
-    """A ledger entry to write: `balance_after` is the running balance in the order written."""
-
-    kind: str
-    amount: int
-    balance_after: int
-    source: str
-    reference_id: str
-    key: str
-    description: str
-
-
-@dataclass(frozen=True)
-class _FeedEvent:
-    kind: str
-    data: dict[str, object]
-    message: str
 
 
 # --- SQL -------------------------------------------------------------------------------------------
@@ -181,7 +161,7 @@ UPSERT_PROGRESS = """
     SELECT (SELECT status FROM before) AS before FROM progress
 """
 # $1 user, $2 wallet, $3 the attempt's UTC day (date), $4 course, $5 unit (or NULL)
-READ_STATE = """
+READ_STATE = f"""
     SELECT u.total_xp, $4::uuid AS course_id, $5::uuid AS unit_id, s.current_streak, s.longest_streak, s.last_activity_date, s.total_days_active, s.freeze_count,
            a.lessons_passed, a.perfect_lessons, a.lesson_xp, a.passed_today,
            (SELECT count(*) FROM (SELECT 1 FROM user_progress p JOIN courses c ON c.id = p.course_id
@@ -197,11 +177,7 @@ READ_STATE = """
            EXISTS (SELECT 1 FROM wallet_transactions t
                    WHERE t.wallet_id = $2 AND t.created_at >= $3::date::timestamp AT TIME ZONE 'UTC'
                      AND t.source = 'daily_goal' AND t.reference_id = $3::date::text) AS goal_paid,
-           (SELECT json_agg(json_build_object('id', ach.id, 'slug', ach.slug, 'name', ach.name, 'type', ach.condition_type,
-                                              'value', ach.condition_value, 'xp', ach.xp_reward, 'gems', ach.gems_reward,
-                                              'rarity', ach.rarity, 'unlocked', ua.unlocked_at IS NOT NULL))
-            FROM achievements ach LEFT JOIN user_achievements ua ON ua.achievement_id = ach.id AND ua.user_id = $1
-            WHERE ach.condition_value IS NOT NULL) AS catalogue,
+           {catalogue_sql("$1")} AS catalogue,
            (SELECT i.shop_item_id FROM user_inventory i JOIN shop_items si ON si.id = i.shop_item_id
             WHERE i.user_id = $1 AND si.item_type = 'streak_freeze' AND i.quantity > 0
             ORDER BY i.quantity DESC, i.shop_item_id LIMIT 1) AS freeze_item
@@ -217,50 +193,29 @@ READ_STATE = """
     ) a
     WHERE u.id = $1
 """
-WRITE_EFFECTS = f"""
+# the lesson's own effects, then the awards (achievements.AWARD_CTES), then the result a retry gets back
+WRITE_EFFECTS = Statement.of(f"""
     WITH streak AS (
         INSERT INTO streaks (user_id, current_streak, longest_streak, last_activity_date, total_days_active, freeze_count)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        VALUES (:user, :current, :longest, :last_active, :days_active, :freezes)
         ON CONFLICT (user_id) DO UPDATE
         SET current_streak = EXCLUDED.current_streak, longest_streak = EXCLUDED.longest_streak,
             last_activity_date = EXCLUDED.last_activity_date, total_days_active = EXCLUDED.total_days_active,
             freeze_count = EXCLUDED.freeze_count, updated_at = now()
-        WHERE $7
+        WHERE :streak_changed
         RETURNING 1
-    ), freezes AS (  -- a freeze consumed leaves the inventory too (freeze_count mirrors it)
-        UPDATE user_inventory SET quantity = quantity - $8, is_active = quantity - $8 > 0
-        WHERE user_id = $1 AND shop_item_id = $9 AND $8 > 0
+    ), freezes AS (  -- a freeze spent leaves the inventory too (freeze_count mirrors it)
+        UPDATE user_inventory SET quantity = quantity - :freezes_used, is_active = quantity - :freezes_used > 0
+        WHERE user_id = :user AND shop_item_id = :freeze_item AND :freezes_used > 0
         RETURNING 1
-    ), xp AS (
-        UPDATE users SET total_xp = total_xp + $10, updated_at = now() WHERE id = $1 AND $10 > 0 RETURNING 1
-    ), achievements AS (
-        INSERT INTO user_achievements (user_id, achievement_id, progress, unlocked_at)
-        SELECT $1, a.id, a.progress, CASE WHEN a.unlock THEN now() END
-        FROM unnest($11::uuid[], $12::int[], $13::bool[]) AS a(id, progress, unlock)
-        ON CONFLICT (user_id, achievement_id) DO UPDATE
-        SET progress = greatest(user_achievements.progress, EXCLUDED.progress),
-            unlocked_at = coalesce(user_achievements.unlocked_at, EXCLUDED.unlocked_at)
+    ), words AS (  -- a lesson passed for the first time puts its words in the learner's reviews, due now
+        INSERT INTO user_vocab_knowledge (user_id, vocab_id, next_review_date)
+        SELECT :user, v.id, now() FROM vocabulary_items v WHERE v.lesson_id = :lesson AND :first_pass
+        ON CONFLICT (user_id, vocab_id) DO NOTHING
         RETURNING 1
-    ), entries AS (
-        INSERT INTO wallet_transactions (wallet_id, user_id, transaction_type, amount, balance_after, source, reference_id,
-                                         idempotency_key, description, created_at)
-        SELECT $14, $1, e.kind::transaction_type, e.amount, e.balance_after, e.source, e.reference_id, e.key, e.description,
-               {ledger_time("$14")}
-        FROM unnest($15::text[], $16::int[], $17::int[], $18::text[], $19::text[], $20::text[], $21::text[])
-             WITH ORDINALITY AS e(kind, amount, balance_after, source, reference_id, key, description, position)
-        ORDER BY e.position  -- ledger_seq, drawn at insert, follows the order of the running balance
-        RETURNING 1
-    ), wallet AS (
-        UPDATE user_wallets SET gems = gems + $22, total_gems_earned = total_gems_earned + $22, updated_at = now()
-        WHERE id = $14 AND $22 > 0
-        RETURNING 1
-    ), feed AS (
-        INSERT INTO activity_feeds (user_id, activity_type, activity_data, message, is_public)
-        SELECT $1, f.kind, f.data::jsonb, f.message, true FROM unnest($23::text[], $24::text[], $25::text[]) AS f(kind, data, message)
-        RETURNING 1
-    )
-    UPDATE lesson_attempts SET outcome = $26::jsonb WHERE id = $27
-"""
+    ), {AWARD_CTES}
+    UPDATE lesson_attempts SET outcome = :outcome::jsonb WHERE id = :attempt
+""")
 
 
 # --- the operation ---------------------------------------------------------------------------------
@@ -304,7 +259,7 @@ async def complete_lesson(
             ])
             first_pass = scored.passed and progress[0]["before"] != "completed"
             state = (await conn.execute_query_dict(READ_STATE, [user_id, wallet_id, day, context["course_id"], context["unit_id"]]))[0]
-            result = await _write_effects(conn, user_id, wallet_id, gems, attempt_id, day, scored, first_pass, state, request)
+            result = await _write_effects(conn, user_id, lesson_id, wallet_id, gems, attempt_id, day, scored, first_pass, state, request)
     except IntegrityError as error:
         if IDEMPOTENCY_INDEX not in str(error):
             raise
@@ -391,8 +346,8 @@ async def _insert_attempt(
 
 
 async def _write_effects(
-    conn: BaseDBAsyncClient, user_id: UUID, wallet_id: UUID, gems: int, attempt_id: UUID, day: date, scored: _Scored,
-    first_pass: bool, state: Row, request: str,
+    conn: BaseDBAsyncClient, user_id: UUID, lesson_id: UUID, wallet_id: UUID, gems: int, attempt_id: UUID, day: date,
+    scored: _Scored, first_pass: bool, state: Row, request: str,
 ) -> LessonCompleted:
     """Streak, totals, achievements, rewards, feed and the stored result, from the state read under the wallet lock."""
     before = rules.StreakState(
@@ -400,89 +355,33 @@ async def _write_effects(
         state["last_activity_date"], state["freeze_count"] or 0,
     )
     streak = rules.streak_on_activity(before, day)
-    freezes_used = before.freezes - streak.freezes
-    feed: list[_FeedEvent] = []
+    awards = Awards(gems, xp=scored.xp)
     if streak.current != before.current and rules.is_streak_milestone(streak.current):
-        feed.append(_FeedEvent("streak_milestone", {"streak": streak.current}, f"reached a {streak.current}-day streak"))
+        awards.feed.append(FeedEvent("streak_milestone", {"streak": streak.current}, f"reached a {streak.current}-day streak"))
     if first_pass and state["unit_lessons"] and state["unit_done"] >= state["unit_lessons"]:
-        feed.append(_FeedEvent("unit_completed", {"course_id": str(state["course_id"]), "unit_id": str(state["unit_id"])},
-                               f"finished a unit of {state['course_title']}"))
-    course_completed = first_pass and state["course_lessons"] and state["course_done"] >= state["course_lessons"]
-    if course_completed:
-        feed.append(_FeedEvent("course_completed", {"course_id": str(state["course_id"])}, f"completed the course {state['course_title']}"))
-
-    metrics = {
+        awards.feed.append(FeedEvent("unit_completed", {"course_id": str(state["course_id"]), "unit_id": str(state["unit_id"])},
+                                     f"finished a unit of {state['course_title']}"))
+    if first_pass and state["course_lessons"] and state["course_done"] >= state["course_lessons"]:
+        awards.feed.append(FeedEvent("course_completed", {"course_id": str(state["course_id"])}, f"completed the course {state['course_title']}"))
+    if scored.passed and not state["goal_paid"] and rules.daily_goal_reached(state["passed_today"]):
+        awards.pay("earn", rules.DAILY_GOAL_GEMS, DAILY_GOAL_SOURCE, day.isoformat(), f"{DAILY_GOAL_SOURCE}:{day.isoformat()}",
+                   "Daily goal reached")
+    plan_awards(awards, read_catalogue(state["catalogue"]), {
         "lesson_complete": state["lessons_passed"], "xp_earned": state["lesson_xp"], "perfect_score": state["perfect_lessons"],
         "reach_streak": streak.current, "course_complete": state["courses_completed"],
-    }
-    catalogue = _catalogue(state["catalogue"])
-    reached = {a.id for a in rules.achievements_reached((c.rule for c in catalogue), metrics)}
-    unlocked = [c for c in catalogue if c.rule.id in reached and not c.unlocked]
-    progress_ids, progress_values, progress_unlocks = [], [], []
-    for achievement in unlocked:
-        progress_ids.append(achievement.rule.id)
-        progress_values.append(achievement.rule.condition_value)
-        progress_unlocks.append(True)
-        feed.append(_FeedEvent("achievement_unlocked", {"achievement": achievement.slug, "rarity": achievement.rarity},
-                               f"unlocked the {achievement.name} achievement"))
-    for kind in LESSON_METRICS:  # the next tier of each kind shows progress, as the seed writes it
-        pending = [c for c in catalogue if c.rule.condition_type == kind and c.rule.id not in reached and not c.unlocked]
-        if pending:
-            tier = min(pending, key=lambda c: c.rule.condition_value).rule
-            progress_ids.append(tier.id)
-            progress_values.append(rules.achievement_progress(tier.condition_value, metrics[kind]))
-            progress_unlocks.append(False)
-
-    payments: list[_Payment] = []
-    balance = gems
-    if scored.passed and not state["goal_paid"] and rules.daily_goal_reached(state["passed_today"]):
-        balance += rules.DAILY_GOAL_GEMS
-        payments.append(_Payment("earn", rules.DAILY_GOAL_GEMS, balance, DAILY_GOAL_SOURCE, day.isoformat(),
-                                 f"{DAILY_GOAL_SOURCE}:{day.isoformat()}", "Daily goal reached"))
-    for achievement in unlocked:
-        if achievement.gems:
-            balance += achievement.gems
-            payments.append(_Payment("reward", achievement.gems, balance, ACHIEVEMENT_SOURCE, str(achievement.rule.id),
-                                     f"{ACHIEVEMENT_SOURCE}:{achievement.slug}", f"Achievement unlocked: {achievement.name}"))
-
-    xp_gained = scored.xp + sum(a.xp for a in unlocked)
+    })
     result = LessonCompleted(
-        attempt_id, scored.score, scored.passed, scored.xp, state["total_xp"] + xp_gained, streak.current, balance,
-        tuple(a.slug for a in unlocked),
+        attempt_id, scored.score, scored.passed, scored.xp, state["total_xp"] + awards.xp, streak.current, awards.balance,
+        tuple(a.slug for a in awards.unlocked),
     )
-    outcome = {**_body(result), "request": request}
-    await conn.execute_query_dict(WRITE_EFFECTS, [
-        user_id, streak.current, streak.longest, streak.last_active, streak.days_active, streak.freezes, streak != before,
-        freezes_used, state["freeze_item"], xp_gained,
-        progress_ids, progress_values, progress_unlocks,
-        wallet_id, [p.kind for p in payments], [p.amount for p in payments], [p.balance_after for p in payments],
-        [p.source for p in payments], [p.reference_id for p in payments], [p.key for p in payments],
-        [p.description for p in payments], balance - gems,
-        [f.kind for f in feed], [json.dumps(f.data) for f in feed], [f.message for f in feed],
-        json.dumps(outcome), attempt_id,
-    ])
+    await conn.execute_query_dict(WRITE_EFFECTS.sql, WRITE_EFFECTS.arguments({
+        **awards.values(user_id, wallet_id),
+        "current": streak.current, "longest": streak.longest, "last_active": streak.last_active, "days_active": streak.days_active,
+        "freezes": streak.freezes, "streak_changed": streak != before, "freezes_used": before.freezes - streak.freezes,
+        "freeze_item": state["freeze_item"], "lesson": lesson_id, "first_pass": first_pass,
+        "outcome": json.dumps({**_body(result), "request": request}), "attempt": attempt_id,
+    }))
     return result
-
-
-@dataclass(frozen=True)
-class _CatalogueEntry:
-    rule: rules.AchievementRule
-    slug: str
-    name: str
-    rarity: str
-    xp: int
-    gems: int
-    unlocked: bool
-
-
-def _catalogue(rows: Any) -> list[_CatalogueEntry]:
-    if isinstance(rows, str):
-        rows = json.loads(rows)
-    return [
-        _CatalogueEntry(rules.AchievementRule(UUID(r["id"]), r["type"], r["value"]), r["slug"], r["name"], r["rarity"],
-                        r["xp"], r["gems"], r["unlocked"])
-        for r in rows or ()
-    ]
 
 
 def _body(result: LessonCompleted) -> dict[str, Any]:

@@ -6,8 +6,10 @@ serialise on `SELECT … FOR UPDATE` of its `user_vocab_knowledge` row, and the 
 state the first committed (under READ COMMITTED a FOR UPDATE that waited returns the newest row version).
 
 Lock order, which every writer of these rows must follow:
-    1. the knowledge row:  SELECT … FROM user_vocab_knowledge WHERE user_id = $1 AND vocab_id = $2 FOR UPDATE
-    2. the day's session:  the upsert of daily_review_sessions on idx_daily_review_user_date
+    1. the wallet row:     `wallet.lock_wallet`, as every writer of the user's rewards (a review may unlock an
+                           achievement, and `lessons.py` adds a lesson's words to the reviews under that lock)
+    2. the knowledge row:  SELECT … FROM user_vocab_knowledge WHERE user_id = $1 AND vocab_id = $2 FOR UPDATE
+    3. the day's session:  the upsert of daily_review_sessions on idx_daily_review_user_date
 Reviews of different words by one user meet only at the session row, whose upsert is a single
 statement: its counts are incremented on the newest row version, never lost.
 
@@ -17,8 +19,12 @@ recalled, to correct_count; reviewing it again that day changes the word's sched
 Every word listed has been reviewed, so a session written here is always completed (completed_at is the
 latest review, started_at the first).
 
+Achievements: after the review, the words mastered and the sessions finished are counted and
+`achievements.plan_awards` unlocks what they reach (XP, gems, feed) and shows the next tiers' progress.
+
 Round trips per call (BEGIN and COMMIT included), independent of the data:
-    review_word   4: lock, knowledge + session (one statement); a word's first review 5 (its row inserted)
+    review_word   6: wallet, knowledge, knowledge + session (one statement), the metrics; +1 for a word's first
+                  review (its row inserted), +1 when achievements move (+2 for the user's first ledger use)
 A refusal (unknown user or word) reads one row more.
 """
 
@@ -34,7 +40,9 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from langlearn import rules
+from langlearn.operations.achievements import WRITE_AWARDS, Awards, catalogue_sql, plan_awards, read_catalogue
 from langlearn.operations.errors import InvalidRequest, NotFound
+from langlearn.operations.wallet import lock_wallet
 
 QUALITY_MIN, QUALITY_MAX = 0, 5  # SM-2's grades: 0 forgotten … 5 perfect recall
 EASINESS_DECIMALS = 4  # `rules.review` keeps easiness to 4 decimals; ease_factor is a REAL
@@ -95,6 +103,13 @@ WRITE_REVIEW = f"""
 """
 
 
+READ_METRICS = f"""
+    SELECT (SELECT count(*) FROM user_vocab_knowledge WHERE user_id = $1 AND mastery_level = 'mastered') AS vocab_mastered,
+           (SELECT count(*) FROM daily_review_sessions WHERE user_id = $1 AND is_completed) AS reviews_completed,
+           {catalogue_sql("$1")} AS catalogue
+"""
+
+
 # --- operations ------------------------------------------------------------------------------------
 
 async def review_word(user_id: UUID, vocab_id: UUID, quality: int, *, when: datetime | None = None) -> ReviewResult:
@@ -114,6 +129,7 @@ async def review_word(user_id: UUID, vocab_id: UUID, quality: int, *, when: date
         if when > datetime.now(timezone.utc):  # the data never points into the future
             raise InvalidRequest(f"a review cannot be in the future ({when.isoformat()})")
     async with in_transaction() as conn:
+        wallet_id, gems = await lock_wallet(conn, user_id)
         row = await _lock_knowledge(conn, user_id, vocab_id)
         before = _state(row)
         # the clock read after the lock: never before the review that held it
@@ -127,6 +143,12 @@ async def review_word(user_id: UUID, vocab_id: UUID, quality: int, *, when: date
             rules.memory_strength(after, at), after.easiness, after.interval, after.due, after.reviews, after.repetitions,
             json.dumps([entry]), rules.mastery_level(after),
         ])
+        metrics = (await conn.execute_query_dict(READ_METRICS, [user_id]))[0]
+        awards = plan_awards(Awards(gems), read_catalogue(metrics["catalogue"]), {
+            "vocab_mastered": metrics["vocab_mastered"], "reviews_completed": metrics["reviews_completed"],
+        })
+        if awards.changes_anything:
+            await conn.execute_query_dict(WRITE_AWARDS.sql, WRITE_AWARDS.arguments(awards.values(user_id, wallet_id)))
     result = written[0]
     return ReviewResult(result["next_review_date"], result["interval_days"], round(result["ease_factor"], EASINESS_DECIMALS),
                         result["mastery_level"])

@@ -1,12 +1,14 @@
 """Following and the activity feed: follow, unfollow, the feed of the people one follows, one's own feed.
 
 follow and unfollow are single statements, idempotent by the UNIQUE (follower_id, following_id) index
-idx_following_unique (`ON CONFLICT DO NOTHING`), so two concurrent follows cannot insert twice and
-need no lock. The feeds are one keyset-paginated query each, newest first, ordered by (created_at, id)
-so that events of the same instant are neither repeated nor skipped between pages.
+idx_following_unique (`ON CONFLICT DO NOTHING`), so two concurrent follows cannot insert twice. A new
+follow also moves the follower's `follow_count` achievements (`achievements.plan_awards`: XP, gems,
+feed), so it first takes the follower's wallet lock, as every writer of a user's rewards does.
+The feeds are one keyset-paginated query each, newest first, ordered by (created_at, id) so that events of the same instant are neither repeated nor skipped between pages.
 
 Round trips per call (BEGIN and COMMIT included), independent of the data:
-    follow     3 (a new follow or an existing one); a refusal (unknown user) 4
+    follow     5 (a new follow: wallet, follow, the metric), +1 when achievements move; an existing one 4;
+               a refusal (unknown user) 4
     unfollow   3
     feed       1 (a read, outside any transaction)
     own_feed   1
@@ -24,7 +26,9 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from langlearn.operations.achievements import WRITE_AWARDS, Awards, catalogue_sql, plan_awards, read_catalogue
 from langlearn.operations.errors import InvalidRequest, NotFound
+from langlearn.operations.wallet import lock_wallet
 
 FEED_LIMIT_MAX = 100  # the largest page a client may ask for
 FEED_LIMIT_DEFAULT = 50
@@ -80,6 +84,7 @@ FOLLOW = """
     ON CONFLICT (follower_id, following_id) DO NOTHING
     RETURNING id
 """
+READ_METRICS = f"SELECT (SELECT count(*) FROM user_following WHERE follower_id = $1) AS follow_count, {catalogue_sql('$1')} AS catalogue"
 USERS_FOUND = "SELECT id FROM users WHERE id = ANY($1::uuid[])"
 UNFOLLOW = "DELETE FROM user_following WHERE follower_id = $1 AND following_id = $2 RETURNING id"
 _FEED_COLUMNS = "a.id, a.user_id, u.username, a.activity_type, a.activity_data, a.message, a.is_public, a.created_at"
@@ -113,7 +118,12 @@ async def follow(follower_id: UUID, following_id: UUID) -> FollowResult:
     if follower_id == following_id:
         raise InvalidRequest("nobody follows themselves")
     async with in_transaction() as conn:
+        wallet_id, gems = await lock_wallet(conn, follower_id)
         if await conn.execute_query_dict(FOLLOW, [follower_id, following_id]):
+            metrics = (await conn.execute_query_dict(READ_METRICS, [follower_id]))[0]
+            awards = plan_awards(Awards(gems), read_catalogue(metrics["catalogue"]), {"follow_count": metrics["follow_count"]})
+            if awards.changes_anything:
+                await conn.execute_query_dict(WRITE_AWARDS.sql, WRITE_AWARDS.arguments(awards.values(follower_id, wallet_id)))
             return FollowResult(follower_id, following_id, changed=True)
         # nothing inserted: the follow exists already, or a user is unknown (only a refusal pays this read)
         await _require_users(conn, follower_id, following_id)
