@@ -273,6 +273,9 @@ async def test_a_lesson_completion_is_201_and_its_replay_the_same_body(api, db, 
     user_id = uuid.UUID(user_of(alice))
     assert await conn.fetchval("SELECT count(*) FROM lesson_attempts WHERE user_id = $1", user_id) == 1
     assert await conn.fetchval("SELECT total_xp FROM users WHERE id = $1", user_id) == first.json()["total_xp"]
+    # the signed-in device's type, carried by the access token
+    device = await conn.fetchval("SELECT device_type::text FROM user_devices WHERE user_id = $1 ORDER BY last_active_at DESC LIMIT 1", user_id)
+    assert await conn.fetchval("SELECT device_type::text FROM lesson_attempts WHERE user_id = $1", user_id) == device is not None
     missing = api.post(f"/me/lessons/{lesson['id']}/attempts", json=body, headers=bearer(alice))
     assert (missing.status_code, missing.json()["error"]) == (422, "invalid_request")
 

@@ -45,6 +45,7 @@ DEV_KEY_FILE = "service-secret-key"  # in the private server's data directory
 ALGORITHM = "HS256"
 ACCESS_TOKEN_LIFETIME = timedelta(minutes=15)
 ACCESS = "access"
+DEVICE_CLAIM = "device_type"
 REQUIRED_CLAIMS = ["sub", "exp", "iat", "jti", "type"]
 
 
@@ -116,19 +117,22 @@ def _development_key(path: Path) -> str:
     return path.read_text().strip()
 
 
-def issue_access_token(key: SigningKey, user_id: UUID) -> AccessToken:
+def issue_access_token(key: SigningKey, user_id: UUID, device_type: str) -> AccessToken:
+    """`device_type` (the signed-in device's: ios, android or web) is what the caller's lesson attempts record."""
     now = datetime.now(timezone.utc)
-    claims = {"sub": str(user_id), "iat": now, "exp": now + ACCESS_TOKEN_LIFETIME, "jti": uuid.uuid4().hex, "type": ACCESS}
+    claims = {"sub": str(user_id), "iat": now, "exp": now + ACCESS_TOKEN_LIFETIME, "jti": uuid.uuid4().hex, "type": ACCESS,
+              DEVICE_CLAIM: device_type}
     return AccessToken(jwt.encode(claims, key.secret, algorithm=ALGORITHM), int(ACCESS_TOKEN_LIFETIME.total_seconds()))
 
 
-def subject(key: SigningKey, token: str) -> UUID:
-    """The user id of a valid access token: signature, expiry, every claim present, and the type checked."""
+def verified_claims(key: SigningKey, token: str) -> dict[str, Any]:
+    """The claims of a valid access token: signature, expiry, every claim present, and the type checked."""
     try:
         claims: dict[str, Any] = jwt.decode(token, key.secret, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS})
         if claims["type"] != ACCESS:
             raise NotAuthenticated("not an access token")
-        return UUID(claims["sub"])
+        UUID(claims["sub"])
+        return claims
     except jwt.ExpiredSignatureError:
         raise NotAuthenticated("the access token has expired; refresh it") from None
     except (jwt.InvalidTokenError, ValueError, TypeError):
@@ -142,7 +146,9 @@ async def current_user(request: Request, credentials: Annotated[HTTPAuthorizatio
     """The caller: the subject of the bearer token, an existing and active account."""
     if credentials is None:
         raise NotAuthenticated("an access token is required: Authorization: Bearer <token>")
-    user_id = subject(request.app.state.signing_key, credentials.credentials)
+    claims = verified_claims(request.app.state.signing_key, credentials.credentials)
+    user_id = UUID(claims["sub"])
+    request.state.device_type = claims.get(DEVICE_CLAIM)  # None in a token issued before the claim existed
     active = await User.filter(id=user_id).first().values_list("is_active", flat=True)
     if active is None:
         raise NotAuthenticated("the access token's account no longer exists")

@@ -198,7 +198,7 @@ async def logout(body: RefreshToken):
 
 
 def _pair(request: Request, session: accounts.Session) -> TokenPair:
-    access = issue_access_token(request.app.state.signing_key, session.user_id)
+    access = issue_access_token(request.app.state.signing_key, session.user_id, session.device_type)
     return TokenPair(access_token=access.token, refresh_token=session.refresh_token, expires_in=access.expires_in)
 
 
@@ -206,11 +206,12 @@ def _pair(request: Request, session: accounts.Session) -> TokenPair:
 
 
 @router.post("/me/lessons/{lesson_id}/attempts", status_code=201, response_model=AttemptOut, responses={**SIGNED_IN, **problems(404, 409)})
-async def complete_lesson(lesson_id: UUID, body: AttemptIn, user_id: CurrentUser, idempotency_key: IdempotencyKey):
+async def complete_lesson(request: Request, lesson_id: UUID, body: AttemptIn, user_id: CurrentUser, idempotency_key: IdempotencyKey):
     """Record a finished lesson: score, XP, streak, gems, achievements. The same `Idempotency-Key` again
-    answers the first result and writes nothing."""
+    answers the first result and writes nothing. The attempt records the signed-in device's type."""
     answers = [lessons.Answer(a.question_id, a.answer, a.time_spent_ms, a.hint_used) for a in body.answers]
-    done = await lessons.complete_lesson(user_id, lesson_id, answers, body.started_at, body.finished_at, idempotency_key)
+    done = await lessons.complete_lesson(user_id, lesson_id, answers, body.started_at, body.finished_at, idempotency_key,
+                                         device_type=request.state.device_type)
     return AttemptOut(
         attempt_id=done.attempt_id, score=done.score, passed=done.passed, xp_earned=done.xp_earned, total_xp=done.total_xp,
         streak=done.streak, gems=done.gems, achievements_unlocked=list(done.achievements_unlocked),

@@ -72,6 +72,7 @@ class Session:
     device: UUID  # the user_devices row
     refresh_token: str = field(repr=False)
     refresh_expires_at: datetime
+    device_type: str  # ios, android or web: what a lesson attempt records
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ async def sign_in(
         device: UUID = (await connection.execute_query_dict(UPSERT_DEVICE, [user_id, device_id, kind.value, device_name]))[0]["id"]
         await connection.execute_query_dict(REVOKE_DEVICE, [device])  # one live chain per device
         issued = await connection.execute_query_dict(ISSUE_TOKEN, [user_id, device, token_hash(token), REFRESH_TOKEN_LIFETIME])
-    return Session(user_id, device, token, issued[0]["expires_at"])
+    return Session(user_id, device, token, issued[0]["expires_at"], kind.value)
 
 
 # --- refresh -----------------------------------------------------------------------------------------
@@ -226,7 +227,7 @@ WHERE token_hash = $1 AND NOT is_used AND NOT is_revoked AND expires_at > now()
   AND EXISTS (SELECT 1 FROM users u WHERE u.id = t.user_id AND u.is_active)
 RETURNING user_id, device_id
 """
-TOUCH_DEVICE = "UPDATE user_devices SET last_active_at = now() WHERE id = $1"
+TOUCH_DEVICE = "UPDATE user_devices SET last_active_at = now() WHERE id = $1 RETURNING device_type::text AS device_type"
 
 
 async def _lock_device(connection: Any, digest: str) -> UUID | None:
@@ -263,9 +264,9 @@ async def refresh(refresh_token: str) -> Session:
             used = await connection.execute_query_dict(USE_TOKEN, [digest])
             if used:
                 user_id = used[0]["user_id"]
-                await connection.execute_query(TOUCH_DEVICE, [device])
+                touched = await connection.execute_query_dict(TOUCH_DEVICE, [device])
                 issued = await connection.execute_query_dict(ISSUE_TOKEN, [user_id, device, token_hash(token), REFRESH_TOKEN_LIFETIME])
-                session = Session(user_id, device, token, issued[0]["expires_at"])
+                session = Session(user_id, device, token, issued[0]["expires_at"], touched[0]["device_type"])
             elif await _is_used(connection, digest):
                 await connection.execute_query_dict(REVOKE_DEVICE, [device])
                 reused = True
