@@ -155,6 +155,7 @@ async def test_the_demo_accounts_sign_in_and_other_seeded_accounts_cannot(api, d
 # --- authentication of /me ----------------------------------------------------------------------------
 
 ME_ROUTES = [
+    ("GET", "/me"),
     ("POST", f"/me/lessons/{uuid.uuid4()}/attempts"),
     ("POST", "/me/reviews"),
     ("POST", "/me/purchases"),
@@ -189,6 +190,7 @@ async def test_every_me_route_is_401_without_a_valid_access_token(api, alice):
             assert response.json()["error"] == "unauthorized", (method, path, what)
             assert response.headers["WWW-Authenticate"] == "Bearer"
     assert api.get("/me/wallet", headers={"Authorization": f"Bearer {forged(KEY, me)}"}).status_code == 200  # the same, well signed
+    assert api.get("/me", headers=bearer(alice)).json() == {"user_id": me}
 
 
 async def test_a_deactivated_account_is_403_and_a_deleted_one_401(api, db, connect):

@@ -148,6 +148,26 @@ def summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
+def lost_connection(error: BaseException) -> bool:
+    """Whether `error` happened because the database went away: it is one of DATABASE_UNAVAILABLE, or was raised
+    while handling one (a transaction's ROLLBACK on the dead connection raises InterfaceError "connection is closed")."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, DATABASE_UNAVAILABLE):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+async def interface_error(request: Request, error: Exception) -> JSONResponse:
+    """A driver misuse is a bug (500); the same error raised by a rollback on a connection the restart cut is a 503."""
+    if lost_connection(error):
+        return await database_unavailable(request, error)
+    raise error
+
+
 async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
     log.warning("503 for %s %s: database unavailable (%s)", request.method, request.url.path, summary(error))
     body = Unavailable(error="database_unavailable", detail=UNAVAILABLE_DETAIL)
@@ -159,6 +179,7 @@ def install(app: FastAPI) -> None:
     and each refusal with its status and `{"error", "detail"}` body."""
     for kind in DATABASE_UNAVAILABLE:
         app.add_exception_handler(kind, database_unavailable)
+    app.add_exception_handler(asyncpg.InterfaceError, interface_error)
     app.add_exception_handler(OperationError, operation_refused)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_refusal)

@@ -157,6 +157,10 @@ class FeedItemOut(BaseModel):
     created_at: datetime
 
 
+class MeOut(BaseModel):
+    user_id: UUID
+
+
 class FeedOut(BaseModel):
     items: list[FeedItemOut]
     next: str | None = Field(description="`before` for the next (older) page; null on the last page")
@@ -244,6 +248,12 @@ async def activate(shop_item_id: UUID, user_id: CurrentUser):
         shop_item_id=used.shop_item_id, item_type=used.item_type, quantity_left=used.quantity_left, freeze_count=used.freeze_count,
         activated_at=used.activated_at, expires_at=used.expires_at,
     )
+
+
+@router.get("/me", response_model=MeOut, responses=SIGNED_IN)
+async def me(user_id: CurrentUser):
+    """Who the access token is for: the cheapest authenticated request (a benchmark's floor)."""
+    return MeOut(user_id=user_id)
 
 
 @router.get("/me/wallet", response_model=WalletOut, responses={**SIGNED_IN, **problems(404)})
