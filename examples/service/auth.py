@@ -29,10 +29,10 @@ from uuid import UUID
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from tortoise import connections
 
 from langlearn import ConfigError
 from langlearn.local_server import data_dir
-from langlearn.models.users import User
 from langlearn.operations.errors import Unauthorized
 from service.errors import Forbidden
 
@@ -46,6 +46,7 @@ ALGORITHM = "HS256"
 ACCESS_TOKEN_LIFETIME = timedelta(minutes=15)
 ACCESS = "access"
 DEVICE_CLAIM = "device_type"
+ACCOUNT_STATE = "SELECT is_active FROM users WHERE id = $1"
 REQUIRED_CLAIMS = ["sub", "exp", "iat", "jti", "type"]
 
 
@@ -149,7 +150,9 @@ async def current_user(request: Request, credentials: Annotated[HTTPAuthorizatio
     claims = verified_claims(request.app.state.signing_key, credentials.credentials)
     user_id = UUID(claims["sub"])
     request.state.device_type = claims.get(DEVICE_CLAIM)  # None in a token issued before the claim existed
-    active = await User.filter(id=user_id).first().values_list("is_active", flat=True)
+    # one indexed read per request, in plain SQL: the ORM's query building costs more than the query here
+    rows = await connections.get("default").execute_query_dict(ACCOUNT_STATE, [user_id])
+    active = rows[0]["is_active"] if rows else None
     if active is None:
         raise NotAuthenticated("the access token's account no longer exists")
     if not active:
