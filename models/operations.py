@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 from tortoise import fields
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
@@ -33,6 +34,11 @@ class SeedRun(TimestampedModel):
     fixed at the first start so that a resumed run writes the same rows as an uninterrupted one.
     `counts` holds the rows written per table. One row per (preset, seed): running the same seed
     again resumes or confirms this row instead of adding another.
+
+    A bulk load (a large seed of a fresh database) takes the user tables' keys, indexes and foreign keys
+    off while it copies, and rebuilds them at the end, as pg_restore does; `deferred` holds their
+    definitions, read from the catalog before they were dropped, from the moment they are dropped until
+    all are rebuilt (then NULL). A run killed in between finishes the rebuild when it is run again.
     """
 
     preset = NativeEnumField(SeedPreset)
@@ -46,6 +52,9 @@ class SeedRun(TimestampedModel):
     counts = json_object(description="rows written per table")
     resumes = counter(description="how many times an interrupted run was started again")
     error = fields.TextField(null=True, description="why the last attempt failed, when it did")
+    deferred: fields.JSONField[list[dict[str, Any]] | None] = fields.JSONField(
+        null=True, description="the keys, indexes and foreign keys a bulk load took off, until they are rebuilt"
+    )
     started_at = fields.DatetimeField()
     finished_at = fields.DatetimeField(null=True)
 

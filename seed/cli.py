@@ -12,6 +12,7 @@ configuration, reported before anything is written.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import TextIO
@@ -19,7 +20,8 @@ from typing import TextIO
 from rich.console import Console
 
 from langlearn.errors import UsageError
-from langlearn.seed.run import DEMO_USERS, MAX_USERS, SCALE_USERS, SeedOptions, render_summary, seed
+from langlearn.seed.bulk import BULK_MIN_USERS
+from langlearn.seed.run import DEMO_USERS, MAX_USERS, METHODS, SCALE_USERS, SeedOptions, render_summary, seed
 
 MAX_SEED = 2**63 - 1
 EARLIEST_ANCHOR = date(1970, 1, 1)
@@ -67,6 +69,11 @@ def add_arguments(cli: argparse.ArgumentParser) -> None:
                      help="seed even a database marked production; every secret is then random and demo accounts "
                           "get no known password (rows are no longer reproducible)")
     cli.add_argument("--no-progress", action="store_true", help="no progress bars (they only show on a terminal anyway)")
+    cli.add_argument("--method", choices=METHODS, default="auto",
+                     help=f"how rows go in: bulk (bare tables, keys and indexes rebuilt at the end, as pg_restore does) or "
+                          f"per-row; auto (default): bulk for a fresh database of {BULK_MIN_USERS} learners or more")
+    cli.add_argument("--workers", type=_whole(1, 64), default=os.cpu_count() or 1, metavar="N",
+                     help="processes generating rows (default: one per core); the rows do not depend on it")
 
 
 def options_from(args: argparse.Namespace) -> SeedOptions:
@@ -76,7 +83,7 @@ def options_from(args: argparse.Namespace) -> SeedOptions:
     preset = args.preset or ("scale" if args.users is not None else "demo")
     users = DEMO_USERS if preset == "demo" else (args.users or SCALE_USERS)
     return SeedOptions(preset=preset, users=users, seed=args.seed, anchor=args.anchor, force=args.force,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, method=args.method, workers=args.workers)
 
 
 async def run(options: SeedOptions, url: str, out: TextIO) -> int:

@@ -8,8 +8,13 @@ every batch being a pure function of the seed, ends with exactly the rows an uni
 writes. A run whose record says it is complete does nothing.
 
 Rows go in through `COPY` (asyncpg `copy_records_to_table`); while one batch is being copied the
-next is generated in a worker thread, so the generator and the server work at the same time and
-at most three batches are ever in memory, whatever the number of users.
+next ones are generated in worker processes (`--workers`, one per core by default; every batch being a
+pure function of the seed, the rows do not depend on their number), so the generators and the server
+work at the same time and at most `workers + 2` batches are ever in memory, whatever the number of users.
+
+A fresh database seeded with at least `bulk.BULK_MIN_USERS` learners is loaded in bulk (`bulk.py`): the
+user tables' keys, indexes and foreign keys are taken off in the content step's transaction, the batches
+copied into the bare tables, and everything rebuilt before the run is marked completed.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import multiprocessing
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from datetime import time as clock_time
@@ -34,16 +41,17 @@ from rich.table import Table
 from langlearn import rules
 from langlearn.errors import ConfigError, Interrupted, LanglearnError, SeedError
 from langlearn.history import read_state
+from langlearn.seed import bulk
 from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
 from langlearn.seed.passwords import Passwords
-from langlearn.seed.simulate import BATCH_USERS, RunContext, generate_batch
+from langlearn.seed.simulate import BATCH_USERS, Batch, RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
 from langlearn.settings import ENVIRONMENT_SETTING, marked_production, open_connection
 
 DEMO_USERS = 36
 SCALE_USERS = 1000
 MAX_USERS = 10_000_000
-PREFETCH = 2  # batches generated ahead of the one being copied
+METHODS = ("auto", "bulk", "per-row")  # how rows go in: auto is bulk for a fresh database of BULK_MIN_USERS or more
 LOCK_WAIT_SECONDS = 10
 LOCK_KEY = int.from_bytes(hashlib.blake2b(b"langlearn:seed", digest_size=8).digest(), "big", signed=True)
 # the weeks the simulation closed, before the anchor's: an open week is ranked when it closes (langlearn.operations.leagues)
@@ -63,6 +71,8 @@ class SeedOptions:
     anchor: date | None = None
     force: bool = False
     progress: bool = True
+    method: str = "auto"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     @property
     def parameters(self) -> dict[str, object]:
@@ -84,12 +94,14 @@ class RecordedRun:
     steps_done: int
     counts: dict[str, int]
     finished_at: datetime | None
+    deferred: list[bulk.DeferredObject]  # what a bulk load took off and has not rebuilt yet
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> RecordedRun:
         return cls(
             record["id"], record["preset"], record["seed"], record["code_version"], json.loads(record["parameters"]),
             record["anchor_at"], record["status"], record["steps_done"], json.loads(record["counts"]), record["finished_at"],
+            bulk.recorded(record["deferred"]),
         )
 
 
@@ -100,6 +112,7 @@ class Report:
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TABLES, 0.0))
     wall: float = 0.0
+    rebuild_seconds: float = 0.0  # a bulk load's keys, indexes and foreign keys, after the copy
     message: str = ""
 
     @property
@@ -134,10 +147,11 @@ def _describe(run: RecordedRun) -> str:
 
 
 class Seeder:
-    """Seeds the database behind one asyncpg connection."""
+    """Seeds the database behind one asyncpg connection (a bulk load's rebuild opens more to `url`)."""
 
-    def __init__(self, connection: asyncpg.Connection, options: SeedOptions, console: Console) -> None:
+    def __init__(self, connection: asyncpg.Connection, url: str, options: SeedOptions, console: Console) -> None:
         self.connection = connection
+        self.url = url
         self.options = options
         self.console = console
         self.report = Report()
@@ -229,15 +243,17 @@ class Seeder:
             self.console.print(
                 f"Resuming the interrupted run ({_describe(previous)}) after step {steps_done} of {steps_total}.",
                 soft_wrap=True)
+        deferred = previous.deferred if previous else []
         try:
             if steps_done == 0:
-                await self._content_step(run_id, anchor, steps_total, content, counts)
+                deferred = await self._content_step(run_id, anchor, steps_total, content, counts, bulk_load=self._bulk(previous))
             await self._user_steps(run_id, context, max(1, steps_done), counts)
-            async with self.connection.transaction():
-                await self.connection.execute(RANK_SQL, rules.week_start(anchor.date()))
-                await self.connection.execute(
-                    "UPDATE seed_runs SET steps_done = steps_total, status = 'completed', finished_at = now(), "
-                    "updated_at = now() WHERE id = $1", run_id)
+            await self.connection.execute(RANK_SQL, rules.week_start(anchor.date()))  # ranks are set before any index is rebuilt
+            if deferred:
+                await self._rebuild(run_id, deferred)
+            await self.connection.execute(
+                "UPDATE seed_runs SET steps_done = steps_total, status = 'completed', finished_at = now(), "
+                "updated_at = now() WHERE id = $1", run_id)
         except (asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError) as error:
             user = await self.connection.fetchval("SELECT current_user")
             raise ConfigError(
@@ -274,8 +290,24 @@ class Seeder:
         self.report.seconds[table] += time.perf_counter() - began
         self.report.rows[table] += len(rows)
 
-    async def _content_step(self, run_id: UUID, anchor: datetime, steps_total: int, content: Content, counts: dict[str, int]) -> None:
+    def _bulk(self, previous: RecordedRun | None) -> bool:
+        """Whether to load in bulk: asked for, or (auto) a large seed starting on a fresh database."""
+        if self.options.method == "auto":
+            return previous is None and self.options.users >= bulk.BULK_MIN_USERS
+        return self.options.method == "bulk"
+
+    async def _rebuild(self, run_id: UUID, deferred: list[bulk.DeferredObject]) -> None:
+        began = time.perf_counter()
+        self.console.print(f"Rebuilding {len(deferred)} keys, indexes and foreign keys of the bulk load…", soft_wrap=True)
+        await bulk.rebuild(lambda: open_connection(self.url), self.connection, run_id, deferred)
+        self.report.rebuild_seconds = time.perf_counter() - began
+
+    async def _content_step(
+        self, run_id: UUID, anchor: datetime, steps_total: int, content: Content, counts: dict[str, int], *, bulk_load: bool,
+    ) -> list[bulk.DeferredObject]:
+        """The catalogue, the run's record and (bulk) the user tables made bare, in one transaction."""
         options = self.options
+        deferred: list[bulk.DeferredObject] = []
         async with self.connection.transaction():
             await self.connection.execute(
                 "INSERT INTO seed_runs (id, preset, seed, code_version, parameters, anchor_at, steps_total, started_at) "
@@ -284,7 +316,10 @@ class Seeder:
             for table in CONTENT_TABLES:
                 await self._copy(table, content.rows[table])
                 counts[table] = counts.get(table, 0) + len(content.rows[table])
+            if bulk_load:
+                deferred = await bulk.take_off(self.connection, run_id, list(USER_TABLES))
             await self._advance(run_id, 1, counts)
+        return deferred
 
     async def _advance(self, run_id: UUID, steps_done: int, counts: dict[str, int]) -> None:
         """Record the step inside its transaction; `report.steps_done` follows once the caller commits."""
@@ -293,7 +328,7 @@ class Seeder:
             run_id, steps_done, dumps(counts))
 
     async def _user_steps(self, run_id: UUID, context: RunContext, first_step: int, counts: dict[str, int]) -> None:
-        """Steps 1..batches: generate batch k+1.. in a thread while batch k is copied."""
+        """Steps 1..batches: generate the next batches in worker processes while batch k is copied."""
         batches = range(first_step - 1, context.batches)
         if not batches:
             return
@@ -304,13 +339,13 @@ class Seeder:
         )
         table_tasks = {table: progress.add_task(table, total=None) for table in USER_TABLES}
         done_users = 0
-        with progress, ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-generate") as pool:
-            pending = {b: loop.run_in_executor(pool, generate_batch, context, b) for b in batches[:PREFETCH]}
+        ahead = self.options.workers + 1  # batches generated ahead of the one being copied
+        with progress, _generators(context, self.options.workers, len(batches)) as pool:
+            pending = {b: loop.run_in_executor(pool, _generate, b) for b in batches[:ahead]}
             for batch_index in batches:
                 batch = await pending.pop(batch_index)
-                ahead = batch_index + PREFETCH
-                if ahead < context.batches:
-                    pending[ahead] = loop.run_in_executor(pool, generate_batch, context, ahead)
+                if batch_index + ahead < context.batches:
+                    pending[batch_index + ahead] = loop.run_in_executor(pool, _generate, batch_index + ahead)
                 async with self.connection.transaction():
                     for table, rows in batch.rows.items():
                         await self._copy(table, rows)
@@ -323,6 +358,30 @@ class Seeder:
                     # totals are estimated from the batches so far: the shape is the same at any size
                     progress.update(table_tasks[table], completed=written, total=round(written * to_do / done_users))
                 del batch
+
+
+_CONTEXT: RunContext | None = None  # a generator's run context, set once per worker process (or thread)
+
+
+def _set_context(context: RunContext) -> None:
+    global _CONTEXT
+    _CONTEXT = context
+
+
+def _generate(batch: int) -> Batch:
+    assert _CONTEXT is not None, "a generator runs after _set_context"
+    return generate_batch(_CONTEXT, batch)
+
+
+def _generators(context: RunContext, workers: int, batches: int) -> Executor:
+    """Worker processes (Python-bound work needs processes, not threads) given the context once each; a single
+    thread when there is one worker or one batch (a process costs more to start than a small seed takes)."""
+    if workers <= 1 or batches <= 1:
+        _set_context(context)
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-generate")
+    # spawn, not fork: the parent runs an event loop and threads, which a forked child would inherit half-made
+    return ProcessPoolExecutor(max_workers=min(workers, batches), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_set_context, initargs=(context,))
 
 
 def render_summary(report: Report, console: Console) -> None:
@@ -339,6 +398,8 @@ def render_summary(report: Report, console: Console) -> None:
         if rows:
             seconds = report.seconds[name]
             table.add_row(name, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}" if seconds else "-")
+    if report.rebuild_seconds:
+        table.add_row("bulk load: keys, indexes, foreign keys rebuilt", "", f"{report.rebuild_seconds:.2f}", "")
     rate = report.total_rows / report.wall if report.wall else 0
     table.add_row("total (wall time)", f"{report.total_rows:,}", f"{report.wall:.2f}", f"{rate:,.0f}", style="bold")
     console.print(table)
@@ -348,7 +409,7 @@ async def seed(url: str, options: SeedOptions, console: Console) -> Report:
     """Seed the database at `url` (already validated) and return what was written."""
     connection = await open_connection(url)  # a bad password, database or server is a one-line ConfigError (exit 2)
     try:
-        return await Seeder(connection, options, console).run()
+        return await Seeder(connection, url, options, console).run()
     except asyncio.CancelledError:  # SIGINT or SIGTERM: the step in flight rolls back with its transaction
         raise Interrupted(await _where_it_stopped(url)) from None
     finally:

@@ -292,8 +292,10 @@ async def _unfinished_seed_runs(connection: asyncpg.Connection) -> list[Finding]
     try:
         async with connection.transaction():
             runs = await connection.fetch(
-                "SELECT id, preset, seed, status::text AS status, steps_done, steps_total FROM seed_runs "
-                "WHERE status <> 'completed' ORDER BY started_at"
+                # to_jsonb: `deferred` (migration 9) read the same way on a database that predates it
+                "SELECT id, preset, seed, status::text AS status, steps_done, steps_total, "
+                "coalesce(jsonb_array_length(nullif(to_jsonb(s) -> 'deferred', 'null')), 0) AS deferred "
+                "FROM seed_runs s WHERE status <> 'completed' ORDER BY started_at"
             )
     except asyncpg.SyntaxOrAccessError:  # no seed_runs table: the schema findings say why
         return []
@@ -301,8 +303,11 @@ async def _unfinished_seed_runs(connection: asyncpg.Connection) -> list[Finding]
         warning(
             CHECK, "unfinished_seed_run", f"seed_runs.{run['id']}",
             f"a seed run (preset {run['preset']}, seed {run['seed']}) is {run['status']} after step {run['steps_done']} of "
-            f"{run['steps_total']}: the data holds only part of it; run `langlearn seed` with the same arguments to finish it",
-            status=run["status"], steps_done=run["steps_done"], steps_total=run["steps_total"],
+            f"{run['steps_total']}: the data holds only part of it"
+            + (f", and its bulk load took {run['deferred']} keys, indexes and foreign keys off the user tables that are not rebuilt yet"
+               if run["deferred"] else "")
+            + "; run `langlearn seed` with the same arguments to finish it",
+            status=run["status"], steps_done=run["steps_done"], steps_total=run["steps_total"], deferred=run["deferred"],
         )
         for run in runs
     ]
