@@ -298,6 +298,7 @@ class UserHistory:
         self.wallet_id = new_uuid(self.rng)
         self.inventory: dict[UUID, Holding] = {}
         self.knowledge: dict[UUID, Knowledge] = {}
+        self.mastered = 0  # words mastered now (rules.is_mastered), kept as reviews change them
         self.due: list[tuple[datetime, int, UUID]] = []  # (due, order, vocab) kept sorted
         self.progress: dict[UUID, Progress] = {}
         self.weeks: dict[date, Week] = {}  # by week_start
@@ -526,8 +527,10 @@ class UserHistory:
         assert memory.due is not None  # set by every review
         item.history.append({"at": when.isoformat(timespec="seconds"), "quality": quality, "interval": memory.interval})
         insort(self.due, (memory.due, order, item.vocab_id))
-        if rules.is_mastered(memory) and not was_mastered:
-            self._metric("vocab_mastered", sum(rules.is_mastered(k.memory) for k in self.knowledge.values()), when)
+        mastered = rules.is_mastered(memory)
+        self.mastered += mastered - was_mastered
+        if mastered and not was_mastered:
+            self._metric("vocab_mastered", self.mastered, when)
         return rules.recalled(quality)
 
     def _learn(self, lesson: LessonInfo, when: datetime) -> None:
