@@ -104,10 +104,17 @@ async def take_off(connection: asyncpg.Connection, run_id: UUID, tables: Sequenc
     return deferred
 
 
-def recorded(deferred: object) -> list[DeferredObject]:
-    """`seed_runs.deferred` as read back (asyncpg returns JSONB as text)."""
-    rows = json.loads(deferred) if isinstance(deferred, str) else deferred
-    return [DeferredObject(**row) for row in rows or ()]
+def recorded(deferred: str | None) -> list[DeferredObject]:
+    """`seed_runs.deferred` as read back (asyncpg returns JSONB as text; NULL once all is rebuilt)."""
+    rows: list[dict[str, str]] = json.loads(deferred) if deferred is not None else []
+    return [DeferredObject(_phase(row["phase"]), row["table"], row["name"], row["create"]) for row in rows]
+
+
+def _phase(name: str) -> Phase:
+    for phase in PHASES:
+        if phase == name:
+            return phase
+    raise ValueError(f"seed_runs.deferred names an unknown phase {name!r}")
 
 
 async def rebuild(
