@@ -113,6 +113,10 @@ async def test_the_sql_script_is_what_upgrade_sends_statement_for_statement_and_
         await server.drop(twin)
 
 
+def statements(count: int) -> str:
+    return f"{count} statement{'' if count == 1 else 's'}"
+
+
 async def test_plan_lists_each_pending_migration_with_its_mode_and_statement_count_and_changes_nothing(empty_db, connect):
     await history.upgrade(empty_db, to=2)
     connection = await connect(empty_db)
@@ -121,7 +125,7 @@ async def test_plan_lists_each_pending_migration_with_its_mode_and_statement_cou
     assert lines[1] == f"apply {len(VERSIONS[3:])} migration(s): from {VERSIONS[2]} to {HEAD}"
     for number, version in enumerate(VERSIONS[3:], 1):
         migration = FILES.get(version)
-        assert lines[1 + number] == f"  {number}. apply  {version}  {migration.mode}, {len(migration.statements('up'))} statements"
+        assert lines[1 + number] == f"  {number}. apply  {version}  {migration.mode}, {statements(len(migration.statements('up')))}"
     assert not describe_difference(before, await snapshot(connection))
     assert (await history.read_state(connection)).pending == VERSIONS[3:]
 
@@ -130,8 +134,8 @@ async def test_plan_lists_each_pending_migration_with_its_mode_and_statement_cou
     down = ok(run_cli(LANGLEARN, "migrations", "plan", "--down", "--steps", "2", database=empty_db)).splitlines()
     assert down[1:4] == [
         f"revert 2 migration(s): from {HEAD} to {VERSIONS[-3]}",
-        f"  1. revert {HEAD}  {FILES.get(HEAD).mode}, {len(FILES.get(HEAD).statements('down'))} statements",
-        f"  2. revert {VERSIONS[-2]}  {FILES.get(VERSIONS[-2]).mode}, {len(FILES.get(VERSIONS[-2]).statements('down'))} statements",
+        f"  1. revert {HEAD}  {FILES.get(HEAD).mode}, {statements(len(FILES.get(HEAD).statements('down')))}",
+        f"  2. revert {VERSIONS[-2]}  {FILES.get(VERSIONS[-2]).mode}, {statements(len(FILES.get(VERSIONS[-2]).statements('down')))}",
     ]
 
 
@@ -154,7 +158,7 @@ async def test_offline_sql_needs_no_database_and_builds_the_whole_history_in_psq
 @pytest.mark.parametrize(
     ("arguments", "complaint"),
     [
-        (["--from", "9"], "no migration '9' in"),
+        (["--from", "99"], "no migration '99' in"),
         (["--from", "2", "--to", "base"], "`base` is where a downgrade ends"),
         (["--from", "2", "--down"], "--down needs --to VERSION"),
     ],
