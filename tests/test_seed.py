@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -21,7 +23,7 @@ from langlearn import history
 from langlearn.cli import main
 from langlearn.databases import database_name
 from langlearn.seed.content import DATA_DIR
-from langlearn.seed.run import code_version
+from langlearn.seed.run import BYTES_PER_LEARNER, MAX_USERS, code_version
 from langlearn.seed.tables import TABLES, USER_TABLES
 from langlearn.verify import check_invariants
 from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
@@ -221,6 +223,22 @@ async def test_bad_arguments_exit_2_with_one_line_before_writing(argv, complaint
     error = capsys.readouterr().err
     assert error.startswith("error: ") and error.count("\n") == 1 and complaint in error
     assert set((await row_counts(await connect(head_db))).values()) == {0}
+
+
+async def test_a_seed_the_servers_disk_cannot_hold_is_refused_before_writing(head_db, connect):
+    connection = await connect(head_db)
+    directory = await connection.fetchval("SELECT current_setting('data_directory')")
+    if not Path(directory).is_dir():
+        pytest.skip(f"the test server's data directory {directory} is on another machine: its disk is not measured")
+    learners = MAX_USERS
+    free = shutil.disk_usage(directory).free
+    assert learners * BYTES_PER_LEARNER > free, "this disk could hold the largest seed: the refusal cannot be shown here"
+    refused = seed_cli("--users", str(learners), "--no-progress", database=head_db)
+    assert refused.returncode == 1
+    line = refused.stderr.strip()
+    assert line.startswith(f"error: {learners:,} learners need about ") and line.endswith("seed fewer (--users) or free some space"), line
+    assert "\n" not in line
+    assert await connection.fetchval("SELECT (SELECT count(*) FROM seed_runs) + (SELECT count(*) FROM users)") == 0
 
 
 async def test_database_not_at_head_is_refused(empty_db):
