@@ -78,11 +78,8 @@ INDEXES = """
     ORDER BY t.relname, i.relname
 """
 # what is there already: None (absent), False (a foreign key added but not validated yet) or True
-STATE = {
-    "index": "SELECT CASE WHEN to_regclass(quote_ident($1)) IS NOT NULL THEN true END WHERE $2::text IS NOT NULL",
-    "key": "SELECT convalidated FROM pg_constraint WHERE conname = $1 AND conrelid = quote_ident($2)::regclass",
-    "foreign_key": "SELECT convalidated FROM pg_constraint WHERE conname = $1 AND conrelid = quote_ident($2)::regclass",
-}
+INDEX_STATE = "SELECT CASE WHEN to_regclass(quote_ident($1)) IS NOT NULL THEN true END"
+CONSTRAINT_STATE = "SELECT convalidated FROM pg_constraint WHERE conname = $1 AND conrelid = quote_ident($2)::regclass"
 
 
 async def take_off(connection: asyncpg.Connection, run_id: UUID, tables: Sequence[str]) -> list[DeferredObject]:
@@ -149,7 +146,10 @@ async def _build(own: asyncpg.Connection, pending: deque[DeferredObject], built:
     count = 0
     while pending:
         each = pending.popleft()
-        state = await own.fetchval(STATE[each.phase], each.name, each.table)
+        if each.phase == "index":
+            state = await own.fetchval(INDEX_STATE, each.name)
+        else:
+            state = await own.fetchval(CONSTRAINT_STATE, each.name, each.table)
         if state:
             continue  # made by a run that was killed later
         for statement in _statements(each, added=state is False):

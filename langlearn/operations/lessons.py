@@ -251,7 +251,7 @@ async def complete_lesson(
             attempt_id = await _insert_attempt(conn, user_id, lesson_id, started_at, answers, scored, device_type, idempotency_key)
             entry = await conn.execute_query_dict(UPSERT_ENTRY, [user_id, week, context["league"], scored.xp, int(scored.passed)])
             if entry[0]["current_rank"] is not None:
-                raise WeekClosed(f"the week of {week} is closed; a completion arrives within {rules.ATTEMPT_MAX_AGE} of its start")
+                raise _week_closed(week)
             wallet_id, gems = await lock_wallet(conn, user_id)
             progress = await conn.execute_query_dict(UPSERT_PROGRESS, [
                 user_id, lesson_id, context["course_id"], scored.score, scored.passed, finished_at,
@@ -318,10 +318,14 @@ def _score(exercises: Mapping[str, _Exercise], answers: Sequence[Answer], contex
     return _Scored(exercises, grade, score, passed, perfect, xp, finished_at if grade.finished else None)
 
 
+def _week_closed(week: date) -> WeekClosed:
+    return WeekClosed(f"the week of {week} is closed; a completion arrives within {rules.ATTEMPT_MAX_AGE} of its start")
+
+
 async def _unrank_open_week(conn: BaseDBAsyncClient, week: date) -> None:
     """Unrank an open week ranked by an older seed (ranks are written when a week closes); refuse a closed one."""
     if rules.week_end(week) < datetime.now(timezone.utc).date():
-        raise WeekClosed(f"the week of {week} is closed; a completion arrives within {rules.ATTEMPT_MAX_AGE} of its start")
+        raise _week_closed(week)
     await conn.execute_query_dict(UNRANK_LOCK)  # one unranker at a time: two would lock the week's rows in two orders
     await conn.execute_query_dict(UNRANK_WEEK, [week])
 
