@@ -37,8 +37,9 @@ from langlearn import history
 from langlearn.backups import client_program, libpq_target
 from langlearn.databases import ScratchDatabases, with_database
 from langlearn.seed.content import load_content
+from langlearn.seed.loader import open_loader
 from langlearn.seed.passwords import Passwords
-from langlearn.seed.simulate import RunContext, generate_batch
+from langlearn.seed.simulation import RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES
 from langlearn.settings import database_url
 from langlearn.urls import asyncpg_url
@@ -105,23 +106,25 @@ async def raw_copy(url: str, users: int, seed: int, anchor: datetime) -> tuple[i
     passwords = Passwords(seed, demo_password=None, demo_accounts=0, unpredictable=False)
     context = RunContext(seed, users, anchor, content, passwords, 0, False)
     connection = await asyncpg.connect(asyncpg_url(url))
+    loader = await open_loader(url)  # the user rows' ids and times are ints: the seed's own loader connection takes them
     rows, seconds = 0, 0.0
 
-    async def timed_copy(prepared: dict[str, list[tuple]]) -> None:
+    async def timed_copy(target: asyncpg.Connection, prepared: dict[str, list[tuple]]) -> None:
         nonlocal rows, seconds
         began = time.perf_counter()
-        async with connection.transaction():
+        async with target.transaction():
             for table, records in prepared.items():
-                await connection.copy_records_to_table(table, records=records, columns=TABLES[table])
+                await target.copy_records_to_table(table, records=records, columns=TABLES[table])
         seconds += time.perf_counter() - began
         rows += sum(len(records) for records in prepared.values())
 
     try:
-        await timed_copy({table: content.rows[table] for table in CONTENT_TABLES})
+        await timed_copy(connection, {table: content.rows[table] for table in CONTENT_TABLES})
         for batch in range(context.batches):
-            await timed_copy(generate_batch(context, batch).rows)  # generated before the clock starts
+            await timed_copy(loader, generate_batch(context, batch).rows)  # generated before the clock starts
     finally:
         await connection.close()
+        await loader.close()
     return rows, seconds
 
 

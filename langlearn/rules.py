@@ -10,8 +10,8 @@ choices at random, and the live operations, which take them from requests, score
 - achievements: `METRICS` (what `condition_type` counts), `achievement_unlocked`, `achievement_progress`,
   `achievements_reached`, `total_xp`;
 - leagues: `LEAGUES`, `PROMOTE_AT`, `DEMOTE_BELOW`, `week_start`, `week_end`, `close_week`, `promotion_gems`, `ranks`;
-- spaced repetition (SM-2, through `supermemo2`): `MemoryState`, `review`, `is_mastered`, `mastery_level`,
-  `memory_strength`, `recalled`.
+- spaced repetition (SM-2, through `supermemo2`): `MemoryState`, `review` (`schedule`), `is_mastered` (`mastered`),
+  `mastery_level` (`mastery`), `memory_strength` (`strength`), `recalled`; the plain-number forms serve the seed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from functools import cache
+from typing import NamedTuple
 from uuid import UUID
 
 from supermemo2 import review as sm2_review
@@ -286,12 +288,29 @@ class MemoryState:
     due: datetime | None = None
 
 
+class Schedule(NamedTuple):
+    """SM-2's state after a review: what `review` keeps of `supermemo2`'s answer."""
+
+    easiness: float
+    interval: int  # days
+    repetitions: int
+
+
+@cache
+def schedule(quality: int, easiness: float, interval: int, repetitions: int) -> Schedule:
+    """SM-2 (`supermemo2`) after a review of `quality` (0-5); easiness kept to 4 decimals. The state space is small
+    (easiness is rounded), so answers are remembered: the seed reviews millions of words."""
+    result = sm2_review(quality, easiness, interval, repetitions, _SM2_CLOCK)
+    return Schedule(round(result["easiness"], 4), result["interval"], result["repetitions"])
+
+
+_SM2_CLOCK = datetime(2000, 1, 1)  # supermemo2 also dates the next review; `review` does that itself
+
+
 def review(state: MemoryState, quality: int, when: datetime) -> MemoryState:
-    """The state after a review of `quality` (0-5) at `when`, scheduled by SM-2; easiness kept to 4 decimals."""
-    result = sm2_review(quality, state.easiness, state.interval, state.repetitions, when)
-    interval: int = result["interval"]
-    return MemoryState(round(result["easiness"], 4), interval, result["repetitions"], state.reviews + 1, when,
-                       when + timedelta(days=interval))
+    """The state after a review of `quality` (0-5) at `when`, scheduled by SM-2 (`schedule`)."""
+    easiness, interval, repetitions = schedule(quality, state.easiness, state.interval, state.repetitions)
+    return MemoryState(easiness, interval, repetitions, state.reviews + 1, when, when + timedelta(days=interval))
 
 
 def recalled(quality: int) -> bool:
@@ -299,23 +318,34 @@ def recalled(quality: int) -> bool:
 
 
 def is_mastered(state: MemoryState) -> bool:
+    return mastered(state.interval, state.repetitions)
+
+
+def mastered(interval: int, repetitions: int) -> bool:
     """A word is mastered while its interval is at least three weeks after at least three recalls in a row."""
-    return state.interval >= MASTERED_INTERVAL_DAYS and state.repetitions >= MASTERED_REPETITIONS
+    return interval >= MASTERED_INTERVAL_DAYS and repetitions >= MASTERED_REPETITIONS
 
 
 def mastery_level(state: MemoryState) -> str:
+    return mastery(state.interval, state.repetitions, state.reviews)
+
+
+def mastery(interval: int, repetitions: int, reviews: int) -> str:
     """The `mastery_level` of a word: mastered, reviewing (reviewed twice and last recalled) or learning."""
-    if is_mastered(state):
+    if mastered(interval, repetitions):
         return MasteryLevel.MASTERED.value
-    if state.reviews >= REVIEWING_AFTER_REVIEWS and state.repetitions >= 1:
+    if reviews >= REVIEWING_AFTER_REVIEWS and repetitions >= 1:
         return MasteryLevel.REVIEWING.value
     return MasteryLevel.LEARNING.value
 
 
 def memory_strength(state: MemoryState, now: datetime) -> float:
-    """How well the word is still known at `now` (0-1, 4 decimals): it decays by `STRENGTH_DECAY` per interval since the last review."""
     if state.last_review is None:
         return 0.0
-    elapsed_days = (now - state.last_review).total_seconds() / 86400
-    strength: float = STRENGTH_DECAY ** (elapsed_days / max(1, state.interval))
-    return round(min(1.0, strength), 4)
+    return strength((now - state.last_review).total_seconds() / 86400, state.interval)
+
+
+def strength(days_since_review: float, interval: int) -> float:
+    """How well a word is still known (0-1, 4 decimals): it decays by `STRENGTH_DECAY` per interval since the last review."""
+    remaining: float = STRENGTH_DECAY ** (days_since_review / max(1, interval))
+    return round(min(1.0, remaining), 4)

@@ -7,7 +7,8 @@ trace of it; the next run with the same arguments resumes after the last committ
 every batch being a pure function of the seed, ends with exactly the rows an uninterrupted run
 writes. A run whose record says it is complete does nothing.
 
-Rows go in through `COPY` (asyncpg `copy_records_to_table`); while one batch is being copied the
+Rows go in through binary `COPY` (asyncpg `copy_records_to_table`; the user rows on a connection that speaks
+the simulation's value types, `loader.py`); while one batch is being copied the
 next ones are generated in worker processes (`--workers`, one per core by default; every batch being a
 pure function of the seed, the rows do not depend on their number), so the generators and the server
 work at the same time and at most `workers + 2` batches are ever in memory, whatever the number of users.
@@ -26,6 +27,7 @@ import multiprocessing
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -44,9 +46,10 @@ from langlearn import rules
 from langlearn.errors import ConfigError, Interrupted, LanglearnError, SeedError
 from langlearn.history import read_state
 from langlearn.seed import bulk
-from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
+from langlearn.seed.content import Content, data_files, dumps, load_content, package_name
+from langlearn.seed.loader import copy_rows, open_loader
 from langlearn.seed.passwords import Passwords
-from langlearn.seed.simulate import BATCH_USERS, Batch, RunContext, generate_batch
+from langlearn.seed.simulation import BATCH_USERS, Batch, RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
 from langlearn.settings import ENVIRONMENT_SETTING, marked_production, open_connection
 
@@ -66,6 +69,8 @@ RANK_SQL = """
           FROM leaderboard_entries WHERE week_start < $1) ranked
     WHERE entry.id = ranked.id AND entry.current_rank IS DISTINCT FROM ranked.position
 """
+# a step's record, in the step's transaction (a step is all or nothing)
+ADVANCE_SQL = "UPDATE seed_runs SET steps_done = $2, counts = $3, updated_at = now() WHERE id = $1"
 
 
 @dataclass(frozen=True)
@@ -289,11 +294,15 @@ class Seeder:
         except (asyncpg.PostgresError, OSError):
             pass  # the original error is the one to report
 
-    async def _copy(self, table: str, rows: list[Row]) -> None:
+    async def _copy(self, table: str, rows: Sequence[tuple[object, ...]], loader: asyncpg.Connection | None = None) -> None:
+        """COPY the catalogue's rows on the seed's connection, or a batch's user rows through `loader`."""
         if not rows:
             return
         began = time.perf_counter()
-        await self.connection.copy_records_to_table(table, records=rows, columns=TABLES[table])
+        if loader is None:
+            await self.connection.copy_records_to_table(table, records=rows, columns=CONTENT_TABLES[table])
+        else:
+            await copy_rows(loader, table, rows)
         self.report.seconds[table] += time.perf_counter() - began
         self.report.rows[table] += len(rows)
 
@@ -344,14 +353,8 @@ class Seeder:
                 counts[table] = counts.get(table, 0) + len(content.rows[table])
             if bulk_load:
                 deferred = await bulk.take_off(self.connection, run_id, list(USER_TABLES))
-            await self._advance(run_id, 1, counts)
+            await self.connection.execute(ADVANCE_SQL, run_id, 1, dumps(counts))
         return deferred
-
-    async def _advance(self, run_id: UUID, steps_done: int, counts: dict[str, int]) -> None:
-        """Record the step inside its transaction; `report.steps_done` follows once the caller commits."""
-        await self.connection.execute(
-            "UPDATE seed_runs SET steps_done = $2, counts = $3, updated_at = now() WHERE id = $1",
-            run_id, steps_done, dumps(counts))
 
     async def _user_steps(self, run_id: UUID, context: RunContext, first_step: int, counts: dict[str, int]) -> None:
         """Steps 1..batches: generate the next batches in worker processes while batch k is copied."""
@@ -368,24 +371,28 @@ class Seeder:
         table_tasks = {table: progress.add_task(table, total=None) for table in USER_TABLES}
         done_users = 0
         ahead = self.options.workers + 1  # batches generated ahead of the one being copied
-        with progress, _generators(context, self.options.workers, len(batches)) as pool:
-            pending = {b: loop.run_in_executor(pool, _generate, b) for b in batches[:ahead]}
-            for batch_index in batches:
-                batch = await pending.pop(batch_index)
-                if batch_index + ahead < context.batches:
-                    pending[batch_index + ahead] = loop.run_in_executor(pool, _generate, batch_index + ahead)
-                async with self.connection.transaction():
-                    for table, rows in batch.rows.items():
-                        await self._copy(table, rows)
-                        counts[table] = counts.get(table, 0) + len(rows)
-                    await self._advance(run_id, batch_index + 2, counts)
-                done_users += len(batch.rows["users"])
-                progress.update(learners, completed=done_users)
-                for table in batch.rows:
-                    written = self.report.rows[table]
-                    # totals are estimated from the batches so far: the shape is the same at any size
-                    progress.update(table_tasks[table], completed=written, total=round(written * to_do / done_users))
-                del batch
+        loader = await open_loader(self.url)
+        try:
+            with progress, _generators(context, self.options.workers, len(batches)) as pool:
+                pending = {b: loop.run_in_executor(pool, _generate, b) for b in batches[:ahead]}
+                for batch_index in batches:
+                    batch = await pending.pop(batch_index)
+                    if batch_index + ahead < context.batches:
+                        pending[batch_index + ahead] = loop.run_in_executor(pool, _generate, batch_index + ahead)
+                    async with loader.transaction():  # the batch and its step record commit together
+                        for table, rows in batch.rows.items():
+                            await self._copy(table, rows, loader)
+                            counts[table] = counts.get(table, 0) + len(rows)
+                        await loader.execute(ADVANCE_SQL, run_id.int, batch_index + 2, dumps(counts))  # the loader's uuids are ints
+                    done_users += len(batch.rows["users"])
+                    progress.update(learners, completed=done_users)
+                    for table in batch.rows:
+                        written = self.report.rows[table]
+                        # totals are estimated from the batches so far: the shape is the same at any size
+                        progress.update(table_tasks[table], completed=written, total=round(written * to_do / done_users))
+                    del batch
+        finally:
+            await loader.close()
 
 
 class RateColumn(ProgressColumn):

@@ -20,7 +20,7 @@ import pytest
 from langlearn.cli import main
 from langlearn.errors import ContentDataError
 from langlearn.seed import content
-from langlearn.seed.simulate import RunContext
+from langlearn.seed.simulation import RunContext
 
 REAL_DATA = content.DATA_DIR
 ANCHOR = datetime(2024, 6, 1, tzinfo=timezone.utc)
