@@ -333,10 +333,14 @@ def mastery_level(state: MemoryState) -> str:
 def mastery(interval: int, repetitions: int, reviews: int) -> str:
     """The `mastery_level` of a word: mastered, reviewing (reviewed twice and last recalled) or learning."""
     if mastered(interval, repetitions):
-        return MasteryLevel.MASTERED.value
+        return _MASTERED
     if reviews >= REVIEWING_AFTER_REVIEWS and repetitions >= 1:
-        return MasteryLevel.REVIEWING.value
-    return MasteryLevel.LEARNING.value
+        return _REVIEWING
+    return _LEARNING
+
+
+# read once: an enum member's `.value` costs a property lookup, and the seed asks millions of times
+_MASTERED, _REVIEWING, _LEARNING = MasteryLevel.MASTERED.value, MasteryLevel.REVIEWING.value, MasteryLevel.LEARNING.value
 
 
 def memory_strength(state: MemoryState, now: datetime) -> float:

@@ -43,7 +43,7 @@ def generate_batch(ctx: RunContext, batch: int) -> Batch:
         devices = _devices(learner)
         learner.live(devices)
         summarise(learner, devices)
-    return Batch(batch, {table: list(map(tuple, made)) for table, made in rows.items()})
+    return Batch(batch, {table: [row[:] for row in made] for table, made in rows.items()})  # row[:]: a plain tuple
 
 
 def _follows(ctx: RunContext, batch: int, profiles: list[Profile], rows: BatchRows) -> dict[int, list[Follow]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from langlearn import rules
 from langlearn.seed.simulation.achievements import Achievements
@@ -112,7 +112,8 @@ class Learner:
     def _streak_day(self, day: Day, active: bool) -> None:
         freezes = self.wallet.freezes()
         before = self.streak
-        self.streak = streak = rules.next_streak_day(replace(before, freezes=freezes.quantity), to_date(day), active)
+        held = rules.StreakState(before.current, before.longest, before.days_active, before.last_active, freezes.quantity)
+        self.streak = streak = rules.next_streak_day(held, to_date(day), active)
         if active:
             when = self.streak_touched = self.journal.last_event
             if rules.is_streak_milestone(streak.current):
