@@ -18,7 +18,8 @@ FORGOTTEN = (0, 1, 2, 2)
 class Word:
     """What the scheduler knows of one word the learner met, and the reviews so far (each as JSON text)."""
 
-    __slots__ = ("id", "vocab_id", "created", "easiness", "interval", "repetitions", "reviews", "last_review", "due", "history")
+    __slots__ = ("id", "vocab_id", "created", "easiness", "interval", "repetitions", "reviews", "last_review", "due", "mastered",
+                 "history")
 
     def __init__(self, word_id: Uuid, vocab_id: Uuid, created: Millis) -> None:
         self.id = word_id
@@ -28,6 +29,7 @@ class Word:
         self.interval = self.repetitions = self.reviews = 0
         self.last_review: Millis = created
         self.due: Millis | None = None
+        self.mastered = False  # rules.mastered, as of the last review
         self.history: list[str] = []
 
 
@@ -51,12 +53,12 @@ class Vocabulary:
                 self._review(word, when + offset * SECOND_MS, len(self.words))
 
     def _review(self, word: Word, when: Millis, order: int) -> bool:
-        random = self._random
-        overdue = 0.0 if word.due is None else max(0.0, (when - word.due) / DAY_MS)
-        chance = self.skill - 0.04 * min(overdue, 5) + 0.02 * min(word.repetitions, 4)
+        random, due, repetitions = self._random, word.due, word.repetitions
+        overdue_days = (when - due) / DAY_MS if due is not None and when > due else 0.0
+        # a word is harder to recall the longer it is overdue (up to 5 days), easier the more often recalled in a row
+        chance = self.skill - 0.04 * (overdue_days if overdue_days < 5 else 5) + 0.02 * (repetitions if repetitions < 4 else 4)
         quality = RECALLED[int(random() * 5)] if random() < chance else FORGOTTEN[int(random() * 4)]
-        was_mastered = rules.mastered(word.interval, word.repetitions)
-        word.easiness, interval, repetitions = rules.schedule(quality, word.easiness, word.interval, word.repetitions)
+        word.easiness, interval, repetitions = rules.schedule(quality, word.easiness, word.interval, repetitions)
         word.interval, word.repetitions = interval, repetitions
         word.reviews += 1
         word.last_review = when
@@ -64,7 +66,8 @@ class Vocabulary:
         word.history.append(f'{{"at":"{iso_seconds(when)}","interval":{interval},"quality":{quality}}}')
         heappush(self.queue, (due, order, word.vocab_id))
         mastered = rules.mastered(interval, repetitions)
-        if mastered != was_mastered:
+        if mastered != word.mastered:
+            word.mastered = mastered
             self.mastered += 1 if mastered else -1
             if mastered:
                 self.achievements.reach("vocab_mastered", self.mastered, when)
