@@ -63,9 +63,13 @@ def dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
+# The facts the user simulation draws on (`seed.simulation`). Their ids are ints (a UUID's value, as the
+# simulation keeps ids: `simulation.rows.Uuid`), while the catalogue's own rows above hold `uuid.UUID`s.
+
+
 @dataclass(frozen=True)
 class Exercise:
-    id: str
+    id: str  # the question id, `course.lesson.number`
     type: str
     answer: str
     wrong_answers: tuple[str, ...]
@@ -74,22 +78,22 @@ class Exercise:
 
 @dataclass(frozen=True)
 class LessonInfo:
-    id: UUID
+    id: int
     key: str
     course_key: str
-    course_id: UUID
+    course_id: int
     position: int
     title: str
     xp_reward: int
     pass_score: int
     minutes: int
     exercises: tuple[Exercise, ...]
-    vocab_ids: tuple[UUID, ...]
+    vocab_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class CourseInfo:
-    id: UUID
+    id: int
     key: str
     title: str
     language: str
@@ -99,7 +103,7 @@ class CourseInfo:
 
 @dataclass(frozen=True)
 class AchievementInfo:
-    id: UUID
+    id: int
     slug: str
     name: str
     condition_type: str
@@ -111,7 +115,7 @@ class AchievementInfo:
 
 @dataclass(frozen=True)
 class ShopItemInfo:
-    id: UUID
+    id: int
     name: str
     item_type: str
     price_gems: int
@@ -512,8 +516,8 @@ def load_content(seed: int, anchor: datetime) -> Content:
                     position, dumps(body), xp, pass_score, 1, _text(lesson, "type", where), minutes, born, born,
                 ))
                 lessons.append(LessonInfo(
-                    lesson_id, lesson_key, key, course_id, position, title, xp, pass_score, minutes, tuple(exercises),
-                    tuple(vocab_ids),
+                    lesson_id.int, lesson_key, key, course_id.int, position, title, xp, pass_score, minutes, tuple(exercises),
+                    tuple(word_id.int for word_id in vocab_ids),
                 ))
                 previous_lesson = lesson_id
                 position += 1
@@ -524,7 +528,7 @@ def load_content(seed: int, anchor: datetime) -> Content:
             CDN + thumbnail, True, dumps(_texts(raw, "tags", source)), sum(info.xp_reward for info in lessons),
             sum(info.minutes for info in lessons), 1, born, born,
         ))
-        courses[key] = CourseInfo(course_id, key, title, language, level, tuple(lessons))
+        courses[key] = CourseInfo(course_id.int, key, title, language, level, tuple(lessons))
 
     if vocab_by_lesson:
         orphan = next(iter(vocab_by_lesson.values()))[0]
@@ -555,7 +559,7 @@ def load_content(seed: int, anchor: datetime) -> Content:
             item["is_hidden"] == "true", born,
         ))
         achievements.append(AchievementInfo(
-            achievement_id, item["slug"], item["name"], item["condition_type"], value, xp_reward, gems_reward, item["rarity"],
+            achievement_id.int, item["slug"], item["name"], item["condition_type"], value, xp_reward, gems_reward, item["rarity"],
         ))
 
     shop: dict[str, ShopItemInfo] = {}
@@ -579,7 +583,7 @@ def load_content(seed: int, anchor: datetime) -> Content:
             item_id, name, _text(item, "description", where), item_type, price, dumps(effects),
             CDN + _text(item, "icon", where), available, stock, born,
         ))
-        shop[name] = ShopItemInfo(item_id, name, item_type, price, available, effects)
+        shop[name] = ShopItemInfo(item_id.int, name, item_type, price, available, effects)
 
     people = _read_people(DATA_DIR / "people.json")
     demo = _read_demo(DATA_DIR / "demo_accounts.json")

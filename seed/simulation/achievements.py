@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from langlearn import rules
-from langlearn.seed.simulation.catalogue import Achievement, Catalogue
+from langlearn.seed.content import AchievementInfo
+from langlearn.seed.simulation.catalogue import Catalogue
 from langlearn.seed.simulation.journal import Journal
-from langlearn.seed.simulation.rows import Millis, Uuid
+from langlearn.seed.simulation.rows import Millis, Uuid, uuid_text
 from langlearn.seed.simulation.wallet import Wallet
 
 
@@ -31,11 +32,11 @@ class Achievements:
             if rules.achievement_unlocked(achievement.condition_value, value) and achievement.id not in self.unlocked:
                 self._unlock(achievement, when)
 
-    def _unlock(self, achievement: Achievement, when: Millis) -> None:
+    def _unlock(self, achievement: AchievementInfo, when: Millis) -> None:
         self.unlocked[achievement.id] = when
         self.bonus_xp += achievement.xp_reward
         if achievement.gems_reward:
-            self.wallet.post("reward", achievement.gems_reward, when, "achievement", achievement.reference,
+            self.wallet.post("reward", achievement.gems_reward, when, "achievement", uuid_text(achievement.id),
                              f"Achievement unlocked: {achievement.name}")
         self.journal.feed("achievement_unlocked", when, f"unlocked the {achievement.name} achievement",
                           {"achievement": achievement.slug, "rarity": achievement.rarity})

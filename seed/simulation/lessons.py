@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from uuid import UUID
 
 from langlearn import rules
+from langlearn.seed.content import CourseInfo, LessonInfo
 from langlearn.seed.simulation.achievements import Achievements
-from langlearn.seed.simulation.catalogue import LEVELS, NEXT_COURSE, Catalogue, Course, Lesson
+from langlearn.seed.simulation.catalogue import BASE_MS, EASE, LEVELS, NEXT_COURSE, Catalogue
 from langlearn.seed.simulation.clock import SECOND_MS, day_of, week_of
 from langlearn.seed.simulation.journal import Journal
-from langlearn.seed.simulation.rows import Day, LessonAttempt, Millis, QuestionAttempt, Uuid
+from langlearn.seed.simulation.rows import Day, LessonAttempt, Millis, QuestionAttempt, Uuid, uuid_text
 from langlearn.seed.simulation.vocabulary import Vocabulary
 
 ABANDON_CHANCE = 0.03
@@ -25,7 +25,7 @@ RESPONSE_FACTORS = tuple(math.exp(NormalDist(0, 0.35).inv_cdf((i + 0.5) / 1024))
 class Progress:
     """A learner's progress on one lesson (`user_progress`)."""
 
-    lesson: Lesson
+    lesson: LessonInfo
     status: str
     score: int
     completed: Millis | None
@@ -53,7 +53,7 @@ class Lessons:
         self.achievements = achievements
         self.vocabulary = vocabulary
         self.courses = catalogue.courses
-        self.course: Course = self.courses[course]
+        self.course: CourseInfo = self.courses[course]
         self.level = self.course.level
         self.skill = skill
         self.passed: dict[str, set[int]] = {}  # lesson positions passed, per course
@@ -62,7 +62,7 @@ class Lessons:
         self.progress: dict[Uuid, Progress] = {}
         self.weeks: dict[Day, Week] = {}  # by week_start
 
-    def next_lesson(self) -> Lesson:
+    def next_lesson(self) -> LessonInfo:
         course, rng = self.course, self.journal.rng
         passed = self.passed.setdefault(course.key, set())
         if len(passed) == len(course.lessons):
@@ -76,7 +76,7 @@ class Lessons:
             return course.lessons[rng.choice(sorted(passed))]
         return course.lessons[min(set(range(len(course.lessons))) - passed)]
 
-    def attempt(self, lesson: Lesson, start: Millis, device: str, boosted: bool) -> tuple[Millis, bool]:
+    def attempt(self, lesson: LessonInfo, start: Millis, device: str, boosted: bool) -> tuple[Millis, bool]:
         """Play `lesson` from `start`; returns when it ended and whether it passed."""
         journal = self.journal
         rng, new_id = journal.rng, journal.new_id
@@ -94,8 +94,8 @@ class Lessons:
         while queue and lives > 0 and len(questions) < abandon_after:
             exercise, number = queue.pop(0)
             hint = random() < HINT_CHANCE
-            correct = random() < skill + exercise.ease + (0.15 if hint else 0.0) + (0.2 if number > 1 else 0.0)
-            ms = int(RESPONSE_FACTORS[bits(10)] * exercise.base_ms / (1.3 if number > 1 else 1))
+            correct = random() < skill + EASE[exercise.difficulty] + (0.15 if hint else 0.0) + (0.2 if number > 1 else 0.0)
+            ms = int(RESPONSE_FACTORS[bits(10)] * BASE_MS[exercise.type] / (1.3 if number > 1 else 1))
             clock += ms + 400
             if correct:
                 answer, confidence = exercise.answer, round(0.55 + 0.45 * random(), 2)
@@ -106,7 +106,7 @@ class Lessons:
                 lives -= 1
                 queue.append((exercise, number + 1))
             questions.append(QuestionAttempt(
-                new_id(), attempt_id, exercise.question_id, exercise.type, answer, exercise.answer, correct, ms, hint, number,
+                new_id(), attempt_id, exercise.id, exercise.type, answer, exercise.answer, correct, ms, hint, number,
                 confidence, exercise.difficulty, clock,
             ))
             hints += hint
@@ -145,7 +145,7 @@ class Lessons:
                 self._milestones(lesson, end)
         return end, passed
 
-    def _record_progress(self, lesson: Lesson, start: Millis, end: Millis, score: int, passed: bool, elapsed_ms: int) -> None:
+    def _record_progress(self, lesson: LessonInfo, start: Millis, end: Millis, score: int, passed: bool, elapsed_ms: int) -> None:
         row = self.progress.get(lesson.id)
         if row is None:
             row = self.progress[lesson.id] = Progress(lesson, "in_progress", 0, None, 0, 0, start, end)
@@ -157,17 +157,17 @@ class Lessons:
         row.attempts += 1
         row.last = end
 
-    def _milestones(self, lesson: Lesson, when: Millis) -> None:
+    def _milestones(self, lesson: LessonInfo, when: Millis) -> None:
         """A course or a unit (three lessons) finished with this lesson's first pass."""
         course = self.courses[lesson.course_key]
         passed = self.passed[course.key]
         if len(passed) == len(course.lessons) and course.key not in self.completed_courses:
             self.completed_courses.add(course.key)
-            self.journal.feed("course_completed", when, f"completed the course {course.title}", {"course_id": str(UUID(int=course.id))})
+            self.journal.feed("course_completed", when, f"completed the course {course.title}", {"course_id": uuid_text(course.id)})
             self.achievements.reach("course_complete", len(self.completed_courses), when)
             following = LEVELS[min(len(LEVELS) - 1, LEVELS.index(course.level) + 1)]
             if LEVELS.index(following) > LEVELS.index(self.level):
                 self.level = following
         elif (lesson.position + 1) % 3 == 0 and all(p in passed for p in range(lesson.position - 2, lesson.position + 1)):
             self.journal.feed("unit_completed", when, f"finished a unit of {course.title}",
-                              {"course_id": str(UUID(int=course.id)), "lesson_id": str(UUID(int=lesson.id))})
+                              {"course_id": uuid_text(course.id), "lesson_id": uuid_text(lesson.id)})

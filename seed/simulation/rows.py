@@ -12,11 +12,17 @@ loader's codecs take (`seed.loader`), chosen to be cheap to make at millions of 
 from __future__ import annotations
 
 from typing import NamedTuple
+from uuid import UUID
 
 Uuid = int
 Millis = int
 Day = int
 JsonText = str
+
+
+def uuid_text(value: Uuid) -> str:
+    """A `Uuid` as text and JSON columns spell it (`7d444840-9dc0-...`)."""
+    return str(UUID(int=value))
 
 
 class User(NamedTuple):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from heapq import heappop, heappush
 
 from langlearn import rules
+from langlearn.seed.content import LessonInfo
 from langlearn.seed.simulation.achievements import Achievements
-from langlearn.seed.simulation.catalogue import Catalogue, Lesson
+from langlearn.seed.simulation.catalogue import Catalogue
 from langlearn.seed.simulation.clock import DAY_MS, SECOND_MS, iso_seconds
 from langlearn.seed.simulation.journal import Journal
 from langlearn.seed.simulation.rows import DailyReviewSession, Day, Millis, Uuid
@@ -45,7 +46,7 @@ class Vocabulary:
         self.queue: list[tuple[Millis, int, Uuid]] = []  # (due, order, vocab id), a heap; stale entries are skipped
         self._random = journal.rng.random
 
-    def learn(self, lesson: Lesson, when: Millis) -> None:
+    def learn(self, lesson: LessonInfo, when: Millis) -> None:
         """Meet the lesson's new words (a first review each)."""
         for offset, vocab_id in enumerate(lesson.vocab_ids):
             if vocab_id not in self.words:

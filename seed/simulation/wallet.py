@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from langlearn import rules
-from langlearn.seed.simulation.catalogue import Catalogue, ShopItem
+from langlearn.seed.content import ShopItemInfo
+from langlearn.seed.simulation.catalogue import Catalogue
 from langlearn.seed.simulation.clock import MINUTE_MS, SECOND_MS
 from langlearn.seed.simulation.journal import Journal
-from langlearn.seed.simulation.rows import Millis, Uuid, WalletTransaction
+from langlearn.seed.simulation.rows import Millis, Uuid, WalletTransaction, uuid_text
 
 
 @dataclass
 class Holding:
     """How many of one shop item a learner holds, and whether one is active."""
 
-    item: ShopItem
+    item: ShopItemInfo
     quantity: int = 0
     active: bool = False
     activated: Millis | None = None
@@ -55,7 +56,7 @@ class Wallet:
         journal.touch(when)
         return when
 
-    def holding(self, item: ShopItem) -> Holding:
+    def holding(self, item: ShopItemInfo) -> Holding:
         held = self.holdings.get(item.id)
         if held is None:
             held = self.holdings[item.id] = Holding(item)
@@ -64,13 +65,13 @@ class Wallet:
     def freezes(self) -> Holding:
         return self.holding(self.catalogue.shop["Streak Freeze"])
 
-    def _buy(self, item: ShopItem, when: Millis) -> Millis | None:
+    def _buy(self, item: ShopItemInfo, when: Millis) -> Millis | None:
         if self.gems < item.price_gems:
             return None
-        when = self.post("purchase", -item.price_gems, when, "shop", item.reference, f"Bought {item.name}")
+        when = self.post("purchase", -item.price_gems, when, "shop", uuid_text(item.id), f"Bought {item.name}")
         if item.item_type == "double_xp" and self.journal.rng.random() < 0.05:
             # bought by mistake and refunded before use
-            self.post("refund", item.price_gems, when + 2 * MINUTE_MS, "shop_refund", item.reference, f"Refund: {item.name}")
+            self.post("refund", item.price_gems, when + 2 * MINUTE_MS, "shop_refund", uuid_text(item.id), f"Refund: {item.name}")
             return None
         held = self.holding(item)
         held.quantity += 1
