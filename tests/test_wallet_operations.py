@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from langlearn import rules
 from langlearn.operations import wallet
 from langlearn.operations.errors import (
     FreezeLimit,
@@ -260,7 +261,9 @@ async def test_operations_on_the_seed_leave_it_verified(seeded_db, connect):
     from langlearn.verify import verify
 
     connection = await connect(seeded_db)
-    user, gems = await connection.fetchrow("SELECT user_id, gems FROM user_wallets WHERE gems >= 200 ORDER BY gems DESC LIMIT 1")
+    user, gems = await connection.fetchrow(  # a learner who can afford a freeze and may hold one more
+        "SELECT user_id, gems FROM user_wallets JOIN streaks USING (user_id) "
+        f"WHERE gems >= 200 AND freeze_count < {rules.MAX_FREEZES} ORDER BY gems DESC, user_id LIMIT 1")
     freeze = await connection.fetchval("SELECT id FROM shop_items WHERE item_type = 'streak_freeze'")
     async with database(seeded_db, migrate="check", global_fallback=False):
         await wallet.earn(user, 10, "daily_goal", f"goal-{uuid4()}")
