@@ -12,7 +12,9 @@
    `pg_restore -j 2` of the dump into another fresh, empty database, indexes and foreign keys included,
    timed. The target is a ratio restore/seed of at least 1.0: the seed at least as fast as restoring
    its own dump.
-3. With `--raw-copy`, the old limit: the very same rows generated in advance, outside the clock, loaded
+3. The generation alone, in this process on one core: its µs per row, and the time it needs on all the
+   machine's cores at best, against the restore (the seed cannot be faster than its generation).
+4. With `--raw-copy`, the old limit: the very same rows generated in advance, outside the clock, loaded
    with raw `copy_records_to_table` into a migrated database (every index and trigger firing per row).
 """
 
@@ -39,7 +41,7 @@ from langlearn.databases import ScratchDatabases, with_database
 from langlearn.seed.content import load_content
 from langlearn.seed.loader import open_loader
 from langlearn.seed.passwords import Passwords
-from langlearn.seed.simulation import RunContext, generate_batch
+from langlearn.seed.simulation import BATCH_USERS, RunContext, generate_batch
 from langlearn.seed.tables import CONTENT_TABLES, TABLES
 from langlearn.settings import database_url
 from langlearn.urls import asyncpg_url
@@ -128,6 +130,16 @@ async def raw_copy(url: str, users: int, seed: int, anchor: datetime) -> tuple[i
     return rows, seconds
 
 
+def generation_cost(seed: int, anchor: datetime, batches: int = 10) -> float:
+    """Microseconds of Python per generated row, in this process (one core), over `batches` batches."""
+    content = load_content(seed, anchor)
+    context = RunContext(seed, batches * BATCH_USERS, anchor, content, lambda index: "hash", 0, False)
+    began, rows = time.perf_counter(), 0
+    for batch in range(batches):
+        rows += sum(generate_batch(context, batch).counts.values())
+    return (time.perf_counter() - began) / rows * 1e6
+
+
 async def main(argv: list[str]) -> int:
     cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cli.add_argument("--users", type=int, default=20_000, help="learners to seed (default 20000)")
@@ -151,6 +163,8 @@ async def main(argv: list[str]) -> int:
         print(f"pg_restore -j {JOBS} into an empty database ...", flush=True)
         restore_seconds = run_tool("pg_restore", restore_url, "--jobs", JOBS, "--no-owner", "--exit-on-error", str(dump))
         restored = await seeded_rows(restore_url)
+        print("timing the generation alone, one core ...", flush=True)
+        per_row = generation_cost(args.seed, anchor)
         raw = None
         if args.raw_copy:
             raw_url = await fresh_database(scratch, f"bench_rawcopy_{os.getpid()}")
@@ -169,6 +183,10 @@ async def main(argv: list[str]) -> int:
     print(f"pg_restore -j {JOBS}   : {restored:>11,} rows in {restore_seconds:8.1f} s = {restored / restore_seconds:>9,.0f} rows/s")
     if raw is not None:
         print(f"raw per-row COPY   : {raw[0]:>11,} rows in {raw[1]:8.1f} s = {raw[0] / raw[1]:>9,.0f} rows/s (COPY time only)")
+    cores = os.cpu_count() or 1
+    floor = total * per_row / 1e6 / cores
+    print(f"generation alone   : {per_row:.1f} µs of Python per row on one core; {total:,} rows on {cores} cores "
+          f"need >= {floor:.1f} s, {floor / restore_seconds:.2f}x the restore")
     print(f"ratio restore/seed : {ratio:.2f} (target >= {TARGET_RATIO})")
     print(f"seed peak RSS      : {seeded.peak_rss_mb:.0f} MB, its largest process (target < {RSS_LIMIT_MB} MB)")
     if total != restored:

@@ -56,7 +56,7 @@ class Learner:
         self.follows = sorted(follows, key=lambda follow: follow.when)
         self.streak = rules.StreakState()
         self.streak_touched = profile.signup
-        self.league = "bronze"
+        self.league = rules.LEAGUES[0]  # everyone starts in the first league
         self.sessions: list[Session] = []
         self.churn_day = rng.randint(7, HISTORY_DAYS - 7) if persona.name == "churned" else None
 
