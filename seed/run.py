@@ -3,15 +3,16 @@
 A run is a fixed list of steps: the catalogue, one step per batch of `BATCH_USERS` users, then the
 league ranks. Each step is one transaction that also advances `seed_runs.steps_done` and adds its
 row counts, so a run killed at any moment (even SIGKILL) has either committed a step or left no
-trace of it; the next run with the same arguments resumes after the last committed step and,
-every batch being a pure function of the seed, ends with exactly the rows an uninterrupted run
-writes. A run whose record says it is complete does nothing.
+trace of it; the next run with the same arguments does the batches that are not in yet and, every
+batch being a pure function of the seed, ends with exactly the rows an uninterrupted run writes. A
+run whose record says it is complete does nothing.
 
-Rows go in through binary `COPY` (asyncpg `copy_records_to_table`; the user rows on a connection that speaks
-the simulation's value types, `loader.py`); while one batch is being copied the
-next ones are generated in worker processes (`--workers`, one per core by default; every batch being a
-pure function of the seed, the rows do not depend on their number), so the generators and the server
-work at the same time and at most `workers + 2` batches are ever in memory, whatever the number of users.
+Rows go in through binary `COPY` (asyncpg `copy_records_to_table`). The catalogue is copied here; each
+batch of learners is generated, copied and committed by a worker (`workers.py`: processes, `--workers`,
+one per core by default) on its own connection, which speaks the simulation's value types
+(`loader.py`). Batch steps commute, so the workers never wait for each other; every batch being a pure
+function of the seed, the rows do not depend on their number; at most `workers + 1` batches are ever
+in memory, whatever the number of users.
 
 A fresh database seeded with at least `bulk.BULK_MIN_USERS` learners is loaded in bulk (`bulk.py`): the
 user tables' keys, indexes and foreign keys are taken off in the content step's transaction, the batches
@@ -26,13 +27,14 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from datetime import time as clock_time
 from importlib import metadata
+from itertools import islice
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -45,11 +47,10 @@ from rich.text import Text
 from langlearn import rules
 from langlearn.errors import ConfigError, Interrupted, LanglearnError, SeedError
 from langlearn.history import read_state
-from langlearn.seed import bulk
-from langlearn.seed.content import Content, data_files, dumps, load_content, package_name
-from langlearn.seed.loader import copy_rows, open_loader
+from langlearn.seed import bulk, workers
+from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
 from langlearn.seed.passwords import Passwords
-from langlearn.seed.simulation import BATCH_USERS, Batch, RunContext, generate_batch
+from langlearn.seed.simulation import BATCH_USERS, RunContext
 from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
 from langlearn.settings import ENVIRONMENT_SETTING, marked_production, open_connection
 
@@ -68,6 +69,11 @@ RANK_SQL = """
     FROM (SELECT id, row_number() OVER (PARTITION BY week_start, league ORDER BY xp_earned DESC, user_id) AS position
           FROM leaderboard_entries WHERE week_start < $1) ranked
     WHERE entry.id = ranked.id AND entry.current_rank IS DISTINCT FROM ranked.position
+"""
+# live ledger entries come after the seeded ones, whose ledger_seq the seed set itself (simulation/wallet.py)
+LEDGER_SEQUENCE_SQL = """
+    SELECT setval(pg_get_serial_sequence('wallet_transactions', 'ledger_seq'), max(ledger_seq))
+    FROM wallet_transactions HAVING count(*) > 0
 """
 # a step's record, in the step's transaction (a step is all or nothing)
 ADVANCE_SQL = "UPDATE seed_runs SET steps_done = $2, counts = $3, updated_at = now() WHERE id = $1"
@@ -190,6 +196,8 @@ class Seeder:
             # a killed run's session may take a moment to end: wait for its lock rather than fail at once
             await connection.execute(f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'")
             await connection.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+            # and for the workers of a killed run to finish or roll back their batches, before reading what is done
+            await connection.execute("SELECT pg_advisory_lock($1), pg_advisory_unlock($1)", workers.WORKERS_LOCK_KEY)
             await connection.execute("RESET lock_timeout")
         except asyncpg.LockNotAvailableError:
             raise SeedError(
@@ -234,7 +242,7 @@ class Seeder:
             return self.report
         anchor = previous.anchor_at if previous else (
             datetime.combine(options.anchor, clock_time(), tzinfo=timezone.utc) if options.anchor else default_anchor())
-        batches_done = max(0, previous.steps_done - 1) if previous else 0
+        batches_done = max(0, previous.steps_done - 1) if previous else 0  # every step after the first is a batch
         await self._check_disk(max(0, options.users - batches_done * BATCH_USERS))
         content = load_content(options.seed, anchor)
         demo_accounts = len(content.demo["accounts"]) if options.preset == "demo" else 0
@@ -259,8 +267,9 @@ class Seeder:
         try:
             if steps_done == 0:
                 deferred = await self._content_step(run_id, anchor, steps_total, content, counts, bulk_load=self._bulk(previous))
-            await self._user_steps(run_id, context, max(1, steps_done), counts)
+            await self._user_steps(run_id, context, previous is not None, counts)
             await self.connection.execute(RANK_SQL, rules.week_start(anchor.date()))  # ranks are set before any index is rebuilt
+            await self.connection.execute(LEDGER_SEQUENCE_SQL)
             if deferred:
                 await self._rebuild(run_id, deferred)
             await self.connection.execute(
@@ -271,7 +280,7 @@ class Seeder:
             raise ConfigError(
                 f"the user {user!r} may not write to this database ({error}); seed with a role that may insert into its tables"
             ) from None
-        except (asyncpg.PostgresError, OSError) as error:
+        except (asyncpg.PostgresError, OSError, workers.WorkerError) as error:
             await self._record_failure(run_id, error)
             raise SeedError(f"the seed failed and can be resumed by running it again ({type(error).__name__}: {error})") from None
         self.report.wall = time.perf_counter() - started
@@ -294,15 +303,12 @@ class Seeder:
         except (asyncpg.PostgresError, OSError):
             pass  # the original error is the one to report
 
-    async def _copy(self, table: str, rows: Sequence[tuple[object, ...]], loader: asyncpg.Connection | None = None) -> None:
-        """COPY the catalogue's rows on the seed's connection, or a batch's user rows through `loader`."""
+    async def _copy(self, table: str, rows: list[Row]) -> None:
+        """COPY the catalogue's rows (the learners' are copied by the workers)."""
         if not rows:
             return
         began = time.perf_counter()
-        if loader is None:
-            await self.connection.copy_records_to_table(table, records=rows, columns=CONTENT_TABLES[table])
-        else:
-            await copy_rows(loader, table, rows)
+        await self.connection.copy_records_to_table(table, records=rows, columns=CONTENT_TABLES[table])
         self.report.seconds[table] += time.perf_counter() - began
         self.report.rows[table] += len(rows)
 
@@ -356,9 +362,11 @@ class Seeder:
             await self.connection.execute(ADVANCE_SQL, run_id, 1, dumps(counts))
         return deferred
 
-    async def _user_steps(self, run_id: UUID, context: RunContext, first_step: int, counts: dict[str, int]) -> None:
-        """Steps 1..batches: generate the next batches in worker processes while batch k is copied."""
-        batches = range(first_step - 1, context.batches)
+    async def _user_steps(self, run_id: UUID, context: RunContext, resuming: bool, counts: dict[str, int]) -> None:
+        """A step per batch of learners, each generated, copied and committed by a worker (`workers.py`) in any order;
+        a resumed run does the batches whose learners are not in yet."""
+        done = await workers.done_batches(self.connection, context) if resuming else set()
+        batches = [index for index in range(context.batches) if index not in done]
         if not batches:
             return
         loop = asyncio.get_running_loop()
@@ -366,33 +374,42 @@ class Seeder:
             TextColumn("{task.description:>22}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), console=Console(stderr=True), disable=not self.options.progress, transient=True,
         )
-        to_do = context.users - batches.start * BATCH_USERS
+        to_do = context.users - len(done) * BATCH_USERS  # done batches are whole: only the last one may be short
         learners = progress.add_task("learners", total=to_do)  # its rate and the time left are the run's
         table_tasks = {table: progress.add_task(table, total=None) for table in USER_TABLES}
         done_users = 0
-        ahead = self.options.workers + 1  # batches generated ahead of the one being copied
-        loader = await open_loader(self.url)
+        ahead = self.options.workers + 1  # batches handed out at once: every worker busy, one waiting
+        setup = workers.LoadSetup(context, self.url, run_id.int, os.getpid())
+        queue = iter(batches)
+        pool = _workers(setup, self.options.workers, len(batches))
         try:
-            with progress, _generators(context, self.options.workers, len(batches)) as pool:
-                pending = {b: loop.run_in_executor(pool, _generate, b) for b in batches[:ahead]}
-                for batch_index in batches:
-                    batch = await pending.pop(batch_index)
-                    if batch_index + ahead < context.batches:
-                        pending[batch_index + ahead] = loop.run_in_executor(pool, _generate, batch_index + ahead)
-                    async with loader.transaction():  # the batch and its step record commit together
-                        for table, rows in batch.rows.items():
-                            await self._copy(table, rows, loader)
-                            counts[table] = counts.get(table, 0) + len(rows)
-                        await loader.execute(ADVANCE_SQL, run_id.int, batch_index + 2, dumps(counts))  # the loader's uuids are ints
-                    done_users += len(batch.rows["users"])
-                    progress.update(learners, completed=done_users)
-                    for table in batch.rows:
-                        written = self.report.rows[table]
-                        # totals are estimated from the batches so far: the shape is the same at any size
-                        progress.update(table_tasks[table], completed=written, total=round(written * to_do / done_users))
-                    del batch
+            with progress, pool:
+                running = {loop.run_in_executor(pool, workers.load_batch, index) for index in islice(queue, ahead)}
+                try:
+                    while running:
+                        finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                        running |= {loop.run_in_executor(pool, workers.load_batch, index) for index in islice(queue, len(finished))}
+                        for future in finished:
+                            loaded = future.result()
+                            for table, rows in loaded.rows.items():
+                                counts[table] = counts.get(table, 0) + rows
+                                self.report.rows[table] += rows
+                                self.report.seconds[table] += loaded.seconds[table]
+                            done_users += loaded.learners
+                        progress.update(learners, completed=done_users)
+                        for table in USER_TABLES:
+                            written = self.report.rows[table]
+                            # totals are estimated from the batches so far: the shape is the same at any size
+                            progress.update(table_tasks[table], completed=written, total=round(written * to_do / done_users))
+                except BaseException:
+                    # no new batch starts; those under way finish (each is whole) before the run says where it stopped
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
         finally:
-            await loader.close()
+            if isinstance(pool, ThreadPoolExecutor):  # its connection lives in the worker thread's event loop, now idle
+                closing = threading.Thread(target=workers.finish)
+                closing.start()
+                closing.join()
 
 
 class RateColumn(ProgressColumn):
@@ -402,28 +419,14 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:,.0f}/s" if task.speed else "")
 
 
-_CONTEXT: RunContext | None = None  # a generator's run context, set once per worker process (or thread)
-
-
-def _set_context(context: RunContext) -> None:
-    global _CONTEXT
-    _CONTEXT = context
-
-
-def _generate(batch: int) -> Batch:
-    assert _CONTEXT is not None, "a generator runs after _set_context"
-    return generate_batch(_CONTEXT, batch)
-
-
-def _generators(context: RunContext, workers: int, batches: int) -> Executor:
-    """Worker processes (Python-bound work needs processes, not threads) given the context once each; a single
+def _workers(setup: workers.LoadSetup, count: int, batches: int) -> Executor:
+    """Worker processes (Python-bound work needs processes, not threads), given the setup once each; a single
     thread when there is one worker or one batch (a process costs more to start than a small seed takes)."""
-    if workers <= 1 or batches <= 1:
-        _set_context(context)
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-generate")
+    if count <= 1 or batches <= 1:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="seed-worker", initializer=workers.start, initargs=(setup,))
     # spawn, not fork: the parent runs an event loop and threads, which a forked child would inherit half-made
-    return ProcessPoolExecutor(max_workers=min(workers, batches), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_set_context, initargs=(context,))
+    return ProcessPoolExecutor(max_workers=min(count, batches), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=workers.start, initargs=(setup,))
 
 
 def render_summary(report: Report, console: Console) -> None:

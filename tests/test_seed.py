@@ -6,6 +6,7 @@ history ends yesterday (`--anchor`), so two runs on one day write the same rows.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -159,6 +160,12 @@ async def test_run_killed_part_way_then_restarted_ends_identical_to_an_uninterru
         process.kill()  # SIGKILL: no cleanup, no rollback handler, mid-COPY or between steps
     finally:
         process.wait()
+    # its worker processes notice and exit, their batches in flight rolled back: no connection of the seed stays
+    others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    deadline = time.monotonic() + 10
+    while await connection.fetchval(others):
+        assert time.monotonic() < deadline, "a worker of the killed seed kept its connection"
+        await asyncio.sleep(0.05)
     interrupted = await connection.fetchrow("SELECT status, steps_done, steps_total FROM seed_runs")
     assert interrupted["status"] == "running" and interrupted["steps_done"] < interrupted["steps_total"]
     assert 0 < await connection.fetchval("SELECT count(*) FROM users") < 250

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from langlearn import rules
 from langlearn.seed.simulation.achievements import Achievements
 from langlearn.seed.simulation.clock import DAY_MS, MINUTE_MS, SECOND_MS, at, day_of, is_weekend, to_date, week_of
-from langlearn.seed.simulation.context import RunContext
+from langlearn.seed.simulation.context import BATCH_USERS, RunContext
 from langlearn.seed.simulation.journal import BatchRows, Journal
 from langlearn.seed.simulation.lessons import Lessons
 from langlearn.seed.simulation.profiles import HISTORY_DAYS, Profile
@@ -49,7 +49,7 @@ class Learner:
         persona = profile.persona
         skill = rng.uniform(*persona.skill)
         self.hour = rng.choice(SESSION_HOURS)
-        self.wallet = Wallet(journal, catalogue, persona.shopping)
+        self.wallet = Wallet(journal, catalogue, persona.shopping, profile.index // BATCH_USERS)
         self.achievements = Achievements(journal, self.wallet, catalogue)
         self.vocabulary = Vocabulary(journal, self.achievements, catalogue, skill, persona.reviews)
         self.lessons = Lessons(journal, self.achievements, self.vocabulary, catalogue, profile.course, skill)

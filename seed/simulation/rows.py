@@ -192,6 +192,7 @@ class WalletTransaction(NamedTuple):
     idempotency_key: str
     description: str
     created_at: Millis
+    ledger_seq: int  # the ledger's tie-break after created_at: see wallet.LEDGER_SEQ_PER_BATCH
 
 
 class LeaderboardEntry(NamedTuple):

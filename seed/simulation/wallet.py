@@ -24,9 +24,16 @@ class Holding:
     first: Millis | None = None  # the first purchase
 
 
+# Ledger entries take their `ledger_seq` from a sequence when written live; the seed sets it itself, from the
+# batch and the entry's place in it, so it is the same whatever order the workers commit batches in (then
+# seed.run moves the sequence past the largest). Per wallet it follows time, as a live ledger's does.
+LEDGER_SEQ_PER_BATCH = 1_000_000  # far more than a batch's entries
+
+
 class Wallet:
-    def __init__(self, journal: Journal, catalogue: Catalogue, appetite: float) -> None:
+    def __init__(self, journal: Journal, catalogue: Catalogue, appetite: float, batch: int) -> None:
         self.journal = journal
+        self.ledger_base = batch * LEDGER_SEQ_PER_BATCH
         self.catalogue = catalogue
         self.appetite = appetite  # the persona's taste for shopping
         self.id = journal.new_id()
@@ -51,7 +58,7 @@ class Wallet:
         journal = self.journal
         self._ledger.append(WalletTransaction(
             journal.new_id(), self.id, journal.user_id, kind, amount, self.gems, source, reference,
-            f"{source}:{self.entries}", description, when,
+            f"{source}:{self.entries}", description, when, self.ledger_base + len(self._ledger) + 1,
         ))
         journal.touch(when)
         return when
