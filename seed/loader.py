@@ -1,10 +1,10 @@
 """The connection that copies the simulation's rows into PostgreSQL, speaking their value types (`simulation.rows`).
 
-The simulation keeps ids as 128-bit ints and times as integer milliseconds (and dates as day numbers):
-cheap to make, and a plain tuple of them crosses from a worker process four times cheaper than one
-holding `uuid.UUID`s and `datetime`s. This connection's asyncpg codecs turn them into PostgreSQL's
-binary `uuid`, `timestamptz` and `date` as COPY sends them (`copy_records_to_table`), so no value is
-ever formatted as text. Only the user tables' rows go through it; everything else uses a plain connection.
+The simulation keeps ids as 128-bit ints and times as integer milliseconds (and dates as day numbers),
+several times cheaper to make than `uuid.UUID`s and `datetime`s. This connection's asyncpg codecs turn
+them into PostgreSQL's binary `uuid`, `timestamptz` and `date` as COPY sends them
+(`copy_records_to_table`), so no value is ever formatted as text. Only the user tables' rows go
+through it (each seed worker has one); everything else uses a plain connection.
 """
 
 from __future__ import annotations

@@ -21,8 +21,7 @@ from langlearn.seed.simulation.summary import summarise
 
 @dataclass
 class Batch:
-    """The rows of one batch, per user table: plain tuples in `rows.USER_COLUMNS` column order (made as named rows; a
-    plain tuple crosses from a worker process to the loader four times cheaper)."""
+    """The rows of one batch, per user table: named rows (`rows.py`) in the table's column order."""
 
     index: int
     rows: BatchRows
@@ -43,7 +42,7 @@ def generate_batch(ctx: RunContext, batch: int) -> Batch:
         devices = _devices(learner)
         learner.live(devices)
         summarise(learner, devices)
-    return Batch(batch, {table: [row[:] for row in made] for table, made in rows.items()})  # row[:]: a plain tuple
+    return Batch(batch, rows)
 
 
 def _follows(ctx: RunContext, batch: int, profiles: list[Profile], rows: BatchRows) -> dict[int, list[Follow]]:
