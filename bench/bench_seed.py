@@ -102,11 +102,16 @@ async def seeded_rows(url: str) -> int:
         await connection.close()
 
 
+def scale_context(seed: int, users: int, anchor: datetime) -> RunContext:
+    """What `langlearn seed --users N` generates from (no demo accounts, the seed's own password hashes)."""
+    passwords = Passwords(seed, demo_password=None, demo_accounts=0, unpredictable=False)
+    return RunContext(seed, users, anchor, load_content(seed, anchor), passwords, 0, False)
+
+
 async def raw_copy(url: str, users: int, seed: int, anchor: datetime) -> tuple[int, float]:
     """COPY the seed's rows, generated before each timed COPY; return rows and COPY seconds."""
-    content = load_content(seed, anchor)
-    passwords = Passwords(seed, demo_password=None, demo_accounts=0, unpredictable=False)
-    context = RunContext(seed, users, anchor, content, passwords, 0, False)
+    context = scale_context(seed, users, anchor)
+    content = context.content
     connection = await asyncpg.connect(asyncpg_url(url))
     loader = await open_loader(url)  # the user rows' ids and times are ints: the seed's own loader connection takes them
     rows, seconds = 0, 0.0
@@ -132,8 +137,7 @@ async def raw_copy(url: str, users: int, seed: int, anchor: datetime) -> tuple[i
 
 def generation_cost(seed: int, anchor: datetime, batches: int = 10) -> float:
     """Microseconds of Python per generated row, in this process (one core), over `batches` batches."""
-    content = load_content(seed, anchor)
-    context = RunContext(seed, batches * BATCH_USERS, anchor, content, lambda index: "hash", 0, False)
+    context = scale_context(seed, batches * BATCH_USERS, anchor)
     began, rows = time.perf_counter(), 0
     for batch in range(batches):
         rows += sum(generate_batch(context, batch).counts.values())

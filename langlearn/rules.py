@@ -296,15 +296,15 @@ class Schedule(NamedTuple):
     repetitions: int
 
 
+_SM2_CLOCK = datetime(2000, 1, 1)  # supermemo2 also dates the next review; `review` does that itself
+
+
 @cache
 def schedule(quality: int, easiness: float, interval: int, repetitions: int) -> Schedule:
     """SM-2 (`supermemo2`) after a review of `quality` (0-5); easiness kept to 4 decimals. The state space is small
     (easiness is rounded), so answers are remembered: the seed reviews millions of words."""
     result = sm2_review(quality, easiness, interval, repetitions, _SM2_CLOCK)
     return Schedule(round(result["easiness"], 4), result["interval"], result["repetitions"])
-
-
-_SM2_CLOCK = datetime(2000, 1, 1)  # supermemo2 also dates the next review; `review` does that itself
 
 
 def review(state: MemoryState, quality: int, when: datetime) -> MemoryState:

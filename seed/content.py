@@ -64,7 +64,7 @@ def dumps(value: object) -> str:
 
 
 # The facts the user simulation draws on (`seed.simulation`). Their ids are ints (a UUID's value, as the
-# simulation keeps ids: `simulation.rows.Uuid`), while the catalogue's own rows above hold `uuid.UUID`s.
+# simulation keeps ids: `simulation.rows.Uuid`), while the catalogue's own rows (`Content.rows`) hold `uuid.UUID`s.
 
 
 @dataclass(frozen=True)

@@ -389,13 +389,7 @@ class Seeder:
                     while running:
                         finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                         running |= {loop.run_in_executor(pool, workers.load_batch, index) for index in islice(queue, len(finished))}
-                        for future in finished:
-                            loaded = future.result()
-                            for table, rows in loaded.rows.items():
-                                counts[table] = counts.get(table, 0) + rows
-                                self.report.rows[table] += rows
-                                self.report.seconds[table] += loaded.seconds[table]
-                            done_users += loaded.learners
+                        done_users += sum(self._count(future.result(), counts) for future in finished)
                         progress.update(learners, completed=done_users)
                         for table in USER_TABLES:
                             written = self.report.rows[table]
@@ -410,6 +404,15 @@ class Seeder:
                 closing = threading.Thread(target=workers.finish)
                 closing.start()
                 closing.join()
+
+
+    def _count(self, loaded: workers.BatchLoaded, counts: dict[str, int]) -> int:
+        """Add a committed batch to the run's counts and the report; its learners."""
+        for table, rows in loaded.rows.items():
+            counts[table] = counts.get(table, 0) + rows
+            self.report.rows[table] += rows
+            self.report.seconds[table] += loaded.seconds[table]
+        return loaded.learners
 
 
 class RateColumn(ProgressColumn):

@@ -9,7 +9,8 @@ so a resumed run finds the done ones by their first learner's id (`done_batches`
 
 A worker whose seed process is gone (a SIGKILL leaves nobody to stop it) exits, and its batch in flight rolls
 back. Each batch's transaction holds `WORKERS_LOCK_KEY` shared, and a new run takes it exclusively before
-reading what is done (`seed.run`'s guard), so it cannot race a batch of the run it resumes.
+reading what is done (`seed.run`'s guard), so it cannot race a batch of the run it resumes: a batch that
+commits just after its seed died is whole, and is counted as done.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import asyncpg
 
 from langlearn.seed.content import dumps
 from langlearn.seed.loader import copy_rows, open_loader
-from langlearn.seed.simulation import BATCH_USERS, RunContext, generate_batch
+from langlearn.seed.simulation import BATCH_USERS, Batch, RunContext, generate_batch
 from langlearn.seed.simulation.profiles import user_uuid
 from langlearn.seed.simulation.rows import Uuid
 
@@ -55,7 +56,6 @@ class LoadSetup:
 class BatchLoaded:
     """A committed batch: its learners, and per table its rows and COPY seconds."""
 
-    index: int
     learners: int
     rows: dict[str, int]
     seconds: dict[str, float]
@@ -95,7 +95,7 @@ def load_batch(index: int) -> BatchLoaded:
     assert _WORKER is not None, "a worker runs after start()"
     batch = generate_batch(_WORKER.setup.context, index)
     try:
-        return _WORKER.loop.run_until_complete(_load(_WORKER, index, batch.rows))
+        return _WORKER.loop.run_until_complete(_load(_WORKER, batch))
     except (asyncpg.PostgresError, OSError) as error:
         raise WorkerError(f"{type(error).__name__}: {error}") from None
 
@@ -110,26 +110,19 @@ def finish() -> None:
         _WORKER = None
 
 
-async def _load(worker: _Worker, index: int, rows: dict[str, list[tuple[object, ...]]]) -> BatchLoaded:
+async def _load(worker: _Worker, batch: Batch) -> BatchLoaded:
     if worker.loader is None:
         worker.loader = await open_loader(worker.setup.url)
     loader, seconds = worker.loader, {}
     async with loader.transaction():
         await loader.execute("SELECT pg_advisory_xact_lock_shared($1)", WORKERS_LOCK_KEY)  # held until the batch ends
-        for table, table_rows in rows.items():
+        for table, rows in batch.rows.items():
             began = time.perf_counter()
-            await copy_rows(loader, table, table_rows)
+            await copy_rows(loader, table, rows)
             seconds[table] = time.perf_counter() - began
-        if _orphaned(worker.setup):
-            raise WorkerError("the seed's process is gone: the batch is rolled back")
-        counts = {table: len(table_rows) for table, table_rows in rows.items()}
+        counts = batch.counts
         await loader.execute(BATCH_DONE_SQL, worker.setup.run_id, dumps(counts))
-    return BatchLoaded(index, counts["users"], counts, seconds)
-
-
-def _orphaned(setup: LoadSetup) -> bool:
-    """A worker process whose parent, the seed, has died (a thread worker dies with it)."""
-    return os.getpid() != setup.seed_pid and os.getppid() != setup.seed_pid
+    return BatchLoaded(counts["users"], counts, seconds)
 
 
 async def done_batches(connection: asyncpg.Connection, context: RunContext) -> set[int]:

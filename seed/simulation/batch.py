@@ -23,7 +23,6 @@ from langlearn.seed.simulation.summary import summarise
 class Batch:
     """The rows of one batch, per user table: named rows (`rows.py`) in the table's column order."""
 
-    index: int
     rows: BatchRows
 
     @property
@@ -42,7 +41,7 @@ def generate_batch(ctx: RunContext, batch: int) -> Batch:
         devices = _devices(learner)
         learner.live(devices)
         summarise(learner, devices)
-    return Batch(batch, rows)
+    return Batch(rows)
 
 
 def _follows(ctx: RunContext, batch: int, profiles: list[Profile], rows: BatchRows) -> dict[int, list[Follow]]:

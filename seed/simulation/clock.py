@@ -27,10 +27,6 @@ def millis(when: datetime) -> Millis:
     return (when - UNIX_EPOCH) // timedelta(milliseconds=1)
 
 
-def instant(when: Millis) -> datetime:
-    return UNIX_EPOCH + timedelta(milliseconds=when)
-
-
 def day_of(when: Millis) -> Day:
     """The UTC day of an instant: days are UTC days, as `rules.activity_day` has it."""
     return when // DAY_MS
