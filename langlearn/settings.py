@@ -9,19 +9,16 @@ the fix, and never holds the password: every printable form of a URL goes throug
 The URL itself (redaction, validation, what each driver gets) is `langlearn.urls`; this module
 connects with it (`open_connection()`, with one-line errors) and builds Tortoise's config.
 
-`TORTOISE_ORM` (read lazily, so importing this module never starts a server) is what the Aerich
-CLI loads, per `[tool.aerich]` in pyproject.toml.
+The config Aerich's CLI loads is `langlearn.history.aerich.TORTOISE_ORM` (`AERICH_CONFIG`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import ssl
 import sys
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -57,6 +54,8 @@ NON_PRODUCTION = frozenset({"development", "test"})
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 AppsConfig = Mapping[str, Mapping[str, Any]]
+# what `[tool.aerich] tortoise_orm` names: the config with the migration lock and limits for Aerich's CLI
+AERICH_CONFIG = "langlearn.history.aerich.TORTOISE_ORM"
 
 def database_url(announce: Announce | None = None) -> str:
     """The validated DATABASE_URL, or the private server's when it is unset (set but blank is an error)."""
@@ -136,11 +135,12 @@ async def check_reachable(url: str, timeout: float | None = None) -> None:
         await connection.close()
 
 
-def tortoise_config(url: str, apps: AppsConfig | None = None) -> dict[str, Any]:
+def tortoise_config(url: str, apps: AppsConfig | None = None, server_settings: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Tortoise's config: this package's app `models` on `url`, plus a service's own `apps`
-    (`{"shop": {"models": ["myservice.models"]}}`, on the same connection unless they name another)."""
+    (`{"shop": {"models": ["myservice.models"]}}`, on the same connection unless they name another);
+    `server_settings` are set on every connection of its pool."""
     config: dict[str, Any] = {
-        "connections": {"default": tortoise_connection(url)},
+        "connections": {"default": tortoise_connection(url, server_settings)},
         "apps": {APP_LABEL: {"models": list(MODEL_MODULES), "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",
@@ -152,20 +152,9 @@ def tortoise_config(url: str, apps: AppsConfig | None = None) -> dict[str, Any]:
     return config
 
 
-def _checked_config_for_cli() -> dict[str, Any]:
-    """Resolve and probe the database for the Aerich CLI, exiting with one line on failure."""
-    try:
-        url = database_url(announce=lambda line: print(line, file=sys.stderr))
-        # The CLI imports this inside its own event loop, so probe on a private one.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, check_reachable(url)).result()
-        return tortoise_config(url)
-    except ConfigError as error:  # one line and the CLI's exit code (2), as `langlearn` prints it
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        raise SystemExit(error.exit_code) from None
-
-
 def __getattr__(name: str) -> Any:
-    if name == "TORTOISE_ORM":
-        return _checked_config_for_cli()
+    if name == "TORTOISE_ORM":  # the name Aerich's config used before the history's own module had it
+        print(f"error: Aerich's config is now {AERICH_CONFIG}; set `tortoise_orm = \"{AERICH_CONFIG}\"` under [tool.aerich] in pyproject.toml",
+              file=sys.stderr)
+        raise SystemExit(2)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

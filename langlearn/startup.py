@@ -38,7 +38,7 @@ from langlearn import history
 from langlearn.compat import init_tortoise
 from langlearn.errors import StartupError
 from langlearn.history import MigrationState, Target, checksums
-from langlearn.history.runner import ahead_message
+from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
 from langlearn.settings import (
     APP_LABEL,
     CONNECT_TIMEOUT_SECONDS,
@@ -81,9 +81,9 @@ class StartupOptions:
     another replica; `connect_timeout` covers a server that is still starting (all in seconds).
     """
 
-    lock_wait: float = 300.0
-    lock_timeout: float = 5.0
-    statement_timeout: float = 120.0
+    lock_wait: float = DEFAULT_LOCK_WAIT
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
     connect_timeout: float = 30.0
     migrations: str = MIGRATIONS_LOCATION
     application_name: str | None = None

@@ -309,7 +309,7 @@ def _aerich_config_with_location(tmp_path: Path) -> Path:
     shutil.copytree(REPO_ROOT / "migrations", tmp_path / "migrations")
     config = tmp_path / "pyproject.toml"
     config.write_text(
-        '[tool.aerich]\ntortoise_orm = "langlearn.settings.TORTOISE_ORM"\n'
+        '[tool.aerich]\ntortoise_orm = "langlearn.history.aerich.TORTOISE_ORM"\n'
         f'location = "{tmp_path / "migrations"}"\nsrc_folder = "{REPO_ROOT}"\n'
     )
     return config
@@ -329,23 +329,6 @@ async def test_schema_built_by_the_migrations_matches_the_models(head_db, connec
 
 
 # --- the guide's own workflow, through the real CLIs ------------------------------------------
-
-
-def test_aerich_cli_runs_the_transactional_history_and_stops_where_langlearns_runner_is_needed(empty_db):
-    """`aerich upgrade`/`downgrade` work up to the first migration outside a transaction: Aerich sends a file's
-    SQL as one string, which PostgreSQL runs as one implicit transaction, where CONCURRENTLY is refused."""
-    online = next(n for n, version in enumerate(VERSIONS) if not history.load_history().get(version).transactional)
-    upgrade = run_cli("aerich", "upgrade", database=empty_db)
-    assert upgrade.returncode != 0 and "CREATE INDEX CONCURRENTLY cannot run inside a transaction block" in upgrade.stderr
-    assert run_cli("aerich", "heads", database=empty_db).stdout.split() == VERSIONS[online:]  # the ones before it are applied
-
-    one = run_cli("aerich", "downgrade", "--yes", database=empty_db)
-    assert one.stdout.strip() == f"Success downgrading to {VERSIONS[online - 1]}"
-    everything = run_cli("aerich", "downgrade", "-v", "0", "--yes", database=empty_db)
-    assert everything.returncode == 0, everything.stderr
-    assert everything.stdout.splitlines() == [f"Success downgrading to {v}" for v in reversed(VERSIONS[:online - 1])]
-    # the rest is langlearn's runner's: statement by statement, under the lock
-    assert run_cli("langlearn", "upgrade", database=empty_db).stdout.startswith(f"applied {len(VERSIONS)} migration(s); ")
 
 
 async def test_upgrade_fake_stamps_a_database_whose_tables_already_exist(head_db, connect):

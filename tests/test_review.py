@@ -213,7 +213,7 @@ async def test_check_reports_what_aerich_migrate_offline_writes(head_db, without
     it records is the current models as `describe_current_models` reads them."""
     expected = await model_changes(without_head)
     config = tmp_path / "pyproject.toml"
-    config.write_text(f'[tool.aerich]\ntortoise_orm = "langlearn.settings.TORTOISE_ORM"\nlocation = "{without_head}"\nsrc_folder = "{REPO_ROOT}"\n')
+    config.write_text(f'[tool.aerich]\ntortoise_orm = "langlearn.history.aerich.TORTOISE_ORM"\nlocation = "{without_head}"\nsrc_folder = "{REPO_ROOT}"\n')
     result = run_cli("aerich", "-c", str(config), "migrate", "--offline", "--name", "written_again", database=head_db)
     assert result.returncode == 0, result.stderr
     written = load_migration(next((Path(without_head) / APP_LABEL).glob(f"{NEWEST}_*_written_again.py")))

@@ -59,6 +59,14 @@ def split_statements(sql: str) -> tuple[str, ...]:
     return tuple(s for s in statements if sqlparse.format(s, strip_comments=True).strip().rstrip(";").strip())
 
 
+class StatementByStatement(str):
+    """SQL that a migration outside a transaction sends one statement at a time under every runner.
+
+    What `langlearn.history.aerich.statement_by_statement` returns when the files are read without a
+    database, so that the history can tell such a migration from one that returns a plain script,
+    which `aerich upgrade` would send as one string (one implicit transaction)."""
+
+
 def digest(sql: str) -> str:
     """SHA-256 of a migration's SQL as its function returns it (line endings normalised, so a checkout's
     autocrlf is not an edit)."""
@@ -108,6 +116,10 @@ class Migration:
         if not self.compressed_state:
             raise ConfigError(f"{self.path}: no MODELS_STATE; run `aerich fix-migrations` to add it")
         return decompress_models_state(self.compressed_state)
+
+    def sent_statement_by_statement(self, direction: Direction) -> bool:
+        """Whether `aerich` too sends this direction's SQL one statement at a time (see StatementByStatement)."""
+        return isinstance(self.sql(direction), StatementByStatement)
 
     @property
     def mode(self) -> str:

@@ -32,6 +32,12 @@ log = logging.getLogger("langlearn.history")
 # cancels (PostgreSQL >= 14). Measured: the orphan is gone 0.97 s after kill -9, against 60 s without.
 DEAD_CLIENT_CHECK = "1s"
 
+# How long a migrator waits for the migration lock, how long a statement waits for a table lock, and how
+# long one statement runs, unless told otherwise (`langlearn upgrade`, startup, `aerich upgrade` alike)
+DEFAULT_LOCK_WAIT = 300.0
+DEFAULT_LOCK_TIMEOUT = 5.0
+DEFAULT_STATEMENT_TIMEOUT = 120.0
+
 
 def timeout_settings(*, lock_timeout: float | None = None, statement_timeout: float | None = None) -> dict[str, str]:
     """PostgreSQL session settings for a migration: how long DDL waits for a lock, how long one statement
@@ -99,11 +105,11 @@ async def run_plan(connection: asyncpg.Connection, plan: Plan, announce: Callabl
             announce(step)
         if step.transactional:
             async with connection.transaction():
-                await _run_statements(connection, step)
+                await run_statements(connection, step)
                 for statement in step.bookkeeping:
                     await connection.execute(statement)
         else:
-            await _run_statements(connection, step)
+            await run_statements(connection, step)
             async with connection.transaction():
                 for statement in step.bookkeeping:
                     await connection.execute(statement)
@@ -119,7 +125,7 @@ LOCK_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0)
 LOCK_ERRORS = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError)
 
 
-async def _run_statements(connection: asyncpg.Connection, step: Step) -> None:
+async def run_statements(connection: asyncpg.Connection, step: Step) -> None:
     for number, statement in enumerate(step.statements, 1):
         retryable = not step.transactional and "CONCURRENTLY" not in statement.upper()
         pauses = iter(LOCK_RETRY_PAUSES if retryable else ())
@@ -177,7 +183,7 @@ async def migrate(
         await run_plan(connection, plan, announce)
     except StepFailed as failed:
         now = await read_state(connection, location=location)
-        raise StartupError(_failure_message(failed, now, lock_timeout, statement_timeout)) from failed
+        raise StartupError(failure_message(failed, now, lock_timeout, statement_timeout)) from failed
     return Outcome(plan=plan, state=await read_state(connection, location=location), adopted=adopted, lock_waited=waited)
 
 
@@ -202,7 +208,10 @@ def ahead_message(state: MigrationState) -> str:
     )
 
 
-def _failure_message(failed: StepFailed, now: MigrationState, lock_timeout: float | None, statement_timeout: float | None) -> str:
+def failure_message(
+    failed: StepFailed, now: MigrationState, lock_timeout: float | None, statement_timeout: float | None, runner: str = "langlearn"
+) -> str:
+    """One line: which statement of which migration failed, what stays applied, the database's reason, and what to run."""
     step = failed.step
     verb = "migration" if step.direction == "up" else "the downgrade of"
     if step.transactional:
@@ -214,7 +223,7 @@ def _failure_message(failed: StepFailed, now: MigrationState, lock_timeout: floa
         )
     return (
         f"{what}: {_reason(failed.cause, lock_timeout, statement_timeout)}; the database stays at {now.current or 'no version'}; "
-        f"fix the cause, then run `langlearn {'upgrade' if step.direction == 'up' else 'downgrade'}`"
+        f"fix the cause, then run `{runner} {'upgrade' if step.direction == 'up' else 'downgrade'}`"
     )
 
 

@@ -24,12 +24,15 @@ rewritten by hand as above; the downgrade drops each index CONCURRENTLY.
 
 from tortoise import BaseDBAsyncClient
 
+from langlearn.history.aerich import statement_by_statement
+
 # hand edit: CREATE INDEX CONCURRENTLY cannot run in a transaction
 RUN_IN_TRANSACTION = False
 
 
 async def upgrade(db: BaseDBAsyncClient) -> str:
-    return """
+    # hand edit: Aerich would send the script as one string (one implicit transaction); this sends it statement by statement
+    return await statement_by_statement(db, __file__, """
         -- hand edit: drop what a failed run of this migration left INVALID, so the builds below start again
         DO $$
         DECLARE leftover regclass;
@@ -68,11 +71,12 @@ async def upgrade(db: BaseDBAsyncClient) -> str:
         CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_vocabulary_course" ON "vocabulary_items" ("course_id");
         CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_vocabulary_lesson" ON "vocabulary_items" ("lesson_id");
         CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_wallet_transaction_user_created" ON "wallet_transactions" ("user_id", "created_at");
-        SELECT set_config('statement_timeout', current_setting('langlearn.saved_statement_timeout'), false);"""
+        SELECT set_config('statement_timeout', current_setting('langlearn.saved_statement_timeout'), false);""")
 
 
 async def downgrade(db: BaseDBAsyncClient) -> str:
-    return """
+    # hand edit: Aerich would send the script as one string (one implicit transaction); this sends it statement by statement
+    return await statement_by_statement(db, __file__, """
         -- hand edit: CONCURRENTLY, like the builds, so the downgrade blocks no one either
         DROP INDEX CONCURRENTLY IF EXISTS "idx_wallet_transaction_user_created";
         DROP INDEX CONCURRENTLY IF EXISTS "idx_vocabulary_lesson";
@@ -92,7 +96,7 @@ async def downgrade(db: BaseDBAsyncClient) -> str:
         DROP INDEX CONCURRENTLY IF EXISTS "idx_leaderboard_week_league_xp";
         DROP INDEX CONCURRENTLY IF EXISTS "idx_user_wallet_id_user";
         DROP INDEX CONCURRENTLY IF EXISTS "idx_unit_id_course";
-        DROP INDEX CONCURRENTLY IF EXISTS "idx_users_username_lower";"""
+        DROP INDEX CONCURRENTLY IF EXISTS "idx_users_username_lower";""")
 
 
 MODELS_STATE = (

@@ -35,12 +35,15 @@ with no default, failing on any populated table, and ignores Meta.constraints), 
 
 from tortoise import BaseDBAsyncClient
 
+from langlearn.history.aerich import statement_by_statement
+
 # hand edit: each step commits on its own, so that no lock is held across a scan
 RUN_IN_TRANSACTION = False
 
 
 async def upgrade(db: BaseDBAsyncClient) -> str:
-    return """
+    # hand edit: Aerich would send the script as one string (one implicit transaction); this sends it statement by statement
+    return await statement_by_statement(db, __file__, """
         -- hand edit: the column nullable and without default (no rewrite), then its sequence and default for new rows
         ALTER TABLE "wallet_transactions" ADD COLUMN IF NOT EXISTS "ledger_seq" BIGINT;
         CREATE SEQUENCE IF NOT EXISTS "wallet_transactions_ledger_seq" OWNED BY "wallet_transactions"."ledger_seq";
@@ -115,11 +118,12 @@ async def upgrade(db: BaseDBAsyncClient) -> str:
         ALTER TABLE "lessons" VALIDATE CONSTRAINT "lessons_unit_id_course_id_fkey";
         SELECT set_config('statement_timeout', current_setting('langlearn.saved_statement_timeout'), false);
         -- hand edit: the table comment (the seed's command is `langlearn seed` since the package), which Aerich does not migrate
-        COMMENT ON TABLE "seed_runs" IS 'One seed of this database by `langlearn seed`: what was asked, how far it got, what it wrote.';"""
+        COMMENT ON TABLE "seed_runs" IS 'One seed of this database by `langlearn seed`: what was asked, how far it got, what it wrote.';""")
 
 
 async def downgrade(db: BaseDBAsyncClient) -> str:
-    return """
+    # hand edit: Aerich would send the script as one string (one implicit transaction); this sends it statement by statement
+    return await statement_by_statement(db, __file__, """
         -- hand edit: the constraints, then the column (its sequence, OWNED BY it, goes with it)
         ALTER TABLE "leaderboard_entries" DROP CONSTRAINT IF EXISTS "leaderboard_entries_week_start_check";
         ALTER TABLE "daily_review_sessions" DROP CONSTRAINT IF EXISTS "daily_review_sessions_completed_check";
@@ -137,7 +141,7 @@ async def downgrade(db: BaseDBAsyncClient) -> str:
         ALTER TABLE "wallet_transactions" DROP CONSTRAINT IF EXISTS "wallet_transactions_wallet_id_user_id_fkey";
         ALTER TABLE "wallet_transactions" DROP COLUMN IF EXISTS "ledger_seq";
         DROP SEQUENCE IF EXISTS "wallet_transactions_ledger_seq";
-        COMMENT ON TABLE "seed_runs" IS 'One seed of this database by `python -m seed`: what was asked, how far it got, what it wrote.';"""
+        COMMENT ON TABLE "seed_runs" IS 'One seed of this database by `python -m seed`: what was asked, how far it got, what it wrote.';""")
 
 
 MODELS_STATE = (

@@ -20,12 +20,15 @@ Meta.constraints), then completed by hand.
 
 from tortoise import BaseDBAsyncClient
 
+from langlearn.history.aerich import statement_by_statement
+
 # hand edit: CREATE INDEX CONCURRENTLY cannot run in a transaction
 RUN_IN_TRANSACTION = False
 
 
 async def upgrade(db: BaseDBAsyncClient) -> str:
-    return """
+    # hand edit: Aerich would send the script as one string (one implicit transaction); this sends it statement by statement
+    return await statement_by_statement(db, __file__, """
         -- hand edit: drop what a failed run of this migration left INVALID, so the build below starts again
         DO $$
         DECLARE leftover regclass;
@@ -49,15 +52,16 @@ async def upgrade(db: BaseDBAsyncClient) -> str:
         SET statement_timeout = 0;
         -- hand edit: Meta.constraints' UniqueConstraint, which Aerich ignores, as a unique index built without blocking writes
         CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "idx_lesson_attempt_user_idempotency" ON "lesson_attempts" ("user_id", "idempotency_key");
-        SELECT set_config('statement_timeout', current_setting('langlearn.saved_statement_timeout'), false);"""
+        SELECT set_config('statement_timeout', current_setting('langlearn.saved_statement_timeout'), false);""")
 
 
 async def downgrade(db: BaseDBAsyncClient) -> str:
-    return """
+    # hand edit: Aerich would send the script as one string (one implicit transaction); this sends it statement by statement
+    return await statement_by_statement(db, __file__, """
         -- hand edit: the index goes first, without blocking writes
         DROP INDEX CONCURRENTLY IF EXISTS "idx_lesson_attempt_user_idempotency";
         ALTER TABLE "lesson_attempts" DROP COLUMN IF EXISTS "outcome";
-        ALTER TABLE "lesson_attempts" DROP COLUMN IF EXISTS "idempotency_key";"""
+        ALTER TABLE "lesson_attempts" DROP COLUMN IF EXISTS "idempotency_key";""")
 
 
 MODELS_STATE = (

@@ -1,0 +1,224 @@
+"""Plain `aerich upgrade` and `aerich downgrade` run the whole history, with the runner's protections.
+
+Aerich sends the SQL a migration returns as one string, which PostgreSQL runs as one implicit
+transaction, so `CREATE INDEX CONCURRENTLY`, a `DO` block that commits, and a `SET` meant for the
+statements after it cannot work through it as written. Aerich passes its connection to the
+migration's `upgrade(db)`/`downgrade(db)`, so a migration outside a transaction returns
+`await statement_by_statement(db, __file__, <its SQL>)`:
+
+- read without a database (`db` is None: `langlearn upgrade`, `migrations sql/plan`, the checksums,
+  `aerich migrate`), it is the SQL itself, marked as sent statement by statement: one text, whoever
+  runs it;
+- called by Aerich, it sends those statements itself, one at a time on one connection of Aerich's
+  pool, with the session limits `langlearn upgrade` sets and its retry of a statement that did not
+  get its lock, and returns a no-op statement for Aerich to execute (`aerich downgrade` refuses an
+  empty string). Aerich runs every downgrade inside a transaction of its own; the statements then go to
+  another connection of the pool, and Aerich's transaction deletes the version row after them.
+
+`TORTOISE_ORM` is the config `[tool.aerich]` names. Besides the connection it makes Aerich's CLI
+safe to run beside other migrators: `aerich upgrade`/`downgrade` take the migration lock that
+`langlearn upgrade` takes (held until the process exits), every connection gets the migration
+session limits, and `aerich heads`/`upgrade` find Aerich's own `aerich` table even on an empty
+database (created as migration 0 creates it) instead of ending in a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncclick
+import asyncpg
+from tortoise import BaseDBAsyncClient
+from tortoise.backends.base.client import TransactionalDBClient
+
+from langlearn.errors import ConfigError, StartupError
+from langlearn.history.checksums import CREATE_AERICH_TABLE
+from langlearn.history.files import StatementByStatement, load_migration
+from langlearn.history.lock import acquire_migration_lock
+from langlearn.history.plan import Step
+from langlearn.history.runner import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_LOCK_WAIT,
+    DEFAULT_STATEMENT_TIMEOUT,
+    StepFailed,
+    failure_message,
+    run_statements,
+    session_statements,
+    timeout_settings,
+)
+from langlearn.history.state import read_state
+from langlearn.settings import check_reachable, database_url, open_connection, tortoise_config
+from langlearn.urls import one_line
+
+log = logging.getLogger("langlearn.history")
+
+APPLICATION_NAME = "aerich (langlearn)"  # how `langlearn status` names an Aerich process holding the lock
+# what Aerich executes after the statements were sent: a statement (asyncpg fails on a script of comments only)
+ALREADY_SENT = "SELECT 'sent statement by statement by langlearn.history.aerich' AS done"
+
+
+class MigrationFailed(asyncclick.ClickException):
+    """A migration statement failed under Aerich: Aerich's CLI prints this one line and exits 1."""
+
+
+async def statement_by_statement(db: BaseDBAsyncClient | None, migration_file: str, sql: str) -> str:
+    """A migration's SQL outside a transaction: returned when read (db None), sent a statement at a time when Aerich runs it."""
+    if db is None:
+        return StatementByStatement(sql)
+    migration = load_migration(Path(migration_file))
+    step = Step(migration, "up" if sql == migration.upgrade_sql else "down")
+    # Aerich wraps every downgrade in a transaction of its own: these statements go to another connection
+    client = db._parent if isinstance(db, TransactionalDBClient) else db
+    limits = MigrationLimits.from_environment()
+    async with client.acquire_connection() as connection:
+        for statement in session_statements(limits.session_settings()):
+            await connection.execute(statement)
+        try:
+            await run_statements(connection, step)
+        except StepFailed as failed:
+            now = await read_state(connection, location=str(migration.path.parent.parent))
+            raise MigrationFailed(failure_message(failed, now, limits.lock_timeout, limits.statement_timeout, runner="aerich")) from None
+    return ALREADY_SENT
+
+
+@dataclass(frozen=True)
+class MigrationLimits:
+    """How long `aerich upgrade`/`downgrade` wait for the migration lock and for each statement's locks, and how long
+    one statement runs: `langlearn upgrade`'s defaults, or LANGLEARN_LOCK_WAIT, LANGLEARN_LOCK_TIMEOUT and
+    LANGLEARN_STATEMENT_TIMEOUT (seconds), since Aerich's CLI has no option for them."""
+
+    lock_wait: float = DEFAULT_LOCK_WAIT
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
+
+    @classmethod
+    def from_environment(cls) -> MigrationLimits:
+        return cls(**{name: _seconds(f"LANGLEARN_{name.upper()}", default) for name, default in vars(cls()).items()})
+
+    def session_settings(self) -> dict[str, str]:
+        return {**timeout_settings(lock_timeout=self.lock_timeout, statement_timeout=self.statement_timeout), "application_name": APPLICATION_NAME}
+
+
+def _seconds(variable: str, default: float) -> float:
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ConfigError(f"{variable}={raw!r} is not a number of seconds; set it to a positive number, like {default:g}, or unset it")
+    return seconds
+
+
+# --- the config Aerich's CLI loads -------------------------------------------------------------------
+
+# what each Aerich command needs beyond a connection
+LOCKED_COMMANDS = frozenset({"upgrade", "downgrade"})  # they change the schema: one migrator at a time
+READS_AERICH_TABLE = frozenset({"heads", "upgrade"})  # they query `aerich` before anything could create it
+
+
+def config_for_aerich_cli() -> dict[str, Any]:
+    """Tortoise's config for Aerich's CLI, after the preparations its command needs; one line and exit 2 (a setting
+    or the server) or 1 (the lock) on failure, as `langlearn` exits."""
+    command = _aerich_command()
+    try:
+        limits = MigrationLimits.from_environment()
+        url = database_url(announce=lambda line: print(line, file=sys.stderr))
+        # Aerich loads its config inside its own event loop: the preparations run on a private one
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, _prepare(url, command in READS_AERICH_TABLE)).result()
+        if command in LOCKED_COMMANDS:
+            _show_lock_messages()
+            hold_migration_lock_until_exit(url, limits.lock_wait)
+        return tortoise_config(url, server_settings=limits.session_settings())
+    except (ConfigError, StartupError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
+
+
+def _aerich_command() -> str | None:
+    context = asyncclick.get_current_context(silent=True)
+    return context.invoked_subcommand if context is not None else None
+
+
+async def _prepare(url: str, needs_aerich_table: bool) -> None:
+    await check_reachable(url)
+    if not needs_aerich_table:
+        return
+    connection = await open_connection(url)
+    try:
+        await connection.execute(CREATE_AERICH_TABLE)
+    except asyncpg.PostgresError as error:  # a read-only role or standby: Aerich reports what it then meets
+        log.debug("could not create the aerich table: %s", error)
+    finally:
+        await connection.close()
+
+
+def _show_lock_messages() -> None:
+    """The lock wait and the runner's retries, on stderr, where Aerich's CLI shows nothing of its own."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+def hold_migration_lock_until_exit(url: str, wait: float) -> None:
+    """Take the migration lock on a connection of its own, held by a background thread until this process exits.
+
+    Aerich decides which versions are pending, then runs them, each on its pool: a lock held for the whole
+    process makes a second `aerich upgrade` (or `langlearn upgrade`) wait and then find nothing left to do."""
+    taken = threading.Event()
+    failure: list[BaseException] = []
+    release: list[Callable[[], object]] = []
+
+    async def hold() -> None:
+        connection = await open_connection(url)
+        try:
+            await connection.execute(f"SET application_name = '{APPLICATION_NAME}'")
+            await acquire_migration_lock(connection, wait)
+            released = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            release.append(lambda: loop.call_soon_threadsafe(released.set))
+            taken.set()
+            await released.wait()
+        finally:
+            await connection.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as error:  # handed to the waiting thread, which reports it
+            failure.append(error)
+        finally:
+            taken.set()
+
+    thread = threading.Thread(target=run, name="langlearn-migration-lock", daemon=True)
+    thread.start()
+    taken.wait()
+    if failure:
+        raise failure[0]
+
+    def release_at_exit() -> None:  # a clean close, rather than the server noticing a vanished client
+        release[0]()
+        thread.join(timeout=5)
+
+    atexit.register(release_at_exit)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TORTOISE_ORM":
+        return config_for_aerich_cli()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
