@@ -1,4 +1,4 @@
-"""`langlearn migrations check | plan | sql | lint | state-diff | repair`: review and guard a release's migrations.
+"""`langlearn migrations check | plan | sql | lint | state-diff | repair | stamp`: review and guard a release's migrations.
 
     check        CI: fail when the models differ from the newest migration's state (offline)
     plan         what `upgrade` / `downgrade` would run on the database now (read only)
@@ -6,27 +6,34 @@
     lint         the SQL through squawk, with the project's allowlist
     state-diff   two migrations' model states compared, table by table
     repair       re-record the digests of applied migrations after a deliberate edit
+    stamp        record migrations as applied without running them (tables built outside the history)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+
+import asyncpg
 
 from langlearn import history
 from langlearn.cli import Parser, Streams, lint, review
 from langlearn.cli.deploy import add_database_options, add_lock_wait_option, add_timeout_options, database_plan, startup_options
-from langlearn.errors import UsageError
+from langlearn.cli.verify import report
+from langlearn.errors import ConfigError, Interrupted, UsageError
 from langlearn.history import Target
 from langlearn.history.files import BASE, Direction, History
 from langlearn.history.plan import Plan, assumed_applied, downgrade_plan, upgrade_plan
 from langlearn.history.runner import repair, timeout_settings
 from langlearn.history.script import render
+from langlearn.history.stamping import Stamped, stamp
 from langlearn.startup import connect
 from langlearn.urls import redact
+from langlearn.verify import Finding, Severity, VerificationResult, check_schema
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:
-    group = commands.add_parser("migrations", help="review and guard the migrations: check, plan, sql, lint, state-diff, repair",
+    group = commands.add_parser("migrations", help="review and guard the migrations: check, plan, sql, lint, state-diff, repair, stamp",
                                 description="Review and guard the migration history (see each subcommand's --help).")
     sub = group.add_subparsers(dest="migrations_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
     review.register(sub)
@@ -57,6 +64,20 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     add_lock_wait_option(fix)
     add_database_options(fix)
     fix.set_defaults(handler=run_repair)
+
+    mark = sub.add_parser("stamp", help="record migrations as applied without running them (tables built outside the history), then check the schema",
+                          description="For tables created outside the history (a schema-only dump restored, tables built by hand), as "
+                          "`alembic stamp` does: record every migration up to VERSION that the database does not record yet, as `langlearn "
+                          "upgrade` records an applied one (Aerich's row with its models state, the digests of its SQL), without running "
+                          "any of it, in one transaction under the migration lock; Aerich's table and the digests' table are created when "
+                          "missing. A database that records a version beyond VERSION, or one this code does not have, is refused unchanged. "
+                          "Then, at head, the schema is compared with the models as `langlearn check` does. Exit 0: recorded, and the "
+                          "schema matches (warnings listed) or the database is not at head yet; 1: refused, or the schema differs (listed); "
+                          "2: usage, configuration or unreachable server.")
+    mark.add_argument("version", metavar="VERSION", help="the last migration to record: its number, its file name, or `head`")
+    add_lock_wait_option(mark)
+    add_database_options(mark)
+    mark.set_defaults(handler=run_stamp)
 
 
 def add_target_options(parser: Parser) -> None:
@@ -136,3 +157,55 @@ async def run_repair(args: argparse.Namespace, streams: Streams) -> int:
     lines.append("nothing to repair: every applied migration matches its file" if not lines else f"repaired {len(done.edits) + len(done.adopted)} migration(s)")
     print("\n".join(lines), file=streams.out)
     return 0
+
+
+async def run_stamp(args: argparse.Namespace, streams: Streams) -> int:
+    url = streams.configured_url()
+    options = startup_options(args)
+    connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-stamp")
+    try:
+        done = await stamp(connection, args.version, location=options.migrations, lock_wait=options.lock_wait)
+        print("\n".join(stamp_lines(done)), file=streams.out)
+        if done.state.pending:  # the models describe head: below it, `langlearn upgrade` compares once it gets there
+            print(f"schema not compared: the models describe head and {len(done.state.pending)} migration(s) are pending; "
+                  "`langlearn upgrade` applies them, then compares", file=streams.out)
+            return 0
+        findings = await stamped_schema_findings(connection, url)
+    finally:
+        await connection.close()
+    errors = [finding for finding in findings if finding.severity is Severity.ERROR]
+    if findings:
+        print(report(VerificationResult(findings=tuple(findings), checks=("schema",)), redact(url)), file=streams.out)
+    if errors:
+        print(f"the schema differs from the models ({len(errors)} error(s) above); the stamp stays recorded: fix the differences "
+              "(in a new migration, or by hand where the tables were built wrong), then run `langlearn check`", file=streams.out)
+        return 1
+    print("schema matches the models" + (f" ({len(findings)} warning(s) above)" if findings else ""), file=streams.out)
+    return 0
+
+
+def stamp_lines(done: Stamped) -> list[str]:
+    """What a stamp created and recorded, one line each, and where the database stands."""
+    lines = [f"created the bookkeeping table {table}" for table in done.created]
+    lines += [f"recorded {version} as applied (its models state and digests); none of its SQL ran" for version in done.recorded]
+    if done.adopted:
+        lines.append(f"recorded the digests of {len(done.adopted)} migration(s) applied before langlearn kept them ({', '.join(done.adopted)})")
+    head = " (head)" if not done.state.pending else f", {len(done.state.pending)} pending"
+    if done.recorded:
+        lines.append(f"stamped {len(done.recorded)} migration(s) without running them; the database is at {done.state.current}{head}")
+    else:
+        lines.append(f"nothing to stamp: the database already records every migration up to {done.target}{head}")
+    return lines
+
+
+async def stamped_schema_findings(connection: asyncpg.Connection, url: str) -> list[Finding]:
+    """The schema check `langlearn check` runs, on the stamped database (the stamp is committed by now)."""
+    try:
+        return await check_schema(connection)
+    except asyncio.CancelledError:
+        raise Interrupted("the stamp is recorded; the schema check did not finish: run `langlearn check`") from None
+    except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as problem:
+        raise ConfigError(
+            f"the stamp is recorded, but the schema check could not run on {redact(url)} ({type(problem).__name__}: {problem}); "
+            "run `langlearn check` once it can"
+        ) from None

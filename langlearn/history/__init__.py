@@ -5,6 +5,7 @@
     checksums  the digests recorded beside it, and the bookkeeping statements
     plan       what an upgrade or downgrade will run, in order
     runner     running a plan under the migration lock (`lock`) and timeouts
+    stamping   recording versions as applied without running them, for tables built outside the history
     script     a plan as a psql script, for review
     review     model states compared: `migrations check` and `state-diff`
     lint       the SQL through squawk, with the project's allowlist
@@ -12,9 +13,10 @@
 
 from langlearn.history.files import MIGRATIONS_DIR, History, Migration, load_history, version_files, version_number
 from langlearn.history.runner import Target, downgrade, migrate, timeout_settings, upgrade
+from langlearn.history.stamping import HEAD, Stamped, stamp
 from langlearn.history.state import MigrationState, read_state
 
 __all__ = [
-    "MIGRATIONS_DIR", "History", "Migration", "MigrationState", "Target",
-    "downgrade", "load_history", "migrate", "read_state", "timeout_settings", "upgrade", "version_files", "version_number",
+    "HEAD", "MIGRATIONS_DIR", "History", "Migration", "MigrationState", "Stamped", "Target",
+    "downgrade", "load_history", "migrate", "read_state", "stamp", "timeout_settings", "upgrade", "version_files", "version_number",
 ]

@@ -24,6 +24,14 @@ from langlearn.history.state import MigrationState, has_table, recorded_models_s
 from langlearn.settings import APP_LABEL
 
 CHECKSUM_TABLE = "aerich_checksums"
+# Aerich's own table as `aerich init-db` creates it (Tortoise's schema for `aerich.models.Aerich`), the
+# statement migration 0 carries; written here for a database whose history starts without it (a stamp)
+CREATE_AERICH_TABLE = """CREATE TABLE IF NOT EXISTS "aerich" (
+    "id" SERIAL NOT NULL PRIMARY KEY,
+    "version" VARCHAR(255) NOT NULL,
+    "app" VARCHAR(100) NOT NULL,
+    "content" JSONB NOT NULL
+)"""
 # How a digest came to be recorded: by the run that applied the migration, on the first run that
 # found it applied without one (applied before checksums were kept, or by `aerich upgrade`), or by
 # `langlearn migrations repair` after a deliberate edit.
