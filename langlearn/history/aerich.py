@@ -34,12 +34,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import asyncclick
 import asyncpg
 from tortoise import BaseDBAsyncClient
 from tortoise.backends.base.client import TransactionalDBClient
+from tortoise.exceptions import BaseORMException
 
 from langlearn.errors import ConfigError, StartupError
 from langlearn.history.checksums import CREATE_AERICH_TABLE
@@ -51,6 +53,7 @@ from langlearn.history.runner import (
     DEFAULT_LOCK_WAIT,
     DEFAULT_STATEMENT_TIMEOUT,
     StepFailed,
+    database_reason,
     failure_message,
     run_statements,
     session_statements,
@@ -80,6 +83,7 @@ async def statement_by_statement(db: BaseDBAsyncClient | None, migration_file: s
     # Aerich wraps every downgrade in a transaction of its own: these statements go to another connection
     client = db._parent if isinstance(db, TransactionalDBClient) else db
     limits = MigrationLimits.from_environment()
+    log.info("%s %s statement by statement (%d statements)", "applying" if step.direction == "up" else "reverting", step.version, len(step.statements))
     async with client.acquire_connection() as connection:
         for statement in session_statements(limits.session_settings()):
             await connection.execute(statement)
@@ -139,8 +143,10 @@ def config_for_aerich_cli() -> dict[str, Any]:
         # Aerich loads its config inside its own event loop: the preparations run on a private one
         with ThreadPoolExecutor(max_workers=1) as pool:
             pool.submit(asyncio.run, _prepare(url, command in READS_AERICH_TABLE)).result()
+        if command is not None:
+            _show_progress()
+            sys.excepthook = _one_line_database_errors(sys.excepthook, limits)
         if command in LOCKED_COMMANDS:
-            _show_lock_messages()
             hold_migration_lock_until_exit(url, limits.lock_wait)
         return tortoise_config(url, server_settings=limits.session_settings())
     except (ConfigError, StartupError) as error:
@@ -166,13 +172,34 @@ async def _prepare(url: str, needs_aerich_table: bool) -> None:
         await connection.close()
 
 
-def _show_lock_messages() -> None:
-    """The lock wait and the runner's retries, on stderr, where Aerich's CLI shows nothing of its own."""
+def _show_progress() -> None:
+    """The lock wait, each migration sent statement by statement and the retries, on stderr: Aerich's CLI prints
+    nothing until every migration has run."""
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+def _one_line_database_errors(
+    previous: Callable[[type[BaseException], BaseException, TracebackType | None], Any], limits: MigrationLimits
+) -> Callable[[type[BaseException], BaseException, TracebackType | None], Any]:
+    """An excepthook for Aerich's CLI: a database error that ends a command (a statement of a migration that runs in
+    Aerich's transaction failed, say) is one line, as the CLI's own errors are, not a traceback."""
+
+    def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> Any:
+        if not isinstance(error, (BaseORMException, asyncpg.PostgresError, asyncpg.InterfaceError)):
+            return previous(kind, error, traceback)
+        cause = error.__cause__ if isinstance(error, BaseORMException) and error.__cause__ is not None else error
+        print(
+            f"Error: {database_reason(cause, limits.lock_timeout, limits.statement_timeout)}; the migration that failed was rolled back "
+            "and those before it stay applied (`aerich heads` lists the pending ones); fix the cause, then run the command again",
+            file=sys.stderr,
+        )
+        return None
+
+    return hook
 
 
 def hold_migration_lock_until_exit(url: str, wait: float) -> None:

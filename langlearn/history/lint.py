@@ -262,6 +262,7 @@ def lint(migrations: Iterable[Migration], allowlist_path: Path | None, *, squawk
         if items:
             source = SourceLines.of(migration)
             findings += [_finding(migration, inputs[migration.version], source, item) for item in items]
+    findings += [finding for migration in migrations for finding in aerich_findings(migration)]
     judged = tuple(Judged(finding, allowlist.accepting(finding)) for finding in findings)
     return LintReport(
         versions=tuple(migration.version for migration in migrations),
@@ -269,6 +270,45 @@ def lint(migrations: Iterable[Migration], allowlist_path: Path | None, *, squawk
         stale=_stale(allowlist, migrations, judged),
         excluded=allowlist.excluded,
     )
+
+
+# The project's own rule, beside squawk's: what `aerich upgrade`/`downgrade` would break on (see langlearn.history.aerich)
+AERICH_RULE = "aerich-sends-one-script"
+FUNCTION_LINE = r"\s*(async\s+)?def\s+{name}\b"
+
+
+def aerich_findings(migration: Migration) -> list[Finding]:
+    """A migration outside a transaction whose upgrade or downgrade returns a plain script: `aerich` sends that as one
+    string, which PostgreSQL runs as one implicit transaction (CONCURRENTLY, COMMIT and the SETs meant for the
+    statements after them fail or misfire there), while `langlearn upgrade` would send it statement by statement."""
+    if migration.transactional:
+        return []
+    findings = []
+    for direction, name in (("up", "upgrade"), ("down", "downgrade")):
+        if migration.sent_statement_by_statement(direction):
+            continue
+        statement = (migration.statements(direction) or ("",))[0]
+        findings.append(Finding(
+            version=migration.version,
+            rule=AERICH_RULE,
+            message=f"RUN_IN_TRANSACTION = False, but {name}() returns its SQL as one script, which `aerich {name}` sends as one string "
+                    "(one implicit transaction, where CONCURRENTLY and COMMIT fail)",
+            help="return `await statement_by_statement(db, __file__, <the same SQL>)` (from langlearn.history.aerich) instead",
+            line=_line_of_function(migration, name),
+            statement=1,
+            excerpt=_one_line(statement)[:EXCERPT_CHARS],
+            statement_text=statement,
+        ))
+    return findings
+
+
+def _line_of_function(migration: Migration, name: str) -> int | None:
+    try:
+        lines = migration.path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    pattern = re.compile(FUNCTION_LINE.format(name=name))
+    return next((number for number, text in enumerate(lines, 1) if pattern.match(text)), None)
 
 
 @dataclass(frozen=True)

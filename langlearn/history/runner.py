@@ -222,12 +222,12 @@ def failure_message(
             f"so the {failed.number - 1} statement(s) before it stay applied and it is not recorded"
         )
     return (
-        f"{what}: {_reason(failed.cause, lock_timeout, statement_timeout)}; the database stays at {now.current or 'no version'}; "
+        f"{what}: {database_reason(failed.cause, lock_timeout, statement_timeout)}; the database stays at {now.current or 'no version'}; "
         f"fix the cause, then run `{runner} {'upgrade' if step.direction == 'up' else 'downgrade'}`"
     )
 
 
-def _reason(cause: BaseException, lock_timeout: float | None, statement_timeout: float | None) -> str:
+def database_reason(cause: BaseException, lock_timeout: float | None, statement_timeout: float | None) -> str:
     """The database's own words for a failed statement, with the fix for the two timeouts."""
     text = " ".join(str(cause).split()) or type(cause).__name__
     if isinstance(cause, asyncpg.LockNotAvailableError):
