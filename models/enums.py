@@ -53,6 +53,19 @@ def create_type_sql(enum_cls: type[Enum]) -> str:
     return f'CREATE TYPE "{pg_type_name(enum_cls)}" AS ENUM ({quoted});'
 
 
+def add_value_sql(enum_cls: type[Enum], label: str) -> str:
+    """The statement adding `label` to the enum's type where the enum has it (after the label before it)."""
+    names = labels(enum_cls)
+    position = names.index(label)
+    where = f" AFTER '{names[position - 1]}'" if position else f" BEFORE '{names[1]}'" if len(names) > 1 else ""
+    return f"ALTER TYPE \"{pg_type_name(enum_cls)}\" ADD VALUE '{label}'{where};"
+
+
+def native_enum(field: Field[Any]) -> type[Enum] | None:
+    """The enum of a column declared with NativeEnumField (its PostgreSQL type is `pg_type_name` of it), else None."""
+    return field.enum_type if isinstance(field, NativeEnumFieldInstance) else None
+
+
 class NativeEnumFieldInstance(CharEnumFieldInstance):
     """A CharEnumField whose PostgreSQL column type is the enum's native type."""
 

@@ -2,7 +2,8 @@
 
 Neither connects to a database (nor starts the private server): they read the migration files and
 describe the models from the code. `check` exits 1 when the models moved on from the newest
-migration, which is what CI wants; `state-diff` shows what one migration changed against another.
+migration, or their native enum types from those the history creates, which is what CI wants;
+`state-diff` shows what one migration changed against another.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     check = commands.add_parser(
         "check",
         help="check offline that the models agree with the newest migration (exit 1 when `aerich migrate` would generate something)",
-        description="Compare the models with the state recorded by the newest migration file, without a database. "
-        "Exit 0 when they agree; 1 with the differences and the SQL `aerich migrate` would generate; 2 when it could not run.",
+        description="Compare the models with the state recorded by the newest migration file, and their native enum types with "
+        "those the history's SQL creates (Aerich writes no CREATE TYPE), without a database. Exit 0 when they agree; 1 with the "
+        "differences, the SQL `aerich migrate` would generate and the enum statements to add; 2 when it could not run.",
     )
     _migrations_option(check)
     check.set_defaults(handler=run_check)
@@ -61,6 +63,9 @@ async def run_check(options: argparse.Namespace, streams: Streams) -> int:
 
 def check_report(changes: ModelChanges) -> str:
     """What differs, the SQL Aerich would write for it, and what to do."""
+    if changes.state_agrees:  # only the native enum types: Aerich's diff is clean, the upgrade would fail
+        header = f"models agree with {changes.head}, but the native enum types differ from those the history creates (Aerich writes no SQL for them):"
+        return "\n".join([header, *map(str, changes.enum_problems)])
     lines = [render_state_diff(changes.changes, changes.head, "the models")]
     if changes.upgrade_sql:
         lines += ["", "`aerich migrate` would generate, to upgrade:", *_statements(changes.upgrade_sql)]
@@ -68,6 +73,8 @@ def check_report(changes: ModelChanges) -> str:
     else:  # Aerich ignores some changes (an on_delete, a table comment): it would say "No changes detected"
         lines += ["", "`aerich migrate` would generate no SQL for these changes (Aerich does not handle them)"]
     lines += [f"Aerich warns: {warning}" for warning in changes.aerich_warnings]
+    if changes.enum_problems:
+        lines += ["", "and the native enum types, which Aerich writes no SQL for (one line each):", *map(str, changes.enum_problems)]
     if changes.upgrade_sql:
         lines += ["", f"fix: run `aerich migrate --name <verb_object>`, {MAKE_IT}"]
     else:

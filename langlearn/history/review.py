@@ -1,5 +1,5 @@
 """Offline review of the models' states: what changed between two migrations, and whether the models still
-agree with the newest one (what `aerich migrate` would generate).
+agree with the newest one (what `aerich migrate` would generate, and the native enum types it would not).
 
 A state is a migration's `MODELS_STATE` (Aerich's `get_models_describe`), or the current models described
 the same way. Only what reaches the database counts as a change:
@@ -28,6 +28,7 @@ from typing import Any, Literal, get_args
 
 from langlearn.compat import aerich_migrate_operators, describe_models, encode_models_state
 from langlearn.errors import ConfigError
+from langlearn.history.enum_types import EnumProblem, enum_problems
 from langlearn.history.files import load_history
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, tortoise_config
 
@@ -87,10 +88,16 @@ class ModelChanges:
     upgrade_sql: tuple[str, ...]
     downgrade_sql: tuple[str, ...]
     aerich_warnings: tuple[str, ...]
+    # the native enum types the models' columns need against those the history creates (Aerich writes none)
+    enum_problems: tuple[EnumProblem, ...] = ()
+
+    @property
+    def state_agrees(self) -> bool:
+        return not self.changes and not self.upgrade_sql
 
     @property
     def agree(self) -> bool:
-        return not self.changes and not self.upgrade_sql
+        return self.state_agrees and not self.enum_problems
 
 
 # --- comparing two states --------------------------------------------------------------------------
@@ -383,6 +390,7 @@ def as_recorded(state: dict[str, Any]) -> dict[str, Any]:
 async def model_changes(location: str = MIGRATIONS_LOCATION) -> ModelChanges:
     """The current models against the newest migration under `location` (Aerich's `location`): the
     changes, and the SQL `aerich migrate` would generate for them (not written anywhere). Offline."""
+    from tortoise import Tortoise
     from tortoise.context import TortoiseContext
 
     history = load_history(location)
@@ -394,10 +402,13 @@ async def model_changes(location: str = MIGRATIONS_LOCATION) -> ModelChanges:
         await context.init(config=config, init_connections=False)
         current = describe_models(APP_LABEL)
         operators = await aerich_migrate_operators(config, APP_LABEL, location, head.models_state, current)
+        changes = tuple(state_diff(head.models_state, as_recorded(current)))
+        enums = enum_problems(history, Tortoise.apps[APP_LABEL].values(), models_changed=bool(changes or operators.upgrade))
     return ModelChanges(
         head=head.version,
-        changes=tuple(state_diff(head.models_state, as_recorded(current))),
+        changes=changes,
         upgrade_sql=operators.upgrade,
         downgrade_sql=operators.downgrade,
         aerich_warnings=operators.warnings,
+        enum_problems=enums,
     )

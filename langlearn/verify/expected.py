@@ -33,27 +33,21 @@ def expected_schema() -> Schema:
     from tortoise import Tortoise
     from tortoise.context import TortoiseContext
 
-    from langlearn.models.enums import ENUM_TYPES, labels
+    from langlearn.models.enums import labels, native_enum, pg_type_name
 
     with TortoiseContext():
         models = Tortoise.init_app(APP_LABEL, [MODELS_MODULE])
     ordered = sorted(models.values(), key=lambda model: model._meta.db_table)
     used_enums = {
-        type_name
+        pg_type_name(enum_cls): enum_cls
         for model in ordered
         for field in model._meta.fields_map.values()
-        if (type_name := _enum_type_name(field)) is not None
+        if (enum_cls := native_enum(field)) is not None
     }
     return Schema(
         tables={model._meta.db_table: _table(model) for model in ordered},
-        enums={name: tuple(labels(ENUM_TYPES[name])) for name in sorted(used_enums)},
+        enums={name: tuple(labels(used_enums[name])) for name in sorted(used_enums)},
     )
-
-
-def _enum_type_name(field: Field[Any]) -> str | None:
-    """The PostgreSQL enum type of the field's enum (`@pg_enum` records it as `pg_type`), if it has one."""
-    type_name: str | None = getattr(getattr(field, "enum_type", None), "pg_type", None)
-    return type_name
 
 
 def _table(model: type[Model]) -> Table:
