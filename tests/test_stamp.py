@@ -256,6 +256,18 @@ async def test_stamp_usage_errors_and_an_unreachable_server_exit_2(outside_db, c
     assert "alembic stamp" in ok(run_cli(LANGLEARN, "migrations", "stamp", "--help"))
 
 
+async def test_a_role_that_may_not_create_the_bookkeeping_tables_is_told_in_one_line(outside_db, connect):
+    role = f"{database_name(outside_db)}_reader"
+    admin = await connect(outside_db)
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        line = refused(stamp("head", outside_db.replace("postgres@", f"{role}@")))
+        assert line == "error: the stamp recorded nothing: permission denied for schema public"
+        assert not await has_table(admin, "aerich")
+    finally:
+        await admin.execute(f'DROP ROLE "{role}"')
+
+
 # --- the migration lock -----------------------------------------------------------------------------
 
 

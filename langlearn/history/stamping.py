@@ -64,7 +64,8 @@ async def stamp(connection: asyncpg.Connection, version: str = HEAD, *, location
     or `head`) that the database does not record yet, without running any of them, in one transaction.
 
     Refuses (StartupError, database unchanged) a database that records a version beyond `version` or one the code
-    does not have, and an applied migration edited since it ran; UsageError for a `version` not in the history."""
+    does not have, and an applied migration edited since it ran; UsageError for a `version` not in the history.
+    The lock stays held until `connection` closes, as after `migrate`."""
     target = stamp_target(load_history(location), version)
     waited = await acquire_migration_lock(connection, lock_wait)
     # the upgrade the runner would make, of which only the bookkeeping is written
@@ -75,9 +76,9 @@ async def stamp(connection: asyncpg.Connection, version: str = HEAD, *, location
             f"the database already records {', '.join(beyond)}, beyond {target.version}; a stamp only adds versions, "
             "so nothing was recorded (`langlearn status` lists what it records)"
         )
-    missing = tuple([name for name in BOOKKEEPING_TABLES if not await has_table(connection, name)])
     if not (plan.steps or plan.adopt):
         return Stamped(target.version, (), (), (), state, waited)
+    missing = tuple([name for name in BOOKKEEPING_TABLES if not await has_table(connection, name)])
     statements = [CREATE_AERICH_TABLE, *plan.preparation, *(statement for step in plan.steps for statement in step.bookkeeping)]
     try:
         async with connection.transaction():
