@@ -57,14 +57,18 @@ def add_migration(location: Path, upgrade_sql: str, *, transactional: bool = Tru
     head = load_history(str(location)).head
     assert head is not None
     models_state = head.path.read_text().split("MODELS_STATE =", 1)[1]
+    # outside a transaction, the project's pattern: the statements sent one by one under Aerich too (tests/test_aerich.py)
+    opening = 'return """' if transactional else 'return await statement_by_statement(db, __file__, """'
+    closing = '"""' if transactional else '""")'
     text = (
         '"""A migration tests/test_lint.py adds to a copy of the history."""\n\n'
         "from tortoise import BaseDBAsyncClient\n\n"
+        "from langlearn.history.aerich import statement_by_statement\n\n"
         f"RUN_IN_TRANSACTION = {transactional}\n\n\n"
         "async def upgrade(db: BaseDBAsyncClient) -> str:\n"
-        f'    return """\n        {upgrade_sql}"""\n\n\n'
+        f'    {opening}\n        {upgrade_sql}{closing}\n\n\n'
         "async def downgrade(db: BaseDBAsyncClient) -> str:\n"
-        '    return """\n        SELECT 1;"""\n\n\n'
+        f'    {opening}\n        SELECT 1;{closing}\n\n\n'
         f"MODELS_STATE ={models_state}"
     )
     (location / APP_LABEL / NEW_VERSION).write_text(text)

@@ -1,8 +1,8 @@
 """Lock safety of migrations 6 and 7 on a populated database under traffic: tested, not hoped for.
 
 A scale seed (USERS learners, about half a million rows per thousand) is taken back to migration 5,
-then `langlearn upgrade --lock-timeout 2` (the real CLI, in a process of its own) applies 6 and 7
-while clients read and write the tables they change. No workload statement may wait longer than
+then `langlearn upgrade --lock-timeout 2`, or plain `aerich upgrade` with the same limit (the real
+CLIs, each in a process of its own), applies 6 and 7 while clients read and write the tables they change. No workload statement may wait longer than
 the migration's lock timeout, and none may fail. The failure paths are real too: an index build
 that times out and leaves an INVALID index, a VALIDATE that meets a bad row, each recovered by
 running the upgrade again; and the downgrade returns the catalog to migration 5's.
@@ -300,7 +300,7 @@ class Client:
 
 @dataclass(frozen=True)
 class UpgradeRun:
-    """A `langlearn upgrade` run in a process of its own, with when it started each migration and when it ended."""
+    """A `langlearn upgrade` (or `aerich upgrade`) run in a process of its own, with when it started each migration and when it ended."""
 
     returncode: int
     stdout: str
@@ -309,9 +309,18 @@ class UpgradeRun:
     ended: float
 
 
-async def watched_upgrade(database: str, *options: str) -> UpgradeRun:
+# Each runner's command with the lock timeout (Aerich's CLI has no option for it: an environment variable gives it)
+UPGRADE_COMMANDS = {
+    "langlearn": ([LANGLEARN, "upgrade", "--lock-timeout", f"{LOCK_TIMEOUT:g}"], {}),
+    "aerich": (["aerich", "upgrade"], {"LANGLEARN_LOCK_TIMEOUT": f"{LOCK_TIMEOUT:g}"}),
+}
+HEAD_REACHED = {"langlearn": f"database at {HEAD} (head)", "aerich": f"Success upgrading to {HEAD}"}
+
+
+async def watched_upgrade(database: str, *options: str, runner: str = "langlearn") -> UpgradeRun:
+    command, environment = UPGRADE_COMMANDS[runner]
     process = await asyncio.create_subprocess_exec(
-        LANGLEARN, "upgrade", "--lock-timeout", f"{LOCK_TIMEOUT:g}", *options, cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": database},
+        *command, *options, cwd=REPO_ROOT, env={**os.environ, **environment, "DATABASE_URL": database},
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None and process.stderr is not None
@@ -319,7 +328,7 @@ async def watched_upgrade(database: str, *options: str) -> UpgradeRun:
     lines: list[str] = []
 
     async def watch(stderr: asyncio.StreamReader) -> None:
-        async for raw in stderr:  # the runner logs "applying <version>" as it starts each one
+        async for raw in stderr:  # both runners log "applying <version>" as they start each migration outside a transaction
             line = raw.decode().rstrip("\n")
             lines.append(line)
             if line.startswith("applying "):
@@ -343,7 +352,8 @@ def test_a_scale_seed_verifies_clean(server, scale_template):
     assert_verifies_clean(with_database(server.url, scale_template))
 
 
-async def test_no_workload_statement_waits_longer_than_the_lock_timeout_while_6_and_7_are_applied(populated_db, connect):
+@pytest.mark.parametrize("runner", UPGRADE_COMMANDS)
+async def test_no_workload_statement_waits_longer_than_the_lock_timeout_while_6_and_7_are_applied(populated_db, connect, runner):
     """Why LOCK_TIMEOUT bounds every wait: a workload statement blocks only when it queues behind a lock the migration
     has requested or holds. A request waits at most lock_timeout (else the statement fails, and so would the upgrade,
     which must succeed here); once granted, the lock is held for a catalog change only (ADD COLUMN, ADD CONSTRAINT ...
@@ -364,13 +374,13 @@ async def test_no_workload_statement_waits_longer_than_the_lock_timeout_while_6_
     running = [asyncio.create_task(client.run(stop)) for client in clients]
     try:
         await asyncio.wait_for(asyncio.gather(*(client.warmed.wait() for client in clients)), 60)  # every client in its loop
-        upgrade = await asyncio.wait_for(watched_upgrade(populated_db), 300)
+        upgrade = await asyncio.wait_for(watched_upgrade(populated_db, runner=runner), 300)
     finally:
         stop.set()
         await asyncio.gather(*running)
 
     assert upgrade.returncode == 0, upgrade.stderr
-    assert f"database at {HEAD} (head)" in upgrade.stdout
+    assert HEAD_REACHED[runner] in upgrade.stdout
     errors = [error for client in clients for error in client.errors]
     assert errors == []
     timings = [timing for client in clients for timing in client.timings]

@@ -100,6 +100,16 @@ async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_
     assert ok(run(langlearn, "upgrade", cwd=elsewhere, env=database)).startswith(f"applied {len(history.version_files())} migration(s); ")
     assert ok(run(langlearn, "check", cwd=elsewhere, env=database)).strip() == f"database at {HEAD} (head); schema matches the models"
     assert ok(run(langlearn, "verify", cwd=elsewhere, env=database)).strip().endswith(": clean (schema, migrations, invariants)")
+    # plain Aerich on the installed history, with the table `langlearn migrations aerich-config` prints
+    aerich_user = tmp_path / "aerich-user"
+    aerich_user.mkdir()
+    (aerich_user / "pyproject.toml").write_text(ok(run(langlearn, "migrations", "aerich-config", cwd=elsewhere)))
+    aerich = venv / "bin" / "aerich"
+    reverted = ok(run(aerich, "downgrade", "-v", "0", "--yes", cwd=aerich_user, env=database)).splitlines()
+    assert reverted == [f"Success downgrading to {version}" for version in reversed(history.version_files())]
+    applied = ok(run(aerich, "upgrade", cwd=aerich_user, env=database)).splitlines()
+    assert applied == [f"Success upgrading to {version}" for version in history.version_files()]
+    assert ok(run(langlearn, "check", cwd=elsewhere, env=database)).strip() == f"database at {HEAD} (head); schema matches the models"
     missing = run(langlearn, "seed", cwd=elsewhere, env=database)
     assert missing.returncode == 2 and missing.stderr == "error: the seed needs the [seed] extra: pip install 'langlearn-data[seed]'\n"
     no_server = run(langlearn, "server", "url", cwd=elsewhere, env={"LANGLEARN_DATA_DIR": database["LANGLEARN_DATA_DIR"]})

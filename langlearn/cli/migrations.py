@@ -1,4 +1,4 @@
-"""`langlearn migrations check | plan | sql | lint | state-diff | repair | stamp`: review and guard a release's migrations.
+"""`langlearn migrations check | plan | sql | lint | state-diff | repair | stamp | aerich-config`: review and guard a release's migrations.
 
     check        CI: fail when the models differ from the newest migration's state (offline)
     plan         what `upgrade` / `downgrade` would run on the database now (read only)
@@ -7,12 +7,14 @@
     state-diff   two migrations' model states compared, table by table
     repair       re-record the digests of applied migrations after a deliberate edit
     stamp        record migrations as applied without running them (tables built outside the history)
+    aerich-config  the [tool.aerich] table that points plain `aerich` at the installed history
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 
 import asyncpg
 
@@ -27,13 +29,14 @@ from langlearn.history.plan import Plan, assumed_applied, downgrade_plan, upgrad
 from langlearn.history.runner import repair, timeout_settings
 from langlearn.history.script import render
 from langlearn.history.stamping import Stamped, stamp
+from langlearn.settings import AERICH_CONFIG, MIGRATIONS_LOCATION
 from langlearn.startup import connect
 from langlearn.urls import redact
 from langlearn.verify import Finding, Severity, VerificationResult, check_schema
 
 
 def register(commands: argparse._SubParsersAction[Parser]) -> None:
-    group = commands.add_parser("migrations", help="review and guard the migrations: check, plan, sql, lint, state-diff, repair, stamp",
+    group = commands.add_parser("migrations", help="review and guard the migrations: check, plan, sql, lint, state-diff, repair, stamp, aerich-config",
                                 description="Review and guard the migration history (see each subcommand's --help).")
     sub = group.add_subparsers(dest="migrations_command", required=True, metavar="SUBCOMMAND", parser_class=Parser)
     review.register(sub)
@@ -78,6 +81,12 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     add_lock_wait_option(mark)
     add_database_options(mark)
     mark.set_defaults(handler=run_stamp)
+
+    aerich = sub.add_parser("aerich-config", help="print the [tool.aerich] table that points plain `aerich` at this installation's history",
+                            description="Print the pyproject.toml table with which `aerich upgrade`, `downgrade`, `heads` and `history`, "
+                            "run from that file's folder, use the migrations installed with this package and its config (the migration "
+                            "lock, the session limits: see docs/migrations.md). Prints only; needs no database.")
+    aerich.set_defaults(handler=run_aerich_config)
 
 
 def add_target_options(parser: Parser) -> None:
@@ -156,6 +165,12 @@ async def run_repair(args: argparse.Namespace, streams: Streams) -> int:
     lines += [f"recorded {version}: its digests, for the first time" for version in done.adopted]
     lines.append("nothing to repair: every applied migration matches its file" if not lines else f"repaired {len(done.edits) + len(done.adopted)} migration(s)")
     print("\n".join(lines), file=streams.out)
+    return 0
+
+
+async def run_aerich_config(args: argparse.Namespace, streams: Streams) -> int:
+    # json's string quoting is TOML's basic string (a path with a quote or a backslash stays one value)
+    print(f"[tool.aerich]\ntortoise_orm = {json.dumps(AERICH_CONFIG)}\nlocation = {json.dumps(MIGRATIONS_LOCATION)}\nsrc_folder = \"./.\"", file=streams.out)
     return 0
 
 

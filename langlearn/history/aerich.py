@@ -39,13 +39,15 @@ from typing import Any
 
 import asyncclick
 import asyncpg
+from aerich.migrate import Migrate
 from tortoise import BaseDBAsyncClient
 from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import BaseORMException
 
 from langlearn.errors import ConfigError, StartupError
+from langlearn.history import checksums
 from langlearn.history.checksums import CREATE_AERICH_TABLE
-from langlearn.history.files import StatementByStatement, load_migration
+from langlearn.history.files import StatementByStatement, load_history, load_migration
 from langlearn.history.lock import acquire_migration_lock
 from langlearn.history.plan import Step
 from langlearn.history.runner import (
@@ -206,7 +208,9 @@ def hold_migration_lock_until_exit(url: str, wait: float) -> None:
     """Take the migration lock on a connection of its own, held by a background thread until this process exits.
 
     Aerich decides which versions are pending, then runs them, each on its pool: a lock held for the whole
-    process makes a second `aerich upgrade` (or `langlearn upgrade`) wait and then find nothing left to do."""
+    process makes a second `aerich upgrade` (or `langlearn upgrade`) wait and then find nothing left to do.
+    Before letting go, still under the lock, the digests of what Aerich applied or reverted are brought up to
+    date, as `langlearn upgrade` keeps them (see `record_digests`)."""
     taken = threading.Event()
     failure: list[BaseException] = []
     release: list[Callable[[], object]] = []
@@ -221,6 +225,8 @@ def hold_migration_lock_until_exit(url: str, wait: float) -> None:
             release.append(lambda: loop.call_soon_threadsafe(released.set))
             taken.set()
             await released.wait()
+            if Migrate.migrate_location is not None:  # Aerich got as far as reading its history
+                await record_digests(connection, str(Path(Migrate.migrate_location).parent))
         finally:
             await connection.close()
 
@@ -240,9 +246,24 @@ def hold_migration_lock_until_exit(url: str, wait: float) -> None:
 
     def release_at_exit() -> None:  # a clean close, rather than the server noticing a vanished client
         release[0]()
-        thread.join(timeout=5)
+        thread.join(timeout=30)
+        if failure:
+            print(f"warning: the digests of the migrations Aerich ran were not recorded ({one_line(failure[0])}); "
+                  "the next `langlearn upgrade` records them", file=sys.stderr)
 
     atexit.register(release_at_exit)
+
+
+async def record_digests(connection: asyncpg.Connection, location: str) -> None:
+    """Record the digests of the applied migrations that have none (what Aerich applied, or faked), and forget those of
+    the versions Aerich reverted, in one transaction; an edited migration's stay as they were, for the check to name."""
+    history = load_history(location)
+    report = await checksums.compare(connection, history, await read_state(connection, location=location))
+    async with connection.transaction():
+        await connection.execute(checksums.CREATE_CHECKSUM_TABLE)
+        for version in report.unrecorded:
+            await connection.execute(checksums.record_checksum(history.get(version), "adopt"))
+        await connection.execute(checksums.FORGET_REVERTED)
 
 
 def __getattr__(name: str) -> Any:

@@ -83,6 +83,13 @@ def record_reverted(migration: Migration) -> tuple[str, ...]:
     return (f'DELETE FROM "aerich" WHERE {_key(migration)}', f'DELETE FROM "{CHECKSUM_TABLE}" WHERE {_key(migration)}')
 
 
+# the digests of versions no longer applied (reverted by `aerich downgrade`, which knows only its own table)
+FORGET_REVERTED = (
+    f'DELETE FROM "{CHECKSUM_TABLE}" c WHERE "app" = {literal(APP_LABEL)} '
+    f'AND NOT EXISTS (SELECT FROM "aerich" a WHERE a."app" = c."app" AND a."version" = c."version")'
+)
+
+
 def record_models_state(migration: Migration) -> str:
     """Re-record the models state of an applied migration (the repair of a deliberate `MODELS_STATE` edit)."""
     return f'UPDATE "aerich" SET "content" = {literal(encode_models_state(migration.models_state))}::jsonb WHERE {_key(migration)}'

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from langlearn.errors import ConfigError, LanglearnError
-from langlearn.history.files import VERSION_FILE, Migration, version_files
+from langlearn.history.files import VERSION_FILE, Direction, Migration, version_files
 from langlearn.history.runner import session_statements, timeout_settings
 from langlearn.history.script import terminated
 
@@ -284,7 +284,8 @@ def aerich_findings(migration: Migration) -> list[Finding]:
     if migration.transactional:
         return []
     findings = []
-    for direction, name in (("up", "upgrade"), ("down", "downgrade")):
+    functions: tuple[tuple[Direction, str], ...] = (("up", "upgrade"), ("down", "downgrade"))
+    for direction, name in functions:
         if migration.sent_statement_by_statement(direction):
             continue
         statement = (migration.statements(direction) or ("",))[0]
