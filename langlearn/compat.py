@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from tortoise import BaseDBAsyncClient
     from tortoise.backends.base_postgres.client import BasePostgresClient
     from tortoise.backends.base_postgres.schema_generator import BasePostgresSchemaGenerator
     from tortoise.context import TortoiseContext
@@ -38,6 +39,25 @@ def schema_generator() -> BasePostgresSchemaGenerator:
 def index_name(model: type[Model], columns: list[str]) -> str:
     """The name Tortoise gives an unnamed index on `columns` (its schema generator's private naming)."""
     return schema_generator()._get_index_name("idx", model, columns)
+
+
+def outside_any_transaction(db: BaseDBAsyncClient) -> BaseDBAsyncClient:
+    """The pooled client behind `db`: `db` itself, or the one a transaction was opened on (Tortoise's private
+    `TransactionWrapper._parent`), whose other connections are outside that transaction."""
+    from tortoise.backends.base.client import TransactionalDBClient
+
+    if isinstance(db, TransactionalDBClient):
+        parent: BaseDBAsyncClient = db._parent
+        return parent
+    return db
+
+
+def aerich_migrations_folder() -> Path | None:
+    """The app's migrations folder of the Aerich command running in this process (its `Migrate.migrate_location`,
+    set once Aerich read its config), None before that."""
+    from aerich.migrate import Migrate
+
+    return Path(Migrate.migrate_location) if Migrate.migrate_location is not None else None
 
 
 def decompress_models_state(compressed: str) -> dict[str, Any]:

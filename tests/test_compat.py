@@ -85,3 +85,31 @@ async def test_aerich_migrate_operators_is_aerichs_migrate_without_the_file():
     assert unchanged == compat.AerichOperators((), (), ())
     assert Migrate.upgrade_operators == Migrate.downgrade_operators == Migrate._upgrade_fk_m2m_index_operators == []
     assert history.load_history().versions == migrations.versions  # no migration file written
+
+
+async def test_outside_any_transaction_is_the_pooled_client_whose_other_connections_do_not_see_the_transaction(head_db):
+    from tortoise.context import TortoiseContext
+    from tortoise.transactions import in_transaction
+
+    async with TortoiseContext() as context:
+        await context.init(config=tortoise_config(head_db))
+        pooled = context.connections.get("default")
+        assert compat.outside_any_transaction(pooled) is pooled
+        async with in_transaction("default") as transaction:
+            await transaction.execute_query("CREATE TABLE made_in_the_transaction (id int)")
+            outside = compat.outside_any_transaction(transaction)
+            assert outside is pooled
+            _, rows = await outside.execute_query("SELECT to_regclass('made_in_the_transaction') IS NULL AS unseen")
+            assert rows[0]["unseen"]
+            await transaction.rollback()
+
+
+async def test_aerich_migrations_folder_is_the_folder_aerichs_migrate_read():
+    from aerich.migrate import Migrate
+    from tortoise.context import TortoiseContext
+
+    config = tortoise_config("postgres://offline@127.0.0.1:1/offline")  # never connected to
+    async with TortoiseContext() as context:
+        await context.init(config=config, init_connections=False)
+        await Migrate.init(config, APP_LABEL, MIGRATIONS_LOCATION, offline=True)
+    assert compat.aerich_migrations_folder() == Path(MIGRATIONS_LOCATION) / APP_LABEL

@@ -39,11 +39,10 @@ from typing import Any
 
 import asyncclick
 import asyncpg
-from aerich.migrate import Migrate
 from tortoise import BaseDBAsyncClient
-from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import BaseORMException
 
+from langlearn.compat import aerich_migrations_folder, outside_any_transaction
 from langlearn.errors import ConfigError, StartupError
 from langlearn.history import checksums
 from langlearn.history.checksums import CREATE_AERICH_TABLE
@@ -83,7 +82,7 @@ async def statement_by_statement(db: BaseDBAsyncClient | None, migration_file: s
     migration = load_migration(Path(migration_file))
     step = Step(migration, "up" if sql == migration.upgrade_sql else "down")
     # Aerich wraps every downgrade in a transaction of its own: these statements go to another connection
-    client = db._parent if isinstance(db, TransactionalDBClient) else db
+    client = outside_any_transaction(db)
     limits = MigrationLimits.from_environment()
     log.info("%s %s statement by statement (%d statements)", "applying" if step.direction == "up" else "reverting", step.version, len(step.statements))
     async with client.acquire_connection() as connection:
@@ -225,8 +224,8 @@ def hold_migration_lock_until_exit(url: str, wait: float) -> None:
             release.append(lambda: loop.call_soon_threadsafe(released.set))
             taken.set()
             await released.wait()
-            if Migrate.migrate_location is not None:  # Aerich got as far as reading its history
-                await record_digests(connection, str(Path(Migrate.migrate_location).parent))
+            if (folder := aerich_migrations_folder()) is not None:  # Aerich got as far as reading its history
+                await record_digests(connection, str(folder.parent))
         finally:
             await connection.close()
 
