@@ -19,7 +19,7 @@ Adds to SCHEMA.md:
   ON DELETE stays with SCHEMA.md's single-column keys; these only check agreement.
 
 Written for a populated database under traffic (`RUN_IN_TRANSACTION = False`: each statement commits
-on its own, so no lock outlives its statement):
+on its own, so no lock outlives its statement, whether `langlearn upgrade` or `aerich upgrade` runs it):
 - each constraint is added NOT VALID (a brief lock, no scan), then validated in a statement of its own,
   which scans the table under a lock that blocks no reads or writes; the session's statement_timeout
   is lifted for the backfill and the validations (they block no one) and restored after;

@@ -7,7 +7,8 @@ Adds to SCHEMA.md:
 - a unique index `idx_lesson_attempt_user_idempotency` on (user_id, idempotency_key): two retries
   racing each other cannot both record the attempt (NULL keys, the seed's and older rows, never clash).
 
-Written for a populated table under traffic (`RUN_IN_TRANSACTION = False`):
+Written for a populated table under traffic (`RUN_IN_TRANSACTION = False`, statement by statement under
+`langlearn upgrade` and `aerich upgrade` alike):
 - the two columns are nullable without a default, so adding them is a catalog change (no rewrite, no
   scan); the brief exclusive lock they need is bounded by the session's lock_timeout, and the runner
   retries a statement that did not get it;
