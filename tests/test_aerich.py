@@ -288,6 +288,30 @@ async def test_a_history_with_a_users_new_migrations_goes_to_head_and_back_to_em
         await server.drop(reference)
 
 
+async def test_a_migration_outside_a_transaction_runs_on_one_connection_whose_session_settings_last_through_it(empty_db, connect, tmp_path):
+    """What the migrations' `SET statement_timeout = 0 ... restore` relies on under Aerich: every statement on the same
+    connection, which starts with the migration limits (LANGLEARN_LOCK_TIMEOUT here) and keeps a SET for the next one."""
+    location = tmp_path / "migrations"
+    outside_a_transaction = location / APP_LABEL / write_user_migrations(location)[-1]
+    version = f"{len(VERSIONS) + len(USER_MIGRATIONS)}_20990101000009_probe.py"
+    probe = outside_a_transaction.read_text().replace(
+        'CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_users_nickname" ON "users" ("nickname");',
+        "CREATE TABLE probe AS SELECT 1 AS step, pg_backend_pid() AS pid, current_setting('lock_timeout') AS lock_timeout, "
+        "current_setting('application_name') AS application_name;\n"
+        "        SET lock_timeout = '123ms';\n"
+        "        INSERT INTO probe SELECT 2, pg_backend_pid(), current_setting('lock_timeout'), current_setting('application_name');",
+    ).replace('DROP INDEX CONCURRENTLY IF EXISTS "idx_users_nickname";', "DROP TABLE probe;")
+    (location / APP_LABEL / version).write_text(probe)
+    config = tmp_path / "pyproject.toml"
+    config.write_text(f'[tool.aerich]\ntortoise_orm = "langlearn.history.aerich.TORTOISE_ORM"\nlocation = "{location}"\nsrc_folder = "{REPO_ROOT}"\n')
+    upgrade = aerich("upgrade", database=empty_db, config=config, env={"LANGLEARN_LOCK_TIMEOUT": "3"})
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert f"applying {version} statement by statement (3 statements)" in upgrade.stderr
+    rows = await (await connect(empty_db)).fetch("SELECT * FROM probe ORDER BY step")
+    assert [(row["lock_timeout"], row["application_name"]) for row in rows] == [("3s", "aerich (langlearn)"), ("123ms", "aerich (langlearn)")]
+    assert rows[0]["pid"] == rows[1]["pid"]
+
+
 @pytest.mark.parametrize("forgotten", ["upgrade", "downgrade"])
 def test_lint_refuses_a_migration_outside_a_transaction_that_aerich_would_send_as_one_string(tmp_path, forgotten):
     location = tmp_path / "migrations"
