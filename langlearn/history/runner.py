@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import asyncpg
@@ -161,7 +161,7 @@ async def migrate(
     missing for applied migrations (applied before checksums were kept, or by `aerich upgrade`)
     are recorded, with a note in the log."""
     waited = await acquire_migration_lock(connection, lock_wait)
-    plan, _ = await plan_now(connection, target, location)
+    plan, before = await plan_now(connection, target, location)
     if expected is not None and plan.versions != expected:
         raise StartupError(
             f"the database changed since the plan was shown: it would now {plan.summary()}; nothing was done, look at it again"
@@ -181,9 +181,13 @@ async def migrate(
         )
     try:
         await run_plan(connection, plan, announce)
-    except StepFailed as failed:
-        now = await read_state(connection, location=location)
-        raise StartupError(failure_message(failed, now, lock_timeout, statement_timeout)) from failed
+    except (StepFailed, asyncpg.InterfaceError) as error:
+        # a step that failed with its connection (terminated, server gone) surfaces as the transaction's failed exit
+        failed = error if isinstance(error, StepFailed) else error.__context__
+        if not isinstance(failed, StepFailed):
+            raise
+        now, server_timeouts = await _after_failure(connection, location, before, plan, failed.step)
+        raise StartupError(failure_message(failed, now, lock_timeout, statement_timeout, server_timeouts=server_timeouts)) from failed
     return Outcome(plan=plan, state=await read_state(connection, location=location), adopted=adopted, lock_waited=waited)
 
 
@@ -208,10 +212,34 @@ def ahead_message(state: MigrationState) -> str:
     )
 
 
+async def _after_failure(
+    connection: asyncpg.Connection, location: str, before: MigrationState, plan: Plan, failed: Step
+) -> tuple[MigrationState, dict[str, str]]:
+    """Where the database stands after a failed step, and the session's timeouts as the server set them.
+
+    Read on the connection while it lives. When the failure took it (pg_terminate_backend, a server
+    restart), the database is where the steps before the failed one left it: the migration lock kept
+    other migrators out, and a failed step records nothing (its transaction, or its bookkeeping's, is gone)."""
+    if not connection.is_closed():
+        settings = await connection.fetchrow("SELECT current_setting('lock_timeout') AS lock_timeout, current_setting('statement_timeout') AS statement_timeout")
+        return await read_state(connection, location=location), dict(settings)
+    done = plan.versions[: plan.steps.index(failed)]
+    applied = (*before.applied, *done) if plan.direction == "up" else tuple(version for version in before.applied if version not in done)
+    return MigrationState(on_disk=before.on_disk, applied=applied), {}
+
+
 def failure_message(
-    failed: StepFailed, now: MigrationState, lock_timeout: float | None, statement_timeout: float | None, runner: str = "langlearn"
+    failed: StepFailed,
+    now: MigrationState,
+    lock_timeout: float | None,
+    statement_timeout: float | None,
+    runner: str = "langlearn",
+    *,
+    server_timeouts: Mapping[str, str] | None = None,
 ) -> str:
-    """One line: which statement of which migration failed, what stays applied, the database's reason, and what to run."""
+    """One line: which statement of which migration failed, what stays applied, the database's reason, and what to run.
+    `server_timeouts`: the session's `lock_timeout` and `statement_timeout` as PostgreSQL shows them, named when
+    the runner set none of its own."""
     step = failed.step
     verb = "migration" if step.direction == "up" else "the downgrade of"
     if step.transactional:
@@ -222,22 +250,32 @@ def failure_message(
             f"so the {failed.number - 1} statement(s) before it stay applied and it is not recorded"
         )
     return (
-        f"{what}: {database_reason(failed.cause, lock_timeout, statement_timeout)}; the database stays at {now.current or 'no version'}; "
+        f"{what}: {database_reason(failed.cause, lock_timeout, statement_timeout, server_timeouts)}; the database stays at {now.current or 'no version'}; "
         f"fix the cause, then run `{runner} {'upgrade' if step.direction == 'up' else 'downgrade'}`"
     )
 
 
-def database_reason(cause: BaseException, lock_timeout: float | None, statement_timeout: float | None) -> str:
-    """The database's own words for a failed statement, with the fix for the two timeouts."""
+def database_reason(
+    cause: BaseException, lock_timeout: float | None, statement_timeout: float | None, server_timeouts: Mapping[str, str] | None = None
+) -> str:
+    """The database's own words for a failed statement, with the timeout that applied and the fix for the two timeouts."""
     text = " ".join(str(cause).split()) or type(cause).__name__
     if isinstance(cause, asyncpg.LockNotAvailableError):
         return (
-            f"{text} (another session held a table lock longer than lock_timeout={lock_timeout:g} s; "
+            f"{text} (another session held a table lock longer than {_timeout('lock_timeout', lock_timeout, server_timeouts)}; "
             "retry when it is done, or raise the lock timeout)"
         )
     if isinstance(cause, asyncpg.QueryCanceledError) and "statement timeout" in text:
-        return f"{text} (a statement ran longer than statement_timeout={statement_timeout:g} s; raise it if the migration needs longer)"
+        return f"{text} (a statement ran longer than {_timeout('statement_timeout', statement_timeout, server_timeouts)}; raise it if the migration needs longer)"
     return text
+
+
+def _timeout(name: str, seconds: float | None, server_timeouts: Mapping[str, str] | None) -> str:
+    """The timeout that applied: the runner's, or, when it was given none (`upgrade()`'s default), the server's own."""
+    if seconds is not None:
+        return f"{name}={seconds:g} s"
+    setting = (server_timeouts or {}).get(name)
+    return f"the server's {name}" + (f" of {setting}" if setting else "") + ", as none was given"
 
 
 async def upgrade(
