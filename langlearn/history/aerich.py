@@ -61,7 +61,7 @@ from langlearn.history.runner import (
     timeout_settings,
 )
 from langlearn.history.state import read_state
-from langlearn.settings import check_reachable, database_url, open_connection, tortoise_config
+from langlearn.settings import database_url, open_connection, tortoise_config
 from langlearn.urls import one_line
 
 log = logging.getLogger("langlearn.history")
@@ -86,6 +86,7 @@ async def statement_by_statement(db: BaseDBAsyncClient | None, migration_file: s
     limits = MigrationLimits.from_environment()
     log.info("%s %s statement by statement (%d statements)", "applying" if step.direction == "up" else "reverting", step.version, len(step.statements))
     async with client.acquire_connection() as connection:
+        # Aerich's CLI opens its pool with these settings already; a program driving aerich.Command may not have
         for statement in session_statements(limits.session_settings()):
             await connection.execute(statement)
         try:
@@ -121,8 +122,8 @@ def _seconds(variable: str, default: float) -> float:
     try:
         seconds = float(raw)
     except ValueError:
-        seconds = float("nan")
-    if not seconds > 0 or seconds == float("inf"):
+        seconds = 0.0  # refused below, with the rest
+    if not 0 < seconds < float("inf"):
         raise ConfigError(f"{variable}={raw!r} is not a number of seconds; set it to a positive number, like {default:g}, or unset it")
     return seconds
 
@@ -146,7 +147,7 @@ def config_for_aerich_cli() -> dict[str, Any]:
             pool.submit(asyncio.run, _prepare(url, command in READS_AERICH_TABLE)).result()
         if command is not None:
             _show_progress()
-            sys.excepthook = _one_line_database_errors(sys.excepthook, limits)
+            sys.excepthook = _one_line_database_errors(sys.excepthook, command, limits)
         if command in LOCKED_COMMANDS:
             hold_migration_lock_until_exit(url, limits.lock_wait)
         return tortoise_config(url, server_settings=limits.session_settings())
@@ -161,12 +162,10 @@ def _aerich_command() -> str | None:
 
 
 async def _prepare(url: str, needs_aerich_table: bool) -> None:
-    await check_reachable(url)
-    if not needs_aerich_table:
-        return
-    connection = await open_connection(url)
+    connection = await open_connection(url)  # an unreachable server is one line here, not Aerich's traceback later
     try:
-        await connection.execute(CREATE_AERICH_TABLE)
+        if needs_aerich_table:
+            await connection.execute(CREATE_AERICH_TABLE)
     except asyncpg.PostgresError as error:  # a read-only role or standby: Aerich reports what it then meets
         log.debug("could not create the aerich table: %s", error)
     finally:
@@ -183,22 +182,23 @@ def _show_progress() -> None:
         log.setLevel(logging.INFO)
 
 
-def _one_line_database_errors(
-    previous: Callable[[type[BaseException], BaseException, TracebackType | None], Any], limits: MigrationLimits
-) -> Callable[[type[BaseException], BaseException, TracebackType | None], Any]:
+ExceptHook = Callable[[type[BaseException], BaseException, TracebackType | None], Any]
+
+
+def _one_line_database_errors(previous: ExceptHook, command: str, limits: MigrationLimits) -> ExceptHook:
     """An excepthook for Aerich's CLI: a database error that ends a command (a statement of a migration that runs in
     Aerich's transaction failed, say) is one line, as the CLI's own errors are, not a traceback."""
+    where = (
+        "; the migration that failed was rolled back and those before it stay applied (`aerich heads` lists the pending ones)"
+        if command in LOCKED_COMMANDS else ""
+    )
 
     def hook(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> Any:
         if not isinstance(error, (BaseORMException, asyncpg.PostgresError, asyncpg.InterfaceError)):
             return previous(kind, error, traceback)
         cause = error.__cause__ if isinstance(error, BaseORMException) and error.__cause__ is not None else error
-        print(
-            f"Error: {database_reason(cause, limits.lock_timeout, limits.statement_timeout)}; the migration that failed was rolled back "
-            "and those before it stay applied (`aerich heads` lists the pending ones); fix the cause, then run the command again",
-            file=sys.stderr,
-        )
-        return None
+        reason = database_reason(cause, limits.lock_timeout, limits.statement_timeout)
+        print(f"Error: {reason}{where}; fix the cause, then run `aerich {command}` again", file=sys.stderr)
 
     return hook
 
