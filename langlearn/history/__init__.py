@@ -8,6 +8,7 @@
     stamping   recording versions as applied without running them, for tables built outside the history
     script     a plan as a psql script, for review
     review     model states compared: `migrations check` and `state-diff`
+    enum_types the native enum types the SQL leaves at head, against the models' (`migrations check`)
     lint       the SQL through squawk, with the project's allowlist
 """
 
