@@ -4,10 +4,13 @@ builds, serialise with each other, and end a failure in one line that a rerun re
 
 from __future__ import annotations
 
+import asyncio
 import difflib
+import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -139,8 +142,7 @@ async def test_aerich_downgrade_to_a_version_reverts_it_and_everything_after_it_
 
 async def test_concurrent_aerich_and_langlearn_upgrades_apply_each_migration_exactly_once(empty_db, connect):
     """They serialise on the migration lock: the first applies everything, the others wait and find nothing to do."""
-    environment = {key: value for key, value in __import__("os").environ.items() if key != "DATABASE_URL"}
-    environment["DATABASE_URL"] = empty_db
+    environment = {**os.environ, "DATABASE_URL": empty_db}
     commands = [["aerich", "upgrade"]] * 3 + [[LANGLEARN, "upgrade"]]
     processes = [
         subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -233,45 +235,54 @@ async def test_heads_and_history_on_an_empty_database_and_upgrade_fake_where_the
 
 # --- a user's own migrations follow the same pattern -----------------------------------------------
 
-USER_MIGRATIONS = {
-    "add_nickname": (
-        True,
-        '''    return """
-        ALTER TABLE "users" ADD "nickname" VARCHAR(50);"""''',
-        '''    return """
-        ALTER TABLE "users" DROP COLUMN "nickname";"""''',
-    ),
-    "nickname_index": (
-        False,
-        '''    return await statement_by_statement(db, __file__, """
-        CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_users_nickname" ON "users" ("nickname");""")''',
-        '''    return await statement_by_statement(db, __file__, """
-        DROP INDEX CONCURRENTLY IF EXISTS "idx_users_nickname";""")''',
-    ),
-}
+@dataclass(frozen=True)
+class UserMigration:
+    """A migration a user adds after the head, written the way docs/migrations.md says (its models state: the head's)."""
 
+    name: str
+    transactional: bool
+    upgrade_sql: str
+    downgrade_sql: str
 
-def write_user_migrations(location: Path) -> list[str]:
-    """The history plus a user's two migrations, one in a transaction and one outside (its models state: the head's)."""
-    shutil.copytree(MIGRATIONS_DIR.parent, location)
-    state = HISTORY.head.compressed_state if HISTORY.head else None
-    written = []
-    for offset, (name, (transactional, upgrade, downgrade)) in enumerate(USER_MIGRATIONS.items(), 1):
-        version = f"{len(VERSIONS) - 1 + offset}_2099010100000{offset}_{name}.py"
-        (location / APP_LABEL / version).write_text(
+    def function(self, name: str, sql: str) -> str:
+        opening, closing = ('return """', '"""') if self.transactional else ('return await statement_by_statement(db, __file__, """', '""")')
+        return f"async def {name}(db: BaseDBAsyncClient) -> str:\n    {opening}\n        {sql}{closing}\n"
+
+    def write(self, folder: Path, number: int) -> str:
+        version = f"{number}_20990101{number:06d}_{self.name}.py"
+        (folder / version).write_text(
             f'"""A user\'s migration."""\n\nfrom tortoise import BaseDBAsyncClient\n\nfrom langlearn.history.aerich import statement_by_statement\n\n'
-            f"RUN_IN_TRANSACTION = {transactional}\n\n\nasync def upgrade(db: BaseDBAsyncClient) -> str:\n{upgrade}\n\n\n"
-            f"async def downgrade(db: BaseDBAsyncClient) -> str:\n{downgrade}\n\n\nMODELS_STATE = {state!r}\n"
+            f"RUN_IN_TRANSACTION = {self.transactional}\n\n\n{self.function('upgrade', self.upgrade_sql)}\n\n"
+            f"{self.function('downgrade', self.downgrade_sql)}\n\nMODELS_STATE = {HISTORY.head.compressed_state if HISTORY.head else None!r}\n"
         )
-        written.append(version)
-    return written
+        return version
+
+
+USER_MIGRATIONS = (
+    UserMigration("add_nickname", True, 'ALTER TABLE "users" ADD "nickname" VARCHAR(50);', 'ALTER TABLE "users" DROP COLUMN "nickname";'),
+    UserMigration(
+        "nickname_index", False,
+        'CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_users_nickname" ON "users" ("nickname");', 'DROP INDEX CONCURRENTLY IF EXISTS "idx_users_nickname";',
+    ),
+)
+
+
+def history_with(location: Path, *added: UserMigration) -> list[str]:
+    """A copy of the history at `location` with `added` after its head; the versions added."""
+    shutil.copytree(MIGRATIONS_DIR.parent, location)
+    return [migration.write(location / APP_LABEL, len(VERSIONS) + offset) for offset, migration in enumerate(added)]
+
+
+def aerich_config(folder: Path, location: Path) -> Path:
+    config = folder / "pyproject.toml"
+    config.write_text(f'[tool.aerich]\ntortoise_orm = "langlearn.history.aerich.TORTOISE_ORM"\nlocation = "{location}"\nsrc_folder = "{REPO_ROOT}"\n')
+    return config
 
 
 async def test_a_history_with_a_users_new_migrations_goes_to_head_and_back_to_empty_through_aerich(server, empty_db, connect, tmp_path):
     location = tmp_path / "migrations"
-    added = write_user_migrations(location)
-    config = tmp_path / "pyproject.toml"
-    config.write_text(f'[tool.aerich]\ntortoise_orm = "langlearn.history.aerich.TORTOISE_ORM"\nlocation = "{location}"\nsrc_folder = "{REPO_ROOT}"\n')
+    added = history_with(location, *USER_MIGRATIONS)
+    config = aerich_config(tmp_path, location)
     reference = await server.create()
     try:
         upgrade = aerich("upgrade", database=empty_db, config=config)
@@ -292,19 +303,15 @@ async def test_a_migration_outside_a_transaction_runs_on_one_connection_whose_se
     """What the migrations' `SET statement_timeout = 0 ... restore` relies on under Aerich: every statement on the same
     connection, which starts with the migration limits (LANGLEARN_LOCK_TIMEOUT here) and keeps a SET for the next one."""
     location = tmp_path / "migrations"
-    outside_a_transaction = location / APP_LABEL / write_user_migrations(location)[-1]
-    version = f"{len(VERSIONS) + len(USER_MIGRATIONS)}_20990101000009_probe.py"
-    probe = outside_a_transaction.read_text().replace(
-        'CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_users_nickname" ON "users" ("nickname");',
+    probe = UserMigration(
+        "probe", False,
         "CREATE TABLE probe AS SELECT 1 AS step, pg_backend_pid() AS pid, current_setting('lock_timeout') AS lock_timeout, "
-        "current_setting('application_name') AS application_name;\n"
-        "        SET lock_timeout = '123ms';\n"
+        "current_setting('application_name') AS application_name;\n        SET lock_timeout = '123ms';\n"
         "        INSERT INTO probe SELECT 2, pg_backend_pid(), current_setting('lock_timeout'), current_setting('application_name');",
-    ).replace('DROP INDEX CONCURRENTLY IF EXISTS "idx_users_nickname";', "DROP TABLE probe;")
-    (location / APP_LABEL / version).write_text(probe)
-    config = tmp_path / "pyproject.toml"
-    config.write_text(f'[tool.aerich]\ntortoise_orm = "langlearn.history.aerich.TORTOISE_ORM"\nlocation = "{location}"\nsrc_folder = "{REPO_ROOT}"\n')
-    upgrade = aerich("upgrade", database=empty_db, config=config, env={"LANGLEARN_LOCK_TIMEOUT": "3"})
+        "DROP TABLE probe;",
+    )
+    [version] = history_with(location, probe)
+    upgrade = aerich("upgrade", database=empty_db, config=aerich_config(tmp_path, location), env={"LANGLEARN_LOCK_TIMEOUT": "3"})
     assert upgrade.returncode == 0, upgrade.stderr
     assert f"applying {version} statement by statement (3 statements)" in upgrade.stderr
     rows = await (await connect(empty_db)).fetch("SELECT * FROM probe ORDER BY step")
@@ -312,10 +319,41 @@ async def test_a_migration_outside_a_transaction_runs_on_one_connection_whose_se
     assert rows[0]["pid"] == rows[1]["pid"]
 
 
+async def test_a_migrating_session_terminated_mid_statement_ends_aerich_in_one_line_and_the_rerun_applies_it(empty_db, connect, tmp_path):
+    location = tmp_path / "migrations"
+    slow = UserMigration("slow", False, "CREATE TABLE IF NOT EXISTS slow_marker (id int);\n        SELECT pg_sleep(60);", "DROP TABLE slow_marker;")
+    [version] = history_with(location, slow)
+    config = aerich_config(tmp_path, location)
+    await history.upgrade(empty_db)
+    observer = await connect(empty_db)
+    environment = {**os.environ, "DATABASE_URL": empty_db}
+    process = subprocess.Popen(["aerich", "-c", str(config), "upgrade"], cwd=REPO_ROOT, env=environment, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    sleeping = None
+    for _ in range(300):
+        sleeping = await observer.fetchval("SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND datname = current_database()")
+        if sleeping or process.poll() is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert sleeping, process.communicate()
+    assert await observer.fetchval("SELECT pg_terminate_backend($1)", sleeping)
+    stdout, stderr = process.communicate(timeout=60)
+    error = assert_one_line_error(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    assert error.startswith(f"Error: migration {version} failed at statement 2 of 2; it runs outside a transaction, so the 1 statement(s) before it")
+    assert "terminating connection due to administrator command" in error and f"the database stays at {VERSIONS[-1]}" in error
+
+    rerun = aerich("upgrade", database=empty_db, config=config, env={"LANGLEARN_STATEMENT_TIMEOUT": "0.5"})
+    # the sleep again, now under a statement timeout: the limits reach this statement too
+    assert "statement timeout" in assert_one_line_error(rerun) and "statement_timeout=0.5 s" in rerun.stderr
+    quick = location / APP_LABEL / version
+    quick.write_text(quick.read_text().replace("pg_sleep(60)", "pg_sleep(0)"))
+    assert successes(aerich("upgrade", database=empty_db, config=config).stdout, "upgrading") == [version]
+
+
 @pytest.mark.parametrize("forgotten", ["upgrade", "downgrade"])
 def test_lint_refuses_a_migration_outside_a_transaction_that_aerich_would_send_as_one_string(tmp_path, forgotten):
     location = tmp_path / "migrations"
-    version = write_user_migrations(location)[-1]
+    version = history_with(location, *USER_MIGRATIONS)[-1]
     path = location / APP_LABEL / version
     source = path.read_text()
     path.write_text(source.replace(
@@ -331,6 +369,6 @@ def test_lint_refuses_a_migration_outside_a_transaction_that_aerich_would_send_a
 
 def test_lint_passes_a_users_migrations_written_the_same_way(tmp_path):
     location = tmp_path / "migrations"
-    write_user_migrations(location)
+    history_with(location, *USER_MIGRATIONS)
     result = run_cli(LANGLEARN, "migrations", "lint", "--migrations", str(location))
     assert result.returncode == 0, result.stdout + result.stderr

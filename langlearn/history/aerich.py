@@ -91,10 +91,12 @@ async def statement_by_statement(db: BaseDBAsyncClient | None, migration_file: s
             await connection.execute(statement)
         try:
             await run_statements(connection, step)
-        except StepFailed as failed:
-            now = await read_state(connection, location=str(migration.path.parent.parent))
-            raise MigrationFailed(failure_message(failed, now, limits.lock_timeout, limits.statement_timeout, runner="aerich")) from None
-    return ALREADY_SENT
+            return ALREADY_SENT
+        except StepFailed as error:
+            failed = error
+    async with client.acquire_connection() as connection:  # another: the failure may have taken the first one with it
+        now = await read_state(connection, location=str(migration.path.parent.parent))
+    raise MigrationFailed(failure_message(failed, now, limits.lock_timeout, limits.statement_timeout, runner="aerich"))
 
 
 @dataclass(frozen=True)
