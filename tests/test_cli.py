@@ -22,7 +22,7 @@ from tests.conftest import LANGLEARN, run_cli
 SUBCOMMANDS = [
     ["upgrade"], ["downgrade"], ["check"], ["status"], ["verify"], ["seed"],
     ["migrations"], ["migrations", "check"], ["migrations", "plan"], ["migrations", "sql"], ["migrations", "lint"],
-    ["migrations", "state-diff"], ["migrations", "repair"], ["migrations", "stamp"], ["leagues"], ["leagues", "close-week"],
+    ["migrations", "state-diff"], ["migrations", "repair"], ["migrations", "stamp"], ["migrations", "aerich-config"], ["leagues"], ["leagues", "close-week"],
     ["server"], ["server", "url"], ["server", "status"], ["server", "stop"],
     ["db"], ["db", "create"], ["db", "drop"], ["db", "reset"], ["backup"], ["restore"],
 ]
