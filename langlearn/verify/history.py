@@ -55,8 +55,8 @@ async def check_migrations(connection: asyncpg.Connection, location: str = MIGRA
     if report.unrecorded:
         findings.append(warning(
             CHECK, "unrecorded_checksums", checksums.CHECKSUM_TABLE,
-            f"{len(report.unrecorded)} applied migration(s) have no recorded digest (applied before langlearn kept them, or by "
-            f"`aerich upgrade`): an edit of their SQL would go unnoticed; `langlearn upgrade` records them",
+            f"{len(report.unrecorded)} applied migration(s) have no recorded digest (applied before langlearn kept them, or by an "
+            f"`aerich upgrade` that could not record them): an edit of their SQL would go unnoticed; `langlearn upgrade` records them",
             versions=list(report.unrecorded),
         ))
     return findings
