@@ -1,12 +1,16 @@
 """The documentation stays true: the generated schema page is current, links resolve, the README
-stays a front page, and every `langlearn` command the docs name exists."""
+stays a front page, every `langlearn` command the docs name exists, every Python snippet is valid in a
+`.py` file (a whole script runs), the Aerich config and the environment variables named are real, and
+the foreign-key query of migrations.md lists each constraint once."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -175,3 +179,108 @@ def test_every_langlearn_command_the_docs_show_exists(page):
             elif command in ("server", "db") and action and action not in subcommands(command):
                 wrong.add(f"langlearn {command} {action}")
     assert not wrong, f"{page.relative_to(REPO_ROOT)} shows commands that do not exist: {sorted(wrong)}"
+
+
+def code_blocks(page: Path, *languages: str) -> list[str]:
+    """The text of each fenced block in one of `languages`, in page order."""
+    blocks: list[str] = []
+    language: str | None = None
+    lines: list[str] = []
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if FENCE.match(line.strip()):
+            if language is None:
+                language, lines = line.strip()[3:].strip(), []
+            else:
+                if language in languages:
+                    blocks.append("\n".join(lines) + "\n")
+                language = None
+            continue
+        if language is not None:
+            lines.append(line)
+    return blocks
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(REPO_ROOT)))
+def test_every_python_snippet_is_valid_in_a_py_file(page):
+    """No top-level `await` or `async with`: pasted into a file, each snippet compiles (names it borrows from the
+    snippet before it may stay undefined)."""
+    for number, block in enumerate(code_blocks(page, "python", "py"), 1):
+        try:
+            compile(block, f"{page.name}, python block {number}", "exec")
+        except SyntaxError as error:
+            pytest.fail(f"{page.relative_to(REPO_ROOT)}: python block {number} is not valid in a .py file: {error}\n{block}")
+
+
+WHOLE_SCRIPTS = [
+    pytest.param(block, id=f"{page.relative_to(REPO_ROOT)}-{number}")
+    for page in PAGES
+    for number, block in enumerate(code_blocks(page, "python", "py"), 1)
+    if "asyncio.run(" in block
+]
+
+
+@pytest.mark.parametrize("script", WHOLE_SCRIPTS)
+def test_a_python_snippet_that_is_a_whole_script_runs(script, head_db, tmp_path):
+    path = tmp_path / "snippet.py"
+    path.write_text(script, encoding="utf-8")
+    environment = {**os.environ, "DATABASE_URL": head_db}
+    result = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_aerich_config_the_docs_show_is_the_one_pyproject_sets():
+    configured = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["aerich"]["tortoise_orm"]
+    shown = {(page.name, value) for page in PAGES for value in re.findall(r'tortoise_orm = "([^"]+)"', page.read_text(encoding="utf-8"))}
+    assert shown, "no page shows the [tool.aerich] table"
+    assert {value for _, value in shown} == {configured}, f"pages show other configs than pyproject's {configured}: {sorted(shown)}"
+
+
+def test_every_langlearn_environment_variable_the_docs_name_is_read_by_the_code():
+    from langlearn.history.aerich import MigrationLimits
+
+    named = {name for page in PAGES for name in re.findall(r"\bLANGLEARN_[A-Z_]+\b", page.read_text(encoding="utf-8"))}
+    sources = "".join(
+        path.read_text(encoding="utf-8")
+        for folder in ("langlearn", "examples", "seed")
+        for path in (REPO_ROOT / folder).rglob("*.py")
+    )
+    read = {name for name in named if name in sources} | {f"LANGLEARN_{field.upper()}" for field in vars(MigrationLimits())}
+    assert named <= read, f"the docs name environment variables no code reads: {sorted(named - read)}"
+
+
+def test_the_readmes_first_screen_says_both_runners_run_the_whole_history():
+    intro = README.read_text(encoding="utf-8").split("## The two commands", 1)[0]
+    for command in ("aerich upgrade", "aerich downgrade", "langlearn upgrade", "langlearn downgrade"):
+        assert f"`{command}`" in intro, f"the README's intro does not name `{command}`"
+    assert "whole" in intro and "history" in intro
+
+
+def psql(database: str, command: str) -> str:
+    from langlearn.local_server import psql_path
+
+    result = subprocess.run([str(psql_path()), database, "-X", "-c", command], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_foreign_key_query_lists_each_constraint_once_with_its_on_delete(head_db):
+    """migrations.md's pg_constraint query, run as printed: one row per foreign key, its ON DELETE agreeing with its
+    definition, every row the page shows among them; and the guide's query repeats a key of n columns n*n times."""
+    page = (REPO_ROOT / "docs" / "migrations.md").read_text(encoding="utf-8")
+    query = re.search(r'langlearn server psql -c "(SELECT conrelid::regclass.*?;)"', page, re.S)
+    assert query, "migrations.md shows no pg_constraint query"
+    output = psql(head_db, query.group(1))
+    rows = [[cell.strip() for cell in line.split("|")] for line in output.splitlines() if line.count("|") == 3]
+    keys = [(table, name) for table, name, _, _ in rows[1:]]
+    assert keys and len(keys) == len(set(keys)), "a foreign key is listed twice"
+    for _, name, definition, on_delete in rows[1:]:
+        assert (f"ON DELETE {on_delete}" in definition) or (on_delete == "NO ACTION" and "ON DELETE" not in definition), name
+    shown = page.split(query.group(0), 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    missing = [line for line in shown.splitlines() if line.count("|") == 3 and line not in output.splitlines()]
+    assert not missing, f"rows migrations.md shows that the query does not return: {missing}"
+
+    from tests.test_migrations import GUIDE_FK_QUERY
+
+    guide_rows = [line for line in psql(head_db, GUIDE_FK_QUERY).splitlines() if line.count("|") == 2][1:]
+    columns = [len(definition.split(") REFERENCES", 1)[0].split(",")) for _, _, definition, _ in rows[1:]]
+    assert len(guide_rows) == sum(n * n for n in columns)
