@@ -33,7 +33,7 @@ CREATE_AERICH_TABLE = """CREATE TABLE IF NOT EXISTS "aerich" (
     "content" JSONB NOT NULL
 )"""
 # How a digest came to be recorded: by the run that applied the migration, on the first run that
-# found it applied without one (applied before checksums were kept, or by `aerich upgrade`), or by
+# found it applied without one (applied before checksums were kept, or by an `aerich upgrade` that could not record them), or by
 # `langlearn migrations repair` after a deliberate edit.
 RecordedBy = Literal["apply", "adopt", "repair"]
 

@@ -293,8 +293,8 @@ def aerich_findings(migration: Migration) -> list[Finding]:
             version=migration.version,
             rule=AERICH_RULE,
             message=f"RUN_IN_TRANSACTION = False, but {name}() returns its SQL as one script, which `aerich {name}` sends as one string "
-                    "(one implicit transaction, where CONCURRENTLY and COMMIT fail)",
-            help="return `await statement_by_statement(db, __file__, <the same SQL>)` (from langlearn.history.aerich) instead",
+                    "(one implicit transaction, where CONCURRENTLY and COMMIT fail).",
+            help="Return `await statement_by_statement(db, __file__, <the same SQL>)` (from langlearn.history.aerich) instead.",
             line=_line_of_function(migration, name),
             statement=1,
             excerpt=_one_line(statement)[:EXCERPT_CHARS],

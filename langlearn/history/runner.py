@@ -158,7 +158,7 @@ async def migrate(
 
     Refuses (StartupError, database unchanged) a database ahead of the code, an applied migration
     edited since it ran, and, with `expected`, a plan other than the one a user confirmed. Digests
-    missing for applied migrations (applied before checksums were kept, or by `aerich upgrade`)
+    missing for applied migrations (applied before checksums were kept, or by an `aerich upgrade` that could not record them)
     are recorded, with a note in the log."""
     waited = await acquire_migration_lock(connection, lock_wait)
     plan, before = await plan_now(connection, target, location)

@@ -30,11 +30,14 @@ The downgrade drops the index and leaves the values: at step 1, user_id is "NULL
 attempt's user", which the filled rows are, and reverting step 1 drops the column.
 """
 
+from langlearn.history.aerich import statement_by_statement
+
 RUN_IN_TRANSACTION = False
 
 
 async def upgrade(db) -> str:
-    return """
+    # hand edit: Aerich would send the script as one string (one implicit transaction); this sends it statement by statement
+    return await statement_by_statement(db, __file__, """
         -- hand edit: statement_timeout would bound the whole DO block, COMMITs and all: lifted for it alone, then restored
         SELECT set_config('langlearn.saved_statement_timeout', current_setting('statement_timeout'), false);
         SET statement_timeout = 0;
@@ -63,9 +66,9 @@ async def upgrade(db) -> str:
         SELECT set_config('statement_timeout', current_setting('langlearn.saved_statement_timeout'), false);
         -- hand edit: CONCURRENTLY, after the backfill; dropped first, so that a rerun keeps no INVALID index
         DROP INDEX CONCURRENTLY IF EXISTS "idx_question_attempt_user_created";
-        CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_question_attempt_user_created" ON "question_attempts" ("user_id", "created_at");"""
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_question_attempt_user_created" ON "question_attempts" ("user_id", "created_at");""")
 
 
 async def downgrade(db) -> str:
-    return """
-        DROP INDEX CONCURRENTLY IF EXISTS "idx_question_attempt_user_created";"""
+    return await statement_by_statement(db, __file__, """
+        DROP INDEX CONCURRENTLY IF EXISTS "idx_question_attempt_user_created";""")
