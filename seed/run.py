@@ -31,7 +31,7 @@ import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from datetime import time as clock_time
 from importlib import metadata
 from itertools import islice
@@ -63,7 +63,9 @@ DISK_HEADROOM = 1.25  # WAL and the index builds' sort files come on top while i
 METHODS = ("auto", "bulk", "per-row")  # how rows go in: auto is bulk for a fresh database of BULK_MIN_USERS or more
 LOCK_WAIT_SECONDS = 10
 LOCK_KEY = int.from_bytes(hashlib.blake2b(b"langlearn:seed", digest_size=8).digest(), "big", signed=True)
-# the weeks the simulation closed, before the anchor's: an open week is ranked when it closes (langlearn.operations.leagues)
+# the weeks the simulation closed, each on a Monday of the history, so all but the week of its last day (the day before
+# the anchor, even when the anchor is a Monday: that week closes after the history); an open week is ranked when it
+# closes (langlearn.operations.leagues)
 RANK_SQL = """
     UPDATE leaderboard_entries entry SET current_rank = ranked.position
     FROM (SELECT id, row_number() OVER (PARTITION BY week_start, league ORDER BY xp_earned DESC, user_id) AS position
@@ -268,7 +270,8 @@ class Seeder:
             if steps_done == 0:
                 deferred = await self._content_step(run_id, anchor, steps_total, content, counts, bulk_load=self._bulk(previous))
             await self._user_steps(run_id, context, previous is not None, counts)
-            await self.connection.execute(RANK_SQL, rules.week_start(anchor.date()))  # ranks are set before any index is rebuilt
+            last_day = anchor.date() - timedelta(days=1)
+            await self.connection.execute(RANK_SQL, rules.week_start(last_day))  # ranks are set before any index is rebuilt
             await self.connection.execute(LEDGER_SEQUENCE_SQL)
             if deferred:
                 await self._rebuild(run_id, deferred)

@@ -66,6 +66,11 @@ def test_week_start_is_the_monday_of_each_weekday(offset):
     assert rules.week_end(day) == date(2026, 11, 22)
 
 
+@pytest.mark.parametrize("day", [date(2027, 12, 27), date(2027, 12, 31), date(2028, 1, 2)])  # a week across a year end
+def test_a_week_closes_once_its_completions_are_in_at_two_on_the_monday_after(day):
+    assert rules.week_closes_at(day) == datetime(2028, 1, 3, 2, tzinfo=timezone.utc) == datetime(2028, 1, 3, tzinfo=timezone.utc) + rules.ATTEMPT_MAX_AGE
+
+
 @pytest.mark.parametrize(("league", "xp", "promoted", "demoted", "next_league"), [
     ("bronze", 150, True, False, "silver"), ("bronze", 149, False, False, "bronze"), ("bronze", 0, False, False, "bronze"),
     ("silver", 250, True, False, "gold"), ("silver", 40, False, False, "silver"), ("silver", 39, False, True, "bronze"),
@@ -141,6 +146,7 @@ def test_sm2_intervals_grow_by_easiness_until_mastered():
 
 
 # --- agreement with the seed ---------------------------------------------------------------------
+@pytest.mark.clock
 async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_totals(seeded_db, connect):
     db = await connect(seeded_db)
     anchor = (await db.fetchval("SELECT max(anchor_at) FROM seed_runs")).date()
@@ -265,7 +271,7 @@ async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_tota
     for week in await db.fetch("SELECT user_id, week_start, league, xp_earned, current_rank FROM leaderboard_entries"):
         boards[week["week_start"], week["league"]][week["user_id"]] = week["xp_earned"]
         stored_ranks[week["week_start"], week["league"], week["user_id"]] = week["current_rank"]
-    open_week = rules.week_start((await db.fetchval("SELECT anchor_at FROM seed_runs")).date())
+    open_week = rules.week_start(anchor - timedelta(days=1))  # the week of the history's last day closes after it
     for (start, league), board in boards.items():
         expected = rules.ranks(board) if start < open_week else dict.fromkeys(board)  # an open week is ranked when it closes
         assert {user: stored_ranks[start, league, user] for user in board} == expected
