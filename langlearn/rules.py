@@ -9,7 +9,8 @@ choices at random, and the live operations, which take them from requests, score
 - streaks: `StreakState`, `next_streak_day`, `streak_on_activity` (freezes: `MAX_FREEZES`), `is_streak_milestone`;
 - achievements: `METRICS` (what `condition_type` counts), `achievement_unlocked`, `achievement_progress`,
   `achievements_reached`, `total_xp`;
-- leagues: `LEAGUES`, `PROMOTE_AT`, `DEMOTE_BELOW`, `week_start`, `week_end`, `close_week`, `promotion_gems`, `ranks`;
+- leagues: `LEAGUES`, `PROMOTE_AT`, `DEMOTE_BELOW`, `week_start`, `week_end`, `week_closes_at`, `close_week`, `promotion_gems`,
+  `ranks`;
 - spaced repetition (SM-2, through `supermemo2`): `MemoryState`, `review` (`schedule`), `is_mastered` (`mastered`),
   `mastery_level` (`mastery`), `memory_strength` (`strength`), `recalled`; the plain-number forms serve the seed.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from functools import cache
 from typing import NamedTuple
 from uuid import UUID
@@ -237,6 +238,12 @@ def week_start(day: date) -> date:
 def week_end(day: date) -> date:
     """The Sunday of `day`'s week."""
     return week_start(day) + timedelta(days=6)
+
+
+def week_closes_at(day: date) -> datetime:
+    """When `day`'s week may close: `ATTEMPT_MAX_AGE` after its Sunday ends (UTC), once no completion of it can still arrive.
+    Until then (Monday 00:00 to 02:00 included) the week is open."""
+    return datetime.combine(week_end(day) + timedelta(days=1), time(), timezone.utc) + ATTEMPT_MAX_AGE
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from langlearn import rules
 from langlearn.operations import lessons
 from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, NotFound
 from langlearn.operations.lessons import Answer
+from langlearn.seed.run import RANK_SQL
 from langlearn.startup import database
 from langlearn.verify import check_invariants
 from tests.test_wallet_operations import pooled
 
-pytestmark = pytest.mark.slow  # a seeded database per test module
+pytestmark = [pytest.mark.slow, pytest.mark.clock]  # a seeded database per test module; times near now
 
 
 async def new_learner(connection, name: str) -> UUID:
@@ -158,6 +159,25 @@ async def test_a_missed_day_spends_a_streak_freeze_from_the_inventory_too(seeded
     assert result.streak == 10
     assert await connection.fetchval("SELECT freeze_count FROM streaks WHERE user_id = $1", user) == 1
     assert await connection.fetchval("SELECT quantity FROM user_inventory WHERE user_id = $1", user) == 1
+    await assert_consistent(connection)
+
+
+async def test_a_late_completion_unranks_an_open_week_an_older_seed_ranked(seeded_db, connect):
+    """A completion arrives up to `rules.ATTEMPT_MAX_AGE` after its start, so from Monday 00:00 to 02:00 UTC last week
+    still takes completions: a board of it ranked by an older seed (which ranked the week before a Monday anchor) is
+    unranked, not refused as closed. On other days the attempt's week is this week, which is open all the same."""
+    connection = await connect(seeded_db)
+    lesson = await first_lesson(connection)
+    now = datetime.now(timezone.utc)
+    started, finished = now - rules.ATTEMPT_MAX_AGE + timedelta(minutes=1), now - timedelta(seconds=30)
+    week = rules.week_start(rules.activity_day(started))
+    rival, learner = await new_learner(connection, "rival"), await new_learner(connection, "late_finisher")
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        await lessons.complete_lesson(rival, lesson["id"], right_answers(lesson), started, finished, "rival")
+        await connection.execute(RANK_SQL, week + timedelta(days=7))  # the attempt's week ranked, as an older seed left it
+        result = await lessons.complete_lesson(learner, lesson["id"], right_answers(lesson), started, finished, "late")
+    assert result.passed
+    assert await connection.fetchval("SELECT count(current_rank) FROM leaderboard_entries WHERE week_start = $1", week) == 0
     await assert_consistent(connection)
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -190,9 +190,8 @@ def check_week(week_start: date, now: datetime | None = None) -> None:
     (UTC by default): a completion counts within `rules.ATTEMPT_MAX_AGE` of its start, so a week closes that long after its Sunday."""
     if week_start.weekday() != 0:
         raise InvalidRequest(f"a week starts on a Monday; {week_start} is a {week_start:%A} (its week starts on {rules.week_start(week_start)})")
-    now = now or datetime.now(timezone.utc)
-    closable = datetime.combine(rules.week_end(week_start) + timedelta(days=1), time(), timezone.utc) + rules.ATTEMPT_MAX_AGE
-    if now < closable:
+    closable = rules.week_closes_at(week_start)
+    if (now or datetime.now(timezone.utc)) < closable:
         raise InvalidRequest(f"the week of {week_start} takes completions until {closable:%Y-%m-%d %H:%M} UTC: close it from then")
 
 

@@ -323,8 +323,9 @@ def _week_closed(week: date) -> WeekClosed:
 
 
 async def _unrank_open_week(conn: BaseDBAsyncClient, week: date) -> None:
-    """Unrank an open week ranked by an older seed (ranks are written when a week closes); refuse a closed one."""
-    if rules.week_end(week) < datetime.now(timezone.utc).date():
+    """Unrank an open week ranked by an older seed (ranks are written when a week closes); refuse a closed one. A week
+    is open until `rules.week_closes_at` (Monday 02:00 UTC), not only until its Sunday ends: completions of it still arrive."""
+    if datetime.now(timezone.utc) >= rules.week_closes_at(week):
         raise _week_closed(week)
     await conn.execute_query_dict(UNRANK_LOCK)  # one unranker at a time: two would lock the week's rows in two orders
     await conn.execute_query_dict(UNRANK_WEEK, [week])
