@@ -64,7 +64,9 @@ async def head_template(server):
 
 @pytest.fixture(scope="session")
 async def seeded_template(server, head_template):
-    """A database at head holding the demo seed (history ending yesterday, UTC), used only as a template."""
+    """A database at head holding the demo seed, used only as a template. Its anchor is yesterday (UTC), so its data
+    follows the clock: tests find what they need by query (the anchor is in seed_runs), never from today's date, and
+    scripts/clock_check.sh runs them with the clock, and so this anchor, on every weekday and the calendar's edges."""
     from datetime import datetime, timedelta, timezone
 
     url = await server.create(template=head_template, name=f"{PREFIX}tmpl_seeded")

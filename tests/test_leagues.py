@@ -17,9 +17,9 @@ from langlearn.operations.errors import InvalidRequest
 from langlearn.startup import database
 from langlearn.verify import check_invariants
 
+pytestmark = pytest.mark.clock  # a week closes by the clock
 POOL = 5
-TODAY = datetime.now(timezone.utc).date()
-WEEK = rules.week_start(TODAY) - timedelta(days=14)  # ended, and so has the week after it
+WEEK = date(2026, 11, 2)  # a Monday before any day the tests run: ended, and so has the week after it
 NEXT = WEEK + timedelta(days=7)
 
 # (league, XP earned in WEEK): bronze is the bottom league, diamond the top one
@@ -44,6 +44,11 @@ def pooled(url: str) -> str:
 
 def at(day: date, hour: int = 12) -> datetime:
     return datetime.combine(day, time(hour), tzinfo=timezone.utc)
+
+
+def this_week() -> date:
+    """The Monday of today (UTC), read when a test runs: a week the clock has not finished."""
+    return rules.week_start(datetime.now(timezone.utc).date())
 
 
 async def build_week(connection) -> dict[str, UUID]:
@@ -189,12 +194,13 @@ async def test_a_partly_applied_close_is_completed(head_db, connect):
     assert await connection.fetchval("SELECT count(*) FROM wallet_transactions WHERE source = 'league_promotion'") == 3
 
 
-@pytest.mark.parametrize("day, why", [
-    (WEEK + timedelta(days=1), "Monday"),
-    (rules.week_start(TODAY), "takes completions until"),  # this week: not over
-    (rules.week_start(TODAY) + timedelta(days=7), "takes completions until"),  # a future week
+@pytest.mark.parametrize("weeks_from_now, why", [
+    (None, "Monday"),  # WEEK's Tuesday
+    (0, "takes completions until"),  # this week: not over
+    (1, "takes completions until"),  # a future week
 ])
-async def test_refuses_a_day_that_is_not_a_monday_or_a_week_not_over(head_db, connect, day, why):
+async def test_refuses_a_day_that_is_not_a_monday_or_a_week_not_over(head_db, connect, weeks_from_now, why):
+    day = WEEK + timedelta(days=1) if weeks_from_now is None else this_week() + timedelta(weeks=weeks_from_now)
     connection = await connect(head_db)
     await build_week(connection)
     before = await digest(connection)
@@ -220,11 +226,11 @@ def test_check_week_and_the_default_week():
 # --- the seed --------------------------------------------------------------------------------------
 
 async def test_the_seeds_last_complete_week(seeded_db, connect):
-    """The seed closes a week on the Monday after it (its history ends the day before yesterday):
-    if it did, a close finds it closed and changes nothing; otherwise the close does it, and the data stays consistent."""
+    """The seed closes a week on the Monday after it when its history (which ends the day before its anchor) holds that
+    Monday: if it did, a close finds it closed and changes nothing; otherwise the close does it, and the data stays consistent."""
     connection = await connect(seeded_db)
     week = leagues.last_ended_week()
-    seed_closed = week + timedelta(days=7) <= TODAY - timedelta(days=2)
+    seed_closed = week + timedelta(days=7) < (await connection.fetchval("SELECT anchor_at FROM seed_runs")).date()
     before = await digest(connection)
     async with database(seeded_db, migrate="check", global_fallback=False):
         closed = await leagues.close_week(week)
@@ -283,9 +289,10 @@ async def test_cli_default_week_is_the_last_ended_one(head_db, monkeypatch):
     ("2026-13-01", "is not a date"),
     ("yesterday", "is not a date"),
     ((WEEK + timedelta(days=2)).isoformat(), "a week starts on a Monday"),
-    (rules.week_start(TODAY).isoformat(), "close it from then"),
+    ("this week", "close it from then"),
 ])
 async def test_cli_bad_week_is_exit_2_with_one_line(head_db, monkeypatch, week, message):
+    week = this_week().isoformat() if week == "this week" else week
     code, out, err = await _run(monkeypatch, head_db, "leagues", "close-week", "--week", week)
     assert (code, out) == (2, "")
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err

@@ -216,6 +216,7 @@ async def test_an_unknown_course_is_404_and_a_malformed_id_422(service):
     assert service.get("/courses/not-a-uuid").status_code == 422
 
 
+@pytest.mark.clock
 async def test_due_reviews_are_the_users_items_due_by_now_oldest_first(service, seeded, connect):
     db = await connect(seeded)
     user_id = await db.fetchval(
@@ -236,6 +237,7 @@ async def test_due_reviews_are_the_users_items_due_by_now_oldest_first(service, 
     assert all(datetime.fromisoformat(review["next_review_date"]) <= datetime.now(timezone.utc) for review in body["reviews"])
 
 
+@pytest.mark.clock
 async def test_due_reviews_respect_the_limit_and_an_unknown_user_is_404(service, seeded, connect):
     user_id = await (await connect(seeded)).fetchval("SELECT user_id::text FROM user_vocab_knowledge WHERE next_review_date <= now() LIMIT 1")
     limited = service.get(f"/users/{user_id}/reviews/due", params={"limit": 1}).json()
@@ -243,6 +245,7 @@ async def test_due_reviews_respect_the_limit_and_an_unknown_user_is_404(service,
     assert service.get("/users/00000000-0000-0000-0000-000000000000/reviews/due").status_code == 404
 
 
+@pytest.mark.clock
 @pytest.mark.parametrize("which", ["open", "closed"])
 async def test_a_league_table_lists_the_week_by_rank(service, seeded, connect, which):
     """A closed week shows the ranks its close wrote; the open week, not ranked yet, the order they would have now."""
@@ -269,6 +272,7 @@ async def test_a_league_table_lists_the_week_by_rank(service, seeded, connect, w
     assert [xp for _, _, xp in standings] == sorted((xp for _, _, xp in standings), reverse=True)
 
 
+@pytest.mark.clock
 async def test_any_day_names_its_league_week_and_an_unknown_league_is_422(service, seeded, connect):
     week, league = await (await connect(seeded)).fetchrow(
         "SELECT week_start, league::text FROM leaderboard_entries GROUP BY week_start, league ORDER BY week_start DESC LIMIT 1"

@@ -23,6 +23,7 @@ from tests.conftest import REPO_ROOT
 from tests.test_service import start_service, wait_until_up
 from tests.test_startup import unused_port
 
+pytestmark = pytest.mark.clock  # tokens, lessons and reviews on the seeded demo, at the time they run
 KEY = "test-signing-key-" + "k" * 40  # >= 32 bytes; a test value, no secret
 OTHER_KEY = "another-signing-key-" + "o" * 40
 DEMO_PASSWORD = "langlearn-demo"  # seed/data/demo_accounts.json, docs/seed.md

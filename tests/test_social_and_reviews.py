@@ -15,6 +15,7 @@ from langlearn.operations.errors import InvalidRequest, NotFound
 from langlearn.startup import database
 from langlearn.verify import check_invariants
 
+pytestmark = pytest.mark.clock  # reviews happen now, and their day is today's
 POOL = 10  # the Tortoise pool: enough connections for every racer to hold its own
 
 

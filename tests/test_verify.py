@@ -56,6 +56,7 @@ async def test_json_of_a_clean_database_says_ok(head_db):
     }
 
 
+@pytest.mark.clock
 def test_migrated_and_seeded_database_reports_clean(head_db):
     seeded = run_cli("langlearn", "seed", "--users", "30", database=head_db, timeout=600)
     assert seeded.returncode == 0, seeded.stderr

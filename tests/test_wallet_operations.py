@@ -237,6 +237,7 @@ async def test_streak_freezes_are_held_in_the_inventory_and_the_streak_alike(hea
     await assert_consistent(connection)
 
 
+@pytest.mark.clock
 async def test_activate_double_xp_sets_its_expiry(head_db, connect):
     connection = await connect(head_db)
     user = await new_user(connection, "booster", gems=500)
@@ -257,18 +258,19 @@ async def test_activate_double_xp_sets_its_expiry(head_db, connect):
     await assert_consistent(connection)
 
 
+@pytest.mark.clock
 async def test_operations_on_the_seed_leave_it_verified(seeded_db, connect):
     from langlearn.verify import verify
 
     connection = await connect(seeded_db)
-    user, gems = await connection.fetchrow(  # a learner who can afford a freeze and may hold one more
-        "SELECT user_id, gems FROM user_wallets JOIN streaks USING (user_id) "
-        f"WHERE gems >= 200 AND freeze_count < {rules.MAX_FREEZES} ORDER BY gems DESC, user_id LIMIT 1")
-    freeze = await connection.fetchval("SELECT id FROM shop_items WHERE item_type = 'streak_freeze'")
+    user, gems = await connection.fetchrow(  # a learner who may hold one more freeze (what the seed gave them follows its anchor)
+        f"SELECT user_id, gems FROM user_wallets JOIN streaks USING (user_id) WHERE freeze_count < {rules.MAX_FREEZES} "
+        "ORDER BY gems DESC, user_id LIMIT 1")
+    freeze, price = await connection.fetchrow("SELECT id, price_gems FROM shop_items WHERE item_type = 'streak_freeze'")
     async with database(seeded_db, migrate="check", global_fallback=False):
-        await wallet.earn(user, 10, "daily_goal", f"goal-{uuid4()}")
+        await wallet.earn(user, 30 + price, "daily_goal", f"goal-{uuid4()}")  # pays for what follows, whatever they had
         await wallet.spend(user, 30, "hearts", f"hearts-{uuid4()}")
         bought = await wallet.purchase(user, freeze, 1, f"freeze-{uuid4()}")
-    assert bought.gems == gems + 10 - 30 - 50
+    assert bought.gems == gems
     result = await verify(seeded_db)
     assert result.errors == [], [f.message for f in result.errors]
