@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The tests that read the clock, or data the seed made from it (marked `clock`), run once per date below with the
+# clock moved there: every weekday, month ends, a year end, a leap day, a Monday before the weekly close (02:00 UTC)
+# and a Sunday night that crosses midnight into a new week and month while it runs. libfaketime (Debian's faketime
+# package) moves the wall clock of pytest, of every process it starts, and of a private PostgreSQL server started
+# by it (a throwaway data directory per date), so Python's datetime.now() and SQL's now() move together; the
+# monotonic clock stays real (timeouts keep working). One line per date; exit 1 when any date fails (its log is kept).
+# Usage: bash scripts/clock_check.sh [PYTEST_ARGS...]   (default: -m clock; needs: apt-get install -y faketime gcc)
+set -euo pipefail
+source "$(dirname "$0")/bootstrap.sh"
+
+libfaketime=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1 || true)
+if [ -z "$libfaketime" ] || ! command -v cc > /dev/null; then
+    echo "error: the clock check needs libfaketime and a C compiler: apt-get install -y faketime gcc" >&2
+    exit 2
+fi
+
+dates=(  # UTC
+    "2028-01-03 01:30:00"  # Monday before 02:00: last week still takes completions, and it spans a year end
+    "2027-05-31 12:00:00"  # Monday, a month end
+    "2028-02-29 12:00:00"  # Tuesday, a leap day
+    "2027-06-30 12:00:00"  # Wednesday, a month end
+    "2027-09-30 12:00:00"  # Thursday, a month end
+    "2027-12-31 12:00:00"  # Friday, a year end
+    "2027-07-31 12:00:00"  # Saturday, a month end
+    "2027-02-28 23:56:00"  # Sunday night: the run crosses midnight into Monday 1 March
+)
+[ $# -gt 0 ] || set -- -m clock
+
+work=$(mktemp -d -t langlearn-clock-XXXXXX)
+cc -shared -fPIC -O2 -o "$work/monotonic_sleep.so" scripts/monotonic_sleep.c -ldl
+failed=0
+for when in "${dates[@]}"; do
+    run="$work/$(date -ud "$when" +%Y%m%dT%H%M)"
+    # an offset, not a fixed start: every process (pytest, the commands it runs, the server) reads one moving clock
+    offset=$(( $(date -ud "$when" +%s) - $(date +%s) ))
+    started=$(date +%s)
+    if env -u DATABASE_URL LANGLEARN_DATA_DIR="$run" LD_PRELOAD="$work/monotonic_sleep.so $libfaketime" \
+        FAKETIME="$(printf '%+d' "$offset")" FAKETIME_DONT_FAKE_MONOTONIC=1 \
+        python -m pytest -q -p no:cacheprovider "$@" > "$run.log" 2>&1; then
+        result=pass
+    else
+        result=FAIL
+        failed=1
+    fi
+    LANGLEARN_DATA_DIR="$run" langlearn server stop > /dev/null 2>&1 || true
+    rm -rf "$run"
+    printf '%-4s %-9s %s UTC  %4ss  %s\n' "$result" "$(date -ud "$when" +%A)" "$when" "$(( $(date +%s) - started ))" "$(tail -n 1 "$run.log")"
+    if [ "$result" = pass ]; then rm "$run.log"; else echo "     log: $run.log"; fi
+done
+if [ "$failed" = 0 ]; then rm -rf "$work"; fi
+exit "$failed"
