@@ -34,7 +34,7 @@ from tests.test_migrations import HAND_WRITTEN_SQL
 HEAD = history.version_files()
 LAST = history.version_number(HEAD[-1])
 RECIPE = Path(__file__).parent / "data_migration"
-RECIPE_FILES = sorted(RECIPE.glob("*.py"), key=lambda path: history.version_number(path.name))
+RECIPE_FILES = [RECIPE / name for name in history.version_files(RECIPE)]
 # Numbered after the real head, whatever it is when this runs, so the recipe never collides with a real migration.
 VERSIONS = {path.name: f"{LAST + n}_{path.name.split('_', 1)[1]}" for n, path in enumerate(RECIPE_FILES, 1)}
 EXPAND, BACKFILL, NOT_VALID, VALIDATE = VERSIONS.values()
