@@ -10,6 +10,7 @@ history, after its head."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -100,7 +101,9 @@ async def run_failing(entry: str, direction: str, database: str, location: str, 
         return message
     finally:
         if beside is not None:  # what happened instead shows in the line, if it did not get its chance
-            beside.cancel()
+            beside.cancel()  # and awaited: it may still be using the observer's connection
+            with contextlib.suppress(asyncio.CancelledError):
+                await beside
 
 
 @pytest.mark.parametrize("direction", ["up", "down"])
