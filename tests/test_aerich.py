@@ -367,6 +367,18 @@ def test_lint_refuses_a_migration_outside_a_transaction_that_aerich_would_send_a
     assert result.stdout.rstrip().endswith(f"fix each NEW finding in its migration, or accept it in {location / 'lint-allowlist.toml'} with the reason it is safe")
 
 
+def test_lint_refuses_a_migration_in_a_transaction_that_aerich_would_send_statement_by_statement(tmp_path):
+    location = tmp_path / "migrations"
+    [version] = history_with(location, UserMigration("mixed_up", False, 'ALTER TABLE "users" ADD "nickname" VARCHAR(50);', 'ALTER TABLE "users" DROP COLUMN "nickname";'))
+    path = location / APP_LABEL / version
+    path.write_text(path.read_text().replace("RUN_IN_TRANSACTION = False", "RUN_IN_TRANSACTION = True"))
+    result = run_cli(LANGLEARN, "migrations", "lint", "--migrations", str(location))
+    assert result.returncode == 1, result.stdout + result.stderr
+    findings = [line for line in result.stdout.splitlines() if line.startswith(f"{version}:")]
+    assert [finding.split(" ", 2)[1] for finding in findings] == ["aerich-sends-one-script:"] * 2
+    assert "RUN_IN_TRANSACTION = True, but upgrade() sends its SQL statement by statement" in findings[0]
+
+
 def test_lint_passes_a_users_migrations_written_the_same_way(tmp_path):
     location = tmp_path / "migrations"
     history_with(location, *USER_MIGRATIONS)

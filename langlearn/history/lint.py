@@ -273,32 +273,33 @@ def lint(migrations: Iterable[Migration], allowlist_path: Path | None, *, squawk
 
 
 # The project's own rule, beside squawk's: what `aerich upgrade`/`downgrade` would break on (see langlearn.history.aerich)
-AERICH_RULE = "aerich-sends-one-script"
+AERICH_RULE = "aerich-sends-one-script"  # or, in a transaction, statement by statement
 FUNCTION_LINE = r"\s*(async\s+)?def\s+{name}\b"
 
 
 def aerich_findings(migration: Migration) -> list[Finding]:
-    """A migration outside a transaction whose upgrade or downgrade returns a plain script: `aerich` sends that as one
-    string, which PostgreSQL runs as one implicit transaction (CONCURRENTLY, COMMIT and the SETs meant for the
-    statements after them fail or misfire there), while `langlearn upgrade` would send it statement by statement."""
-    if migration.transactional:
-        return []
+    """Where the two runners would run a migration differently. Outside a transaction, an upgrade or downgrade that
+    returns a plain script: `aerich` sends that as one string, which PostgreSQL runs as one implicit transaction
+    (CONCURRENTLY, COMMIT and the SETs meant for the statements after them fail or misfire there), while `langlearn
+    upgrade` sends it statement by statement. In a transaction, one sent statement by statement: `langlearn upgrade`
+    runs it in the transaction, Aerich outside."""
     findings = []
     functions: tuple[tuple[Direction, str], ...] = (("up", "upgrade"), ("down", "downgrade"))
     for direction, name in functions:
-        if migration.sent_statement_by_statement(direction):
+        if migration.sent_statement_by_statement(direction) != migration.transactional:
             continue
+        if migration.transactional:
+            message = (f"RUN_IN_TRANSACTION = True, but {name}() sends its SQL statement by statement, which `aerich {name}` does "
+                       "outside the transaction `langlearn upgrade` runs it in.")
+            advice = "Return the SQL itself, or set RUN_IN_TRANSACTION = False if it must not run in a transaction."
+        else:
+            message = (f"RUN_IN_TRANSACTION = False, but {name}() returns its SQL as one script, which `aerich {name}` sends as one string "
+                       "(one implicit transaction, where CONCURRENTLY and COMMIT fail).")
+            advice = "Return `await statement_by_statement(db, __file__, <the same SQL>)` (from langlearn.history.aerich) instead."
         statement = (migration.statements(direction) or ("",))[0]
         findings.append(Finding(
-            version=migration.version,
-            rule=AERICH_RULE,
-            message=f"RUN_IN_TRANSACTION = False, but {name}() returns its SQL as one script, which `aerich {name}` sends as one string "
-                    "(one implicit transaction, where CONCURRENTLY and COMMIT fail).",
-            help="Return `await statement_by_statement(db, __file__, <the same SQL>)` (from langlearn.history.aerich) instead.",
-            line=_line_of_function(migration, name),
-            statement=1,
-            excerpt=_one_line(statement)[:EXCERPT_CHARS],
-            statement_text=statement,
+            version=migration.version, rule=AERICH_RULE, message=message, help=advice, line=_line_of_function(migration, name),
+            statement=1, excerpt=_one_line(statement)[:EXCERPT_CHARS], statement_text=statement,
         ))
     return findings
 
