@@ -42,9 +42,12 @@ async def assert_consistent(connection) -> None:
 
 
 def recent() -> datetime:
-    """A moment a minute ago, or today's first moment if that was yesterday (UTC): later test reviews stay on one day."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
-    return max(now - timedelta(seconds=60), now.replace(hour=0, minute=0, second=0))
+    """A moment a minute ago from which the test's reviews (30 seconds of them) stay on one UTC day and in the past:
+    when midnight falls in those 30 seconds, the last half minute of yesterday instead (today's first moment is not:
+    in the first 30 seconds of a day, its reviews would lie in the future)."""
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=60)
+    midnight = (start + timedelta(seconds=30)).replace(hour=0, minute=0, second=0)
+    return start if start >= midnight else midnight - timedelta(seconds=31)
 
 
 # --- follow and unfollow -----------------------------------------------------------------------------
