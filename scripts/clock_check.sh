@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tests that read the clock, or data the seed made from it (marked `clock`), run once per date below with the
-# clock moved there: every weekday, month ends, a year end, a leap day, a Monday before the weekly close (02:00 UTC)
-# and a Sunday night that crosses midnight into a new week and month while it runs. libfaketime (Debian's faketime
+# clock moved there: every weekday, month ends, a year end, a leap day, a Monday just after midnight (before the weekly
+# close at 02:00 UTC) and a Sunday night whose tests run on Monday, in a new month. libfaketime (Debian's faketime
 # package) moves the wall clock of pytest, of every process it starts, and of a private PostgreSQL server started
 # by it (a throwaway data directory per date), so Python's datetime.now() and SQL's now() move together; the
 # monotonic clock stays real (timeouts keep working). One line per date; exit 1 when any date fails (its log is kept).
@@ -16,14 +16,14 @@ if [ -z "$libfaketime" ] || ! command -v cc > /dev/null; then
 fi
 
 dates=(  # UTC
-    "2028-01-03 01:30:00"  # Monday before 02:00: last week still takes completions, and it spans a year end
+    "2028-01-03 00:01:00"  # Monday just after midnight: last week (across a year end) still takes completions until 02:00
     "2027-05-31 12:00:00"  # Monday, a month end
     "2028-02-29 12:00:00"  # Tuesday, a leap day
     "2027-06-30 12:00:00"  # Wednesday, a month end
     "2027-09-30 12:00:00"  # Thursday, a month end
     "2027-12-31 12:00:00"  # Friday, a year end
     "2027-07-31 12:00:00"  # Saturday, a month end
-    "2027-02-28 23:56:00"  # Sunday night: the run crosses midnight into Monday 1 March
+    "2027-02-28 23:59:57"  # Sunday night: pytest starts then, its tests run on Monday 1 March (setup takes longer than 3 s)
 )
 [ $# -gt 0 ] || set -- -m clock
 
