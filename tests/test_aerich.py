@@ -259,10 +259,10 @@ class UserMigration:
 
 
 USER_MIGRATIONS = (
-    UserMigration("add_nickname", True, 'ALTER TABLE "users" ADD "nickname" VARCHAR(50);', 'ALTER TABLE "users" DROP COLUMN "nickname";'),
+    UserMigration("add_tagline", True, 'ALTER TABLE "users" ADD "test_tagline" VARCHAR(50);', 'ALTER TABLE "users" DROP COLUMN "test_tagline";'),
     UserMigration(
-        "nickname_index", False,
-        'CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_users_nickname" ON "users" ("nickname");', 'DROP INDEX CONCURRENTLY IF EXISTS "idx_users_nickname";',
+        "tagline_index", False,
+        'CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_users_test_tagline" ON "users" ("test_tagline");', 'DROP INDEX CONCURRENTLY IF EXISTS "idx_users_test_tagline";',
     ),
 )
 
@@ -369,7 +369,8 @@ def test_lint_refuses_a_migration_outside_a_transaction_that_aerich_would_send_a
 
 def test_lint_refuses_a_migration_in_a_transaction_that_aerich_would_send_statement_by_statement(tmp_path):
     location = tmp_path / "migrations"
-    [version] = history_with(location, UserMigration("mixed_up", False, 'ALTER TABLE "users" ADD "nickname" VARCHAR(50);', 'ALTER TABLE "users" DROP COLUMN "nickname";'))
+    mixed_up = UserMigration("mixed_up", False, 'ALTER TABLE "users" ADD "test_tagline" VARCHAR(50);', 'ALTER TABLE "users" DROP COLUMN "test_tagline";')
+    [version] = history_with(location, mixed_up)
     path = location / APP_LABEL / version
     path.write_text(path.read_text().replace("RUN_IN_TRANSACTION = False", "RUN_IN_TRANSACTION = True"))
     result = run_cli(LANGLEARN, "migrations", "lint", "--migrations", str(location))

@@ -184,11 +184,11 @@ async def test_stamp_records_only_the_missing_versions_and_the_digests_aerich_le
 
 async def test_stamp_lists_what_differs_from_the_models_and_exits_1_as_check_does(outside_db, connect):
     connection = await connect(outside_db)
-    await connection.execute("ALTER TABLE users ADD COLUMN nickname VARCHAR(40)")  # something the models do not know: a warning
+    await connection.execute("ALTER TABLE users ADD COLUMN stamp_test_extra VARCHAR(40)")  # something the models do not know: a warning
 
     output = ok(stamp("head", outside_db))
 
-    assert "[schema] extra_column: users.nickname" in output
+    assert "[schema] extra_column: users.stamp_test_extra" in output
     assert output.splitlines()[-1] == "schema matches the models (1 warning(s) above)"
     ok(run_cli(LANGLEARN, "check", database=outside_db))
 
@@ -201,7 +201,7 @@ async def test_stamp_lists_what_differs_from_the_models_and_exits_1_as_check_doe
     assert lines[0] == f"nothing to stamp: the database already records every migration up to {HEAD} (head)"
     assert "[schema] missing_index: lessons.idx_lesson_unit_order" in differs.stdout
     assert "[schema] missing_check: lessons.lessons_xp_reward_check" in differs.stdout
-    assert "[schema] extra_column: users.nickname" in differs.stdout
+    assert "[schema] extra_column: users.stamp_test_extra" in differs.stdout
     assert lines[-1].startswith("the schema differs from the models (2 error(s) above); the stamp stays recorded")
     assert refused(run_cli(LANGLEARN, "check", database=outside_db)).startswith("error: database schema drifted from the models (2 error(s))")
 

@@ -32,7 +32,7 @@ class MigrationState:
     @property
     def duplicates(self) -> list[str]:
         """Versions recorded more than once: the trace of two processes upgrading at once."""
-        return sorted(version for version, count in Counter(self.applied).items() if count > 1)
+        return [version for version, count in Counter(self.applied).items() if count > 1]  # in the order they were applied
 
     @property
     def current(self) -> str | None:
