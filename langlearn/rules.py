@@ -17,6 +17,7 @@ choices at random, and the live operations, which take them from requests, score
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -306,12 +307,22 @@ class Schedule(NamedTuple):
 _SM2_CLOCK = datetime(2000, 1, 1)  # supermemo2 also dates the next review; `review` does that itself
 
 
+# The longest interval SM-2 may schedule: Anki's maximum interval, 100 years. SM-2 multiplies the interval by the
+# easiness at every recall, without bound: about fifteen perfect reviews in a row would otherwise take the next
+# review past the calendar's end (OverflowError, and every later review of the word failing with it).
+MAX_INTERVAL_DAYS = 36_500
+
+
 @cache
 def schedule(quality: int, easiness: float, interval: int, repetitions: int) -> Schedule:
-    """SM-2 (`supermemo2`) after a review of `quality` (0-5); easiness kept to 4 decimals. The state space is small
-    (easiness is rounded), so answers are remembered: the seed reviews millions of words."""
-    result = sm2_review(quality, easiness, interval, repetitions, _SM2_CLOCK)
-    return Schedule(round(result["easiness"], 4), result["interval"], result["repetitions"])
+    """SM-2 (`supermemo2`) after a review of `quality` (0-5); easiness kept to 4 decimals, the interval at most
+    `MAX_INTERVAL_DAYS`. The state space is small (easiness is rounded), so answers are remembered: the seed reviews
+    millions of words."""
+    # an interval that would reach the cap anyway is passed as the least that still does: supermemo2 dates the next
+    # review from its clock, which a capped interval times a large easiness would still take past year 9999
+    reaching_the_cap = max(1, math.ceil(MAX_INTERVAL_DAYS / easiness))
+    result = sm2_review(quality, easiness, min(interval, reaching_the_cap), repetitions, _SM2_CLOCK)
+    return Schedule(round(result["easiness"], 4), min(result["interval"], MAX_INTERVAL_DAYS), result["repetitions"])
 
 
 def review(state: MemoryState, quality: int, when: datetime) -> MemoryState:

@@ -145,6 +145,19 @@ def test_sm2_intervals_grow_by_easiness_until_mastered():
     assert rules.memory_strength(state, state.last_review + timedelta(days=96)) == 0.81  # two intervals: 0.9 ** 2
 
 
+def test_sm2_intervals_stop_at_the_maximum_however_many_perfect_reviews_follow():
+    """Without the cap, the 14th perfect review in a row overflowed the calendar (OverflowError), and so did every later one."""
+    state, intervals = rules.MemoryState(), []
+    for _ in range(1000):  # easiness grows by 0.1 per perfect review: 102.5 at the end
+        state = rules.review(state, 5, NOW)
+        intervals.append(state.interval)
+    assert intervals[:4] == [1, 6, 17, 48] and intervals[-1] == rules.MAX_INTERVAL_DAYS == 36_500
+    assert max(intervals) == rules.MAX_INTERVAL_DAYS and intervals.index(rules.MAX_INTERVAL_DAYS) < 15
+    assert state.due == NOW + timedelta(days=36_500) and state.repetitions == 1000 and state.easiness == 102.5
+    lapse = rules.review(state, 0, NOW)  # a lapse still starts over
+    assert (lapse.interval, lapse.repetitions) == (1, 0)
+
+
 # --- agreement with the seed ---------------------------------------------------------------------
 @pytest.mark.clock
 async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_totals(seeded_db, connect):

@@ -190,6 +190,22 @@ async def test_first_and_second_review_follow_the_rule_book(seeded_db, connect):
     await assert_consistent(connection)
 
 
+async def test_a_word_reviewed_perfectly_again_and_again_keeps_being_scheduled_at_most_the_maximum_interval(seeded_db, connect):
+    """The 14th perfect review in a row overflowed SM-2's calendar: that review and every later one of the word failed."""
+    connection = await connect(seeded_db)
+    user = await new_user(connection, "perfectionist")
+    (word,) = await some_words(connection, 1)
+    start = recent()
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        for number in range(20):
+            result = await reviews.review_word(user, word, 5, when=start + timedelta(seconds=number))
+    assert result.interval_days == rules.MAX_INTERVAL_DAYS
+    row = await knowledge(connection, user, word)
+    assert (row["interval_days"], row["review_count"]) == (rules.MAX_INTERVAL_DAYS, 20)
+    assert row["next_review_date"] == row["last_review_date"] + timedelta(days=rules.MAX_INTERVAL_DAYS)
+    await assert_consistent(connection)
+
+
 async def test_a_seeded_word_continues_from_its_stored_state(seeded_db, connect):
     connection = await connect(seeded_db)
     row = await connection.fetchrow("SELECT * FROM user_vocab_knowledge WHERE review_count >= 3 ORDER BY id LIMIT 1")
