@@ -101,8 +101,7 @@ async def test_aerich_upgrade_one_version_at_a_time_builds_langlearns_catalog_at
     reference = await server.create()
     folder = tmp_path / "migrations" / APP_LABEL
     folder.mkdir(parents=True)
-    config = tmp_path / "pyproject.toml"
-    config.write_text(f'[tool.aerich]\ntortoise_orm = "langlearn.history.aerich.TORTOISE_ORM"\nlocation = "{folder.parent}"\nsrc_folder = "{REPO_ROOT}"\n')
+    config = aerich_config(tmp_path, folder.parent)
     try:
         for number, version in enumerate(VERSIONS):
             shutil.copy(MIGRATIONS_DIR / version, folder / version)

@@ -45,7 +45,12 @@ SQUAWK_MISSING = "squawk is not installed: pip install 'langlearn-data[lint]'"
 PG_VERSION = "16"  # the server this project targets: squawk's advice depends on it (e.g. fast defaults since 11)
 SQUAWK_TIMEOUT_SECONDS = 120
 EXCERPT_CHARS = 160
-UPGRADE_FUNCTION = re.compile(r"\s*(async\s+)?def\s+upgrade\b")  # where a migration file's upgrade SQL starts
+def function_line(name: str) -> re.Pattern[str]:
+    """The line of a migration file that defines `name` (`upgrade`, `downgrade`)."""
+    return re.compile(rf"\s*(async\s+)?def\s+{name}\b")
+
+
+UPGRADE_FUNCTION = function_line("upgrade")  # where a migration file's upgrade SQL starts
 # The runner sets both timeouts on its session before the first migration (runner.session_statements), so
 # squawk's require-lock-timeout and require-statement-timeout see them as the server does. squawk checks that
 # they are set, not their values; these are `langlearn upgrade`'s defaults (its --lock-timeout, --statement-timeout).
@@ -274,7 +279,6 @@ def lint(migrations: Iterable[Migration], allowlist_path: Path | None, *, squawk
 
 # The project's own rule, beside squawk's: what `aerich upgrade`/`downgrade` would break on (see langlearn.history.aerich)
 AERICH_RULE = "aerich-sends-one-script"  # or, in a transaction, statement by statement
-FUNCTION_LINE = r"\s*(async\s+)?def\s+{name}\b"
 
 
 def aerich_findings(migration: Migration) -> list[Finding]:
@@ -309,7 +313,7 @@ def _line_of_function(migration: Migration, name: str) -> int | None:
         lines = migration.path.read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
-    pattern = re.compile(FUNCTION_LINE.format(name=name))
+    pattern = function_line(name)
     return next((number for number, text in enumerate(lines, 1) if pattern.match(text)), None)
 
 
