@@ -9,6 +9,7 @@ a server that refuses the password and against an address where nothing listens.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import socketserver
 import struct
@@ -280,8 +281,10 @@ def run_every_command(url: str) -> dict[str, object]:
 def assert_refused_without_leaking(results, secrets: list[str], *fragments: str, multiline_ok: tuple[str, ...] = ()) -> None:
     for name, result in results.items():
         output = result.stdout + result.stderr
+        # the server's address is named on purpose; its random port may hold three characters of a password ("407")
+        shown = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", output)
         for secret in secrets:
-            assert not leaks(secret, output), f"{name} shows a piece of the password: {output!r}"
+            assert not leaks(secret, shown), f"{name} shows a piece of the password: {output!r}"
         assert result.returncode in EXIT_CODE.get(name, (2,)), f"{name}: exit {result.returncode}: {output!r}"
         assert "Traceback" not in output, f"{name}: {output}"
         if name not in multiline_ok:
