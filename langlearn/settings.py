@@ -9,16 +9,24 @@ the fix, and never holds the password: every printable form of a URL goes throug
 The URL itself (redaction, validation, what each driver gets) is `langlearn.urls`; this module
 connects with it (`open_connection()`, with one-line errors) and builds Tortoise's config.
 
+The application's pool (`PoolOptions`): at most `LANGLEARN_POOL_SIZE` connections per process
+(default 5, Tortoise's), each session with `lock_timeout` = `LANGLEARN_POOL_LOCK_TIMEOUT` seconds
+(default 2, 0 for none), so a request waits that long at most for a row another transaction holds
+(a user's wallet, an attempt's key) instead of holding its pooled connection until the request's budget
+runs out. A setting, sent when the connection opens: no round trip per query.
+
 The config Aerich's CLI loads is `langlearn.history.aerich.TORTOISE_ORM` (`AERICH_CONFIG`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import ssl
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -53,6 +61,11 @@ ENVIRONMENT_SETTING = "langlearn.environment"
 NON_PRODUCTION = frozenset({"development", "test"})
 CONNECT_TIMEOUT_SECONDS = 5.0
 
+POOL_SIZE_VARIABLE, POOL_LOCK_TIMEOUT_VARIABLE = "LANGLEARN_POOL_SIZE", "LANGLEARN_POOL_LOCK_TIMEOUT"
+DEFAULT_POOL_SIZE = 5  # Tortoise's own default
+# well below a request's budget (the example service's is 10 s), so a request stuck behind a lock still gets an answer
+DEFAULT_POOL_LOCK_TIMEOUT = 2.0
+
 AppsConfig = Mapping[str, Mapping[str, Any]]
 # what `[tool.aerich] tortoise_orm` names: the config with the migration lock and limits for Aerich's CLI
 AERICH_CONFIG = "langlearn.history.aerich.TORTOISE_ORM"
@@ -71,6 +84,50 @@ def marked_production(marker: str | None) -> bool:
     """Whether a database's `langlearn.environment` marks it production: any value but development or
     test (trimmed, in any case), so `Production`, `prod` or a typo fail closed. Unset means unmarked."""
     return marker is not None and marker.strip().lower() not in NON_PRODUCTION
+
+
+def environment_number(variable: str, default: float, *, integer: bool = False, minimum: float = 0) -> float:
+    """The number in the environment variable (unset or blank: `default`); anything else than a finite number
+    of at least `minimum` (a whole one if `integer`) is a one-line ConfigError naming the variable."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = math.nan  # refused below, with the rest
+    if not (math.isfinite(value) and value >= minimum):
+        kind = "a whole number" if integer else "a number of seconds"
+        raise ConfigError(f"{variable}={raw!r} is not {kind} of at least {minimum:g}; set it like {default:g}, or unset it")
+    return value
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """The application's connection pool: `size` connections at most (None: the URL's `maxsize`, else 5), and
+    how long a query waits for a lock (`lock_timeout`, seconds; 0 waits for ever)."""
+
+    size: int | None = None
+    lock_timeout: float = DEFAULT_POOL_LOCK_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.size is not None and not (isinstance(self.size, int) and self.size >= 1):
+            raise ValueError(f"pool_size must be a whole number of at least 1, not {self.size!r}")
+        if not (math.isfinite(self.lock_timeout) and self.lock_timeout >= 0):
+            raise ValueError(f"pool_lock_timeout must be a number of seconds of at least 0, not {self.lock_timeout!r}")
+
+    @classmethod
+    def from_environment(cls, size: int | None = None, lock_timeout: float | None = None) -> PoolOptions:
+        """The arguments given, else LANGLEARN_POOL_SIZE and LANGLEARN_POOL_LOCK_TIMEOUT, else the defaults."""
+        if size is None and os.environ.get(POOL_SIZE_VARIABLE, "").strip():
+            size = int(environment_number(POOL_SIZE_VARIABLE, DEFAULT_POOL_SIZE, integer=True, minimum=1))
+        if lock_timeout is None:
+            lock_timeout = environment_number(POOL_LOCK_TIMEOUT_VARIABLE, DEFAULT_POOL_LOCK_TIMEOUT)
+        return cls(size, lock_timeout)
+
+    def server_settings(self) -> dict[str, str]:
+        """The session settings every pooled connection opens with (PostgreSQL reads "0" as no limit)."""
+        return {"lock_timeout": f"{round(self.lock_timeout * 1000)}ms" if self.lock_timeout else "0"}
 
 
 # --- connecting ------------------------------------------------------------------------------------
@@ -135,12 +192,19 @@ async def check_reachable(url: str, timeout: float | None = None) -> None:
         await connection.close()
 
 
-def tortoise_config(url: str, apps: AppsConfig | None = None, server_settings: Mapping[str, str] | None = None) -> dict[str, Any]:
+def tortoise_config(
+    url: str, apps: AppsConfig | None = None, server_settings: Mapping[str, str] | None = None, pool: PoolOptions | None = None
+) -> dict[str, Any]:
     """Tortoise's config: this package's app `models` on `url`, plus a service's own `apps`
     (`{"shop": {"models": ["myservice.models"]}}`, on the same connection unless they name another);
-    `server_settings` are set on every connection of its pool."""
+    `server_settings` are set on every connection of its pool, after `pool`'s."""
+    connection = tortoise_connection(url, {**(pool.server_settings() if pool else {}), **(server_settings or {})})
+    if pool and pool.size is not None:
+        credentials = connection["credentials"]
+        credentials["maxsize"] = pool.size
+        credentials["minsize"] = min(credentials.get("minsize", 1), pool.size)  # asyncpg refuses a minimum above the maximum
     config: dict[str, Any] = {
-        "connections": {"default": tortoise_connection(url, server_settings)},
+        "connections": {"default": connection},
         "apps": {APP_LABEL: {"models": list(MODEL_MODULES), "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",

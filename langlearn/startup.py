@@ -14,6 +14,12 @@ it, or whose schema drifted from the models (`langlearn.verify.check_schema`). `
 Every refusal is a `StartupError` with a one-line message saying what to run; configuration and
 connection problems are `ConfigError`; both are `LanglearnError`s.
 
+The ORM's pool is the application's (`langlearn.settings.PoolOptions`): `pool_size` connections at most
+(`LANGLEARN_POOL_SIZE`, default 5) and a `lock_timeout` on every session (`pool_lock_timeout`,
+`LANGLEARN_POOL_LOCK_TIMEOUT`, default 2 s), so a query gives up on a row lock held too long
+(asyncpg's LockNotAvailableError, which `langlearn.operations.errors.database_refusal` calls `Busy`)
+instead of holding its connection. The migration connection keeps its own limits (`lock_timeout` here).
+
 A service's own Tortoise apps go in `apps=`: they share the connection, and the migrations, the
 lock and the schema check still cover only this package's app `models` (the service's tables are
 neither applied nor reported).
@@ -44,6 +50,7 @@ from langlearn.settings import (
     CONNECT_TIMEOUT_SECONDS,
     MIGRATIONS_LOCATION,
     AppsConfig,
+    PoolOptions,
     connect_failure,
     database_url,
     tortoise_config,
@@ -109,6 +116,7 @@ class Startup:
     warnings: tuple[Finding, ...] = ()
     lock_waited: float | None = None
     context: TortoiseContext | None = field(default=None, repr=False)
+    pool: PoolOptions | None = None  # the ORM's pool, once it is initialised
 
 
 @asynccontextmanager
@@ -124,6 +132,8 @@ async def database(
     application_name: str | None = None,
     apps: AppsConfig | None = None,
     global_fallback: bool = True,
+    pool_size: int | None = None,
+    pool_lock_timeout: float | None = None,
 ) -> AsyncIterator[Startup]:
     """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
 
@@ -132,11 +142,16 @@ async def database(
     connection; their schema is the service's business. `global_fallback` makes the models usable
     from other tasks than the one that entered (a web server runs its lifespan and its requests in
     different tasks); set it False when several contexts live in one process.
+
+    `pool_size` (default `LANGLEARN_POOL_SIZE`, else the URL's `maxsize`, else 5) bounds the ORM's
+    connections; `pool_lock_timeout` (seconds, default `LANGLEARN_POOL_LOCK_TIMEOUT`, else 2; 0 for no
+    limit) is how long its queries wait for a row lock. `lock_timeout` is the migrations' own.
     """
     from tortoise.context import TortoiseContext
 
+    pool = PoolOptions.from_environment(pool_size, pool_lock_timeout)
     url = validate_url(url) if url else database_url()
-    config = tortoise_config(url, apps)
+    config = tortoise_config(url, apps, pool=pool)
     options = StartupOptions(
         lock_wait=lock_wait,
         lock_timeout=lock_timeout,
@@ -149,7 +164,7 @@ async def database(
     startup = await prepare(url, migrate, options)
     async with TortoiseContext() as context:
         await init_tortoise(context, config, global_fallback=global_fallback)
-        yield replace(startup, context=context)
+        yield replace(startup, context=context, pool=pool)
 
 
 async def _tables_of_other_apps(config: dict[str, Any]) -> frozenset[str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -33,7 +32,8 @@ from pydantic import BaseModel
 from tortoise import Tortoise
 
 from langlearn import MODES, ConfigError, database, history
-from service import auth, errors
+from langlearn.logs import OneLineRefusal
+from service import auth, errors, fairness
 from service.routes import router
 from service.timeouts import within
 from service.write_routes import router as write_router
@@ -53,26 +53,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-# the last line of a traceback whose exception is one of the package's on-purpose errors (one line naming the fix)
-REFUSAL = re.compile(r"^langlearn(?:\.\w+)*\.\w+Error: .*$")
-
-
-class OneLineRefusal(logging.Filter):
-    """Uvicorn logs a failed startup's whole traceback; for a refusal on purpose the message is all an operator needs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith("Traceback") and REFUSAL.match(last := message.rstrip().splitlines()[-1]):
-            record.msg, record.args = last, None
-        return True
-
-
+# uvicorn logs a failed startup's whole traceback; for the package's refusals the one line naming the fix is all
 logging.getLogger("uvicorn.error").addFilter(OneLineRefusal())
 
 app = FastAPI(title="langlearn example service", lifespan=lifespan, responses={503: errors.UNAVAILABLE_RESPONSE})
 errors.install(app)
 app.include_router(router)
 app.include_router(write_router)
+fairness.install(app)  # after the routes: it declares its 429 on those that take a token
 
 
 class Health(BaseModel):

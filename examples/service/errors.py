@@ -1,10 +1,11 @@
 """What the service answers for a refusal: one exception handler per kind, the routes catch nothing.
 
-- The database cannot be reached: 503, `Retry-After`, and a body that names the problem without the
-  driver's message (which carries the database's host, port and user). The driver's own words go to
-  the service's log, where an operator needs them.
+- The database cannot serve the request (`langlearn.operations.errors.database_refusal`: the connection
+  lost, or the account's rows locked past the pool's `lock_timeout`): 503, `Retry-After`, and a body
+  that names the problem without the driver's message (which carries the database's host, port and
+  user). The driver's own words go to the service's log, where an operator needs them.
 - An operation refused (`OperationError`): its `code` and one-line `detail`, with the status its kind
-  maps to (`STATUS`); a 401 also says `WWW-Authenticate: Bearer`.
+  maps to (the package's `HTTP_STATUS`); a 401 also says `WWW-Authenticate: Bearer`, a 429 or 503 `Retry-After`.
 - A request that fails validation: 422, `{"error": "invalid_request", "detail": [...]}`, the list being
   FastAPI's own (each error's `loc`, `msg`, `type`), so it still matches the schema FastAPI documents.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -22,33 +22,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
-from tortoise.exceptions import DBConnectionError
 
-from langlearn.operations.errors import Conflict, InvalidRequest, NotFound, OperationError, Unauthorized
+from langlearn.operations import errors as contract
+from langlearn.operations.errors import Forbidden, InvalidRequest, NotFound, OperationError, status_of
 
 log = logging.getLogger("service.database")
 
-RETRY_AFTER_SECONDS = 5
-UNAVAILABLE_DETAIL = "the database is not reachable right now; retry later"
-
-# What a query raises when the database is down, restarting or gone (found by stopping the server under a
-# running service: Tortoise passes the driver's connection errors through untranslated).
-DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    OSError,  # refused, reset, unreachable; TimeoutError (a connect or query that timed out) is one too
-    asyncpg.PostgresConnectionError,  # class 08, e.g. ConnectionDoesNotExistError: the connection died mid-query
-    asyncpg.CannotConnectNowError,  # 57P03: the server is starting up, shutting down or in recovery
-    asyncpg.AdminShutdownError,  # 57P01: the server (or pg_terminate_backend) ended the session
-    asyncpg.CrashShutdownError,  # 57P02: another backend crashed and the server is resetting
-    asyncpg.TooManyConnectionsError,  # 53300: the server has no connection slot left
-    asyncpg.InvalidCatalogNameError,  # 3D000: the database itself is gone
-    DBConnectionError,  # Tortoise's own, when it (re)creates its pool
-)
+# What a query raises when the database is down, restarting or gone (the package's list, with what it was found by)
+DATABASE_UNAVAILABLE = contract.CONNECTION_LOST
 
 
 class Unavailable(BaseModel):
-    """The body of every 503."""
+    """The body of every 503: the database is not reachable, or the account's data is `busy` (locked too long)."""
 
-    error: Literal["database_unavailable"]
+    error: Literal["database_unavailable", "busy"]
     detail: str
 
 
@@ -71,19 +58,13 @@ RETRY_AFTER_HEADER: dict[str, Any] = {
 }
 UNAVAILABLE_RESPONSE: dict[str, Any] = {
     "model": Unavailable,
-    "description": "The database is not reachable (down, restarting or out of connections); retry after `Retry-After` seconds",
+    "description": "The database is not reachable (down, restarting or out of connections), or the account's data stayed "
+                   "locked past the lock timeout (`busy`); retry after `Retry-After` seconds",
     "headers": RETRY_AFTER_HEADER,
 }
 
 
-class Forbidden(OperationError):
-    """An authenticated caller who may not do this (a deactivated account, another user's resource)."""
-
-    code = "forbidden"
-
-
-# the status of each kind of refusal: the most specific class of an error listed here wins
-STATUS: dict[type[OperationError], int] = {InvalidRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409}
+__all__ = ["Forbidden"]  # the package's, imported from here by service.auth
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 PROBLEM_DESCRIPTIONS = {
     400: "The request cannot be satisfied (`invalid_request`)",
@@ -104,18 +85,16 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return declared
 
 
-def status_of(error: OperationError) -> int:
-    for kind in type(error).__mro__:
-        if kind in STATUS:
-            return STATUS[kind]
-    return 400  # an OperationError of no listed kind: a refusal of the request
+def refusal_response(error: OperationError) -> JSONResponse:
+    status = status_of(error)
+    body = Problem(error=error.code, detail=error.detail)
+    headers = BEARER_CHALLENGE if status == 401 else retry_after(error)
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
 async def operation_refused(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, OperationError)
-    status = status_of(error)
-    body = Problem(error=error.code, detail=error.detail)
-    return JSONResponse(status_code=status, content=body.model_dump(), headers=BEARER_CHALLENGE if status == 401 else None)
+    return refusal_response(error)
 
 
 # FastAPI's and Starlette's own refusals (a body that is not JSON, an unknown path, a wrong method), in the same shape
@@ -139,8 +118,9 @@ async def invalid_request(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"error": InvalidRequest.code, "detail": jsonable_encoder(error.errors())})
 
 
-def retry_after() -> dict[str, str]:
-    return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+def retry_after(error: OperationError | type[OperationError] = contract.Unavailable) -> dict[str, str]:
+    """The `Retry-After` header of a refusal worth retrying (none for the others)."""
+    return {"Retry-After": str(error.retry_after)} if error.retry_after else {}
 
 
 def summary(error: BaseException) -> str:
@@ -148,38 +128,21 @@ def summary(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
-def lost_connection(error: BaseException) -> bool:
-    """Whether `error` happened because the database went away: it is one of DATABASE_UNAVAILABLE, or was raised
-    while handling one (a transaction's ROLLBACK on the dead connection raises InterfaceError "connection is closed")."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, DATABASE_UNAVAILABLE):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-async def interface_error(request: Request, error: Exception) -> JSONResponse:
-    """A driver misuse is a bug (500); the same error raised by a rollback on a connection the restart cut is a 503."""
-    if lost_connection(error):
-        return await database_unavailable(request, error)
-    raise error
-
-
-async def database_unavailable(request: Request, error: Exception) -> JSONResponse:
-    log.warning("503 for %s %s: database unavailable (%s)", request.method, request.url.path, summary(error))
-    body = Unavailable(error="database_unavailable", detail=UNAVAILABLE_DETAIL)
-    return JSONResponse(status_code=503, content=body.model_dump(), headers=retry_after())
+async def database_refused(request: Request, error: Exception) -> JSONResponse:
+    """503 when the database could not serve the request; any other driver error (a misuse: a bug) stays a 500."""
+    refusal = contract.database_refusal(error)
+    if refusal is None:
+        raise error
+    log.warning("503 for %s %s: %s (%s)", request.method, request.url.path, refusal.code.replace("_", " "), summary(error))
+    body = Unavailable(error=refusal.code, detail=refusal.detail)  # type: ignore[arg-type]  # the two codes database_refusal makes
+    return JSONResponse(status_code=status_of(refusal), content=body.model_dump(), headers=retry_after(refusal))
 
 
 def install(app: FastAPI) -> None:
     """Answer 503 (with `Retry-After`) to any request whose database work fails for want of a database,
     and each refusal with its status and `{"error", "detail"}` body."""
-    for kind in DATABASE_UNAVAILABLE:
-        app.add_exception_handler(kind, database_unavailable)
-    app.add_exception_handler(asyncpg.InterfaceError, interface_error)
+    for kind in contract.DATABASE_ERRORS:
+        app.add_exception_handler(kind, database_refused)
     app.add_exception_handler(OperationError, operation_refused)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_refusal)

@@ -51,7 +51,8 @@ async def run_close_week(options: argparse.Namespace, streams: Streams) -> int:
         leagues.check_week(week)  # before connecting: bad input is exit 2 even without a server
     except InvalidRequest as refused:
         raise UsageError(refused.detail) from None
-    async with database(streams.configured_url(), migrate="check"):
+    # a batch job waits for the rows it locks (a user's request holds one for moments); requests are the ones bounded
+    async with database(streams.configured_url(), migrate="check", pool_lock_timeout=0):
         try:
             closed = await leagues.close_week(week)
         except InvalidRequest as refused:  # the day changed (UTC) between the check and the close

@@ -1,6 +1,22 @@
-"""What an operation refuses, by the code an HTTP API returns for it."""
+"""What an operation refuses, by the code an HTTP API returns for it, and the HTTP status of each kind.
+
+The contract every service on the package shares, with no web framework in it:
+
+- every refusal is an `OperationError`: `code` (machine-readable), `detail` (one line, no secret);
+- `HTTP_STATUS` maps each kind to its status (the most specific class listed wins: `status_of`);
+  the kinds a client should retry carry `retry_after` (seconds, for a `Retry-After` header);
+- `database_refusal(error)` turns what the driver raises when the database cannot serve a request
+  (the connection lost, a lock not granted within the pool's `lock_timeout`, a transaction the database
+  aborted to resolve a conflict) into `Unavailable` or `Busy`, both 503: anything else is a bug (a 500).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import asyncpg
+from tortoise.exceptions import DBConnectionError, TransactionManagementError
 
 from langlearn.errors import LanglearnError
 
@@ -10,6 +26,7 @@ class OperationError(LanglearnError):
     Nothing was written."""
 
     code = "refused"
+    retry_after: int | None = None  # seconds a client waits before retrying; None: retrying the same request is pointless
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -22,6 +39,39 @@ class Conflict(OperationError):
 
 class Unauthorized(OperationError):
     """Bad credentials, or a token that is unknown, expired, revoked or reused."""
+
+
+class Forbidden(OperationError):
+    """An authenticated caller who may not do this (a deactivated account, another user's resource)."""
+
+    code = "forbidden"
+
+
+class Throttled(OperationError):
+    """Too many requests of one caller at once or in a window; `retry_after` says when to come back."""
+
+    code = "too_many_requests"
+    retry_after = 1
+
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+class Unavailable(OperationError):
+    """The database cannot be reached (down, restarting, out of connections, or the session was ended)."""
+
+    code = "database_unavailable"
+    retry_after = 5
+
+
+class Busy(OperationError):
+    """The account's rows stayed locked longer than the pool's `lock_timeout` (another request, a stuck one, the
+    league close), or the database aborted the transaction to resolve a conflict: nothing was written, a retry may pass."""
+
+    code = "busy"
+    retry_after = 2
 
 
 # --- accounts ---------------------------------------------------------------------------------------
@@ -111,3 +161,67 @@ class WeekClosed(Conflict):
     """A completion whose week the league close has already ranked (it arrived too late to count)."""
 
     code = "week_closed"
+
+
+# --- the HTTP contract --------------------------------------------------------------------------------
+
+HTTP_STATUS: Mapping[type[OperationError], int] = MappingProxyType({
+    OperationError: 400,  # a refusal of no more specific kind: the request cannot be satisfied
+    InvalidRequest: 400,
+    Unauthorized: 401,  # answer with `WWW-Authenticate` naming the scheme
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Throttled: 429,
+    Unavailable: 503,
+    Busy: 503,
+})
+
+
+def status_of(error: OperationError) -> int:
+    """The HTTP status of a refusal: that of the most specific kind of `HTTP_STATUS` it is."""
+    return next(HTTP_STATUS[kind] for kind in type(error).__mro__ if kind in HTTP_STATUS)
+
+
+# --- what the driver raises when the database cannot serve a request -----------------------------------
+
+# The connection is gone: found by stopping the server and by ending sessions (pg_terminate_backend) under load.
+# Tortoise passes these through untranslated.
+CONNECTION_LOST: tuple[type[Exception], ...] = (
+    OSError,  # refused, reset, unreachable; TimeoutError (a connect or query that timed out) is one too
+    asyncpg.PostgresConnectionError,  # class 08, e.g. ConnectionDoesNotExistError: the connection died mid-query
+    asyncpg.AdminShutdownError,  # 57P01: the server shutting down, or pg_terminate_backend, ended the session
+    asyncpg.CrashShutdownError,  # 57P02: another backend crashed and the server is resetting
+    asyncpg.CannotConnectNowError,  # 57P03: the server is starting up, shutting down or in recovery
+    asyncpg.IdleSessionTimeoutError,  # 57P05: the server's idle_session_timeout ended a pooled session
+    asyncpg.IdleInTransactionSessionTimeoutError,  # 25P03: idle_in_transaction_session_timeout ended it
+    asyncpg.TooManyConnectionsError,  # 53300: the server has no connection slot left
+    asyncpg.InvalidCatalogNameError,  # 3D000: the database itself is gone
+    # A session ended while its connection was idle in the pool: the server's FATAL message is read as the
+    # error of the connection's next query ("cannot switch to state 12; another operation (2) is in progress").
+    asyncpg.InternalClientError,
+    DBConnectionError,  # Tortoise's own, when it (re)creates its pool
+)
+# The database refused to wait or to go on, and a retry may succeed: a lock not granted within lock_timeout
+# (or NOWAIT), a deadlock or a serialization failure (PostgreSQL aborts one side; the remedy is a retry).
+CONTENTION: tuple[type[Exception], ...] = (asyncpg.LockNotAvailableError, asyncpg.TransactionRollbackError)
+# Raised in the wake of one of the above, which is their cause or context: asyncpg's "connection is closed" from
+# the ROLLBACK on a dead connection; Tortoise's translation of 25P03 (an InvalidTransactionStateError).
+SECONDARY: tuple[type[Exception], ...] = (asyncpg.InterfaceError, TransactionManagementError)
+# Every class a service's exception handlers should pass to `database_refusal`
+DATABASE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_LOST, *CONTENTION, *SECONDARY)
+
+
+def database_refusal(error: BaseException) -> Unavailable | Busy | None:
+    """`Unavailable` or `Busy` when `error`, or one it was raised while handling (a rollback on a dead
+    connection fails in turn), means the database could not serve the request; None for anything else."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, CONNECTION_LOST):
+            return Unavailable("the database is not reachable right now; retry later")
+        if isinstance(cause, CONTENTION):
+            return Busy("this account's data is held by another request; retry shortly")
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
