@@ -24,8 +24,52 @@ if TYPE_CHECKING:
 
 async def init_tortoise(context: TortoiseContext, config: dict[str, Any], *, global_fallback: bool) -> None:
     """`TortoiseContext.init`, with the models usable from other tasks than the one that entered
-    (Tortoise's private `_enable_global_fallback`): a web server runs lifespan and requests apart."""
+    (Tortoise's private `_enable_global_fallback`): a web server runs lifespan and requests apart;
+    and pooled transactions that give their connection back when BEGIN fails."""
+    release_connection_when_begin_fails()
     await context.init(config=config, _enable_global_fallback=global_fallback)
+
+
+def release_connection_when_begin_fails() -> None:
+    """Tortoise 1.1's pooled transaction (the private `TransactionContextPooled.__aenter__`) takes a connection,
+    binds the task to the transaction, then sends BEGIN, all before the `async with` body's try/finally: a BEGIN that
+    fails (a session the server ended while its connection sat in the pool) kept the connection checked out for good
+    and the task bound to the dead transaction. Under terminated sessions a pool lost every connection this way, and
+    its service hung. Its `__aexit__` unbinds the task only after giving the connection back, so a release that fails
+    (a connection asyncpg cannot reset) left the task bound too. Wrapped once per process: a failed enter unbinds the
+    task and gives the connection back; a failed exit unbinds the task."""
+    from contextlib import suppress
+
+    from tortoise.backends.base.client import TransactionContextPooled
+    from tortoise.connection import get_connections
+
+    enter, leave = TransactionContextPooled.__aenter__, TransactionContextPooled.__aexit__
+    if getattr(enter, "gives_back_on_failure", False):
+        return
+
+    async def entered(self: TransactionContextPooled) -> Any:
+        try:
+            return await enter(self)
+        except BaseException:
+            token = getattr(self, "token", None)  # set once a connection was taken
+            if token is not None:
+                get_connections().reset(token)
+                # the BEGIN's error is the one to raise; asyncpg terminates a connection it cannot reset
+                with suppress(Exception):
+                    await self.client._parent._pool.release(self.client._connection)
+            raise
+
+    async def left(self: TransactionContextPooled, *exception: Any) -> None:
+        try:
+            await leave(self, *exception)
+        except BaseException:
+            if not self.token._used:  # used already when the release succeeded and the commit or rollback failed
+                get_connections().reset(self.token)
+            raise
+
+    entered.gives_back_on_failure = True  # type: ignore[attr-defined]
+    TransactionContextPooled.__aenter__ = entered  # type: ignore[method-assign]
+    TransactionContextPooled.__aexit__ = left  # type: ignore[method-assign]
 
 
 def schema_generator() -> BasePostgresSchemaGenerator:

@@ -1,14 +1,20 @@
-"""The application's pool that `langlearn.database()` opens: its size and its sessions' lock_timeout."""
+"""The application's pool that `langlearn.database()` opens: its size, its sessions' lock_timeout, and its
+connections given back when a transaction cannot even begin (a session the server ended while it sat in the pool)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
+import asyncpg
 import pytest
 from tortoise import connections
+from tortoise.transactions import in_transaction
 
 from langlearn.errors import ConfigError
+from langlearn.operations.errors import Unavailable, database_refusal
 from langlearn.startup import database
+from langlearn.urls import asyncpg_url
 
 
 async def pooled_backends(concurrent: int) -> set[int]:
@@ -49,3 +55,38 @@ async def test_the_environment_sets_the_pool_and_a_bad_value_is_one_line(head_db
                 pass
         assert str(refused.value).startswith(f"{variable}={value!r} is not") and "\n" not in str(refused.value)
         monkeypatch.delenv(variable)
+
+
+def terminate_without_yielding(url: str, pid: int) -> None:
+    """End a backend from another thread while this event loop is blocked, so the pool has not read the server's
+    goodbye when the next transaction takes the connection (as when it arrives mid-acquire under load)."""
+
+    async def terminate() -> None:
+        admin = await asyncpg.connect(asyncpg_url(url))
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(terminate(),))
+    thread.start()
+    thread.join()
+
+
+async def backend_in_a_transaction() -> int:
+    async with in_transaction() as connection:
+        return int((await connection.execute_query_dict("SELECT pg_backend_pid() AS pid"))[0]["pid"])
+
+
+async def test_a_transaction_that_cannot_begin_gives_its_connection_back(head_db):
+    """Tortoise 1.1 sends BEGIN after taking the connection and binding the task to the transaction, outside its
+    try/finally: a failed BEGIN kept the connection checked out and the task bound to the dead transaction
+    (langlearn.compat.release_connection_when_begin_fails). Sessions terminated under load left services hanging."""
+    async with database(head_db, migrate="off", pool_size=1):
+        for _ in range(3):  # the one connection, lost and recovered again and again
+            pid = await backend_in_a_transaction()
+            terminate_without_yielding(head_db, pid)
+            with pytest.raises(Exception) as failed:
+                await backend_in_a_transaction()
+            assert isinstance(database_refusal(failed.value), Unavailable), repr(failed.value)
+            assert await asyncio.wait_for(backend_in_a_transaction(), timeout=5) != pid  # back in the pool, reconnected
