@@ -59,9 +59,9 @@ def release_connection_when_begin_fails() -> None:
                     await self.client._parent._pool.release(self.client._connection)
             raise
 
-    async def left(self: TransactionContextPooled, *exception: Any) -> None:
+    async def left(self: TransactionContextPooled, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         try:
-            await leave(self, *exception)
+            await leave(self, exc_type, exc_val, exc_tb)
         except BaseException:
             if not self.token._used:  # used already when the release succeeded and the commit or rollback failed
                 get_connections().reset(self.token)
