@@ -24,7 +24,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from langlearn.operations import errors as contract
-from langlearn.operations.errors import Forbidden, InvalidRequest, NotFound, OperationError, status_of
+from langlearn.operations.errors import Forbidden as Forbidden  # the package's, imported from here by service.auth
+from langlearn.operations.errors import InvalidRequest, NotFound, OperationError, status_of
 
 log = logging.getLogger("service.database")
 
@@ -64,7 +65,6 @@ UNAVAILABLE_RESPONSE: dict[str, Any] = {
 }
 
 
-__all__ = ["Forbidden"]  # the package's, imported from here by service.auth
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 PROBLEM_DESCRIPTIONS = {
     400: "The request cannot be satisfied (`invalid_request`)",
