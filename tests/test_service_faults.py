@@ -4,7 +4,8 @@
 - a user's rows locked by another transaction: the request gives up after the pool's lock_timeout (503 `busy`),
   instead of holding its pooled connection for the whole request budget;
 - one user's stuck requests cannot take a worker's pool: past USER_CONCURRENCY_LIMIT they are 429 at once,
-  and the other users keep their latency.
+  and the other users keep their latency;
+- the server itself stopped under load (fast, then immediate: a power cut) and started again: 503s, never a 500.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from langlearn import rules
+from langlearn import history, local_server, rules
 from tests.test_service import start_service, stop, wait_until_up, written
 from tests.test_startup import unused_port
 
@@ -225,3 +226,71 @@ async def test_sessions_terminated_under_load_answer_503_with_retry_after_never_
     assert {status for _, status in statuses} <= {200, 201, 409, 503}, statuses  # 409: the welcome gems spent
     assert sum(count for (_, status), count in statuses.items() if status == 503) > 0, statuses  # the terminations did hit requests
     assert sum(count for (_, status), count in statuses.items() if status < 300) > 100, statuses  # and the service kept serving
+
+
+# --- the server itself stops ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_server(tmp_path, monkeypatch):
+    """A PostgreSQL server of this test's own (the private server's code, in a temporary data directory), free to stop."""
+    monkeypatch.setenv("LANGLEARN_DATA_DIR", str(tmp_path / "pgdata"))
+    url = local_server.ensure_running()
+    yield url
+    local_server.stop()
+
+
+@pytest.fixture
+def own_log(tmp_path):
+    with open(tmp_path / "service.log", "w") as log:
+        yield log
+
+
+def stop_immediately() -> None:
+    """`pg_ctl stop -m immediate`: every backend killed at once, crash recovery at the next start (a power cut)."""
+    local_server._pg("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(local_server.server_files().cluster))
+
+
+async def test_a_server_stopped_fast_or_immediately_under_load_costs_503s_never_a_500(own_server, own_log):
+    await history.upgrade(own_server)
+    port = unused_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_service(own_server, port, log=own_log)
+    statuses: Counter[tuple[str, int]] = Counter()
+    try:
+        wait_until_up(process, base)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            users = [await signed_in(client, f"stop{n}") for n in range(4)]
+            running = True
+
+            async def learner(headers: dict[str, str], other: uuid.UUID) -> None:
+                while running:
+                    route = random.choice(["follow", "wallet", "me", "health"])
+                    if route == "follow":
+                        response = await client.put(f"/me/following/{other}", headers=headers)
+                    else:
+                        response = await client.get({"wallet": "/me/wallet", "me": "/me", "health": "/health"}[route], headers=headers)
+                    statuses[route, response.status_code] += 1
+                    if response.status_code == 503:
+                        assert_retry_after(response)
+                    await asyncio.sleep(0.01)
+
+            async def operator() -> None:
+                nonlocal running
+                for stop_server in (local_server.stop, stop_immediately):
+                    await asyncio.sleep(1)
+                    await asyncio.to_thread(stop_server)
+                    await asyncio.sleep(1)
+                    assert await asyncio.to_thread(local_server.ensure_running) == own_server  # back on its port
+                await asyncio.sleep(1)
+                running = False
+
+            await asyncio.gather(*(learner(headers, users[n - 1][0]) for n, (_, headers) in enumerate(users)), operator())
+            after = [await client.get("/me/wallet", headers=headers) for _, headers in users]
+            assert [response.status_code for response in after] == [200] * len(users)  # the pool reconnected by itself
+    finally:
+        stop(process)
+    output = written(own_log)
+    assert {status for _, status in statuses} <= {200, 204, 503}, statuses
+    assert sum(count for (_, status), count in statuses.items() if status == 503) > 0, statuses  # the stops did hit requests
+    assert "Exception in ASGI application" not in output, output
