@@ -174,6 +174,27 @@ async def test_one_users_stuck_requests_cannot_take_the_pool_from_the_others(bas
     assert refused["too_many_requests"] >= 16 - 4 and refused["busy"] >= 1, refused
 
 
+async def test_the_429_is_declared_on_every_route_that_takes_a_token(base):
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            throttled = operation["responses"].get("429")
+            if operation.get("security"):
+                assert throttled["headers"]["Retry-After"]["required"] is True, (method, path)
+                assert throttled["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Problem"}
+            else:
+                assert throttled is None, (method, path)
+
+
+async def test_a_bad_user_concurrency_limit_refuses_the_start_in_one_line(db):
+    process = start_service(db, unused_port(), env={"USER_CONCURRENCY_LIMIT": "0"})
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "ConfigError: USER_CONCURRENCY_LIMIT='0' is not a whole number of at least 1; set it like 4, or unset it" in stderr
+    assert "Traceback" not in stderr, stderr
+
+
 # --- connections lost ---------------------------------------------------------------------------------------
 
 

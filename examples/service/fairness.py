@@ -16,16 +16,15 @@ account may have W × limit requests in flight in all, each worker keeping room 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from langlearn.operations.errors import Throttled, Unauthorized, status_of
 from langlearn.settings import environment_number
-from service.auth import bearer, verified_claims
+from service.auth import verified_claims
 from service.errors import RETRY_AFTER_HEADER, refusal_response
 
 LIMIT_VARIABLE = "USER_CONCURRENCY_LIMIT"
@@ -39,20 +38,26 @@ THROTTLED_RESPONSE = {
 }
 
 
-class PerUserConcurrency:
-    """ASGI middleware: refuses a request of an account that already has `limit` requests in flight here."""
+def configured_limit() -> int:
+    """USER_CONCURRENCY_LIMIT, else 4. The lifespan reads it, so a bad value refuses the start in one line."""
+    return int(environment_number(LIMIT_VARIABLE, DEFAULT_LIMIT, integer=True, minimum=1))
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class PerUserConcurrency:
+    """ASGI middleware: refuses a request of an account that already has the limit (`app.state.user_concurrency_limit`,
+    set by the lifespan) of requests in flight here."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.limit = limit
         self.in_flight: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        user = _subject(scope) if scope["type"] == "http" else None
-        if user is None:
+        limit: int | None = getattr(scope["app"].state, "user_concurrency_limit", None) if scope["type"] == "http" else None
+        user = _subject(scope) if limit else None
+        if limit is None or user is None:
             return await self.app(scope, receive, send)
-        if self.in_flight[user] >= self.limit:
-            refusal = Throttled(f"this account already has {self.limit} requests in progress; retry when one has finished")
+        if self.in_flight[user] >= limit:
+            refusal = Throttled(f"this account already has {limit} requests in progress; retry when one has finished")
             return await refusal_response(refusal)(scope, receive, send)
         self.in_flight[user] += 1
         try:
@@ -75,15 +80,21 @@ def _subject(scope: Scope) -> str | None:
         return None
 
 
-def _takes_a_token(dependant: Dependant) -> bool:
-    return any(dependency.call is bearer or _takes_a_token(dependency) for dependency in dependant.dependencies)
+def install(app: FastAPI) -> None:
+    """Bound each account's requests in flight, and declare the 429 on every operation that takes a token (FastAPI's
+    documented way to extend the OpenAPI document). The lifespan sets the limit
+    (`app.state.user_concurrency_limit = configured_limit()`)."""
+    app.add_middleware(PerUserConcurrency)
+    build = app.openapi
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()  # kept as app.openapi_schema: changed here once
+        for operations in document["paths"].values():
+            for operation in operations.values():
+                if operation.get("security"):
+                    operation["responses"][str(THROTTLED)] = THROTTLED_RESPONSE
+        return document
 
-def install(app: FastAPI, limit: int | None = None) -> None:
-    """Bound each account's requests in flight (`limit`, else USER_CONCURRENCY_LIMIT, else 4), and declare the
-    429 on every route that takes a token. Call it once the routes are included."""
-    limit = limit or int(environment_number(LIMIT_VARIABLE, DEFAULT_LIMIT, integer=True, minimum=1))
-    app.add_middleware(PerUserConcurrency, limit=limit)
-    for route in app.routes:
-        if isinstance(route, APIRoute) and _takes_a_token(route.dependant):
-            route.responses = {**route.responses, THROTTLED: THROTTLED_RESPONSE}  # a copy: routes share their dicts
+    app.openapi = openapi  # type: ignore[method-assign]
