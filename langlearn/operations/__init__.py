@@ -9,4 +9,10 @@
 Each operation runs inside an initialised Tortoise context (`langlearn.startup.database()`), takes
 row locks or single-statement conditional updates (never a read-modify-write race), and raises an
 `OperationError` whose `code` is the one the HTTP contract names (`insufficient_gems`, …).
+
+The contract, with no web framework in it, is `langlearn.operations.errors`: every refusal's kind,
+its HTTP status (`HTTP_STATUS`, `status_of`) and, for the kinds worth retrying, `retry_after`; and
+`database_refusal`, which names what the driver raises when the database cannot serve a request (a
+lost connection: `Unavailable`; a row lock not granted within the pool's `lock_timeout`: `Busy`).
+docs/write-path.md lists every operation's signature with its refusals.
 """
