@@ -1,7 +1,9 @@
 """The write path: async domain operations on Tortoise, each one transaction, safe under concurrency by construction.
 
     accounts   register, sign in, refresh tokens rotated per device with reuse detection, logout
+    lessons    complete a lesson: graded on the server, everything it moves in one transaction
     wallet     earn, spend, purchase, activate an item; idempotent by the client's key
+    ledger     a wallet's statement: balance, totals and the ledger in keyset pages
     reviews    review a word: the SM-2 step of the rule book, and the day's review session
     social     follow, unfollow, the feed of the people followed (keyset pages)
     leagues    close a week: final ranks, promotions and demotions, rewards; safe to run twice or at once
