@@ -1,5 +1,6 @@
-"""The application's pool that `langlearn.database()` opens: its size, its sessions' lock_timeout, and its
-connections given back when a transaction cannot even begin (a session the server ended while it sat in the pool)."""
+"""The application's pool that `langlearn.database()` opens: its size, its sessions' lock_timeout (and the weekly
+close's pool without it), and its connections given back when a transaction cannot even begin (a session the server
+ended while it sat in the pool)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from langlearn.errors import ConfigError
 from langlearn.operations.errors import Unavailable, database_refusal
 from langlearn.startup import database
 from langlearn.urls import asyncpg_url
+from tests.conftest import run_cli
+from tests.test_leagues import WEEK, assert_closed, build_week
 
 
 async def pooled_backends(concurrent: int) -> set[int]:
@@ -90,3 +93,22 @@ async def test_a_transaction_that_cannot_begin_gives_its_connection_back(head_db
                 await backend_in_a_transaction()
             assert isinstance(database_refusal(failed.value), Unavailable), repr(failed.value)
             assert await asyncio.wait_for(backend_in_a_transaction(), timeout=5) != pid  # back in the pool, reconnected
+
+
+async def test_the_weekly_close_waits_for_a_wallet_a_request_holds(head_db, connect):
+    """`langlearn leagues close-week` is a batch job: it opens its pool without the lock timeout, so a user's
+    request holding a wallet it pays delays the close instead of failing it (with the requests' 2 s it failed)."""
+    connection, holder = await connect(head_db), await connect(head_db)
+    users = await build_week(connection)
+    transaction = holder.transaction()
+    await transaction.start()
+    await holder.execute("SELECT 1 FROM user_wallets WHERE user_id = $1 FOR UPDATE", users["b_high"])
+    closing = asyncio.create_task(asyncio.to_thread(run_cli, "langlearn", "leagues", "close-week", "--week", WEEK.isoformat(),
+                                                    database=head_db))
+    await asyncio.sleep(3)  # longer than the requests' lock timeout
+    assert not closing.done()  # still waiting for the wallet
+    await transaction.rollback()
+    closed = await closing
+    assert closed.returncode == 0, closed.stderr
+    assert closed.stdout.startswith(f"week {WEEK} closed:"), closed.stdout
+    await assert_closed(connection, users)
