@@ -221,7 +221,7 @@ def database_refusal(error: BaseException) -> Unavailable | Busy | None:
         if isinstance(cause, CONNECTION_LOST):
             return Unavailable("the database is not reachable right now; retry later")
         if isinstance(cause, CONTENTION):
-            return Busy("this account's data is held by another request; retry shortly")
+            return Busy("the data this request needs is held by another transaction; retry shortly")
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return None
