@@ -121,7 +121,7 @@ class Exercise:
 
 @dataclass(frozen=True)
 class Lesson:
-    """The lesson played, as the first read finds it."""
+    """The lesson played (of a published course), as the first read finds it."""
 
     id: UUID
     exercises: Mapping[str, Exercise]
@@ -129,7 +129,6 @@ class Lesson:
     pass_score: int
     course_id: UUID
     unit_id: UUID | None
-    published: bool
     missing_prerequisite: str | None  # the title of a prerequisite the learner has not passed
 
 
@@ -189,7 +188,6 @@ class Effects:
     xp: int
     first_pass: bool  # the lesson's words are taught
     streak: rules.StreakState
-    streak_before: rules.StreakState
     awards: Awards  # XP and gems added, achievements, ledger entries, feed
     result: LessonCompleted
 
@@ -243,7 +241,7 @@ def decide(completion: Completion, arrival: Arrival, scored: Scored, learner: Le
     })
     result = LessonCompleted(completion.attempt_id, scored.score, passed, xp, learner.total_xp + awards.xp, streak.current, awards.balance,
                              tuple(a.slug for a in awards.unlocked))
-    return Effects(scored, play, xp, first_pass, streak, learner.streak, awards, result)
+    return Effects(scored, play, xp, first_pass, streak, awards, result)
 
 
 # --- SQL -------------------------------------------------------------------------------------------
@@ -454,7 +452,7 @@ async def _read_arrival(conn: BaseDBAsyncClient, completion: Completion) -> Arri
     if not row["user_exists"]:
         raise NotFound(f"no user {completion.user_id}")
     lesson = Lesson(completion.lesson_id, _exercises(row["content"]), row["xp_reward"], row["pass_score"], row["course_id"], row["unit_id"],
-                    row["published"], row["missing_prerequisite"])
+                    row["missing_prerequisite"])
     return Arrival(lesson, row["replay"], row["league"], row["board_ranked"], row["boosted"])
 
 
@@ -501,7 +499,7 @@ async def _unrank_open_week(conn: BaseDBAsyncClient, week: date) -> None:
 async def write_effects(conn: BaseDBAsyncClient, completion: Completion, lesson: Lesson, learner: LearnerState, effects: Effects) -> None:
     """Write what `decide` decided, in one statement (`WRITE_EFFECTS`)."""
     answers, scored, times, exercises = completion.answers, effects.scored, completion.times, lesson.exercises
-    grade, streak, before = scored.grade, effects.streak, effects.streak_before
+    grade, streak, before = scored.grade, effects.streak, learner.streak
     finished = times.finished if grade.finished else None  # an abandoned attempt has no end
     elapsed = (finished or times.started) - times.started
     await conn.execute_query_dict(WRITE_EFFECTS.sql, WRITE_EFFECTS.arguments({
