@@ -53,7 +53,7 @@ from langlearn import rules
 from langlearn.models.enums import DeviceType
 from langlearn.operations.achievements import AWARD_CTES, Awards, CatalogueEntry, FeedEvent, Statement, catalogue_sql, plan_awards, read_catalogue
 from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, LessonLocked, NotFound, WeekClosed
-from langlearn.operations.wallet import check_key, lock_wallet
+from langlearn.operations.wallet import check_key, lock_wallet, server_key
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of the server's clock a client's times may be
 ANSWER_MAX, ANSWER_TIME_MAX_MS = 1000, 3_600_000
@@ -231,7 +231,7 @@ def decide(completion: Completion, arrival: Arrival, scored: Scored, learner: Le
     if completes_course:
         awards.feed.append(FeedEvent("course_completed", {"course_id": str(lesson.course_id)}, f"completed the course {learner.course_title}"))
     if passed and not learner.goal_paid and rules.daily_goal_reached(learner.passed_today + 1):
-        awards.pay("earn", rules.DAILY_GOAL_GEMS, DAILY_GOAL_SOURCE, day.isoformat(), f"{DAILY_GOAL_SOURCE}:{day.isoformat()}",
+        awards.pay("earn", rules.DAILY_GOAL_GEMS, DAILY_GOAL_SOURCE, day.isoformat(), server_key(DAILY_GOAL_SOURCE, day.isoformat()),
                    "Daily goal reached")
     newly_perfect = scored.perfect and not learner.perfected_before
     plan_awards(awards, learner.catalogue, {
@@ -412,7 +412,7 @@ async def complete_lesson(
             effects = decide(completion, arrival, scored, learner)
             await write_effects(conn, completion, lesson, learner, effects)
     except IntegrityError as error:
-        if IDEMPOTENCY_INDEX not in str(error):
+        if getattr(error.__cause__, "constraint_name", None) != IDEMPOTENCY_INDEX:  # the name, not the message's wording
             raise
         # a retry that raced its first request: that one committed first, its result is the answer
         return await _replay_after_race(completion)
