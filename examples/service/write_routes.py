@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
@@ -20,14 +20,15 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from langlearn import rules
+from langlearn.models import UserVocabKnowledge
 from langlearn.models.enums import DeviceType
 from langlearn.operations import accounts, ledger, lessons, reviews, social, wallet
 from langlearn.operations.errors import InvalidRequest
 from service.auth import CurrentUser, issue_access_token
+from service.bodies import StrictJSONRoute
 from service.errors import problems
-from service.timeouts import BoundedRoute
 
-router = APIRouter(route_class=BoundedRoute)
+router = APIRouter(route_class=StrictJSONRoute)
 
 WELCOME_SOURCE, WELCOME_KEY = "welcome_bonus", "welcome"
 SIGNED_IN = problems(400, 401, 403)  # every /me route: a missing, invalid or expired token; a deactivated account
@@ -157,6 +158,22 @@ class FeedItemOut(BaseModel):
     created_at: datetime
 
 
+class DueReview(BaseModel):
+    vocab_id: UUID
+    word: str
+    language: str
+    translation: dict
+    mastery_level: str
+    strength: float
+    next_review_date: datetime
+
+
+class DueReviews(BaseModel):
+    user_id: UUID
+    due: int
+    reviews: list[DueReview]
+
+
 class MeOut(BaseModel):
     user_id: UUID
 
@@ -256,6 +273,29 @@ async def me(user_id: CurrentUser):
     return MeOut(user_id=user_id)
 
 
+@router.get("/me/reviews/due", response_model=DueReviews, responses=SIGNED_IN)
+async def due_reviews(user_id: CurrentUser, limit: Annotated[int, Query(ge=1, le=500, description="at most this many, oldest due first")] = 50):
+    """The caller's vocabulary whose next review is due (`next_review_date <= now`), oldest first."""
+    due = UserVocabKnowledge.filter(user_id=user_id, next_review_date__lte=datetime.now(timezone.utc))
+    rows = await due.order_by("next_review_date").limit(limit).select_related("vocab")
+    return DueReviews(
+        user_id=user_id,
+        due=await due.count(),
+        reviews=[
+            DueReview(
+                vocab_id=row.vocab.id,
+                word=row.vocab.word,
+                language=row.vocab.language,
+                translation=row.vocab.translation,
+                mastery_level=row.mastery_level.value,
+                strength=round(row.strength, 4),  # REAL: no float32 noise in the answer
+                next_review_date=row.next_review_date,
+            )
+            for row in rows
+        ],
+    )
+
+
 @router.get("/me/wallet", response_model=WalletOut, responses={**SIGNED_IN, **problems(404)})
 async def wallet_statement(
     user_id: CurrentUser,
@@ -332,6 +372,7 @@ def _decode(cursor: str, make: Callable[[datetime, str], C]) -> C:
         when = datetime.fromisoformat(at)
         if when.tzinfo is None:
             raise ValueError(at)
-        return make(when, tie)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        # in UTC here, so that a time the driver could not convert (9999-12-31T23:59-01:00 is past year 9999 in UTC) is refused now
+        return make(when.astimezone(timezone.utc), tie)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest("`before` is not a cursor this API returned (use a page's `next`)") from None
