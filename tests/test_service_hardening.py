@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Coroutine, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,9 @@ def test_a_validation_error_names_the_field_and_the_problem_never_the_value(api)
     assert PASSWORD not in response.text and "not an email" not in response.text
     assert len(response.content) < 1000  # a long value does not come back
 
+    extra = api.post("/auth/register", json={"email": "x@example.com", "username": "ok-name", "password": PASSWORD, "is_admin": True})
+    assert (extra.status_code, [problem["loc"] for problem in extra.json()["detail"]]) == (422, [["body", "is_admin"]])  # no field slips through
+
 
 def test_a_body_that_is_not_json_is_422_without_echo(api):
     response = api.post("/auth/token", content='{"email": "a@b.co", "password": "' + PASSWORD + '"', headers={"content-type": "application/json"})
@@ -147,11 +151,24 @@ def test_a_body_over_the_limit_is_413_declared_or_chunked_and_one_under_it_is_re
     assert api.post("/auth/register", content=under, headers={"content-type": "application/json"}).status_code == 422  # read: no email
 
 
-def test_refusals_of_sign_in_do_not_log_the_password(api):
-    """The paths a password can take to a refusal; the module's end reads the log for it."""
-    assert api.post("/auth/token", json={"email": "nobody@example.com", "password": PASSWORD, "device_id": "d", "device_type": "ios"}).status_code == 401
-    assert api.post("/auth/token", json={"email": "nobody@example.com", "password": PASSWORD, "device_id": "", "device_type": "pc"}).status_code == 422
-    assert api.post("/auth/register", json={"email": "x@example.com", "username": "x", "password": PASSWORD}).status_code == 422
+def test_no_refusal_writes_the_password_into_the_log(api, service_log):
+    """Each way a password can be refused; before, a NaN or a lone surrogate made a 500 whose traceback quoted the field."""
+    sign_in = {"email": "nobody@example.com", "password": PASSWORD, "device_id": "d", "device_type": "ios"}
+    as_json = {"content-type": "application/json"}
+    refusals = {
+        "wrong credentials": api.post("/auth/token", json=sign_in),
+        "validation": api.post("/auth/token", json={**sign_in, "device_type": "pc"}),
+        "not JSON": api.post("/auth/token", content='{"password": "' + PASSWORD + '"', headers=as_json),
+        "NaN": api.post("/auth/token", content='{"password": "' + PASSWORD + '", "device_id": NaN}', headers=as_json),
+        "lone surrogate": api.post("/auth/token", content='{"email": "a@b.co", "password": "' + PASSWORD + '\\ud800"}', headers=as_json),
+        "NUL": api.post("/auth/register", content='{"email": "a@b.co", "username": "abc", "password": "' + PASSWORD + '\\u0000"}', headers=as_json),
+        "too large": api.post("/auth/register", content=PASSWORD * (MAX_BODY_BYTES // len(PASSWORD) + 1), headers=as_json),
+    }
+    assert {what: response.status_code for what, response in refusals.items()} == {
+        "wrong credentials": 401, "validation": 422, "not JSON": 422, "NaN": 422, "lone surrogate": 422, "NUL": 422, "too large": 413,
+    }
+    assert not [what for what, response in refusals.items() if PASSWORD in response.text]
+    assert PASSWORD not in Path(service_log.name).read_text()
 
 
 # --- finding 3: private data only to its owner; unpublished courses hidden --------------------------------
@@ -206,7 +223,10 @@ def test_a_crafted_cursor_is_400(api, token, route):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    moment=st.datetimes(timezones=st.timezones() | st.just(None)).map(lambda at: at.isoformat()) | st.text(max_size=40),
+    moment=st.datetimes(timezones=st.timezones() | st.just(None)).map(lambda at: at.isoformat())
+    | st.datetimes(min_value=datetime(9999, 12, 31)).map(lambda at: at.isoformat())  # the calendar's ends, an offset added below
+    | st.datetimes(max_value=datetime(1, 1, 1, 23, 59)).map(lambda at: at.isoformat())
+    | st.text(max_size=40),
     offset=st.integers(-1439, 1439),
     tie=st.integers(-(2**70), 2**70).map(str) | st.uuids().map(str) | st.text(max_size=40),
 )
@@ -299,3 +319,32 @@ async def test_x_forwarded_for_is_believed_only_from_a_configured_proxy(deployed
     finally:
         stop(process)
     assert await recorded_address(email) == "203.0.113.7"  # the configured proxy's word
+
+
+# --- the knobs ------------------------------------------------------------------------------------------
+
+
+def test_the_body_limit_is_configurable(db):
+    port = unused_port()
+    process = start_service(db, port, env={"SERVICE_MAX_BODY_BYTES": "2048"})
+    try:
+        wait_until_up(process, f"http://127.0.0.1:{port}")
+        body = {"email": "x@example.com", "username": "x", "password": "p" * 1500}
+        assert httpx.post(f"http://127.0.0.1:{port}/auth/register", json=body, timeout=20).status_code == 422  # under 2048: read
+        body["password"] = "p" * 2100
+        assert httpx.post(f"http://127.0.0.1:{port}/auth/register", json=body, timeout=20).status_code == 413
+    finally:
+        stop(process)
+
+
+@pytest.mark.parametrize(("variable", "value", "named"), [
+    ("SERVICE_MAX_BODY_BYTES", "256k", "SERVICE_MAX_BODY_BYTES='256k' is not a positive whole number"),
+    ("SERVICE_OPENAPI", "maybe", "SERVICE_OPENAPI='maybe' is neither on nor off"),
+    ("LANGLEARN_OPERATOR_TOKEN", "short-operator-token", "LANGLEARN_OPERATOR_TOKEN is shorter than 32 bytes"),
+])
+def test_a_bad_knob_stops_the_runner_with_one_line(db, variable, value, named):
+    process = start_service(db, unused_port(), env={variable: value})
+    output, errors = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert errors.strip().splitlines() == [errors.strip()] and named in errors and "Traceback" not in errors, errors
+    assert variable != "LANGLEARN_OPERATOR_TOKEN" or value not in errors  # a secret is never repeated

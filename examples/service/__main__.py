@@ -16,10 +16,13 @@ environment (`service.app`, docs/security.md).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from pathlib import Path
 
 import uvicorn
+
+from langlearn import LanglearnError
 
 APP = "service.app:app"
 APP_DIR = str(Path(__file__).resolve().parents[1])  # examples/: the workers import `service` from there
@@ -37,6 +40,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log each request's line (default: on)")
     options = parser.parse_args()
+    try:
+        importlib.import_module(APP.partition(":")[0])  # reads every knob of the app: a bad one is its one line, not an import traceback
+    except LanglearnError as error:
+        raise SystemExit(f"error: {error}") from None
     proxies = trusted_proxies()
     uvicorn.run(
         APP,

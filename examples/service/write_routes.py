@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from langlearn import rules
 from langlearn.models import UserVocabKnowledge
@@ -33,7 +33,7 @@ router = APIRouter(route_class=StrictJSONRoute)
 WELCOME_SOURCE, WELCOME_KEY = "welcome_bonus", "welcome"
 SIGNED_IN = problems(400, 401, 403)  # every /me route: a missing, invalid or expired token; a deactivated account
 
-# no NUL: PostgreSQL text cannot hold it (a 500 otherwise), and no identifier of this API needs it
+# no NUL: PostgreSQL text cannot hold it; `service.bodies` refuses it anywhere in a body, and this pattern says so in the schema
 Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 _LOCAL = r"[^@\s\x00-\x1f\x7f-\x9f]+"
 EMAIL_PATTERN = rf"^{_LOCAL}@{_LOCAL}\.{_LOCAL}$"  # accounts.EMAIL_SHAPE, in terms every regex engine reads alike
@@ -45,25 +45,32 @@ IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, ma
 # --- bodies ------------------------------------------------------------------------------------------
 
 
-class Registration(BaseModel):
+class Body(BaseModel):
+    """A request body: a field the API does not know is refused (422 naming it), so the schema can say
+    `additionalProperties: false` and nothing a client adds is silently carried along."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Registration(Body):
     # no whitespace, no control character (C1 too: Python counts U+0085 as whitespace, JSON Schema's \s does not)
     email: Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=accounts.EMAIL_MAX)]
     username: Annotated[str, StringConstraints(pattern=r"^[\w.-]{3,50}$")]
-    password: Annotated[str, StringConstraints(min_length=accounts.PASSWORD_MIN, max_length=accounts.PASSWORD_MAX)]
+    password: Annotated[Text, StringConstraints(min_length=accounts.PASSWORD_MIN, max_length=accounts.PASSWORD_MAX)]
 
 
 class Registered(BaseModel):
     user_id: UUID
 
 
-class Credentials(BaseModel):
+class Credentials(Body):
     email: Annotated[Text, StringConstraints(max_length=accounts.EMAIL_MAX)]
-    password: Annotated[str, StringConstraints(max_length=accounts.PASSWORD_MAX)]
+    password: Annotated[Text, StringConstraints(max_length=accounts.PASSWORD_MAX)]
     device_id: Annotated[Text, StringConstraints(min_length=1, max_length=accounts.DEVICE_ID_MAX)]
     device_type: DeviceType
 
 
-class RefreshToken(BaseModel):
+class RefreshToken(Body):
     refresh_token: Annotated[Text, StringConstraints(max_length=1000)]
 
 
@@ -74,14 +81,14 @@ class TokenPair(BaseModel):
     expires_in: int
 
 
-class AnswerIn(BaseModel):
+class AnswerIn(Body):
     question_id: Text
     answer: Text
     time_spent_ms: Annotated[int, Field(ge=0)]
     hint_used: bool
 
 
-class AttemptIn(BaseModel):
+class AttemptIn(Body):
     answers: list[AnswerIn]
     started_at: datetime
     finished_at: datetime
@@ -98,7 +105,7 @@ class AttemptOut(BaseModel):
     achievements_unlocked: list[str]
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(Body):
     vocab_id: UUID
     quality: Annotated[int, Field(ge=0, le=5, description="0 forgotten … 5 perfect recall")]
 
@@ -110,7 +117,7 @@ class ReviewOut(BaseModel):
     mastery_level: str
 
 
-class PurchaseIn(BaseModel):
+class PurchaseIn(Body):
     shop_item_id: UUID
     quantity: Annotated[int, Field(ge=1, le=1000)]
 
