@@ -86,7 +86,7 @@ app = FastAPI(
     lifespan=lifespan,
     responses={503: errors.UNAVAILABLE_RESPONSE},
     max_body_size=MAX_BODY_BYTES,
-    **({} if OPENAPI else {"openapi_url": None, "docs_url": None, "redoc_url": None}),
+    openapi_url="/openapi.json" if OPENAPI else None,  # without it FastAPI serves neither /docs nor /redoc
 )
 errors.install(app)
 app.include_router(router)
@@ -129,10 +129,10 @@ async def health(request: Request):
         state = await within(HEALTH_TIMEOUT_SECONDS, _read_state())
     except errors.DATABASE_UNAVAILABLE as error:
         errors.log.warning("503 for /health: database unavailable (%s)", errors.summary(error))
-        down = {"status": "unavailable", "error": "database_unavailable"}
-        body = HealthReport(**down, database="unreachable") if operator else Health(**down)
+        body = (HealthReport(status="unavailable", error="database_unavailable", database="unreachable") if operator
+                else Health(status="unavailable", error="database_unavailable"))
         return JSONResponse(status_code=503, content=body.model_dump(exclude_none=True), headers=errors.retry_after())
-    status = "ok" if state.at_head else "degraded"
+    status: Literal["ok", "degraded"] = "ok" if state.at_head else "degraded"
     if not operator:
         return Health(status=status)
     return HealthReport(
