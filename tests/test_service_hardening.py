@@ -125,6 +125,9 @@ def test_a_validation_error_names_the_field_and_the_problem_never_the_value(api)
     assert PASSWORD not in response.text and "not an email" not in response.text
     assert len(response.content) < 1000  # a long value does not come back
 
+    uuid_refused = api.get("/courses/s3cret-not-a-uuid")
+    assert uuid_refused.json()["detail"] == [{"loc": ["path", "course_id"], "msg": "Input should be a valid UUID", "type": "uuid_parsing"}]
+
     extra = api.post("/auth/register", json={"email": "x@example.com", "username": "ok-name", "password": PASSWORD, "is_admin": True})
     assert (extra.status_code, [problem["loc"] for problem in extra.json()["detail"]]) == (422, [["body", "is_admin"]])  # no field slips through
 

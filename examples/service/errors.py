@@ -149,9 +149,12 @@ async def invalid_request(request: Request, error: Exception) -> JSONResponse:
 
 
 def _message(problem: dict[str, Any]) -> str:
-    """pydantic's message describes the rule, not the value; a JSON decode error's reason (FastAPI keeps it in `ctx`) is ours or the decoder's."""
+    """pydantic's message describes the rule, not the value, except a UUID's, which quotes the first character it could not
+    read (its reason is dropped); a JSON decode error's reason (FastAPI keeps it in `ctx`) is ours or the decoder's."""
     if problem["type"] == "json_invalid":
         return f"{problem['msg']}: {problem['ctx']['error']}"
+    if problem["type"] == "uuid_parsing":
+        return str(problem["msg"]).partition(",")[0]
     return str(problem["msg"])
 
 
