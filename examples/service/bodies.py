@@ -1,14 +1,14 @@
 """What the service accepts as a request body: at most `MAX_BODY_BYTES`, and strict JSON.
 
 The size limit is FastAPI's own (`FastAPI(max_body_size=...)`, set in `service.app`): a declared
-`Content-Length` over the limit is refused before any byte is read, a chunked body as soon as the
-bytes received pass it; both answer 413 `too_large` (`service.errors`).
+`Content-Length` over the limit is refused before any byte is read (Starlette's plain-text 413), a
+chunked body as soon as the bytes received pass it (413 `too_large`, `service.errors`).
 
 Python's `json` accepts more than JSON: `NaN`, `Infinity` and `-Infinity`, numbers too large for a
 float (`1e400` becomes infinity), lone surrogates (`"\\ud800"`, which no UTF-8 text can hold) and
 NUL (which PostgreSQL text cannot hold). A body holding any of them, anywhere, is refused here as
-a JSON decode error (422 `invalid_request`, naming the problem, never the value),
-before validation, so no route and no log line ever sees such a value. `StrictJSONRoute` is the
+a JSON decode error (422 `invalid_request`, naming the problem, never the value), before
+validation, so no route and no log line ever sees such a value. `StrictJSONRoute` is the
 one place it happens: every router of the service uses it.
 """
 
