@@ -42,10 +42,11 @@ def start_service(
 ) -> subprocess.Popen:
     """The example under its runner (`python -m service`: uvicorn as documented); its output is piped, or written
     to `log` (for long runs that log a lot)."""
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT / "examples"), os.environ.get("PYTHONPATH")]))  # where `service` is
     return subprocess.Popen(
         [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
         cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "examples"), "DATABASE_URL": database_url, "MIGRATE_ON_START": mode,
+        env={**os.environ, "PYTHONPATH": path, "DATABASE_URL": database_url, "MIGRATE_ON_START": mode,
              "LANGLEARN_SECRET_KEY": SECRET_KEY, "LANGLEARN_OPERATOR_TOKEN": OPERATOR_TOKEN, **(env or {})},
         stdout=subprocess.PIPE if log is None else log,
         stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
