@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -413,6 +414,20 @@ def service_log(tmp_path):
 
 def written(log: IO[str]) -> str:
     return Path(log.name).read_text()
+
+
+@contextmanager
+def serving(database_url: str, *, env: dict[str, str] | None = None, log: IO[str] | None = None) -> Iterator[httpx.Client]:
+    """A client of the service started on a free port (output to `log`); the service is stopped when the block ends."""
+    port = unused_port()
+    process = start_service(database_url, port, env=env, log=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(process, base)
+        with httpx.Client(base_url=base, timeout=20) as client:
+            yield client
+    finally:
+        stop(process)
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_service import OPERATOR, WITH_SCHEMA, start_service, stop, wait_until_up
+from tests.test_service import OPERATOR, WITH_SCHEMA, serving, start_service
 from tests.test_startup import unused_port
 
 PASSWORD = "hardening-password-5f3a9c"  # every refusal below carries it; the log must never show it
@@ -43,15 +43,8 @@ def service_log(tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def api(db, service_log):
-    port = unused_port()
-    process = start_service(db, port, env=WITH_SCHEMA, log=service_log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(process, base)
-        with httpx.Client(base_url=base, timeout=20) as client:
-            yield client
-    finally:
-        stop(process)
+    with serving(db, env=WITH_SCHEMA, log=service_log) as client:
+        yield client
     output = Path(service_log.name).read_text()
     assert "Application shutdown complete." in output, output
     assert "Exception in ASGI application" not in output, output  # no 500 on the way
@@ -266,15 +259,8 @@ def test_every_405_lists_the_methods_of_its_path_in_allow(api, document):
 @pytest.fixture(scope="module")
 def deployed(db):
     """The service with a deployment's defaults: no SERVICE_OPENAPI, no FORWARDED_ALLOW_IPS (an operator token is set)."""
-    port = unused_port()
-    process = start_service(db, port)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(process, base)
-        with httpx.Client(base_url=base, timeout=20) as client:
-            yield client
-    finally:
-        stop(process)
+    with serving(db) as client:
+        yield client
 
 
 def test_the_schema_and_its_browsers_are_off_by_default(deployed, api):
@@ -313,14 +299,8 @@ async def test_x_forwarded_for_is_believed_only_from_a_configured_proxy(deployed
 
     assert await recorded_address(signed_in_from(deployed, "203.0.113.7")) == "127.0.0.1"  # a client's claim, not believed
 
-    port = unused_port()
-    process = start_service(db, port, env={"FORWARDED_ALLOW_IPS": "127.0.0.1"})
-    try:
-        wait_until_up(process, f"http://127.0.0.1:{port}")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as proxied:
-            email = signed_in_from(proxied, "203.0.113.7")
-    finally:
-        stop(process)
+    with serving(db, env={"FORWARDED_ALLOW_IPS": "127.0.0.1"}) as proxied:
+        email = signed_in_from(proxied, "203.0.113.7")
     assert await recorded_address(email) == "203.0.113.7"  # the configured proxy's word
 
 
@@ -328,16 +308,11 @@ async def test_x_forwarded_for_is_believed_only_from_a_configured_proxy(deployed
 
 
 def test_the_body_limit_is_configurable(db):
-    port = unused_port()
-    process = start_service(db, port, env={"SERVICE_MAX_BODY_BYTES": "2048"})
-    try:
-        wait_until_up(process, f"http://127.0.0.1:{port}")
+    with serving(db, env={"SERVICE_MAX_BODY_BYTES": "2048"}) as client:
         body = {"email": "x@example.com", "username": "x", "password": "p" * 1500}
-        assert httpx.post(f"http://127.0.0.1:{port}/auth/register", json=body, timeout=20).status_code == 422  # under 2048: read
+        assert client.post("/auth/register", json=body).status_code == 422  # under 2048: read
         body["password"] = "p" * 2100
-        assert httpx.post(f"http://127.0.0.1:{port}/auth/register", json=body, timeout=20).status_code == 413
-    finally:
-        stop(process)
+        assert client.post("/auth/register", json=body).status_code == 413
 
 
 @pytest.mark.parametrize(("variable", "value", "named"), [
