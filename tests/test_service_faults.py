@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from langlearn import history, local_server, rules
-from tests.test_service import start_service, stop, wait_until_up, written
+from tests.test_service import WITH_SCHEMA, start_service, stop, wait_until_up, written
 from tests.test_startup import unused_port
 
 pytestmark = pytest.mark.clock  # lessons and tokens at the time they run
@@ -47,7 +47,7 @@ def service_log(tmp_path_factory):
 def base(db, service_log):
     """The service with its defaults (pool of 5, lock_timeout 2 s, 4 requests per user), its clean stop checked after."""
     port = unused_port()
-    process = start_service(db, port, log=service_log)
+    process = start_service(db, port, env=WITH_SCHEMA, log=service_log)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(process, base)
@@ -116,7 +116,7 @@ async def test_a_purchase_behind_a_held_wallet_lock_gives_up_after_the_lock_time
 
 async def test_a_lesson_completion_behind_a_held_wallet_lock_gives_up_after_the_lock_timeout(base, db, connect):
     admin, holder = await connect(db), await connect(db)
-    lesson = await admin.fetchrow("SELECT id, content FROM lessons WHERE content ? 'exercises' ORDER BY id LIMIT 1")
+    lesson = await admin.fetchrow("SELECT id, content FROM lessons WHERE content ? 'exercises' AND prerequisite_lesson_id IS NULL ORDER BY id LIMIT 1")
     now = datetime.now(timezone.utc)
     body = {
         "answers": [{"question_id": e["id"], "answer": e.get("answer", ""), "time_spent_ms": 1000, "hint_used": False}

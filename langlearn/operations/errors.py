@@ -163,6 +163,12 @@ class WeekClosed(Conflict):
     code = "week_closed"
 
 
+class LessonLocked(Conflict):
+    """A lesson whose prerequisite the learner has not passed yet."""
+
+    code = "lesson_locked"
+
+
 # --- the HTTP contract --------------------------------------------------------------------------------
 
 HTTP_STATUS: Mapping[type[OperationError], int] = MappingProxyType({
