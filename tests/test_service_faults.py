@@ -191,7 +191,7 @@ async def test_a_bad_user_concurrency_limit_refuses_the_start_in_one_line(db):
     process = start_service(db, unused_port(), env={"USER_CONCURRENCY_LIMIT": "0"})
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
-    assert "ConfigError: USER_CONCURRENCY_LIMIT='0' is not a whole number of at least 1; set it like 4, or unset it" in stderr
+    assert "error: USER_CONCURRENCY_LIMIT='0' is not a positive whole number; unset it for 4" in stderr
     assert "Traceback" not in stderr, stderr
 
 

@@ -59,7 +59,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if mode not in MODES:
         raise ConfigError(f"MIGRATE_ON_START={mode!r} is not a startup mode; use one of {', '.join(MODES)}")
     key = auth.configured_key()  # before connecting: a service without its key stops at once
-    app.state.user_concurrency_limit = fairness.configured_limit()
     async with database(migrate=mode) as startup:
         app.state.startup = startup
         app.state.signing_key = key or auth.development_key()

@@ -23,12 +23,11 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from langlearn.operations.errors import Throttled, Unauthorized, status_of
-from langlearn.settings import environment_number
+from service import config
 from service.auth import verified_claims
 from service.errors import RETRY_AFTER_HEADER, refusal_response
 
-LIMIT_VARIABLE = "USER_CONCURRENCY_LIMIT"
-DEFAULT_LIMIT = 4
+LIMIT = config.positive("USER_CONCURRENCY_LIMIT", 4, int)  # below the pool's 5 connections
 THROTTLED = status_of(Throttled(""))
 # declared by reference to the refusals' model (the routes' own responses put it in the document's components)
 THROTTLED_RESPONSE = {
@@ -38,26 +37,20 @@ THROTTLED_RESPONSE = {
 }
 
 
-def configured_limit() -> int:
-    """USER_CONCURRENCY_LIMIT, else 4. The lifespan reads it, so a bad value refuses the start in one line."""
-    return int(environment_number(LIMIT_VARIABLE, DEFAULT_LIMIT, integer=True, minimum=1))
-
-
 class PerUserConcurrency:
-    """ASGI middleware: refuses a request of an account that already has the limit (`app.state.user_concurrency_limit`,
-    set by the lifespan) of requests in flight here."""
+    """ASGI middleware: refuses a request of an account that already has `limit` requests in flight here."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
+        self.limit = limit
         self.in_flight: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit: int | None = getattr(scope["app"].state, "user_concurrency_limit", None) if scope["type"] == "http" else None
-        user = _subject(scope) if limit else None
-        if limit is None or user is None:
+        user = _subject(scope) if scope["type"] == "http" else None
+        if user is None:
             return await self.app(scope, receive, send)
-        if self.in_flight[user] >= limit:
-            refusal = Throttled(f"this account already has {limit} requests in progress; retry when one has finished")
+        if self.in_flight[user] >= self.limit:
+            refusal = Throttled(f"this account already has {self.limit} requests in progress; retry when one has finished")
             return await refusal_response(refusal)(scope, receive, send)
         self.in_flight[user] += 1
         try:
@@ -81,10 +74,9 @@ def _subject(scope: Scope) -> str | None:
 
 
 def install(app: FastAPI) -> None:
-    """Bound each account's requests in flight, and declare the 429 on every operation that takes a token (FastAPI's
-    documented way to extend the OpenAPI document). The lifespan sets the limit
-    (`app.state.user_concurrency_limit = configured_limit()`)."""
-    app.add_middleware(PerUserConcurrency)
+    """Bound each account's requests in flight (USER_CONCURRENCY_LIMIT, default 4), and declare the 429 on every
+    operation that takes a token (FastAPI's documented way to extend the OpenAPI document)."""
+    app.add_middleware(PerUserConcurrency, limit=LIMIT)
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
