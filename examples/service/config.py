@@ -1,7 +1,7 @@
 """The example service's knobs, read once from the environment when the app is imported.
 
 A bad value stops the service before it serves with one line naming the variable and the fix
-(a `ConfigError`, which uvicorn's log shows as that line: see `service.app.OneLineRefusal`).
+(a `ConfigError`, which uvicorn's log shows as that line: see `langlearn.logs.OneLineRefusal`).
 docs/security.md lists every knob with what it guards.
 """
 
