@@ -155,3 +155,15 @@ async def test_a_sign_in_the_pool_refuses_is_not_counted_against_the_account(hea
             await holder
         assert await (await connect(head_db)).fetchval("SELECT max(attempts) FROM sign_in_throttles") == 0
         assert await attempt("ana@example.com", PASSWORD, ip="203.0.113.5") == "signed_in"
+
+
+async def test_a_job_that_waited_past_the_pools_bound_is_busy_and_never_runs():
+    pool = accounts.HashingPool(slots=1, queue=4, max_wait=timedelta(milliseconds=100))
+    release, ran = threading.Event(), []
+    holder = asyncio.ensure_future(pool.run(release.wait))
+    queued = asyncio.ensure_future(pool.run(lambda: ran.append("ran")))
+    await asyncio.sleep(0.3)
+    release.set()
+    with pytest.raises(Busy):
+        await queued
+    assert await holder is True and ran == []

@@ -2,20 +2,25 @@
 
 Passwords are argon2id hashes (argon2-cffi's defaults, RFC 9106's low-memory profile, the seed's
 parameters too). Hashing and verifying are slow on purpose (~0.15 s of one core), so they run in this
-process's `HASHING` pool: `HASHING_SLOTS` threads, at most `HASHING_QUEUE` more jobs waiting, past which
-`Busy` (503) at once: a flood of sign-ins, which needs no account, takes at most those cores and never
-the event loop's. A new password is refused when zxcvbn (whose lists include the most common breached
-passwords) rates it guessable in fewer than 10^6 guesses, or it contains the email or username
-(NIST SP 800-63B's blocklist check); it is checked in the pool, before it is hashed.
+process's `HASHING` pool: `HASHING_SLOTS` threads at a lower scheduling priority (`HASHING_NICENESS`),
+at most `HASHING_QUEUE` more jobs waiting, none longer than `HASHING_MAX_WAIT`; past that `Busy` (503
+with `Retry-After`). A flood of sign-ins, which needs no account, so takes at most those cores, and
+only what the event loop's requests leave of them.
+
+A new password is refused when zxcvbn (whose lists include the most common breached passwords) rates
+it guessable in fewer than 10^6 guesses, or it is built on the email or username (NIST SP 800-63B's
+blocklist check); it is checked in the pool, before it is hashed.
 
 Sign-in is throttled per account and per client address (`langlearn.operations.throttle`, state in
 PostgreSQL): a throttled attempt is refused before any hashing (`Throttled`, 429).
 
 A username is a handle stored in its canonical form: NFKC, case folded, NFKC again (Unicode's
 NFKC_Casefold), so the UNIQUE constraint compares exactly what Python compares: `Ｂｏｂ`, `BOB` and
-`bob` are one name, and so are a KELVIN SIGN `K` and `k`. CHECKs make the database refuse a username that
-is not NFKC-normalised or not lower case. A name mixing scripts beyond what UTS #39's "highly
-restrictive" level allows (Latin with a Cyrillic `а`, say) is refused: it exists to look like another.
+`bob` are one name, and so are a KELVIN SIGN `K` and `k`. Whoever else writes users, the database
+refuses a username that is not NFKC-normalised (a CHECK) and one equal to another but for case (the
+unique index on lower(username)). A name mixing scripts beyond what UTS #39's "highly restrictive"
+level allows (Latin with a Cyrillic `а`, say) is refused: it exists to look like another.
+
 Refresh tokens are random (`secrets.token_urlsafe(32)`, 256 bits), returned once in plaintext and
 stored only as their SHA-256 hex digest. Each token is single-use: `refresh` marks it used and
 issues its successor on the same device; presenting a used token again means two parties hold it,
@@ -44,9 +49,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import os
 import re
 import secrets
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -89,7 +96,9 @@ SCRIPT_MIXES = ({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}, {"LATIN", "HAN", "BOPO
 ANY_SCRIPT = {"COMMON", "INHERITED"}
 
 HASHING_SLOTS = 1  # argon2id hashes at once per process (each takes one core for ~0.15 s)
-HASHING_QUEUE = 32  # more waiting, at most ~HASHING_QUEUE * 0.15 s / HASHING_SLOTS; past that Busy
+HASHING_NICENESS = 10  # the hashing threads' nice value (Linux): the event loop's requests go first when cores are short
+HASHING_QUEUE = 32  # more waiting; past that Busy at once
+HASHING_MAX_WAIT = timedelta(seconds=2)  # a job that waited longer for its slot is Busy, not hashed: its client may be gone
 BUSY_RETRY_AFTER_SECONDS = 1
 WELCOME_SOURCE = "welcome_bonus"
 WELCOME_KEY = f"{WELCOME_SOURCE}:signup"  # a server key: the server's namespace is `<source>:`, no client key has a ':'
@@ -103,25 +112,46 @@ T = TypeVar("T")
 
 
 class HashingPool:
-    """At most `slots` jobs at once in this process, at most `queue` more waiting; a job past that is `Busy`.
+    """At most `slots` jobs at once in this process, at most `queue` more waiting, none waiting longer than
+    `max_wait`; a job past either bound is `Busy`.
 
     The admission is counted until the job *ends* (not until its caller stops waiting), so a cancelled
-    request cannot let more hashes run than the bound."""
+    request cannot let more hashes run than the bound; a job whose wait outlasted `max_wait` ends without
+    running (its request has likely timed out: hashing for nobody would only lengthen the queue)."""
 
-    def __init__(self, slots: int, queue: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="password-hashing")
+    def __init__(self, slots: int, queue: int, max_wait: timedelta = HASHING_MAX_WAIT) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="password-hashing", initializer=_yield_to_requests)
         self._admission = threading.BoundedSemaphore(slots + queue)
+        self._max_wait = max_wait.total_seconds()
 
     async def run(self, job: Callable[..., T], *args: Any) -> T:
         if not self._admission.acquire(blocking=False):
-            raise Busy("too many sign-ins at once; retry in a moment", retry_after=BUSY_RETRY_AFTER_SECONDS)
+            raise _busy()
         try:
-            future = self._executor.submit(job, *args)
+            future = self._executor.submit(self._unless_stale, time.monotonic(), job, *args)
         except BaseException:
             self._admission.release()
             raise
         future.add_done_callback(lambda _: self._admission.release())
         return await asyncio.wrap_future(future)
+
+    def _unless_stale(self, submitted: float, job: Callable[..., T], *args: Any) -> T:
+        if time.monotonic() - submitted > self._max_wait:
+            raise _busy()
+        return job(*args)
+
+
+def _busy() -> Busy:
+    return Busy("too many sign-ins at once; retry in a moment", retry_after=BUSY_RETRY_AFTER_SECONDS)
+
+
+def _yield_to_requests() -> None:
+    """Lower this hashing thread's scheduling priority (Linux schedules threads one by one), so that a flood of
+    sign-ins takes only the CPU other requests leave. Elsewhere, or where it is not allowed, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+    except (AttributeError, OSError):
+        pass
 
 
 HASHING = HashingPool(HASHING_SLOTS, HASHING_QUEUE)
