@@ -104,7 +104,11 @@ class WalletTransaction(UUIDModel):
     `ledger_seq`, drawn from a sequence at insert, orders them as they were written. A writer holds
     the wallet row (FOR UPDATE) and writes `created_at = greatest(now(), the wallet's newest)`: two
     transactions may start in one order and take the lock in the other (langlearn.operations.wallet).
-    A client retrying a request sends the same `idempotency_key`, which is unique per wallet.
+    A client retrying a request sends the same `idempotency_key`, which is unique per wallet. Keys live in two
+    spaces: a client's never contains ':'; a key with ':' is the server's own, `<source>:<reference>`
+    (`league_promotion:2026-12-07`), and only an entry of that source may carry it (a CHECK), so no client
+    request can take the key of a reward the server will pay. `request_digest` is what a purchase stores to
+    recognise its retry (the item and quantity asked for); NULL for other entries and for older ones.
     """
 
     transaction_type = NativeEnumField(TransactionType)
@@ -114,6 +118,7 @@ class WalletTransaction(UUIDModel):
     reference_id = fields.CharField(max_length=255, null=True)
     idempotency_key = fields.CharField(max_length=100, null=True)
     description = fields.TextField(null=True)
+    request_digest = fields.CharField(max_length=64, null=True, description="a purchase's request (SHA-256 hex), matched by its retry")
     ledger_seq = fields.BigIntField(
         db_default=SqlDefault("nextval('wallet_transactions_ledger_seq'::regclass)"),
         description="insert order: breaks ties of created_at within one transaction",
@@ -130,6 +135,11 @@ class WalletTransaction(UUIDModel):
         constraints = (
             CheckConstraint(check="amount <> 0", name="wallet_transactions_amount_check"),
             CheckConstraint(check="balance_after >= 0", name="wallet_transactions_balance_after_check"),
+            # a key with ':' is the server's own, in its entry's source's namespace: no client key can take it
+            CheckConstraint(
+                check="strpos(idempotency_key, ':') = 0 OR (source IS NOT NULL AND starts_with(idempotency_key, source || ':'))",
+                name="wallet_transactions_idempotency_key_check",
+            ),
             # an entry's user is its wallet's user (user_id is kept beside wallet_id for the per-user reads)
             CompositeForeignKey(
                 "wallet_transactions_wallet_id_user_id_fkey", ("wallet_id", "user_id"), "user_wallets", ("id", "user_id")

@@ -9,6 +9,10 @@ writes that in the writer's last statement, or `WRITE_AWARDS` on its own.
 
 The SQL here takes named parameters (`:user`), numbered by `numbered` for asyncpg, so that a
 writer's statement and these shared parts compose without renumbering by hand.
+
+Every reward entry is keyed in the server's namespace (`<source>:<reference>`, see `wallet.server_key`), which no
+client key can enter, and is written only if its key is new: a key already in the ledger means "already paid",
+never an error, and the wallet moves by what was written.
 """
 
 from __future__ import annotations
@@ -21,22 +25,45 @@ from typing import Any
 from uuid import UUID
 
 from langlearn import rules
-from langlearn.operations.wallet import ledger_time
+from langlearn.operations.wallet import ledger_time, server_key
 
 ACHIEVEMENT_SOURCE = "achievement"  # the ledger's source for a reward, as the seed writes it
-_NAME = re.compile(r"(?<![:\w]):([a-z_]+)")
+# A named parameter is `:name` outside what is not SQL code: string literals (E'…' with its backslash escapes),
+# quoted identifiers, dollar-quoted bodies, comments and `::` casts are matched first and left as they are.
+_SQL_TOKEN = re.compile(
+    r"""
+    (?P<verbatim>
+        [Ee]'(?:[^'\\]|\\.|'')*'           # an escape string literal
+      | '(?:[^']|'')*'                       # a string literal ('' is a quote inside it)
+      | "(?:[^"]|"")*"                       # a quoted identifier
+      | \$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$   # a dollar-quoted body ($$…$$, $tag$…$tag$)
+      | --[^\n]*                             # a line comment
+      | /\*.*?\*/                            # a block comment
+      | ::                                   # a cast: `::int` names no parameter
+    )
+    | :(?P<name>[A-Za-z_]\w*)
+    | \$(?P<positional>\d+)                  # asyncpg's own numbering: not to be mixed with names
+    """,
+    re.VERBOSE | re.DOTALL,
+)
 
 
 def numbered(sql: str) -> tuple[str, tuple[str, ...]]:
-    """`sql` with each named parameter (`:name`, not a `::cast`) replaced by `$n`, and the names in their order."""
+    """`sql` with each named parameter (`:name`, letters, digits and `_`) replaced by `$n`, and the names in their order.
+    Text inside literals, quoted identifiers and comments, and `::` casts, are left as they are."""
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
+        if match.group("positional"):
+            raise ValueError(f"${match.group('positional')} in SQL with named parameters: name it (:name) instead")
+        name = match.group("name")
+        if name is None:
+            return match.group(0)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
 
-    return _NAME.sub(number, sql), tuple(names)
+    return _SQL_TOKEN.sub(number, sql), tuple(names)
 
 
 @dataclass(frozen=True)
@@ -88,11 +115,10 @@ def read_catalogue(rows: Any) -> list[CatalogueEntry]:
 
 @dataclass(frozen=True)
 class Payment:
-    """A ledger entry to write: `balance_after` is the running balance in the order written."""
+    """A ledger entry to write (its balance_after is the running balance in the order written, computed in SQL)."""
 
     kind: str
     amount: int
-    balance_after: int
     source: str
     reference_id: str
     key: str
@@ -137,16 +163,16 @@ class Awards:
         return bool(self.xp or self.progress or self.payments or self.feed)
 
     def pay(self, kind: str, amount: int, source: str, reference_id: str, key: str, description: str) -> None:
-        self.payments.append(Payment(kind, amount, self.balance + amount, source, reference_id, key, description))
+        self.payments.append(Payment(kind, amount, source, reference_id, key, description))
 
     def values(self, user_id: UUID, wallet_id: UUID) -> dict[str, Any]:
         """The named parameters of `AWARD_CTES`."""
         return {
-            "user": user_id, "wallet": wallet_id, "xp_added": self.xp, "gems_added": self.gems_added,
+            "user": user_id, "wallet": wallet_id, "xp_added": self.xp,
             "award_ids": [p.achievement_id for p in self.progress], "award_values": [p.value for p in self.progress],
             "award_unlocks": [p.unlock for p in self.progress],
             "entry_kinds": [p.kind for p in self.payments], "entry_amounts": [p.amount for p in self.payments],
-            "entry_balances": [p.balance_after for p in self.payments], "entry_sources": [p.source for p in self.payments],
+            "entry_sources": [p.source for p in self.payments],
             "entry_references": [p.reference_id for p in self.payments], "entry_keys": [p.key for p in self.payments],
             "entry_descriptions": [p.description for p in self.payments],
             "feed_kinds": [f.kind for f in self.feed], "feed_data": [json.dumps(f.data) for f in self.feed],
@@ -167,7 +193,7 @@ def plan_awards(awards: Awards, catalogue: Sequence[CatalogueEntry], metrics: Ma
                                      f"unlocked the {achievement.name} achievement"))
         if achievement.gems:
             awards.pay("reward", achievement.gems, ACHIEVEMENT_SOURCE, str(achievement.rule.id),
-                       f"{ACHIEVEMENT_SOURCE}:{achievement.slug}", f"Achievement unlocked: {achievement.name}")
+                       server_key(ACHIEVEMENT_SOURCE, achievement.slug), f"Achievement unlocked: {achievement.name}")
     for kind, value in metrics.items():  # the next tier of each kind shows progress, as the seed writes it
         pending = [c for c in catalogue if c.rule.condition_type == kind and c.rule.id not in reached and not c.unlocked]
         if pending:
@@ -191,19 +217,25 @@ AWARD_CTES = f"""
         SET progress = greatest(user_achievements.progress, EXCLUDED.progress),
             unlocked_at = coalesce(user_achievements.unlocked_at, EXCLUDED.unlocked_at)
         RETURNING 1
+    ), award_new AS (  -- the entries whose key is not in the ledger: a key found there was already paid
+        SELECT e.* FROM unnest(:entry_kinds::text[], :entry_amounts::int[], :entry_sources::text[], :entry_references::text[],
+                               :entry_keys::text[], :entry_descriptions::text[])
+             WITH ORDINALITY AS e(kind, amount, source, reference_id, key, description, position)
+        WHERE NOT EXISTS (SELECT 1 FROM wallet_transactions t WHERE t.wallet_id = :wallet AND t.idempotency_key = e.key)
     ), award_entries AS (
         INSERT INTO wallet_transactions (wallet_id, user_id, transaction_type, amount, balance_after, source, reference_id,
                                          idempotency_key, description, created_at)
-        SELECT :wallet, :user, e.kind::transaction_type, e.amount, e.balance_after, e.source, e.reference_id, e.key, e.description,
-               {ledger_time(":wallet")}
-        FROM unnest(:entry_kinds::text[], :entry_amounts::int[], :entry_balances::int[], :entry_sources::text[],
-                    :entry_references::text[], :entry_keys::text[], :entry_descriptions::text[])
-             WITH ORDINALITY AS e(kind, amount, balance_after, source, reference_id, key, description, position)
-        ORDER BY e.position
-        RETURNING 1
-    ), award_gems AS (
-        UPDATE user_wallets SET gems = gems + :gems_added, total_gems_earned = total_gems_earned + :gems_added, updated_at = now()
-        WHERE id = :wallet AND :gems_added > 0
+        SELECT :wallet, :user, n.kind::transaction_type, n.amount,
+               (SELECT w.gems FROM user_wallets w WHERE w.id = :wallet) + sum(n.amount) OVER (ORDER BY n.position),
+               n.source, n.reference_id, n.key, n.description, {ledger_time(":wallet")}
+        FROM award_new n
+        ORDER BY n.position
+        ON CONFLICT (wallet_id, idempotency_key) DO NOTHING  -- the backstop: the wallet lock makes the check above exact
+        RETURNING amount
+    ), award_gems AS (  -- the wallet moves by what was written
+        UPDATE user_wallets SET gems = gems + paid.amount, total_gems_earned = total_gems_earned + paid.amount, updated_at = now()
+        FROM (SELECT sum(amount) AS amount FROM award_entries) paid
+        WHERE id = :wallet AND paid.amount > 0
         RETURNING 1
     ), award_feed AS (
         INSERT INTO activity_feeds (user_id, activity_type, activity_data, message, is_public)

@@ -15,10 +15,12 @@
    the week's ranks and flags plus next week's entries (created with the XP already earned that week,
    or only their league changed: XP and lessons earned are never clobbered) in one statement (next week
    stays unranked: an open week is ranked when it closes, so a completion never re-ranks a board); then the rewards: wallets created if missing, locked in id order, then the ledger
-   entries (GREATEST(now(), newest created_at), as in `wallet.py`), the wallets and the activity feed.
+   entries (GREATEST(now(), newest created_at), as in `wallet.py`), the wallets and the activity feed. A reward
+   whose key is already in the ledger was paid: skipped, never an error (no client key can take it, `wallet.py`).
 
 The marker. The schema has no "week closed" record; the closed state is the marker: flags, ranks, rewards
-(`source = "league_promotion"`, `reference_id` = the week's Monday, as the seed writes them) and next
+(key `league_promotion:<Monday>` (`promotion_key`), or `source = "league_promotion"` with `reference_id` = the
+week's Monday, as the seed writes them) and next
 week's leagues. It cannot tell a closed week with no promotion and no demotion whose ranks were already
 final from an unclosed one: such a close reports already_closed without creating missing next-week
 entries (harmless: a user without an entry keeps their league, as in the seed, which creates entries only
@@ -47,7 +49,7 @@ from tortoise.transactions import in_transaction
 
 from langlearn import rules
 from langlearn.operations.errors import InvalidRequest
-from langlearn.operations.wallet import ledger_time
+from langlearn.operations.wallet import ledger_time, server_key
 
 PROMOTION_SOURCE = "league_promotion"  # the ledger's source for a promotion reward, as the seed writes it
 PROMOTION_FEED = "league_promoted"  # the activity feed's type for it
@@ -88,7 +90,8 @@ READ_WEEK = """
     SELECT e.id, e.user_id, e.league::text AS league, e.xp_earned, e.current_rank, e.is_promoted, e.is_demoted,
            n.league::text AS next_league,
            EXISTS (SELECT 1 FROM user_wallets w JOIN wallet_transactions t ON t.wallet_id = w.id
-                   WHERE w.user_id = e.user_id AND t.source = $2 AND t.reference_id = $3) AS rewarded
+                   WHERE w.user_id = e.user_id
+                     AND (t.idempotency_key = $2 OR (t.source = $3 AND t.reference_id = $4))) AS rewarded  -- the seed's keys differ
     FROM leaderboard_entries e
     LEFT JOIN leaderboard_entries n ON n.user_id = e.user_id AND n.week_start = $1::date + 7
     WHERE e.week_start = $1
@@ -129,27 +132,31 @@ WRITE_WEEK = """
 """
 CREATE_WALLETS = "INSERT INTO user_wallets (user_id) SELECT u FROM unnest($1::uuid[]) AS u ORDER BY u ON CONFLICT (user_id) DO NOTHING"
 LOCK_WALLETS = "SELECT id FROM user_wallets WHERE user_id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
-# $1-$6 per reward: user, amount, description, idempotency key, feed data, feed message; $7 source; $8 the week; $9 feed type
+# $1-$5 per reward: user, amount, description, feed data, feed message; $6 source; $7 the week; $8 feed type; $9 the key.
+# A reward whose key is in the user's ledger already was paid: it is skipped, never an error (`wallet.py`'s key spaces
+# make sure only this close can have written that key).
 WRITE_REWARDS = f"""
     WITH reward AS (
-        SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
-                   AS r(user_id, amount, description, key, data, message)
+        SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::text[])
+                   AS r(user_id, amount, description, data, message)
     ), entry AS (
         INSERT INTO wallet_transactions (wallet_id, user_id, transaction_type, amount, balance_after, source,
                                          reference_id, idempotency_key, description, created_at)
-        SELECT w.id, r.user_id, 'reward'::transaction_type, r.amount, w.gems + r.amount, $7, $8, r.key, r.description,
+        SELECT w.id, r.user_id, 'reward'::transaction_type, r.amount, w.gems + r.amount, $6, $7, $9::text, r.description,
                {ledger_time("w.id")}
         FROM reward r JOIN user_wallets w ON w.user_id = r.user_id
+        WHERE NOT EXISTS (SELECT 1 FROM wallet_transactions t WHERE t.wallet_id = w.id AND t.idempotency_key = $9::text)
         ORDER BY w.id
-        RETURNING wallet_id, amount
+        ON CONFLICT (wallet_id, idempotency_key) DO NOTHING  -- the backstop: the wallets are locked, the check above is exact
+        RETURNING wallet_id, user_id, amount
     ), wallet AS (
         UPDATE user_wallets u
         SET gems = u.gems + entry.amount, total_gems_earned = u.total_gems_earned + entry.amount, updated_at = now()
         FROM entry WHERE u.id = entry.wallet_id
         RETURNING 1
-    ), feed AS (
+    ), feed AS (  -- an event for each reward written now
         INSERT INTO activity_feeds (user_id, activity_type, activity_data, message)
-        SELECT r.user_id, $9, r.data, r.message FROM reward r
+        SELECT r.user_id, $8, r.data, r.message FROM reward r JOIN entry ON entry.user_id = r.user_id
         RETURNING 1
     )
     SELECT (SELECT count(*) FROM wallet) AS paid, (SELECT count(*) FROM feed) AS fed
@@ -169,7 +176,7 @@ async def close_week(week_start: date) -> WeekClosed:
     reference = week_start.isoformat()
     async with in_transaction() as conn:
         await conn.execute_query_dict(CLOSE_LOCK)
-        entries = _outcomes(await conn.execute_query_dict(READ_WEEK, [week_start, PROMOTION_SOURCE, reference]))
+        entries = _outcomes(await conn.execute_query_dict(READ_WEEK, [week_start, promotion_key(week_start), PROMOTION_SOURCE, reference]))
         promoted = sum(entry.outcome.promoted for entry in entries)
         demoted = sum(entry.outcome.demoted for entry in entries)
         if all(entry.done for entry in entries):
@@ -183,6 +190,11 @@ async def close_week(week_start: date) -> WeekClosed:
         created, moved = written[0]["created"], written[0]["moved"]
         paid = await _pay_rewards(conn, week_start, [entry for entry in entries if entry.outcome.promoted and not entry.rewarded])
     return WeekClosed(week_start, len(entries), promoted, demoted, created, moved, paid, already_closed=False)
+
+
+def promotion_key(week_start: date) -> str:
+    """The ledger key of the week's promotion rewards (one per promoted user's wallet)."""
+    return server_key(PROMOTION_SOURCE, week_start.isoformat())
 
 
 def check_week(week_start: date, now: datetime | None = None) -> None:
@@ -233,10 +245,9 @@ async def _pay_rewards(conn: BaseDBAsyncClient, week_start: date, promoted: list
         users,
         [rules.promotion_gems(entry.outcome.league) for entry in promoted],
         [f"Promoted to the {entry.outcome.next_league.title()} league" for entry in promoted],
-        [f"{PROMOTION_SOURCE}:{week_start.isoformat()}" for _ in promoted],
         [json.dumps({"league": entry.outcome.next_league, "week_start": week_start.isoformat()}) for entry in promoted],
         [f"was promoted to the {entry.outcome.next_league.title()} league" for entry in promoted],  # the seed's wording
-        PROMOTION_SOURCE, week_start.isoformat(), PROMOTION_FEED,
+        PROMOTION_SOURCE, week_start.isoformat(), PROMOTION_FEED, promotion_key(week_start),
     ])
     paid: int = written[0]["paid"]
     return paid

@@ -11,6 +11,13 @@ Lock order, which every writer of these rows must follow (or deadlocks become po
 Streak freezes are held in the inventory and counted in `streaks.freeze_count` alike (the verification checks
 that they agree): buying one adds to both (at most `MAX_FREEZES` held), a lesson completed after a missed day
 takes one from both (`lessons.py`, under the same wallet lock), and activating one only marks it in use.
+Key spaces. A client's idempotency key never contains ':'; a key with ':' is the server's own, `<source>:<reference>`
+(`server_key`: `league_promotion:2026-12-07`, `daily_goal:2026-12-07`, `achievement:first-lesson`), and only an
+entry of that source may carry it. The operations refuse a client key with ':' (`check_ledger_key`), and the
+database's CHECK wallet_transactions_idempotency_key_check enforces the same rule for every writer, so no client
+request can take a key a server reward will need. A purchase's retry is recognised by its stored request digest
+(`request_digest`, the item and quantity), never by reading its description.
+
 A wallet's ledger is written only under its wallet's lock, so the lock serialises one wallet's
 requests: the idempotency check that follows it and the insert after that cannot interleave with
 another request for the same wallet (a check-then-insert is race-free here; UNIQUE (wallet_id,
@@ -33,8 +40,8 @@ A user's first operation adds 2 (the wallet created, then locked); a refusal rea
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -57,6 +64,7 @@ from langlearn.operations.errors import (
 from langlearn.rules import MAX_FREEZES  # how many freezes a streak may hold
 
 IDEMPOTENCY_KEY_MAX = 100  # wallet_transactions.idempotency_key VARCHAR(100)
+SERVER_KEY_SEPARATOR = ":"  # only the server's own keys contain it: `<source>:<reference>`
 SHOP_SOURCE = "shop"
 
 EarnKind = Literal["earn", "reward", "refund"]
@@ -114,14 +122,14 @@ def ledger_time(wallet_id: str) -> str:
 # a statement of its own after the lock: under READ COMMITTED it sees what the previous holder committed
 # (a join in the locking statement would read the entry from the snapshot taken before the wait)
 FIND_ENTRY = """
-    SELECT id, transaction_type::text AS kind, amount, balance_after, source, reference_id, description
+    SELECT id, transaction_type::text AS kind, amount, balance_after, source, reference_id, request_digest
     FROM wallet_transactions WHERE wallet_id = $1 AND idempotency_key = $2
 """
 _ENTRY = f"""
     entry AS (
         INSERT INTO wallet_transactions (wallet_id, user_id, transaction_type, amount, balance_after, source,
-                                         reference_id, idempotency_key, description, created_at)
-        VALUES ($1, $2, $3::transaction_type, $4, $5, $6, $7, $8, $9,
+                                         reference_id, idempotency_key, description, request_digest, created_at)
+        VALUES ($1, $2, $3::transaction_type, $4, $5, $6, $7, $8, $9, $10,
                 {ledger_time("$1")})
         RETURNING id
     ), wallet AS (
@@ -140,7 +148,7 @@ TAKE_STOCK = """
 READ_ITEM = "SELECT name, item_type, is_available, stock_quantity, price_gems, effects FROM shop_items WHERE id = $1"
 WRITE_PURCHASE = f"""
     WITH {_ENTRY}, held AS (
-        INSERT INTO user_inventory (user_id, shop_item_id, quantity) VALUES ($2, $10, $11)
+        INSERT INTO user_inventory (user_id, shop_item_id, quantity) VALUES ($2, $11, $12)
         ON CONFLICT (user_id, shop_item_id) DO UPDATE SET quantity = user_inventory.quantity + EXCLUDED.quantity
         RETURNING quantity
     )
@@ -207,12 +215,12 @@ async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency
     """
     if quantity < 1:
         raise InvalidRequest(f"a purchase buys at least one item, not {quantity}")
-    check_key(idempotency_key)
+    check_ledger_key(idempotency_key, source=None)  # a purchase's key is always the client's
+    request = _purchase_digest(shop_item_id, quantity)
     async with in_transaction() as conn:
         wallet_id, gems = await lock_wallet(conn, user_id)
         if first := await _find_entry(conn, wallet_id, idempotency_key):
-            bought = _purchased_quantity(first)
-            if first["kind"] != "purchase" or first["reference_id"] != str(shop_item_id) or bought != quantity:
+            if not _same_purchase(first, shop_item_id, request):
                 raise IdempotencyKeyReused(f"idempotency key {idempotency_key!r} was first used for another request")
             owned = await conn.execute_query_dict(READ_OWNED, [user_id, shop_item_id])
             return PurchaseResult(first["id"], shop_item_id, quantity, -first["amount"], first["balance_after"], replayed=True,
@@ -232,7 +240,7 @@ async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency
             await conn.execute_query_dict(ADD_FREEZES, [user_id, quantity])
         written = await conn.execute_query_dict(WRITE_PURCHASE, [
             wallet_id, user_id, "purchase", -cost, gems - cost, SHOP_SOURCE, str(shop_item_id), idempotency_key,
-            f"Bought {quantity} × {taken[0]['name']}", shop_item_id, quantity,
+            f"Bought {quantity} × {taken[0]['name']}", request, shop_item_id, quantity,
         ])
     return PurchaseResult(written[0]["id"], shop_item_id, quantity, cost, written[0]["gems"], replayed=False,
                           quantity_owned=written[0]["quantity"])
@@ -275,7 +283,7 @@ async def _post(
     user_id: UUID, kind: str, amount: int, source: str, reference_id: str | None, idempotency_key: str, description: str | None
 ) -> WalletResult:
     """One ledger entry of `amount` (signed) and the wallet moved by it, under the wallet's lock."""
-    check_key(idempotency_key)
+    check_ledger_key(idempotency_key, source)
     async with in_transaction() as conn:
         wallet_id, gems = await lock_wallet(conn, user_id)
         if first := await _find_entry(conn, wallet_id, idempotency_key):
@@ -285,7 +293,7 @@ async def _post(
         if gems + amount < 0:
             raise InsufficientGems(f"spending {-amount} gems needs {-amount - gems} more; the wallet holds {gems}")
         written = await conn.execute_query_dict(WRITE_ENTRY, [
-            wallet_id, user_id, kind, amount, gems + amount, source, reference_id, idempotency_key, description,
+            wallet_id, user_id, kind, amount, gems + amount, source, reference_id, idempotency_key, description, None,
         ])
     return WalletResult(written[0]["id"], amount, written[0]["gems"], replayed=False)
 
@@ -324,13 +332,31 @@ def check_key(idempotency_key: str) -> None:
         raise InvalidRequest(f"an idempotency key is 1 to {IDEMPOTENCY_KEY_MAX} characters")
 
 
-_BOUGHT = re.compile(r"Bought (\d+) × ")
+def server_key(source: str, reference: str) -> str:
+    """The key of an entry the server writes on its own behalf, in `source`'s namespace (no client key has ':')."""
+    return f"{source}{SERVER_KEY_SEPARATOR}{reference}"
 
 
-def _purchased_quantity(entry: Row) -> int | None:
-    """The quantity of a purchase entry written by `purchase` (its description says it; the price may have changed since)."""
-    match = _BOUGHT.match(entry["description"] or "")
-    return int(match.group(1)) if match else None
+def check_ledger_key(idempotency_key: str, source: str | None) -> None:
+    """A ledger entry's key: a client's (no ':'), or the server's own for an entry of `source` (`server_key`).
+    The same rule as the database's CHECK wallet_transactions_idempotency_key_check, refused here with a clear message."""
+    check_key(idempotency_key)
+    if SERVER_KEY_SEPARATOR in idempotency_key and (source is None or not idempotency_key.startswith(server_key(source, ""))):
+        raise InvalidRequest(f"an idempotency key may not contain {SERVER_KEY_SEPARATOR!r}: such keys are the server's own; "
+                             "send a key without it (a UUID, for example)")
+
+
+def _purchase_digest(shop_item_id: UUID, quantity: int) -> str:
+    """What a purchase's entry stores to recognise its retry: the request itself, not the (changeable) price or wording."""
+    return hashlib.sha256(f"purchase\n{shop_item_id}\n{quantity}".encode()).hexdigest()
+
+
+def _same_purchase(first: Row, shop_item_id: UUID, request: str) -> bool:
+    """Whether the entry found under a purchase's key is this purchase. An entry written before request digests were
+    stored (NULL) can only be matched by its kind and item."""
+    if first["kind"] != "purchase" or first["reference_id"] != str(shop_item_id):
+        return False
+    return first["request_digest"] in (None, request)
 
 
 def _effects(item: Row) -> dict[str, Any]:
