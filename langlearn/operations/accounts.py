@@ -101,7 +101,7 @@ HASHING_QUEUE = 32  # more waiting; past that Busy at once
 HASHING_MAX_WAIT = timedelta(seconds=2)  # a job that waited longer for its slot is Busy, not hashed: its client may be gone
 BUSY_RETRY_AFTER_SECONDS = 1
 WELCOME_SOURCE = "welcome_bonus"
-WELCOME_KEY = f"{WELCOME_SOURCE}:signup"  # a server key: the server's namespace is `<source>:`, no client key has a ':'
+WELCOME_KEY = wallet.server_key(WELCOME_SOURCE, "signup")  # `welcome_bonus:signup`: in the server's key space, no client key has ':'
 
 CREDENTIALS_MESSAGE = "wrong email or password"
 TOKEN_INVALID_MESSAGE = "the refresh token is unknown, expired or revoked; sign in again"
@@ -290,7 +290,7 @@ async def register(email: str, username: str, password: str, *, welcome_gems: in
             await connection.execute_query("INSERT INTO streaks (user_id) VALUES ($1)", [user_id])
             if welcome_gems:
                 await connection.execute_query_dict(wallet.WRITE_ENTRY, [
-                    wallet_id, user_id, "earn", welcome_gems, welcome_gems, WELCOME_SOURCE, None, WELCOME_KEY, "Welcome gems",
+                    wallet_id, user_id, "earn", welcome_gems, welcome_gems, WELCOME_SOURCE, None, WELCOME_KEY, "Welcome gems", None,
                 ])
     except IntegrityError as error:
         constraint = getattr(error.__cause__, "constraint_name", None) or ""
