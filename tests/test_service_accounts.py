@@ -170,3 +170,19 @@ def test_a_new_sign_in_on_the_device_and_a_reused_refresh_token_end_earlier_acce
     assert (me(base, again), me(base, rotated)) == (401, 401)
     ended = call(base, "GET", "/me", headers={"Authorization": f"Bearer {rotated['access_token']}"})
     assert ended.json() == {"error": "unauthorized", "detail": "the access token's session has ended (logged out or revoked); sign in again"}
+
+
+# --- configuration -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "five"])
+def test_the_service_refuses_to_start_with_a_bad_throttling_setting_in_one_line(db, value):
+    run = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "--app-dir", "examples", "service.app:app", "--port", str(unused_port())],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DATABASE_URL": db, "LANGLEARN_SECRET_KEY": KEY, "LANGLEARN_SIGNIN_ACCOUNT_ATTEMPTS": value},
+    )
+    assert run.returncode != 0
+    refusal = [line for line in run.stderr.splitlines() if "LANGLEARN_SIGNIN_ACCOUNT_ATTEMPTS" in line]
+    assert len(refusal) == 1 and "not a whole number of attempts of at least 1 (default 5)" in refusal[0], run.stderr
+    assert "Traceback" not in run.stderr

@@ -86,7 +86,9 @@ class AccessToken:
 
 def configured_key() -> SigningKey | None:
     """The key from the environment; None when the development key stands in (no key, DATABASE_URL unset).
-    Read before connecting, so that a service without its key refuses to start at once."""
+    Read before connecting, so that a service without its key refuses to start at once; the sign-in
+    throttling's settings are read with it, for the same reason."""
+    sign_in_throttling()
     raw = os.environ.get(SECRET_KEY_VARIABLE)
     if raw is not None:
         if not raw.strip():  # set but blank: a secret that failed to mount, not a request for the development key
@@ -134,7 +136,7 @@ def _development_key(path: Path) -> str:
 
 @cache
 def sign_in_throttling() -> Throttling:
-    """The throttling of sign-ins, from the environment (read once; a bad value stops the first sign-in with a one-line error)."""
+    """The throttling of sign-ins, from the environment (read once, at startup: see `configured_key`)."""
     defaults = Throttling()
     return Throttling(account_free=_attempts(ACCOUNT_ATTEMPTS_VARIABLE, defaults.account_free),
                       address_free=_attempts(ADDRESS_ATTEMPTS_VARIABLE, defaults.address_free))
