@@ -98,7 +98,7 @@ ANY_SCRIPT = {"COMMON", "INHERITED"}
 HASHING_SLOTS = 1  # argon2id hashes at once per process (each takes one core for ~0.15 s)
 HASHING_NICENESS = 10  # the hashing threads' nice value (Linux): the event loop's requests go first when cores are short
 HASHING_QUEUE = 32  # more waiting; past that Busy at once
-HASHING_MAX_WAIT = timedelta(seconds=2)  # a job that waited longer for its slot is Busy, not hashed: its client may be gone
+HASHING_MAX_WAIT = timedelta(seconds=5)  # a job that waited longer for its slot is Busy, not hashed: its client may be gone
 BUSY_RETRY_AFTER_SECONDS = 1
 WELCOME_SOURCE = "welcome_bonus"
 WELCOME_KEY = wallet.server_key(WELCOME_SOURCE, "signup")  # `welcome_bonus:signup`: in the server's key space, no client key has ':'
