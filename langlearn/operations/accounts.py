@@ -142,7 +142,7 @@ class HashingPool:
 
 
 def _busy() -> Busy:
-    return Busy("too many sign-ins at once; retry in a moment", retry_after=BUSY_RETRY_AFTER_SECONDS)
+    return Busy("too many sign-ins or sign-ups at once; retry in a moment", retry_after=BUSY_RETRY_AFTER_SECONDS)
 
 
 def _yield_to_requests() -> None:
