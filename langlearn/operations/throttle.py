@@ -11,7 +11,7 @@ rows unless one is blocked: concurrent guesses cannot all slip through before th
 written (the row lock serialises them, account key first, then address: one lock order). The n-th
 attempt of a key, from its `free`-th on, blocks that key for `first_wait` × 2^(n − free), at most
 `longest_wait`: the next attempt inside that wait gets `Throttled` (429) with the seconds left, and is
-not counted. A count restarts after `forget_after` without attempts.
+not counted against the blocked key. A count restarts after `forget_after` without attempts.
 
 A successful sign-in forgives: its account's row is deleted, and its attempt no longer counts for the
 address (an address keeps its count otherwise: one's own account signed into between guesses must not
@@ -141,7 +141,7 @@ THROTTLED_MESSAGE = "too many sign-in attempts for this account or from this add
 
 
 async def admit(keys: SignInKeys, throttling: Throttling) -> None:
-    """Count this attempt under its keys, or raise `Throttled` (nothing counted) while one of them is blocked."""
+    """Count this attempt under its keys, or raise `Throttled` while one of them is blocked (that key's count stays)."""
     connection = connections.get("default")
     parameters: list[Any] = [keys.all, throttling.account_free, throttling.address_free, throttling.first_wait.total_seconds(),
                              throttling.longest_wait.total_seconds(), throttling.forget_after.total_seconds()]
