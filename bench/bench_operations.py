@@ -12,7 +12,9 @@ token and the one-row user read), and `/health`.
 The database is bench_queries.py's (its helper `prepare_database`: created, migrated to head and seeded
 the first time, else reused, at head). The service runs under uvicorn, one worker, with a generated
 LANGLEARN_SECRET_KEY. A pool of bench users is registered and signed in through the API, granted gems
-(so that purchases measure the success path) and made to follow seeded users (so that feeds have items).
+(so that purchases measure the success path), made to follow seeded users (so that feeds have items) and made
+to pass every lesson without a prerequisite (so that their words are theirs to review: the rule book reviews only
+taught words; the lesson completions measured are then replays, which write everything a first pass does but the words).
 Each (operation, concurrency) runs `--seconds`, one worker per user, each worker sending its next request
 when the previous one is answered. Latency is measured by the client, loopback included.
 
@@ -80,8 +82,8 @@ class BenchUser:
 class Fixtures:
     """What the requests draw from, read once."""
 
-    lessons: dict[str, list[tuple[str, str]]]  # lesson id -> its exercises (id, right answer)
-    words: list[str]
+    lessons: dict[str, list[tuple[str, str]]]  # lesson id -> its exercises (id, right answer): lessons with no prerequisite
+    words: list[str]  # the words those lessons teach (a bench user passes each of them first: `teach`)
     seeded_users: list[str]
     purchasable: str  # an item sold without a stock limit or a holding limit
 
@@ -130,14 +132,18 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def lesson_request(fixtures: Fixtures, lesson_id: str, rng: random.Random) -> Request:
+    """A play of the lesson with every answer right, each in a plausible time (the rule book refuses 0-ms plays)."""
+    now = datetime.now(timezone.utc)
+    answers = [{"question_id": exercise, "answer": right, "time_spent_ms": rng.randint(800, 9000), "hint_used": False}
+               for exercise, right in fixtures.lessons[lesson_id]]
+    body = {"answers": answers, "started_at": iso(now - timedelta(minutes=2)), "finished_at": iso(now)}
+    return Request("POST", f"/me/lessons/{lesson_id}/attempts", body, key=str(uuid.uuid4()))
+
+
 def operations(fixtures: Fixtures) -> list[Operation]:
-    def lesson(rng: random.Random) -> Request:
-        lesson_id = rng.choice(list(fixtures.lessons))
-        now = datetime.now(timezone.utc)
-        answers = [{"question_id": exercise, "answer": right, "time_spent_ms": rng.randint(800, 9000), "hint_used": False}
-                   for exercise, right in fixtures.lessons[lesson_id]]
-        body = {"answers": answers, "started_at": iso(now - timedelta(minutes=2)), "finished_at": iso(now)}
-        return Request("POST", f"/me/lessons/{lesson_id}/attempts", body, key=str(uuid.uuid4()))
+    def lesson(rng: random.Random) -> Request:  # after `teach`, a replay: the completion path, practice XP once a day
+        return lesson_request(fixtures, rng.choice(list(fixtures.lessons)), rng)
 
     return [
         Operation("floor: unrouted path (404)", 404, lambda rng: Request("GET", "/bench-no-such-route", authenticated=False)),
@@ -326,12 +332,15 @@ async def read_fixtures(url: str, seed: int) -> Fixtures:
     connection = await open_connection(url)
     try:
         lessons = {}
-        for row in await connection.fetch("SELECT id::text, content FROM lessons"):
+        # lessons anyone may play (no prerequisite, a published course) and their words, which a bench user may review
+        # once it has passed them
+        playable = "SELECT l.id FROM lessons l JOIN courses c ON c.id = l.course_id WHERE c.is_published AND l.prerequisite_lesson_id IS NULL"
+        for row in await connection.fetch(f"SELECT id::text, content FROM lessons WHERE id IN ({playable})"):
             content = json.loads(row["content"]) if isinstance(row["content"], str) else row["content"]
             exercises = [(str(e["id"]), str(e["answer"])) for e in (content or {}).get("exercises", [])]
             if exercises:
                 lessons[row["id"]] = exercises
-        words = [row["id"] for row in await connection.fetch("SELECT id::text FROM vocabulary_items")]
+        words = [row["id"] for row in await connection.fetch(f"SELECT id::text FROM vocabulary_items WHERE lesson_id IN ({playable})")]
         seeded = [row["id"] for row in await connection.fetch("SELECT id::text FROM users WHERE email NOT LIKE 'bench-ops-%' ORDER BY id")]
         purchasable = await connection.fetchval(
             "SELECT id::text FROM shop_items WHERE is_available AND stock_quantity IS NULL AND price_gems > 0 "
@@ -360,6 +369,16 @@ async def grant_gems(url: str, users: list[BenchUser]) -> None:
     async with database(url, migrate="check"):
         for user in users:
             await wallet.earn(uuid.UUID(user.user_id), GRANT_GEMS, "bench", "bench-ops-grant", kind="reward", description="bench gems")
+
+
+async def teach(http: httpx.AsyncClient, users: list[BenchUser], fixtures: Fixtures, seed: int) -> None:
+    """Each bench user passes every playable lesson once: its words become theirs to review, and later plays are replays."""
+    rng = random.Random(seed)
+    for user in users:
+        for lesson_id in fixtures.lessons:
+            response = await send(http, user, lesson_request(fixtures, lesson_id, rng))
+            if response.status_code != 201:
+                raise SystemExit(f"a first lesson answered {response.status_code}: {response.text}")
 
 
 async def follow_seeded(http: httpx.AsyncClient, users: list[BenchUser], fixtures: Fixtures, seed: int) -> None:
@@ -444,6 +463,7 @@ async def main(argv: list[str]) -> int:
                   f"{time.perf_counter() - started:.1f} s; service log {log_path}", flush=True)
             await grant_gems(url, users)
             await follow_seeded(http, users, fixtures, args.seed)
+            await teach(http, users, fixtures, args.seed)
             results = []
             for concurrency in CONCURRENCY:
                 for operation in ops:

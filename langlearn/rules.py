@@ -4,7 +4,9 @@ Everything here is pure (no I/O, no clock, no randomness), so the seed, which dr
 choices at random, and the live operations, which take them from requests, score them alike:
 
 - lessons: `is_correct_answer`, `grade_lesson` (hearts: `LESSON_LIVES`), `lesson_score`, `lesson_passes`, `is_perfect`,
-  `lesson_xp`; how late a completion may arrive: `ATTEMPT_MAX_AGE`;
+  `play_kind` and `lesson_xp` (a first pass earns, a replay earns `PRACTICE_XP` once a day); what a play must look like:
+  `MIN_ANSWER_MS` (`too_fast`); when it counts: `attempt_times` (the client's times clamped to the server's clock:
+  `plausible_play`, `ATTEMPT_GRACE`), `ATTEMPT_MAX_AGE`;
 - the day: `activity_day`, `daily_goal_reached` and its `DAILY_GOAL_GEMS`; `WELCOME_GEMS`, `HEART_REFILL_GEMS`;
 - streaks: `StreakState`, `next_streak_day`, `streak_on_activity` (freezes: `MAX_FREEZES`), `is_streak_milestone`;
 - achievements: `METRICS` (what `condition_type` counts), `achievement_unlocked`, `achievement_progress`,
@@ -12,7 +14,28 @@ choices at random, and the live operations, which take them from requests, score
 - leagues: `LEAGUES`, `PROMOTE_AT`, `DEMOTE_BELOW`, `week_start`, `week_end`, `week_closes_at`, `close_week`, `promotion_gems`,
   `ranks`;
 - spaced repetition (SM-2, through `supermemo2`): `MemoryState`, `review` (`schedule`), `is_mastered` (`mastered`),
-  `mastery_level` (`mastery`), `memory_strength` (`strength`), `recalled`; the plain-number forms serve the seed.
+  `mastery_level` (`mastery`), `memory_strength` (`strength`), `recalled`, `is_early`; intervals capped at
+  `MAX_INTERVAL_DAYS`; the plain-number forms serve the seed.
+
+What earns (the game pays for learning, not for volume):
+- A lesson's first pass earns its `xp_reward` (plus `PERFECT_BONUS_XP`), doubled under a boost. A replay of a lesson
+  already completed is practice, as Duolingo's practice is: its first pass in a UTC day earns `PRACTICE_XP`, later
+  passes of it that day earn nothing. So fifteen replays of one lesson earn one practice reward, not fifteen lessons'
+  XP (bronze's promotion line is 150 weekly XP). A replay pays no gems of its own and moves no lesson achievement
+  (`lesson_complete` and `perfect_score` count distinct lessons); it still keeps the streak and the day's goal, which
+  reward the day (paid once a day), not the lesson.
+- A play is refused (nothing written) when its answers took less than `MIN_ANSWER_MS` each on average: no one reads and
+  answers an exercise faster. An average, not a per-answer floor: one quick tap is plausible, a lesson of them is not.
+- The client's times are claims: `attempt_times` clamps the start to no earlier than the server's receipt minus the
+  answers' own time (each counted up to `MAX_COUNTED_ANSWER_MS`) and `ATTEMPT_GRACE`. The attempt's day and week, the
+  streak and a Double XP Boost (active when the clamped start falls in its window) follow the clamped start: a
+  client cannot date a lesson into a boost that expired, or into yesterday, beyond what its play's length allows.
+  A completion more than `ATTEMPT_MAX_AGE` after its claimed start is refused; `week_closes_at` waits that long.
+- A word is reviewed only once a lesson teaching it was passed (the operations refuse others). A review before the
+  word is due (`is_early`) does not advance SM-2, as in Anki and SuperMemo: a recalled early review is counted (the
+  review count, the last review time, the day's session, the history) but the schedule stays; a failed one is a
+  lapse all the same (the word starts over). Four perfect reviews in a row no longer master a word in a minute.
+- Intervals are capped at `MAX_INTERVAL_DAYS` (Anki's maximum interval, 100 years), so no state overflows the calendar.
 """
 
 from __future__ import annotations
@@ -21,6 +44,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from enum import Enum
 from functools import cache
 from typing import NamedTuple
 from uuid import UUID
@@ -109,12 +133,70 @@ def is_perfect(passed: bool, first_correct: int, questions: int) -> bool:
     return passed and first_correct == questions
 
 
-def lesson_xp(xp_reward: int, passed: bool, perfect: bool, boosted: bool) -> int:
-    """The XP an attempt earns: the lesson's `xp_reward` (plus the perfect bonus) if it passed, doubled under a boost."""
-    if not passed:
+PRACTICE_XP = 5  # a passed replay of a completed lesson, the first of that lesson in a UTC day (Duolingo's practice)
+
+
+class Play(Enum):
+    """What a passing attempt is to the learner: a lesson's first pass, its day's practice, or a repeat that day."""
+
+    FIRST_PASS = "first_pass"
+    PRACTICE = "practice"
+    REPEAT = "repeat"
+
+
+def play_kind(completed_before: bool, practised_today: bool) -> Play:
+    """A play of a lesson not completed before is its first pass; of a completed one, the day's practice unless a replay
+    of it already passed that UTC day."""
+    if not completed_before:
+        return Play.FIRST_PASS
+    return Play.REPEAT if practised_today else Play.PRACTICE
+
+
+def lesson_xp(xp_reward: int, passed: bool, perfect: bool, boosted: bool, play: Play = Play.FIRST_PASS) -> int:
+    """The XP an attempt earns if it passed: a first pass the lesson's `xp_reward` (plus the perfect bonus), the day's
+    practice `PRACTICE_XP`, a repeat nothing; doubled under a boost."""
+    if not passed or play is Play.REPEAT:
         return 0
-    xp = xp_reward + (PERFECT_BONUS_XP if perfect else 0)
+    xp = PRACTICE_XP if play is Play.PRACTICE else xp_reward + (PERFECT_BONUS_XP if perfect else 0)
     return xp * DOUBLE_XP_FACTOR if boosted else xp
+
+
+# --- lessons: when a play happened, and whether it is one ----------------------------------------
+MIN_ANSWER_MS = 1_000  # the least average time per answer of a play; faster ones are refused
+MAX_COUNTED_ANSWER_MS = 120_000  # the most one answer adds to a play's plausible length (longer is an idle app)
+ATTEMPT_GRACE = timedelta(minutes=5)  # a play's length beyond its answers: the introduction, pauses, the network
+
+
+def too_fast(answer_ms: Sequence[int]) -> bool:
+    """Whether answers came faster than anyone reads and answers: under `MIN_ANSWER_MS` each on average."""
+    return sum(answer_ms) < len(answer_ms) * MIN_ANSWER_MS
+
+
+def plausible_play(answer_ms: Sequence[int]) -> timedelta:
+    """How long before the server received it a play may have started: its answers' time (each counted up to
+    `MAX_COUNTED_ANSWER_MS`) plus `ATTEMPT_GRACE`, never more than `ATTEMPT_MAX_AGE`."""
+    answering = timedelta(milliseconds=sum(min(ms, MAX_COUNTED_ANSWER_MS) for ms in answer_ms))
+    return min(ATTEMPT_MAX_AGE, answering + ATTEMPT_GRACE)
+
+
+@dataclass(frozen=True)
+class AttemptTimes:
+    """When an attempt counts as played: the client's times, clamped to the server's clock (`clamped` if moved)."""
+
+    started: datetime
+    finished: datetime
+    clamped: bool
+
+
+def attempt_times(started: datetime, finished: datetime, received: datetime, answer_ms: Sequence[int]) -> AttemptTimes:
+    """The client's `started`/`finished` as the server counts them, given when it `received` the completion: the start no
+    earlier than `received - plausible_play(answer_ms)`; a start moved later takes the finish along (at least the
+    answers' time after it, never past `received`), so the attempt still ends after it starts."""
+    earliest = received - plausible_play(answer_ms)
+    if started >= earliest:
+        return AttemptTimes(started, finished, clamped=False)
+    answered = earliest + timedelta(milliseconds=sum(answer_ms))
+    return AttemptTimes(earliest, max(finished, min(answered, received)), clamped=True)
 
 
 # --- the day and its gems ----------------------------------------------------------------------
@@ -184,11 +266,11 @@ def is_streak_milestone(current: int) -> bool:
 # --- achievements ------------------------------------------------------------------------------
 # what an achievement's `condition_type` counts; it unlocks when the count reaches `condition_value`
 METRICS = {
-    "lesson_complete": "lessons passed (repeats included)",
+    "lesson_complete": "lessons passed (each lesson once: replays are practice)",
     "reach_streak": "the current streak, in days",
     "vocab_mastered": "words mastered now (see is_mastered)",
     "xp_earned": "XP from lessons (achievement rewards excluded)",
-    "perfect_score": "perfect lessons",
+    "perfect_score": "lessons passed perfectly (each lesson once)",
     "course_complete": "courses with every lesson passed",
     "reviews_completed": "daily review sessions finished",
     "follow_count": "users followed",
@@ -325,8 +407,17 @@ def schedule(quality: int, easiness: float, interval: int, repetitions: int) -> 
     return Schedule(round(result["easiness"], 4), min(result["interval"], MAX_INTERVAL_DAYS), result["repetitions"])
 
 
+def is_early(state: MemoryState, when: datetime) -> bool:
+    """Whether a review at `when` comes before the word is due."""
+    return state.due is not None and when < state.due
+
+
 def review(state: MemoryState, quality: int, when: datetime) -> MemoryState:
-    """The state after a review of `quality` (0-5) at `when`, scheduled by SM-2 (`schedule`)."""
+    """The state after a review of `quality` (0-5) at `when`, scheduled by SM-2 (`schedule`). A recalled review before the
+    word is due (`is_early`) leaves the schedule as it was (Anki's and SuperMemo's rule) and is only counted; a failed
+    one is a lapse, early or not."""
+    if recalled(quality) and is_early(state, when):
+        return MemoryState(state.easiness, state.interval, state.repetitions, state.reviews + 1, when, state.due)
     easiness, interval, repetitions = schedule(quality, state.easiness, state.interval, state.repetitions)
     return MemoryState(easiness, interval, repetitions, state.reviews + 1, when, when + timedelta(days=interval))
 

@@ -11,8 +11,8 @@ import pytest
 from tortoise import Tortoise
 
 from langlearn import rules
-from langlearn.operations import lessons
-from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, NotFound
+from langlearn.operations import lessons, reviews
+from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, LessonLocked, NotFound
 from langlearn.operations.lessons import Answer
 from langlearn.seed.run import RANK_SQL
 from langlearn.startup import database
@@ -41,8 +41,15 @@ async def first_lesson(connection) -> dict:
     return {**row, "exercises": json.loads(row["content"])["exercises"]}
 
 
-def right_answers(lesson: dict) -> list[Answer]:
-    return [Answer(e["id"], e["answer"], 3000, False) for e in lesson["exercises"]]
+async def last_lesson(connection, course_id: UUID) -> dict:
+    """The last lesson of a course: its prerequisite is the one before, and so on back to the first."""
+    row = await connection.fetchrow("SELECT id, content, prerequisite_lesson_id FROM lessons WHERE course_id = $1 ORDER BY order_index DESC LIMIT 1",
+                                    course_id)
+    return {**row, "exercises": json.loads(row["content"])["exercises"]}
+
+
+def right_answers(lesson: dict, ms: int = 3000) -> list[Answer]:
+    return [Answer(e["id"], e["answer"], ms, False) for e in lesson["exercises"]]
 
 
 def times() -> tuple[datetime, datetime]:
@@ -163,19 +170,20 @@ async def test_a_missed_day_spends_a_streak_freeze_from_the_inventory_too(seeded
 
 
 async def test_a_late_completion_unranks_an_open_week_an_older_seed_ranked(seeded_db, connect):
-    """A completion arrives up to `rules.ATTEMPT_MAX_AGE` after its start, so from Monday 00:00 to 02:00 UTC last week
-    still takes completions: a board of it ranked by an older seed (which ranked the week before a Monday anchor) is
+    """A completion arrives up to its answers' time and `rules.ATTEMPT_GRACE` after its start, so early on a Monday last
+    week still takes completions: a board of it ranked by an older seed (which ranked the week before a Monday anchor) is
     unranked, not refused as closed. On other days the attempt's week is this week, which is open all the same."""
     connection = await connect(seeded_db)
     lesson = await first_lesson(connection)
     now = datetime.now(timezone.utc)
-    started, finished = now - rules.ATTEMPT_MAX_AGE + timedelta(minutes=1), now - timedelta(seconds=30)
+    answers = right_answers(lesson, ms=rules.MAX_COUNTED_ANSWER_MS)  # a slow play: its start may be long before now
+    started, finished = now - rules.plausible_play([a.time_spent_ms for a in answers]) + timedelta(minutes=1), now - timedelta(seconds=30)
     week = rules.week_start(rules.activity_day(started))
     rival, learner = await new_learner(connection, "rival"), await new_learner(connection, "late_finisher")
     async with database(seeded_db, migrate="check", global_fallback=False):
-        await lessons.complete_lesson(rival, lesson["id"], right_answers(lesson), started, finished, "rival")
+        await lessons.complete_lesson(rival, lesson["id"], answers, started, finished, "rival")
         await connection.execute(RANK_SQL, week + timedelta(days=7))  # the attempt's week ranked, as an older seed left it
-        result = await lessons.complete_lesson(learner, lesson["id"], right_answers(lesson), started, finished, "late")
+        result = await lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "late")
     assert result.passed
     assert await connection.fetchval("SELECT count(current_rank) FROM leaderboard_entries WHERE week_start = $1", week) == 0
     await assert_consistent(connection)
@@ -198,6 +206,7 @@ async def test_bad_requests_are_refused_and_write_nothing(seeded_db, connect):
             (InvalidRequest, (user, lesson["id"], good, started.replace(tzinfo=None), finished, "e")),
             (NotFound, (user, uuid4(), good, started, finished, "f")),
             (NotFound, (uuid4(), lesson["id"], good, started, finished, "g")),
+            (InvalidRequest, (user, lesson["id"], right_answers(lesson, ms=0), started, finished, "h")),  # 0 ms: no play
         ]
         for error, args in cases:
             with pytest.raises(error):
@@ -215,6 +224,9 @@ async def test_sixteen_completions_of_one_user_at_once_add_up_exactly(seeded_db,
             lessons.complete_lesson(user, lesson["id"], right_answers(lesson), started, finished, f"device-{n}") for n in range(16)
         ))
     xp = sum(r.xp_earned for r in results)
+    # serialised on the wallet: one first pass, one practice of the day, fourteen repeats that earn nothing
+    first_xp = rules.lesson_xp(lesson["xp_reward"], True, True, False)
+    assert sorted(r.xp_earned for r in results) == [0] * 14 + [rules.PRACTICE_XP, first_xp]
     achievement_xp = await connection.fetchval(
         "SELECT coalesce(sum(a.xp_reward), 0) FROM user_achievements ua JOIN achievements a ON a.id = ua.achievement_id "
         "WHERE ua.user_id = $1 AND ua.unlocked_at IS NOT NULL", user)
@@ -225,7 +237,8 @@ async def test_sixteen_completions_of_one_user_at_once_add_up_exactly(seeded_db,
     assert len(unlocked) == len(set(unlocked))  # each achievement unlocked (and paid) by exactly one completion
     goal = await connection.fetchval("SELECT count(*) FROM wallet_transactions WHERE user_id = $1 AND source = 'daily_goal'", user)
     assert goal == 1
-    assert sorted(r.total_xp for r in results) == sorted(set(r.total_xp for r in results))  # serialised: each saw the one before
+    assert await connection.fetchval("SELECT count(*) FROM user_vocab_knowledge WHERE user_id = $1", user) == await connection.fetchval(
+        "SELECT count(*) FROM vocabulary_items WHERE lesson_id = $1", lesson["id"])  # taught once
     await assert_consistent(connection)
 
 
@@ -254,7 +267,7 @@ async def test_round_trips_do_not_grow_with_the_number_of_questions(seeded_db, c
         lesson_id = await connection.fetchval(
             "INSERT INTO lessons (title, order_index, content, course_id, unit_id) VALUES ($1, 900 + $2, $3::jsonb, $4, NULL) RETURNING id",
             f"{size} exercises", size, json.dumps({"exercises": exercises}), lesson["course_id"])
-        sizes[size] = (lesson_id, [Answer(e["id"], e["answer"], 100, False) for e in exercises])
+        sizes[size] = (lesson_id, [Answer(e["id"], e["answer"], 3000, False) for e in exercises])
     await connection.execute("UPDATE courses c SET total_lessons = (SELECT count(*) FROM lessons l WHERE l.course_id = c.id)")
     counted = {}
     async with database(f"{seeded_db}{'&' if '?' in seeded_db else '?'}minsize=1&maxsize=1", migrate="check", global_fallback=False):
@@ -275,4 +288,110 @@ async def test_round_trips_do_not_grow_with_the_number_of_questions(seeded_db, c
             counted[f"replay {size}"] = len(sent)
     assert "pg_advisory_unlock_all" in sent[-1], sent[-1]
     # + 1: the pool resets the connection when the operation hands it back (asyncpg's reset query)
-    assert counted == {2: 9 + 1, 20: 9 + 1, "replay 2": 3 + 1, "replay 20": 3 + 1}, (counted, sent)
+    assert counted == {2: 7 + 1, 20: 7 + 1, "replay 2": 3 + 1, "replay 20": 3 + 1}, (counted, sent)
+
+
+# --- what earns (issue 21, finding 4) ----------------------------------------------------------------
+
+async def weekly_xp(connection, user: UUID) -> int:
+    return await connection.fetchval("SELECT coalesce(sum(xp_earned), 0) FROM leaderboard_entries WHERE user_id = $1", user)
+
+
+async def test_fifteen_replays_of_a_passed_lesson_no_longer_reach_bronzes_promotion_line(seeded_db, connect):
+    """15 replays in 0.1 s gave 225 weekly XP (bronze promotes at 150): now 0-ms plays are refused, and plausible
+    replays are practice, rewarded once a day."""
+    connection = await connect(seeded_db)
+    user = await new_learner(connection, "replayer")
+    lesson = await first_lesson(connection)
+    started, finished = times()
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        first = await lessons.complete_lesson(user, lesson["id"], right_answers(lesson), started, finished, "first")
+        for n in range(15):
+            with pytest.raises(InvalidRequest, match="time_spent_ms"):
+                await lessons.complete_lesson(user, lesson["id"], right_answers(lesson, ms=0), started, finished, f"instant-{n}")
+        assert await weekly_xp(connection, user) == first.xp_earned
+        replays = [await lessons.complete_lesson(user, lesson["id"], right_answers(lesson), started, finished, f"replay-{n}") for n in range(15)]
+    assert [r.xp_earned for r in replays] == [rules.PRACTICE_XP] + [0] * 14
+    assert all(r.passed for r in replays) and not any(r.achievements_unlocked for r in replays)
+    weekly = await weekly_xp(connection, user)
+    assert weekly == first.xp_earned + rules.PRACTICE_XP < rules.PROMOTE_AT["bronze"]
+    lesson_complete = await connection.fetchval(
+        "SELECT count(*) FROM user_achievements ua JOIN achievements a ON a.id = ua.achievement_id "
+        "WHERE ua.user_id = $1 AND a.condition_type = 'lesson_complete' AND ua.unlocked_at IS NOT NULL AND a.condition_value > 1", user)
+    assert lesson_complete == 0  # replays are not lessons passed
+    print(f"weekly XP after a first pass and 15 replays: {weekly} (bronze promotes at {rules.PROMOTE_AT['bronze']})")
+    await assert_consistent(connection)
+
+
+async def test_a_lesson_needs_its_prerequisite_and_a_published_course(seeded_db, connect):
+    """A new account passed a course's last lesson first."""
+    connection = await connect(seeded_db)
+    user = await new_learner(connection, "skipper")
+    first = await first_lesson(connection)
+    last = await last_lesson(connection, first["course_id"])
+    started, finished = times()
+    count = "SELECT (SELECT count(*) FROM lesson_attempts WHERE user_id = $1) + (SELECT count(*) FROM leaderboard_entries WHERE user_id = $1)"
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        with pytest.raises(LessonLocked, match="first: it is this lesson's prerequisite"):
+            await lessons.complete_lesson(user, last["id"], right_answers(last), started, finished, "skip")
+        assert await connection.fetchval(count, user) == 0
+        chain = await connection.fetch("SELECT id, content FROM lessons WHERE course_id = $1 ORDER BY order_index", first["course_id"])
+        for position, row in enumerate(chain):
+            lesson = {"exercises": json.loads(row["content"])["exercises"]}
+            result = await lessons.complete_lesson(user, row["id"], right_answers(lesson), started, finished, f"chain-{position}")
+            assert result.passed
+        await connection.execute("UPDATE courses SET is_published = false WHERE id = $1", first["course_id"])
+        with pytest.raises(NotFound):
+            await lessons.complete_lesson(user, first["id"], right_answers(first), started, finished, "unpublished")
+    feed = await connection.fetch("SELECT activity_type FROM activity_feeds WHERE user_id = $1 AND activity_type = 'course_completed'", user)
+    assert len(feed) == 1
+    await connection.execute("UPDATE courses SET is_published = true WHERE id = $1", first["course_id"])
+    await assert_consistent(connection)
+
+
+async def test_a_client_cannot_date_its_attempt_into_an_expired_boost_or_an_earlier_day(seeded_db, connect):
+    """A client's started_at could be 2 h old: it chose its day, its week and a Double XP window already expired."""
+    connection = await connect(seeded_db)
+    user, honest = await new_learner(connection, "backdater"), await new_learner(connection, "honest")
+    lesson = await first_lesson(connection)
+    now = datetime.now(timezone.utc)
+    boost = await connection.fetchval("SELECT id FROM shop_items WHERE item_type = 'double_xp' LIMIT 1")
+    for learner, activated in ((user, now - timedelta(hours=2)), (honest, now - timedelta(minutes=4))):
+        await connection.execute(
+            "INSERT INTO user_inventory (user_id, shop_item_id, quantity, is_active, activated_at, expires_at) VALUES ($1, $2, 0, true, $3, $4)",
+            learner, boost, activated, activated + timedelta(minutes=15))
+    answers = right_answers(lesson)  # 15 s of answers
+    claimed = now - timedelta(hours=2) + timedelta(minutes=1)  # inside the boost's window, an hour and three quarters ago
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        backdated = await lessons.complete_lesson(user, lesson["id"], answers, claimed, claimed + timedelta(minutes=2), "backdated")
+        played = await lessons.complete_lesson(honest, lesson["id"], answers, now - timedelta(minutes=3), now - timedelta(seconds=5), "now")
+    plain = rules.lesson_xp(lesson["xp_reward"], True, True, False)
+    assert (backdated.xp_earned, played.xp_earned) == (plain, 2 * plain)  # only the boost active now doubles
+    started = await connection.fetchval("SELECT started_at FROM lesson_attempts WHERE id = $1", backdated.attempt_id)
+    assert started >= now - timedelta(seconds=15) - rules.ATTEMPT_GRACE  # clamped to what the play's length allows
+    await assert_consistent(connection)
+
+
+async def test_a_word_is_reviewed_once_its_lesson_is_passed_and_quick_reviews_do_not_master_it(seeded_db, connect):
+    """`POST /me/reviews` took any word at any time: four quality-5 reviews in 40 ms made a word "mastered"."""
+    connection = await connect(seeded_db)
+    user = await new_learner(connection, "crammer")
+    lesson = await first_lesson(connection)
+    word = await connection.fetchval("SELECT id FROM vocabulary_items WHERE lesson_id = $1 ORDER BY id LIMIT 1", lesson["id"])
+    started, finished = times()
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        with pytest.raises(NotFound, match="not among the learner's words"):
+            await reviews.review_word(user, word, 5)
+        await lessons.complete_lesson(user, lesson["id"], right_answers(lesson), started, finished, "teach")
+        results = [await reviews.review_word(user, word, 5) for _ in range(4)]
+    assert [r.mastery_level for r in results] == ["learning", "reviewing", "reviewing", "reviewing"]
+    assert len({(r.interval_days, r.next_review_date) for r in results}) == 1  # the early ones left the schedule as it was
+    row = await connection.fetchrow("SELECT review_count, interval_days, consecutive_correct FROM user_vocab_knowledge WHERE user_id = $1 AND vocab_id = $2",
+                                    user, word)
+    assert tuple(row) == (4, 1, 1)
+    mastered = await connection.fetchval(
+        "SELECT count(*) FROM user_achievements ua JOIN achievements a ON a.id = ua.achievement_id "
+        "WHERE ua.user_id = $1 AND a.condition_type = 'vocab_mastered' AND ua.unlocked_at IS NOT NULL", user)
+    assert mastered == 0
+    print(f"after 4 quick quality-5 reviews: {results[-1].mastery_level}, interval {results[-1].interval_days} day(s)")
+    await assert_consistent(connection)

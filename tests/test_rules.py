@@ -134,8 +134,8 @@ def test_sm2_second_review_for_each_quality(quality, interval, repetitions, easi
 
 def test_sm2_intervals_grow_by_easiness_until_mastered():
     state, intervals = rules.MemoryState(), []
-    for day in range(4):
-        state = rules.review(state, 5, NOW + timedelta(days=day))
+    for _ in range(4):  # each review when the word is due
+        state = rules.review(state, 5, state.due or NOW)
         intervals.append(state.interval)
     assert intervals == [1, 6, 17, 48]  # 6 * 2.8 and 17 * 2.9, rounded up
     assert rules.is_mastered(state) and rules.mastery_level(state) == "mastered"
@@ -148,8 +148,8 @@ def test_sm2_intervals_grow_by_easiness_until_mastered():
 def test_sm2_intervals_stop_at_the_maximum_however_many_perfect_reviews_follow():
     """Without the cap, the 14th perfect review in a row overflowed the calendar (OverflowError), and so did every later one."""
     state, intervals = rules.MemoryState(), []
-    for _ in range(1000):  # easiness grows by 0.1 per perfect review: 102.5 at the end
-        state = rules.review(state, 5, NOW)
+    for _ in range(1000):  # easiness grows by 0.1 per perfect review: 102.5 at the end; each review when due
+        state = rules.review(replace(state, due=None), 5, NOW)
         intervals.append(state.interval)
     assert intervals[:4] == [1, 6, 17, 48] and intervals[-1] == rules.MAX_INTERVAL_DAYS == 36_500
     assert max(intervals) == rules.MAX_INTERVAL_DAYS and intervals.index(rules.MAX_INTERVAL_DAYS) < 15
@@ -158,12 +158,93 @@ def test_sm2_intervals_stop_at_the_maximum_however_many_perfect_reviews_follow()
     assert (lapse.interval, lapse.repetitions) == (1, 0)
 
 
+def test_a_recalled_review_before_the_word_is_due_is_counted_but_does_not_advance_the_schedule():
+    """Four quality-5 reviews in 40 ms made a word "mastered" (and paid the vocabulary achievements): SM-2 took each one."""
+    state = rules.review(rules.MemoryState(due=NOW), 5, NOW)  # taught, due now: the first review counts
+    for ms in (10, 20, 30):
+        state = rules.review(state, 5, NOW + timedelta(milliseconds=ms))
+    assert (state.interval, state.repetitions, state.reviews, state.due) == (1, 1, 4, NOW + timedelta(days=1))
+    assert state.last_review == NOW + timedelta(milliseconds=30) and not rules.is_mastered(state)
+    assert rules.is_early(state, NOW + timedelta(hours=23)) and not rules.is_early(state, state.due)
+    on_time = rules.review(state, 5, state.due)
+    assert (on_time.interval, on_time.repetitions) == (6, 2)
+    lapse = rules.review(on_time, 1, on_time.due - timedelta(days=3))  # a failed early review is a lapse all the same
+    assert (lapse.interval, lapse.repetitions) == (1, 0)
+
+
+def test_four_perfect_reviews_master_a_word_only_over_weeks():
+    state, when = rules.MemoryState(due=NOW), NOW
+    for _ in range(4):
+        state = rules.review(state, 5, when)
+        when = state.due
+    assert rules.is_mastered(state) and state.last_review - NOW == timedelta(days=1 + 6 + 17)
+
+
+# --- what earns ------------------------------------------------------------------------------------
+def test_a_replay_is_practice_once_a_day_and_a_repeat_earns_nothing():
+    assert rules.play_kind(completed_before=False, practised_today=False) is rules.Play.FIRST_PASS
+    assert rules.play_kind(completed_before=False, practised_today=True) is rules.Play.FIRST_PASS
+    assert rules.play_kind(completed_before=True, practised_today=False) is rules.Play.PRACTICE
+    assert rules.play_kind(completed_before=True, practised_today=True) is rules.Play.REPEAT
+    assert rules.lesson_xp(20, True, True, False, rules.Play.PRACTICE) == rules.PRACTICE_XP < 20
+    assert rules.lesson_xp(20, True, True, True, rules.Play.PRACTICE) == 2 * rules.PRACTICE_XP
+    assert rules.lesson_xp(20, True, True, True, rules.Play.REPEAT) == 0
+    assert rules.lesson_xp(20, False, False, True, rules.Play.PRACTICE) == 0
+
+
+@pytest.mark.parametrize("boosted", [False, True])
+def test_fifteen_replays_of_a_lesson_stay_far_from_bronzes_promotion_line(boosted):
+    """15 replays gave 15 lessons' XP each time: 225 weekly XP, past bronze's 150."""
+    completed, practised, weekly = False, False, 0
+    for _ in range(16):  # the first pass, then 15 replays the same day
+        play = rules.play_kind(completed, practised)
+        weekly += rules.lesson_xp(20, True, True, boosted, play)
+        completed, practised = True, practised or play is rules.Play.PRACTICE
+    assert weekly == (25 + rules.PRACTICE_XP) * (2 if boosted else 1) < rules.PROMOTE_AT["bronze"] // 2
+
+
+def test_answers_faster_than_anyone_reads_are_no_play():
+    assert rules.too_fast([0] * 5) and rules.too_fast([1] * 15)
+    assert rules.too_fast([rules.MIN_ANSWER_MS - 1] * 5)
+    assert not rules.too_fast([rules.MIN_ANSWER_MS] * 5)
+    assert not rules.too_fast([300, 1700])  # one quick tap among plausible answers
+    assert not rules.too_fast([])  # no answer: an abandoned attempt, which earns nothing anyway
+
+
+def test_an_honest_clients_times_are_kept():
+    received = NOW
+    started, finished = received - timedelta(minutes=3), received - timedelta(seconds=2)
+    assert rules.attempt_times(started, finished, received, [20_000] * 5) == rules.AttemptTimes(started, finished, clamped=False)
+
+
+def test_a_start_older_than_the_play_allows_is_clamped_to_the_servers_clock():
+    """A client's started_at could be 2 h old: it picked yesterday, last week, or a Double XP window already expired."""
+    received = datetime(2026, 11, 23, 0, 20, tzinfo=timezone.utc)  # a Monday, 00:20
+    answers = [3_000] * 5
+    times = rules.attempt_times(received - timedelta(hours=1, minutes=59), received - timedelta(hours=1, minutes=58), received, answers)
+    assert times.clamped and times.started == received - timedelta(seconds=15) - rules.ATTEMPT_GRACE
+    assert rules.activity_day(times.started) == date(2026, 11, 23) and rules.week_start(rules.activity_day(times.started)) == date(2026, 11, 23)
+    assert times.started + timedelta(seconds=15) == times.finished <= received  # it still ends after its answers
+    boost_expired = received - timedelta(minutes=30)  # a boost active 2 h before, expired 30 min before the completion
+    assert times.started > boost_expired
+
+
+def test_answer_times_cannot_stretch_the_play_past_the_counted_maximum_or_the_attempt_age():
+    received = NOW
+    stretched = rules.attempt_times(received - rules.ATTEMPT_MAX_AGE, received, received, [3_600_000] * 5)
+    assert stretched.started == received - 5 * timedelta(milliseconds=rules.MAX_COUNTED_ANSWER_MS) - rules.ATTEMPT_GRACE
+    assert stretched.finished == received
+    many = rules.attempt_times(received - rules.ATTEMPT_MAX_AGE, received, received, [rules.MAX_COUNTED_ANSWER_MS] * 200)
+    assert many.started == received - rules.ATTEMPT_MAX_AGE  # what week_closes_at waits for
+    assert rules.week_closes_at(date(2026, 11, 22)) - rules.ATTEMPT_MAX_AGE == datetime(2026, 11, 23, tzinfo=timezone.utc)
+
+
 # --- agreement with the seed ---------------------------------------------------------------------
 @pytest.mark.clock
 async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_totals(seeded_db, connect):
     db = await connect(seeded_db)
     anchor = (await db.fetchval("SELECT max(anchor_at) FROM seed_runs")).date()
-    lessons = {r["id"]: r for r in await db.fetch("SELECT id, xp_reward, pass_score FROM lessons")}
+    lessons = {r["id"]: r for r in await db.fetch("SELECT id, xp_reward, pass_score, prerequisite_lesson_id FROM lessons")}
     shop = {r["name"]: r for r in await db.fetch("SELECT id, name, effects FROM shop_items")}
     boost, freeze = shop["Double XP Boost"], shop["Streak Freeze"]
     boost_time = timedelta(minutes=json.loads(boost["effects"])["duration_minutes"])
@@ -195,7 +276,9 @@ async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_tota
                 bought[row["reference_id"]].pop()
         boosts = bought[str(boost["id"])]
 
-        # each attempt: score, pass, XP
+        # each attempt: score, pass, XP (a first pass, the day's practice of a completed lesson or a repeat), and
+        # every lesson played once its prerequisite was passed
+        completed, practised = set(), {}
         for attempt in history:
             lesson = lessons[attempt["lesson_id"]]
             finished = attempt["finished_at"] is not None
@@ -203,8 +286,16 @@ async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_tota
             passed = rules.lesson_passes(score, lesson["pass_score"], finished, attempt["lives_remaining"])
             perfect = rules.is_perfect(passed, attempt["correct_answers"], attempt["total_questions"])
             boosted = any(when < attempt["started_at"] <= when + boost_time + timedelta(seconds=5) for when in boosts)
+            day = rules.activity_day(attempt["started_at"])
+            play = rules.play_kind(lesson["id"] in completed, practised.get(lesson["id"]) == day)
+            assert lesson["prerequisite_lesson_id"] is None or lesson["prerequisite_lesson_id"] in completed, attempt
             assert (attempt["score"], attempt["passed"]) == (score, passed), attempt
-            assert attempt["xp_earned"] == rules.lesson_xp(lesson["xp_reward"], passed, perfect, boosted), attempt
+            assert attempt["xp_earned"] == rules.lesson_xp(lesson["xp_reward"], passed, perfect, boosted, play), attempt
+            if passed:
+                completed.add(lesson["id"])
+                if play is rules.Play.PRACTICE:
+                    practised[lesson["id"]] = day
+                checked[play.value] += 1
             checked["attempts"] += 1
             checked["boosted"] += boosted and passed
 
@@ -212,14 +303,17 @@ async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_tota
         rewards = [achievements[a["achievement_id"]]["xp_reward"] for a in unlocked[uid] if a["unlocked_at"] is not None]
         assert user["total_xp"] == rules.total_xp((a["xp_earned"] for a in history), rewards)
 
-        # achievements counted from lessons: unlocked when the running count reaches the condition, at that attempt's end
+        # achievements counted from lessons: unlocked when the running count reaches the condition, at that attempt's end;
+        # lessons passed and lessons passed perfectly count each lesson once
         metrics = {"lesson_complete": [], "perfect_score": [], "xp_earned": []}  # (value, when) after each passed attempt
-        xp = passes = perfects = 0
+        xp, passes, perfects = 0, set(), set()
         for attempt in history:
             if attempt["passed"]:
-                passes, xp = passes + 1, xp + attempt["xp_earned"]
-                perfects += attempt["correct_answers"] == attempt["total_questions"]
-                for name, value in (("lesson_complete", passes), ("perfect_score", perfects), ("xp_earned", xp)):
+                xp += attempt["xp_earned"]
+                passes.add(attempt["lesson_id"])
+                if attempt["correct_answers"] == attempt["total_questions"]:
+                    perfects.add(attempt["lesson_id"])
+                for name, value in (("lesson_complete", len(passes)), ("perfect_score", len(perfects)), ("xp_earned", xp)):
                     metrics[name].append((value, attempt["finished_at"]))
         for row in unlocked[uid]:
             achievement = achievements[row["achievement_id"]]
@@ -294,22 +388,31 @@ async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_tota
     exercises: dict = {}
     for lesson in await db.fetch("SELECT id, content FROM lessons"):
         exercises[lesson["id"]] = [e["id"] for e in json.loads(lesson["content"])["exercises"]]
-    answers = defaultdict(list)
-    for row in await db.fetch("SELECT lesson_attempt_id, question_id, is_correct FROM question_attempts ORDER BY lesson_attempt_id, created_at, attempt_number"):
+    answers, answer_ms = defaultdict(list), defaultdict(list)
+    for row in await db.fetch("SELECT lesson_attempt_id, question_id, is_correct, time_spent_ms FROM question_attempts "
+                              "ORDER BY lesson_attempt_id, created_at, attempt_number"):
         answers[row["lesson_attempt_id"]].append((row["question_id"], row["is_correct"]))
+        answer_ms[row["lesson_attempt_id"]].append(row["time_spent_ms"])
     for attempt in await db.fetch("SELECT id, lesson_id, score, correct_answers, lives_remaining, finished_at FROM lesson_attempts"):
         grade = rules.grade_lesson(exercises[attempt["lesson_id"]], answers[attempt["id"]])
         finished = attempt["finished_at"] is not None
         assert (grade.first_correct, grade.lives_left) == (attempt["correct_answers"], attempt["lives_remaining"])
         assert grade.finished or not finished  # an abandoned attempt stops before the end
         assert rules.lesson_score(grade.first_correct, grade.questions, finished) == attempt["score"]
+        assert not rules.too_fast(answer_ms[attempt["id"]]), attempt  # every play took a plausible time
         checked["attempts graded"] += 1
 
-    # SM-2: each word's recorded reviews replayed give its stored state
+    # SM-2: each word's recorded reviews replayed give its stored state; a word is reviewed only once a lesson teaching it
+    # was passed, and never before it is due (the seed reviews what is due)
+    taught = {(r["user_id"], r["vocab_id"]): r["taught"] for r in await db.fetch(
+        "SELECT a.user_id, v.id AS vocab_id, min(a.finished_at) AS taught FROM lesson_attempts a "
+        "JOIN vocabulary_items v ON v.lesson_id = a.lesson_id WHERE a.passed GROUP BY 1, 2")}
     for word in await db.fetch("SELECT * FROM user_vocab_knowledge"):
         state = rules.MemoryState()
         for entry in json.loads(word["review_history"]):
-            state = rules.review(state, entry["quality"], datetime.fromisoformat(entry["at"]))
+            at = datetime.fromisoformat(entry["at"])
+            assert not rules.is_early(state, at) and at >= taught[word["user_id"], word["vocab_id"]].replace(microsecond=0), word
+            state = rules.review(state, entry["quality"], at)
             assert state.interval == entry["interval"]
         state = replace(state, last_review=word["last_review_date"], due=word["last_review_date"] + timedelta(days=state.interval))
         # ease_factor and strength are stored as `real`: compare at the 4 decimals the rules keep
@@ -319,4 +422,5 @@ async def test_replaying_the_demo_seed_through_the_rule_book_reproduces_its_tota
         checked["words"] += 1
 
     # the replay exercised every rule, not only the trivial cases
-    assert all(checked[name] > 0 for name in ("attempts", "attempts graded", "boosted", "achievements", "promoted", "stayed", "frozen days", "words")), checked
+    assert all(checked[name] > 0 for name in ("attempts", "attempts graded", "boosted", "achievements", "promoted", "stayed", "frozen days", "words",
+                                              "first_pass", "practice", "repeat")), checked

@@ -259,7 +259,8 @@ async def test_activating_an_item_not_held_is_409(api, db, connect, alice):
 
 async def test_a_lesson_completion_is_201_and_its_replay_the_same_body(api, db, connect, alice):
     conn = await connect(db)
-    lesson = await conn.fetchrow("SELECT id, content FROM lessons WHERE content ? 'exercises' ORDER BY id LIMIT 1")
+    # a lesson anyone may play: the rule book refuses one whose prerequisite is not passed (lesson_locked)
+    lesson = await conn.fetchrow("SELECT id, content FROM lessons WHERE content ? 'exercises' AND prerequisite_lesson_id IS NULL ORDER BY id LIMIT 1")
     exercises = json.loads(lesson["content"])["exercises"]
     now = datetime.now(timezone.utc)
     body = {
@@ -286,18 +287,30 @@ async def test_a_lesson_completion_is_201_and_its_replay_the_same_body(api, db, 
 # --- reviews, follows, the feed, the wallet statement --------------------------------------------------
 
 
-async def test_a_review_reschedules_the_word(api, db, connect, alice):
+async def test_a_review_reschedules_the_word(api, db, connect):
     conn = await connect(db)
-    vocab = await conn.fetchval("SELECT id FROM vocabulary_items ORDER BY id LIMIT 1")
-    response = api.post("/me/reviews", json={"vocab_id": str(vocab), "quality": 5}, headers=bearer(alice))
+    reviewer = sign_in(api, register(api, "reviewer")).json()  # an account of its own: no lesson passed yet
+    lesson = await conn.fetchrow(
+        "SELECT l.id, l.content FROM lessons l WHERE prerequisite_lesson_id IS NULL AND EXISTS (SELECT FROM vocabulary_items v WHERE v.lesson_id = l.id) "
+        "ORDER BY id LIMIT 1")
+    vocab = await conn.fetchval("SELECT id FROM vocabulary_items WHERE lesson_id = $1 ORDER BY id LIMIT 1", lesson["id"])
+    untaught = api.post("/me/reviews", json={"vocab_id": str(vocab), "quality": 5}, headers=bearer(reviewer))
+    assert (untaught.status_code, untaught.json()["error"]) == (404, "not_found")  # a word is reviewed once a lesson taught it
+    now = datetime.now(timezone.utc)
+    answers = [{"question_id": e["id"], "answer": e["answer"], "time_spent_ms": 2000, "hint_used": False}
+               for e in json.loads(lesson["content"])["exercises"]]
+    body = {"answers": answers, "started_at": (now - timedelta(minutes=2)).isoformat(), "finished_at": now.isoformat()}
+    taught = api.post(f"/me/lessons/{lesson['id']}/attempts", json=body, headers={**bearer(reviewer), "Idempotency-Key": "teach"})
+    assert taught.status_code == 201 and taught.json()["passed"], taught.text
+    response = api.post("/me/reviews", json={"vocab_id": str(vocab), "quality": 5}, headers=bearer(reviewer))
     assert response.status_code == 200, response.text
     row = await conn.fetchrow(
         "SELECT next_review_date, interval_days, mastery_level::text FROM user_vocab_knowledge WHERE user_id = $1 AND vocab_id = $2",
-        uuid.UUID(user_of(alice)), vocab,
+        uuid.UUID(user_of(reviewer)), vocab,
     )
     body = response.json()
     assert (datetime.fromisoformat(body["next_review_date"]), body["interval_days"], body["mastery_level"]) == tuple(row)
-    out_of_range = api.post("/me/reviews", json={"vocab_id": str(vocab), "quality": 6}, headers=bearer(alice))
+    out_of_range = api.post("/me/reviews", json={"vocab_id": str(vocab), "quality": 6}, headers=bearer(reviewer))
     assert (out_of_range.status_code, out_of_range.json()["error"]) == (422, "invalid_request")
 
 

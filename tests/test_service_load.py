@@ -63,7 +63,7 @@ class Exchange:
 class Learner:
     user_id: str
     token: str
-    words: tuple[str, ...]  # vocabulary ids this user has learnt (or may learn: a first review creates the row)
+    words: tuple[str, ...]  # vocabulary ids this user has learnt (a lesson taught them: only those are reviewed)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Acknowledged:
 
 @dataclass(frozen=True)
 class Catalogue:
-    lessons: dict[str, list[tuple[str, str]]]  # lesson id -> its exercises (id, right answer)
+    lessons: dict[str, list[tuple[str, str]]]  # lesson id -> its exercises (id, right answer): lessons with no prerequisite
     shop: list[str]
     activatable: list[str]
     others: list[str]  # seeded users to follow
@@ -233,7 +233,9 @@ def iso(moment: datetime) -> str:
 
 async def read_catalogue(db) -> Catalogue:
     lessons = {}
-    for row in await db.fetch("SELECT id::text, content FROM lessons"):
+    # lessons every learner may play: the rule book refuses one whose prerequisite is not passed (lesson_locked)
+    for row in await db.fetch("SELECT l.id::text, l.content FROM lessons l JOIN courses c ON c.id = l.course_id "
+                              "WHERE c.is_published AND l.prerequisite_lesson_id IS NULL"):
         content = json.loads(row["content"]) if isinstance(row["content"], str) else row["content"]
         exercises = [(str(e["id"]), str(e["answer"])) for e in (content or {}).get("exercises", [])]
         if exercises:
@@ -278,10 +280,26 @@ async def sign_in(http: httpx.AsyncClient, account: Account) -> str:
     return signed_in.json()["access_token"]
 
 
-async def as_learner(db, account: Account, token: str, words: list[str]) -> Learner:
+def teach_key(lesson_id: str) -> str:
+    return f"teach-{lesson_id}"
+
+
+async def teach(http: httpx.AsyncClient, token: str, catalogue: Catalogue) -> None:
+    """Pass every lesson of the catalogue once: a new account's words to review are the words its lessons taught."""
+    for lesson_id, exercises in catalogue.lessons.items():
+        now = datetime.now(timezone.utc)
+        answers = [{"question_id": exercise, "answer": right, "time_spent_ms": 2000, "hint_used": False} for exercise, right in exercises]
+        body = {"answers": answers, "started_at": iso(now - timedelta(minutes=1)), "finished_at": iso(now)}
+        response = await http.post(f"/me/lessons/{lesson_id}/attempts", json=body,
+                                   headers={"Authorization": f"Bearer {token}", "Idempotency-Key": teach_key(lesson_id)})
+        assert response.status_code == 201 and response.json()["passed"], response.text
+
+
+async def as_learner(db, account: Account, token: str) -> Learner:
     user_id = await db.fetchval("SELECT id::text FROM users WHERE email = $1", account.email)
     learnt = [row["vocab_id"] for row in await db.fetch("SELECT vocab_id::text FROM user_vocab_knowledge WHERE user_id = $1", user_id)]
-    return Learner(user_id, token, tuple(learnt or words))
+    assert learnt, f"{account.email} has no word to review"
+    return Learner(user_id, token, tuple(learnt))
 
 
 async def restart_database(proxy: DatabaseProxy, outage: Outage) -> None:
@@ -309,8 +327,6 @@ def service_log(tmp_path):
 async def test_acknowledged_writes_survive_load_retries_and_a_database_restart(seeded_db, connect, service_log):
     db = await connect(seeded_db)
     catalogue = await read_catalogue(db)
-    # a word never reviewed yet is learnt at its first review; the demo accounts review words they know
-    words = [row["id"] for row in await db.fetch("SELECT id::text FROM vocabulary_items ORDER BY id LIMIT 50")]
     proxy = DatabaseProxy(seeded_db)
     proxy.start()
     port = unused_port()
@@ -327,7 +343,11 @@ async def test_acknowledged_writes_survive_load_retries_and_a_database_restart(s
                 *(Account(email, DEMO_PASSWORD) for email in DEMO_EMAILS),
             ]
             tokens = await asyncio.gather(*(sign_in(http, account) for account in accounts))
-            learners = [await as_learner(db, account, token, words) for account, token in zip(accounts, tokens, strict=True)]
+            # the new accounts pass the lessons first, so that they have words to review (the demo accounts have theirs)
+            await asyncio.gather(*(teach(http, token, catalogue) for token in tokens[: USERS - len(DEMO_EMAILS)]))
+            learners = [await as_learner(db, account, token) for account, token in zip(accounts, tokens, strict=True)]
+            for learner in learners[: USERS - len(DEMO_EMAILS)]:
+                record.lesson_keys_sent.extend((learner.user_id, teach_key(lesson_id)) for lesson_id in catalogue.lessons)
             catalogue.others.extend(each.user_id for each in learners)
             started = time.monotonic()
             deadline = started + RUN_SECONDS

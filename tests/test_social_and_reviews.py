@@ -155,6 +155,18 @@ async def some_words(connection, n: int) -> list[UUID]:
     return [r["id"] for r in await connection.fetch("SELECT id FROM vocabulary_items ORDER BY id LIMIT $1", n)]
 
 
+TAUGHT_BEFORE = timedelta(minutes=5)  # how long before `recent()` the words of `taught_words` were taught, due at once
+
+
+async def taught_words(connection, user: UUID, n: int) -> list[UUID]:
+    """`n` words taught to `user` as a lesson's first pass teaches them (lessons.WRITE_EFFECTS): a fresh row, due at once."""
+    words = await some_words(connection, n)
+    await connection.execute(
+        "INSERT INTO user_vocab_knowledge (user_id, vocab_id, next_review_date) SELECT $1, unnest($2::uuid[]), $3",
+        user, words, recent() - TAUGHT_BEFORE)
+    return words
+
+
 async def knowledge(connection, user: UUID, word: UUID):
     return await connection.fetchrow("SELECT * FROM user_vocab_knowledge WHERE user_id = $1 AND vocab_id = $2", user, word)
 
@@ -167,22 +179,23 @@ def assert_state(row, state: rules.MemoryState) -> None:
     assert row["strength"] == pytest.approx(rules.memory_strength(state, state.last_review))
 
 
-async def test_first_and_second_review_follow_the_rule_book(seeded_db, connect):
+async def test_a_first_review_and_an_early_second_follow_the_rule_book(seeded_db, connect):
     connection = await connect(seeded_db)
     user = await new_user(connection, "reviewer")
-    (word,) = await some_words(connection, 1)
+    (word,) = await taught_words(connection, user, 1)
     t1 = recent()
     t2 = t1 + timedelta(seconds=20)
     async with database(seeded_db, migrate="check", global_fallback=False):
         first = await reviews.review_word(user, word, 4, when=t1)
-        state1 = rules.review(rules.MemoryState(), 4, t1)
+        state1 = rules.review(rules.MemoryState(due=t1 - TAUGHT_BEFORE), 4, t1)
         assert first == reviews.ReviewResult(state1.due, state1.interval, state1.easiness, rules.mastery_level(state1))
         row = await knowledge(connection, user, word)
         assert_state(row, state1)
         assert json.loads(row["review_history"]) == [{"at": t1.isoformat(timespec="seconds"), "quality": 4, "interval": state1.interval}]
 
-        second = await reviews.review_word(user, word, 5, when=t2)
+        second = await reviews.review_word(user, word, 5, when=t2)  # before the word is due: counted, not scheduled
         state2 = rules.review(state1, 5, t2)
+        assert (state2.interval, state2.due, state2.reviews, state2.last_review) == (state1.interval, state1.due, 2, t2)
         assert second == reviews.ReviewResult(state2.due, state2.interval, state2.easiness, rules.mastery_level(state2))
         row = await knowledge(connection, user, word)
         assert_state(row, state2)
@@ -194,11 +207,14 @@ async def test_a_word_reviewed_perfectly_again_and_again_keeps_being_scheduled_a
     """The 14th perfect review in a row overflowed SM-2's calendar: that review and every later one of the word failed."""
     connection = await connect(seeded_db)
     user = await new_user(connection, "perfectionist")
-    (word,) = await some_words(connection, 1)
+    (word,) = await taught_words(connection, user, 1)
     start = recent()
     async with database(seeded_db, migrate="check", global_fallback=False):
         for number in range(20):
-            result = await reviews.review_word(user, word, 5, when=start + timedelta(seconds=number))
+            when = start + timedelta(seconds=number)
+            # due again, as if its interval had passed (the reviews of a century, a second apart)
+            await connection.execute("UPDATE user_vocab_knowledge SET next_review_date = $3 WHERE user_id = $1 AND vocab_id = $2", user, word, when)
+            result = await reviews.review_word(user, word, 5, when=when)
     assert result.interval_days == rules.MAX_INTERVAL_DAYS
     row = await knowledge(connection, user, word)
     assert (row["interval_days"], row["review_count"]) == (rules.MAX_INTERVAL_DAYS, 20)
@@ -223,7 +239,7 @@ async def test_a_seeded_word_continues_from_its_stored_state(seeded_db, connect)
 async def test_the_days_session_counts_each_word_once(seeded_db, connect):
     connection = await connect(seeded_db)
     user = await new_user(connection, "sessions")
-    w1, w2 = await some_words(connection, 2)
+    w1, w2 = await taught_words(connection, user, 2)
     t = recent()
     async with database(seeded_db, migrate="check", global_fallback=False):
         await reviews.review_word(user, w1, 4, when=t)
@@ -243,7 +259,8 @@ async def test_the_days_session_counts_each_word_once(seeded_db, connect):
 async def test_review_refusals_write_nothing(seeded_db, connect):
     connection = await connect(seeded_db)
     user = await new_user(connection, "refused")
-    (word,) = await some_words(connection, 1)
+    word, untaught = await some_words(connection, 2)
+    await connection.execute("INSERT INTO user_vocab_knowledge (user_id, vocab_id) VALUES ($1, $2)", user, word)
     async with database(seeded_db, migrate="check", global_fallback=False):
         for quality in (-1, 6):
             with pytest.raises(InvalidRequest):
@@ -258,6 +275,9 @@ async def test_review_refusals_write_nothing(seeded_db, connect):
         with pytest.raises(NotFound) as missing:
             await reviews.review_word(uuid4(), word, 3)
         assert "user" in missing.value.detail
+        with pytest.raises(NotFound) as missing:  # a word no lesson taught this learner: the first review created its row
+            await reviews.review_word(user, untaught, 5)
+        assert "not among the learner's words" in missing.value.detail
         now = datetime.now(timezone.utc)
         await reviews.review_word(user, word, 3, when=now)
         with pytest.raises(InvalidRequest):
@@ -270,7 +290,7 @@ async def test_review_refusals_write_nothing(seeded_db, connect):
 async def test_concurrent_reviews_of_one_word_serialise(seeded_db, connect):
     connection = await connect(seeded_db)
     user = await new_user(connection, "racer")
-    words = await some_words(connection, 4)
+    words = await taught_words(connection, user, 4)
     async with database(pooled(seeded_db), migrate="check", global_fallback=False):
         # a first review racing a first review (the row's creation), then reviews of a known word, and other words alongside
         await asyncio.gather(reviews.review_word(user, words[0], 4), reviews.review_word(user, words[0], 1))
@@ -282,7 +302,7 @@ async def test_concurrent_reviews_of_one_word_serialise(seeded_db, connect):
     # the stored state is the rule book replayed over the stored history: no review lost or computed from a stale state
     state = rules.MemoryState()
     for entry in history:
-        state = rules.review(state, entry["quality"], datetime.fromisoformat(entry["at"]))  # the schedule's numbers ignore the time
+        state = rules.review(state, entry["quality"], datetime.fromisoformat(entry["at"]))  # early ones recalled: schedule kept
         assert entry["interval"] == state.interval
     assert (round(row["ease_factor"], 4), row["interval_days"], row["consecutive_correct"]) == (state.easiness, state.interval, state.repetitions)
     times = [datetime.fromisoformat(entry["at"]) for entry in history]

@@ -4,9 +4,13 @@
   driver's message (which carries the database's host, port and user). The driver's own words go to
   the service's log, where an operator needs them.
 - An operation refused (`OperationError`): its `code` and one-line `detail`, with the status its kind
-  maps to (`STATUS`); a 401 also says `WWW-Authenticate: Bearer`.
-- A request that fails validation: 422, `{"error": "invalid_request", "detail": [...]}`, the list being
-  FastAPI's own (each error's `loc`, `msg`, `type`), so it still matches the schema FastAPI documents.
+  maps to (`STATUS`); a 401 also says `WWW-Authenticate: Bearer`, a `RetryLater` (429 `throttled`, 503 `busy`) `Retry-After`.
+- A request that fails validation (or whose body is not strict JSON, `service.bodies`): 422,
+  `{"error": "invalid_request", "detail": [...]}`, each error's `loc`, `msg` and `type` only, so it
+  still matches the schema FastAPI documents but never carries what was sent (pydantic's `input` and
+  `ctx` would echo a password, a 10 MiB string, or a NaN that JSON cannot even encode).
+- Starlette's own refusals in the same shape: 404, 405 with an `Allow` listing every method of the
+  path (`allowed_methods`), 413 `too_large` for a body over the limit.
 """
 
 from __future__ import annotations
@@ -16,12 +20,11 @@ from typing import Any, Literal
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 from tortoise.exceptions import DBConnectionError
 
 from langlearn.operations.errors import Conflict, InvalidRequest, NotFound, OperationError, Unauthorized
@@ -125,25 +128,41 @@ async def operation_refused(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
-# FastAPI's and Starlette's own refusals (a body that is not JSON, an unknown path, a wrong method), in the same shape
-HTTP_CODES = {400: InvalidRequest.code, 404: NotFound.code, 405: "method_not_allowed"}
+# FastAPI's and Starlette's own refusals (a body that is not JSON, an unknown path, a wrong method, a body too large), in the same shape
+HTTP_CODES = {400: InvalidRequest.code, 404: NotFound.code, 405: "method_not_allowed", 413: "too_large"}
 
 
 async def http_refusal(request: Request, error: Exception) -> JSONResponse:
-    """Starlette answers 405 with the methods of the first route of the path only; `Allow` lists them all."""
     assert isinstance(error, HTTPException)
     headers = dict(error.headers or {})
     if error.status_code == 405:
-        scope = {**request.scope, "method": ""}  # matches no route fully: every route of this path matches partially
-        allowed = {method for route in request.app.router.routes if route.matches(scope)[0] == Match.PARTIAL for method in getattr(route, "methods", ())}
-        headers["Allow"] = ", ".join(sorted(allowed))
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
     body = {"error": HTTP_CODES.get(error.status_code, "http_error"), "detail": error.detail}
     return JSONResponse(status_code=error.status_code, content=body, headers=headers)
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of `path` answers. Starlette's 405 names the methods of the first route
+    of the path only, and through an included router none at all; the application's OpenAPI operations
+    list them all (built whether or not the document is served)."""
+    return sorted({method.upper() for template, operations in app.openapi()["paths"].items() if compile_path(template)[0].match(path)
+                   for method in operations})
+
+
 async def invalid_request(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    return JSONResponse(status_code=422, content={"error": InvalidRequest.code, "detail": jsonable_encoder(error.errors())})
+    detail = [{"loc": list(problem["loc"]), "msg": _message(problem), "type": problem["type"]} for problem in error.errors()]
+    return JSONResponse(status_code=422, content={"error": InvalidRequest.code, "detail": detail})
+
+
+def _message(problem: dict[str, Any]) -> str:
+    """pydantic's message describes the rule, not the value, except a UUID's, which quotes the first character it could not
+    read (its reason is dropped); a JSON decode error's reason (FastAPI keeps it in `ctx`) is ours or the decoder's."""
+    if problem["type"] == "json_invalid":
+        return f"{problem['msg']}: {problem['ctx']['error']}"
+    if problem["type"] == "uuid_parsing":
+        return str(problem["msg"]).partition(",")[0]
+    return str(problem["msg"])
 
 
 def retry_after() -> dict[str, str]:

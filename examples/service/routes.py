@@ -1,21 +1,24 @@
-"""Read endpoints over the seed's data: the catalogue, a course's tree, due reviews, league tables."""
+"""Public read endpoints over the seed's data: the published catalogue, a published course's tree, league tables.
+
+Nothing here is one learner's private data: that is read through `/me/...` (`service.write_routes`), as its owner.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from langlearn.models import Course, LeaderboardEntry, Lesson, Unit, User, UserVocabKnowledge
+from langlearn.models import Course, LeaderboardEntry, Lesson, Unit
 from langlearn.models.enums import LeagueType
+from service.bodies import StrictJSONRoute
 from service.errors import Message
-from service.timeouts import BoundedRoute
 
-router = APIRouter(route_class=BoundedRoute)
+router = APIRouter(route_class=StrictJSONRoute)
 
 
 def not_found(what: str) -> dict[int | str, dict[str, Any]]:
@@ -52,22 +55,6 @@ class CourseOut(CourseSummary):
     lessons_without_unit: list[LessonOut]
 
 
-class DueReview(BaseModel):
-    vocab_id: UUID
-    word: str
-    language: str
-    translation: dict
-    mastery_level: str
-    strength: float
-    next_review_date: datetime
-
-
-class DueReviews(BaseModel):
-    user_id: UUID
-    due: int
-    reviews: list[DueReview]
-
-
 class Standing(BaseModel):
     rank: int  # final once the week is closed; while it is open, the position by XP right now
     user_id: UUID
@@ -96,8 +83,8 @@ async def list_courses():
 
 @router.get("/courses/{course_id}", response_model=CourseOut, responses=not_found("course"))
 async def get_course(course_id: UUID):
-    """A course with its units in order, each with its lessons in order (three queries)."""
-    course = await Course.get_or_none(id=course_id)
+    """A published course with its units in order, each with its lessons in order (three queries); an unpublished one is 404."""
+    course = await Course.get_or_none(id=course_id, is_published=True)
     if course is None:
         raise HTTPException(404, f"no course {course_id}")
     units = await Unit.filter(course_id=course_id).order_by("order_index")
@@ -118,31 +105,6 @@ async def get_course(course_id: UUID):
         description=course.description,
         units=[UnitOut(id=u.id, title=u.title, order_index=u.order_index, lessons=lessons_by_unit[u.id]) for u in units],
         lessons_without_unit=lessons_by_unit[None],
-    )
-
-
-@router.get("/users/{user_id}/reviews/due", response_model=DueReviews, responses=not_found("user"))
-async def due_reviews(user_id: UUID, limit: Annotated[int, Query(ge=1, le=500, description="at most this many, oldest due first")] = 50):
-    """The user's vocabulary whose next review is due (`next_review_date <= now`), oldest first."""
-    if not await User.exists(id=user_id):
-        raise HTTPException(404, f"no user {user_id}")
-    due = UserVocabKnowledge.filter(user_id=user_id, next_review_date__lte=datetime.now(timezone.utc))
-    rows = await due.order_by("next_review_date").limit(limit).select_related("vocab")
-    return DueReviews(
-        user_id=user_id,
-        due=await due.count(),
-        reviews=[
-            DueReview(
-                vocab_id=row.vocab.id,
-                word=row.vocab.word,
-                language=row.vocab.language,
-                translation=row.vocab.translation,
-                mastery_level=row.mastery_level.value,
-                strength=round(row.strength, 4),  # REAL: no float32 noise in the answer
-                next_review_date=row.next_review_date,
-            )
-            for row in rows
-        ],
     )
 
 

@@ -11,33 +11,20 @@ cancelled and left to wind down in the background.
 from __future__ import annotations
 
 import asyncio
-import math
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from langlearn import ConfigError
+from service.config import positive
 from service.errors import log
 
 T = TypeVar("T")
 
 
-def _seconds(name: str, default: str) -> float:
-    raw = os.environ.get(name, "").strip() or default
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = 0.0
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigError(f"{name}={raw!r} is not a positive number of seconds")
-    return seconds
-
-
 # how long a request may wait for the database before it answers 503
-DATABASE_TIMEOUT_SECONDS = _seconds("DATABASE_TIMEOUT_SECONDS", "10")
+DATABASE_TIMEOUT_SECONDS = positive("DATABASE_TIMEOUT_SECONDS", 10.0, float)
 
 _winding_down: set[asyncio.Task[Any]] = set()
 

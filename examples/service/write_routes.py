@@ -12,25 +12,26 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from langlearn.models import UserVocabKnowledge
 from langlearn.models.enums import DeviceType
 from langlearn.operations import accounts, ledger, lessons, reviews, social, wallet
 from langlearn.operations.errors import InvalidRequest
 from service.auth import CurrentUser, issue_access_token, sign_in_throttling
+from service.bodies import StrictJSONRoute
 from service.errors import problems
-from service.timeouts import BoundedRoute
 
-router = APIRouter(route_class=BoundedRoute)
+router = APIRouter(route_class=StrictJSONRoute)
 
 SIGNED_IN = problems(400, 401, 403)  # every /me route: a missing, invalid or expired token; a deactivated account
 
-# no NUL: PostgreSQL text cannot hold it (a 500 otherwise), and no identifier of this API needs it
+# no NUL: PostgreSQL text cannot hold it; `service.bodies` refuses it anywhere in a body, and this pattern says so in the schema
 Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 _LOCAL = r"[^@\s\x00-\x1f\x7f-\x9f]+"
 EMAIL_PATTERN = rf"^{_LOCAL}@{_LOCAL}\.{_LOCAL}$"  # accounts.EMAIL_SHAPE, in terms every regex engine reads alike
@@ -42,25 +43,32 @@ IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, ma
 # --- bodies ------------------------------------------------------------------------------------------
 
 
-class Registration(BaseModel):
+class Body(BaseModel):
+    """A request body: a field the API does not know is refused (422 naming it), so the schema can say
+    `additionalProperties: false` and nothing a client adds is silently carried along."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Registration(Body):
     # no whitespace, no control character (C1 too: Python counts U+0085 as whitespace, JSON Schema's \s does not)
     email: Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=accounts.EMAIL_MAX)]
     username: Annotated[str, StringConstraints(pattern=r"^[\w.-]{3,50}$")]
-    password: Annotated[str, StringConstraints(min_length=accounts.PASSWORD_MIN, max_length=accounts.PASSWORD_MAX)]
+    password: Annotated[Text, StringConstraints(min_length=accounts.PASSWORD_MIN, max_length=accounts.PASSWORD_MAX)]
 
 
 class Registered(BaseModel):
     user_id: UUID
 
 
-class Credentials(BaseModel):
+class Credentials(Body):
     email: Annotated[Text, StringConstraints(max_length=accounts.EMAIL_MAX)]
-    password: Annotated[str, StringConstraints(max_length=accounts.PASSWORD_MAX)]
+    password: Annotated[Text, StringConstraints(max_length=accounts.PASSWORD_MAX)]
     device_id: Annotated[Text, StringConstraints(min_length=1, max_length=accounts.DEVICE_ID_MAX)]
     device_type: DeviceType
 
 
-class RefreshToken(BaseModel):
+class RefreshToken(Body):
     refresh_token: Annotated[Text, StringConstraints(max_length=1000)]
 
 
@@ -71,14 +79,14 @@ class TokenPair(BaseModel):
     expires_in: int
 
 
-class AnswerIn(BaseModel):
+class AnswerIn(Body):
     question_id: Text
     answer: Text
     time_spent_ms: Annotated[int, Field(ge=0)]
     hint_used: bool
 
 
-class AttemptIn(BaseModel):
+class AttemptIn(Body):
     answers: list[AnswerIn]
     started_at: datetime
     finished_at: datetime
@@ -95,7 +103,7 @@ class AttemptOut(BaseModel):
     achievements_unlocked: list[str]
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(Body):
     vocab_id: UUID
     quality: Annotated[int, Field(ge=0, le=5, description="0 forgotten … 5 perfect recall")]
 
@@ -107,7 +115,7 @@ class ReviewOut(BaseModel):
     mastery_level: str
 
 
-class PurchaseIn(BaseModel):
+class PurchaseIn(Body):
     shop_item_id: UUID
     quantity: Annotated[int, Field(ge=1, le=1000)]
 
@@ -153,6 +161,22 @@ class FeedItemOut(BaseModel):
     activity_data: dict[str, Any]
     message: str
     created_at: datetime
+
+
+class DueReview(BaseModel):
+    vocab_id: UUID
+    word: str
+    language: str
+    translation: dict
+    mastery_level: str
+    strength: float
+    next_review_date: datetime
+
+
+class DueReviews(BaseModel):
+    user_id: UUID
+    due: int
+    reviews: list[DueReview]
 
 
 class MeOut(BaseModel):
@@ -255,6 +279,29 @@ async def me(user_id: CurrentUser):
     return MeOut(user_id=user_id)
 
 
+@router.get("/me/reviews/due", response_model=DueReviews, responses=SIGNED_IN)
+async def due_reviews(user_id: CurrentUser, limit: Annotated[int, Query(ge=1, le=500, description="at most this many, oldest due first")] = 50):
+    """The caller's vocabulary whose next review is due (`next_review_date <= now`), oldest first."""
+    due = UserVocabKnowledge.filter(user_id=user_id, next_review_date__lte=datetime.now(timezone.utc))
+    rows = await due.order_by("next_review_date").limit(limit).select_related("vocab")
+    return DueReviews(
+        user_id=user_id,
+        due=await due.count(),
+        reviews=[
+            DueReview(
+                vocab_id=row.vocab.id,
+                word=row.vocab.word,
+                language=row.vocab.language,
+                translation=row.vocab.translation,
+                mastery_level=row.mastery_level.value,
+                strength=round(row.strength, 4),  # REAL: no float32 noise in the answer
+                next_review_date=row.next_review_date,
+            )
+            for row in rows
+        ],
+    )
+
+
 @router.get("/me/wallet", response_model=WalletOut, responses={**SIGNED_IN, **problems(404)})
 async def wallet_statement(
     user_id: CurrentUser,
@@ -331,6 +378,7 @@ def _decode(cursor: str, make: Callable[[datetime, str], C]) -> C:
         when = datetime.fromisoformat(at)
         if when.tzinfo is None:
             raise ValueError(at)
-        return make(when, tie)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        # in UTC here, so that a time the driver could not convert (9999-12-31T23:59-01:00 is past year 9999 in UTC) is refused now
+        return make(when.astimezone(timezone.utc), tie)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest("`before` is not a cursor this API returned (use a page's `next`)") from None

@@ -111,3 +111,9 @@ class WeekClosed(Conflict):
     """A completion whose week the league close has already ranked (it arrived too late to count)."""
 
     code = "week_closed"
+
+
+class LessonLocked(Conflict):
+    """A lesson whose prerequisite the learner has not passed yet."""
+
+    code = "lesson_locked"

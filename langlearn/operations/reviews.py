@@ -1,5 +1,11 @@
 """Vocabulary reviews: one graded recall of a word, scheduled by the rule book's SM-2 (`rules.review`).
 
+Only a word the learner was taught is reviewed: its `user_vocab_knowledge` row is created when a lesson teaching
+it is first passed (`lessons.py`); a review of any other word is refused (`NotFound`: the learner has no such word
+to review), so reviews cannot be spent on words no lesson taught. A review before the word is due does not
+advance SM-2 (`rules.review`, Anki's and SuperMemo's rule): a recalled early review is counted (review count, last
+review time, history, the day's session) with the schedule unchanged; a failed one is a lapse all the same.
+
 A review is one transaction of raw SQL. The next state is computed in Python (the rule book is pure
 Python), so it is a read-modify-write, made race-free by the row lock: two reviews of one word at once
 serialise on `SELECT … FOR UPDATE` of its `user_vocab_knowledge` row, and the second computes from the
@@ -23,9 +29,9 @@ Achievements: after the review, the words mastered and the sessions finished are
 `achievements.plan_awards` unlocks what they reach (XP, gems, feed) and shows the next tiers' progress.
 
 Round trips per call (BEGIN and COMMIT included), independent of the data:
-    review_word   6: wallet, knowledge, knowledge + session (one statement), the metrics; +1 for a word's first
-                  review (its row inserted), +1 when achievements move (+2 for the user's first ledger use)
-A refusal (unknown user or word) reads one row more.
+    review_word   6: wallet, knowledge, knowledge + session (one statement), the metrics; +1 when achievements
+                  move (+2 for the user's first ledger use)
+A refusal (unknown user or word, a word not taught) reads one row more.
 """
 
 from __future__ import annotations
@@ -64,14 +70,6 @@ class ReviewResult:
 
 _STATE = "id, ease_factor, interval_days, consecutive_correct, review_count, last_review_date, next_review_date"
 LOCK_KNOWLEDGE = f"SELECT {_STATE} FROM user_vocab_knowledge WHERE user_id = $1 AND vocab_id = $2 FOR UPDATE"
-# the join yields no row for an unknown user or word; a row inserted here is ours (and so locked) until commit,
-# and a concurrent first review waits on the unique index, then does nothing and locks the row we committed
-CREATE_KNOWLEDGE = f"""
-    INSERT INTO user_vocab_knowledge (user_id, vocab_id)
-    SELECT u.id, v.id FROM users u, vocabulary_items v WHERE u.id = $1 AND v.id = $2
-    ON CONFLICT (user_id, vocab_id) DO NOTHING
-    RETURNING {_STATE}
-"""
 WHAT_EXISTS = "SELECT EXISTS (SELECT FROM users WHERE id = $1) AS user, EXISTS (SELECT FROM vocabulary_items WHERE id = $2) AS word"
 # $2 the word's id as text (as vocab_list holds it), $3 the review time, $4 its UTC day, $5 1 if recalled else 0
 _NEW_TODAY = "CASE WHEN s.vocab_list @> jsonb_build_array($2::text) THEN 0 ELSE 1 END"
@@ -114,11 +112,11 @@ READ_METRICS = f"""
 
 async def review_word(user_id: UUID, vocab_id: UUID, quality: int, *, when: datetime | None = None) -> ReviewResult:
     """Record a review of `quality` (0-5) of the word `vocab_id` at `when` (default: now, taken once the
-    word is locked): its `user_vocab_knowledge` row rescheduled by `rules.review` (created at the first
-    review), and the review counted in the user's session of that UTC day.
+    word is locked): its `user_vocab_knowledge` row (created when a lesson taught the word) rescheduled by
+    `rules.review` (an early review leaves the schedule), and the review counted in the user's session of that UTC day.
 
     Refusals (nothing written): `InvalidRequest` (quality out of 0-5, `when` naive, in the future or
-    before the word's last review), `NotFound` (unknown user or word).
+    before the word's last review), `NotFound` (unknown user or word, or a word no lesson taught the user).
     Not idempotent: each call is one more review.
     """
     if isinstance(quality, bool) or not isinstance(quality, int) or not QUALITY_MIN <= quality <= QUALITY_MAX:
@@ -157,15 +155,15 @@ async def review_word(user_id: UUID, vocab_id: UUID, quality: int, *, when: date
 # --- helpers ---------------------------------------------------------------------------------------
 
 async def _lock_knowledge(conn: BaseDBAsyncClient, user_id: UUID, vocab_id: UUID) -> Row:
-    """Lock the user's knowledge row of the word (inserting it, fresh, at the first review)."""
+    """Lock the user's knowledge row of the word: a lesson teaching the word created it."""
     rows = await conn.execute_query_dict(LOCK_KNOWLEDGE, [user_id, vocab_id])
     if not rows:
-        rows = await conn.execute_query_dict(CREATE_KNOWLEDGE, [user_id, vocab_id])
-    if not rows:  # a concurrent first review inserted it (and has committed: ON CONFLICT waited for it)
-        rows = await conn.execute_query_dict(LOCK_KNOWLEDGE, [user_id, vocab_id])
-    if not rows:
         found = (await conn.execute_query_dict(WHAT_EXISTS, [user_id, vocab_id]))[0]
-        raise NotFound(f"no user {user_id}" if not found["user"] else f"no vocabulary item {vocab_id}")
+        if not found["user"]:
+            raise NotFound(f"no user {user_id}")
+        if not found["word"]:
+            raise NotFound(f"no vocabulary item {vocab_id}")
+        raise NotFound(f"vocabulary item {vocab_id} is not among the learner's words: a word is reviewed once a lesson teaching it is passed")
     return rows[0]
 
 

@@ -57,6 +57,8 @@ class Lessons:
         self.level = self.course.level
         self.skill = skill
         self.passed: dict[str, set[int]] = {}  # lesson positions passed, per course
+        self.perfected: set[Uuid] = set()  # lessons passed with every first answer right
+        self.practised: dict[Uuid, Day] = {}  # the last day a replay of each lesson earned practice XP
         self.completed_courses: set[str] = set()
         self.xp = 0
         self.progress: dict[Uuid, Progress] = {}
@@ -116,7 +118,9 @@ class Lessons:
         score = rules.lesson_score(first_correct, total, finished)
         passed = rules.lesson_passes(score, lesson.pass_score, finished, lives)
         perfect = rules.is_perfect(passed, first_correct, total)
-        xp = rules.lesson_xp(lesson.xp_reward, passed, perfect, boosted)
+        today = day_of(start)
+        play = rules.play_kind(repeat, self.practised.get(lesson.id) == today)
+        xp = rules.lesson_xp(lesson.xp_reward, passed, perfect, boosted, play)
         elapsed_ms = clock - start
         end = clock + 2 * SECOND_MS
         journal.rows["lesson_attempts"].append(LessonAttempt(
@@ -125,7 +129,7 @@ class Lessons:
         ))
         journal.rows["question_attempts"].extend(questions)
         self._record_progress(lesson, start, end, score, passed, elapsed_ms)
-        week_start = week_of(day_of(start))
+        week_start = week_of(today)
         week = self.weeks.get(week_start)
         if week is None:
             week = self.weeks[week_start] = Week(0, 0, start, start)
@@ -136,11 +140,14 @@ class Lessons:
             week.lessons += 1
             self.xp += xp
             self.passed.setdefault(lesson.course_key, set()).add(lesson.position)
-            self.achievements.count("lesson_complete", end)
+            if not repeat:  # lessons count once each, as the live operation counts them: replays are practice
+                self.achievements.count("lesson_complete", end)
             self.achievements.reach("xp_earned", self.xp, end)
-            if perfect:
+            if perfect and lesson.id not in self.perfected:
+                self.perfected.add(lesson.id)
                 self.achievements.count("perfect_score", end)
-            if not repeat:
+            if play is rules.Play.PRACTICE:
+                self.practised[lesson.id] = today
                 self.vocabulary.learn(lesson, end)
                 self._milestones(lesson, end)
         return end, passed
