@@ -4,7 +4,7 @@
   driver's message (which carries the database's host, port and user). The driver's own words go to
   the service's log, where an operator needs them.
 - An operation refused (`OperationError`): its `code` and one-line `detail`, with the status its kind
-  maps to (`STATUS`); a 401 also says `WWW-Authenticate: Bearer`.
+  maps to (`STATUS`); a 401 also says `WWW-Authenticate: Bearer`, a `RetryLater` (429 `throttled`, 503 `busy`) `Retry-After`.
 - A request that fails validation (or whose body is not strict JSON, `service.bodies`): 422,
   `{"error": "invalid_request", "detail": [...]}`, each error's `loc`, `msg` and `type` only, so it
   still matches the schema FastAPI documents but never carries what was sent (pydantic's `input` and
@@ -28,6 +28,7 @@ from starlette.routing import compile_path
 from tortoise.exceptions import DBConnectionError
 
 from langlearn.operations.errors import Conflict, InvalidRequest, NotFound, OperationError, Unauthorized
+from langlearn.operations.throttle import Busy, RetryLater, Throttled
 
 log = logging.getLogger("service.database")
 
@@ -86,7 +87,8 @@ class Forbidden(OperationError):
 
 
 # the status of each kind of refusal: the most specific class of an error listed here wins
-STATUS: dict[type[OperationError], int] = {InvalidRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409}
+STATUS: dict[type[OperationError], int] = {InvalidRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
+                                           Throttled: 429, Busy: 503}
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 PROBLEM_DESCRIPTIONS = {
     400: "The request cannot be satisfied (`invalid_request`)",
@@ -94,6 +96,8 @@ PROBLEM_DESCRIPTIONS = {
     403: "The account may not do this (`forbidden`: deactivated)",
     404: "No such resource (`not_found`)",
     409: "The request contradicts the data (its `error` says how)",
+    429: "Too many sign-in attempts for the account or from the address (`throttled`); retry after `Retry-After` seconds",
+    503: "Too many requests at once (`busy`) or the database is not reachable (`database_unavailable`); retry after `Retry-After` seconds",
 }
 
 
@@ -104,6 +108,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         declared[status] = {"model": Problem, "description": PROBLEM_DESCRIPTIONS[status]}
         if status == 401:
             declared[status]["headers"] = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}}
+        if status in (429, 503):
+            declared[status]["headers"] = RETRY_AFTER_HEADER
     return declared
 
 
@@ -118,7 +124,8 @@ async def operation_refused(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, OperationError)
     status = status_of(error)
     body = Problem(error=error.code, detail=error.detail)
-    return JSONResponse(status_code=status, content=body.model_dump(), headers=BEARER_CHALLENGE if status == 401 else None)
+    headers = BEARER_CHALLENGE if status == 401 else {"Retry-After": str(error.retry_after)} if isinstance(error, RetryLater) else None
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
 
 
 # FastAPI's and Starlette's own refusals (a body that is not JSON, an unknown path, a wrong method, a body too large), in the same shape
