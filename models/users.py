@@ -5,7 +5,6 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
-from tortoise.models import Model
 from tortoise.timezone import now as utcnow
 
 from langlearn.models.base import NOW, ExpressionIndex, FixedCharField, TimestampedModel, UUIDModel, counter, flag
@@ -100,7 +99,7 @@ class RefreshToken(UUIDModel):
         )
 
 
-class SignInThrottle(Model):
+class SignInThrottle(UUIDModel):
     """Sign-in attempts counted per throttling key, shared by every worker and replica of a service.
 
     A key is `account:<sha256 of the email>` or `address:<client address>` (`langlearn.operations.throttle`).
@@ -108,7 +107,7 @@ class SignInThrottle(Model):
     `blocked_until`: attempts before it are refused. A row idle past the throttling's window is worthless and
     pruned by the sign-ins themselves (on `last_attempt_at`'s index)."""
 
-    key = fields.CharField(max_length=100, primary_key=True, description="account:<sha256 hex> or address:<IP or IPv6 /64>")
+    key = fields.CharField(max_length=100, unique=True, description="account:<sha256 hex> or address:<IP or IPv6 /64>")
     attempts = counter()
     last_attempt_at = fields.DatetimeField(default=utcnow, db_default=NOW)
     blocked_until = fields.DatetimeField(null=True)
