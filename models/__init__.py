@@ -21,7 +21,7 @@ from langlearn.models.learning import (
     UserVocabKnowledge,
 )
 from langlearn.models.operations import SeedRun
-from langlearn.models.users import RefreshToken, User, UserDevice
+from langlearn.models.users import RefreshToken, SignInThrottle, User, UserDevice
 
 __all__ = [
     "Achievement",
@@ -35,6 +35,7 @@ __all__ = [
     "QuestionAttempt",
     "RefreshToken",
     "SeedRun",
+    "SignInThrottle",
     "ShopItem",
     "Streak",
     "Unit",

@@ -15,7 +15,10 @@ class User(TimestampedModel):
     """A learner's account.
 
     `email` is stored lower-cased (a CHECK enforces it) so uniqueness is case-insensitive without a
-    functional index. `hashed_password` holds a slow hash (argon2), never a password. `total_xp` is
+    functional index. `username` is NFKC-normalised (a CHECK enforces it: no fullwidth or compatibility
+    look-alike of another name) and unique regardless of case; `langlearn.operations.accounts` stores it
+    case folded, so that UNIQUE compares exactly what Python's NFKC + casefold compares.
+    `hashed_password` holds a slow hash (argon2), never a password. `total_xp` is
     derived: the XP of the user's lesson attempts plus the XP rewards of unlocked achievements.
     """
 
@@ -39,6 +42,7 @@ class User(TimestampedModel):
         constraints = (
             CheckConstraint(check="email = lower(email)", name="users_email_check"),
             CheckConstraint(check="total_xp >= 0", name="users_total_xp_check"),
+            CheckConstraint(check="username IS NFKC NORMALIZED", name="users_username_nfkc_check"),
             # usernames that differ only by case would be two accounts a person cannot tell apart
             ExpressionIndex("idx_users_username_lower", ("lower(username::text)",), unique=True),
         )
@@ -93,3 +97,22 @@ class RefreshToken(UUIDModel):
             Index(fields=("user_id",), name="idx_refresh_token_user"),
             Index(fields=("device_id",), name="idx_refresh_token_device"),  # deleting a device sets its tokens' device_id NULL
         )
+
+
+class SignInThrottle(UUIDModel):
+    """Sign-in attempts counted per throttling key, shared by every worker and replica of a service.
+
+    A key is `account:<sha256 of the email>` or `address:<client address>` (`langlearn.operations.throttle`).
+
+    `blocked_until`: attempts before it are refused. A row idle past the throttling's window is worthless and
+    pruned by the sign-ins themselves (on `last_attempt_at`'s index)."""
+
+    key = fields.CharField(max_length=100, unique=True, description="account:<sha256 hex> or address:<IP or IPv6 /64>")
+    attempts = counter()
+    last_attempt_at = fields.DatetimeField(default=utcnow, db_default=NOW)
+    blocked_until = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "sign_in_throttles"
+        constraints = (CheckConstraint(check="attempts >= 0", name="sign_in_throttles_attempts_check"),)
+        indexes = (Index(fields=("last_attempt_at",), name="idx_sign_in_throttle_last_attempt"),)

@@ -7,9 +7,11 @@ import hashlib
 import json
 import time
 
+import asyncpg
 import pytest
 from argon2 import PasswordHasher
 
+from langlearn import rules
 from langlearn.operations import accounts
 from langlearn.operations.accounts import logout, refresh, register, sign_in, token_hash
 from langlearn.operations.errors import InvalidCredentials, InvalidRequest, Taken, TokenInvalid, TokenReused
@@ -20,16 +22,22 @@ PASSWORD = "correct horse battery"
 DEMO = json.loads((REPO_ROOT / "seed" / "data" / "demo_accounts.json").read_text())
 
 
-async def test_register_stores_a_lower_cased_email_an_argon2id_hash_a_wallet_and_a_streak(head_db, connect):
+async def test_register_stores_a_lower_cased_email_an_argon2id_hash_a_wallet_with_its_welcome_gems_and_a_streak(head_db, connect):
     async with database(head_db, migrate="off"):
         registered = await register("  Ana@Example.COM ", "Ana.B", PASSWORD)
     connection = await connect(head_db)
     user = await connection.fetchrow("SELECT * FROM users WHERE id = $1", registered.user_id)
-    assert (user["email"], user["username"], user["provider"], user["is_active"]) == ("ana@example.com", "Ana.B", "local", True)
+    # the username in its canonical form (NFKC, case folded): what uniqueness compares
+    assert (user["email"], user["username"], user["provider"], user["is_active"]) == ("ana@example.com", "ana.b", "local", True)
+    assert registered.username == "ana.b" and registered.gems == rules.WELCOME_GEMS
     assert user["hashed_password"].startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert PasswordHasher().verify(user["hashed_password"], PASSWORD)
     wallet = await connection.fetchrow("SELECT gems, total_gems_earned, total_gems_spent FROM user_wallets WHERE user_id = $1", registered.user_id)
-    assert tuple(wallet) == (0, 0, 0)
+    assert tuple(wallet) == (rules.WELCOME_GEMS, rules.WELCOME_GEMS, 0)
+    ledger = await connection.fetch(
+        "SELECT transaction_type::text, amount, balance_after, source, idempotency_key FROM wallet_transactions WHERE user_id = $1", registered.user_id
+    )
+    assert [tuple(row) for row in ledger] == [("earn", rules.WELCOME_GEMS, rules.WELCOME_GEMS, "welcome_bonus", "welcome_bonus:signup")]
     streak = await connection.fetchrow("SELECT current_streak, longest_streak, last_activity_date FROM streaks WHERE user_id = $1", registered.user_id)
     assert tuple(streak) == (0, 0, None)
     assert PASSWORD not in repr(registered)
@@ -253,3 +261,98 @@ async def test_the_demo_accounts_sign_in_with_the_documented_password_and_no_oth
         for row in others:
             with pytest.raises(InvalidCredentials):
                 await sign_in(row["email"], DEMO["password"], "demo-device", "web")
+
+
+# --- registration under attack (issue 21, findings 5 and 6) -----------------------------------------
+
+
+async def test_registration_is_one_transaction_with_its_welcome_gems(head_db, connect):
+    """A ledger write that fails leaves no account behind: the user, wallet, streak and gems commit together."""
+    connection = await connect(head_db)
+    await connection.execute("""
+        CREATE FUNCTION refuse_entries() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'ledger down'; END $$;
+        CREATE TRIGGER refuse_entries BEFORE INSERT ON wallet_transactions FOR EACH ROW EXECUTE FUNCTION refuse_entries();
+    """)
+    async with database(head_db, migrate="off"):
+        with pytest.raises(Exception, match="ledger down"):
+            await register("ana@example.com", "ana", PASSWORD)
+    assert [await connection.fetchval(f"SELECT count(*) FROM {table}") for table in ("users", "user_wallets", "streaks")] == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("look_alike", "why"),
+    [
+        ("ＡＮＡ.ｂ", "fullwidth letters"),
+        ("\u212aim", "KELVIN SIGN for K"),
+        ("ANA.B", "upper case"),
+        ("STRASSE", "case folding: ß is ss"),
+    ],
+)
+async def test_a_look_alike_of_a_taken_username_is_taken(head_db, connect, look_alike, why):
+    async with database(head_db, migrate="off"):
+        await register("ana@example.com", "ana.b", PASSWORD)
+        await register("kim@example.com", "kim", PASSWORD)
+        await register("str@example.com", "straße", PASSWORD)
+        with pytest.raises(Taken, match="username"):
+            await register("other@example.com", look_alike, PASSWORD)
+    assert await (await connect(head_db)).fetchval("SELECT count(*) FROM users") == 3, why
+
+
+@pytest.mark.parametrize("mixed", ["\u0430na.b", "pаypal", "ivan.иван"])
+async def test_a_username_mixing_scripts_is_refused(head_db, mixed):
+    async with database(head_db, migrate="off"):
+        with pytest.raises(InvalidRequest, match="mixes scripts.*Cyrillic"):
+            await register("ana@example.com", mixed, PASSWORD)
+
+
+async def test_names_in_one_script_or_a_usual_mix_are_welcome(head_db, connect):
+    names = ["nguyễn.thùy_linh", "иван", "山田たろう", "김민준", "ΣΟΦΙΑ"]
+    async with database(head_db, migrate="off"):
+        for number, name in enumerate(names):
+            await register(f"user{number}@example.com", name, PASSWORD)
+    stored = [row["username"] for row in await (await connect(head_db)).fetch("SELECT username FROM users ORDER BY email")]
+    assert stored == ["nguyễn.thùy_linh", "иван", "山田たろう", "김민준", "σοφια"]
+
+
+async def test_the_database_refuses_a_username_that_is_not_nfkc_normalised(head_db, connect):
+    connection = await connect(head_db)
+    with pytest.raises(asyncpg.CheckViolationError) as refused:
+        await connection.execute("INSERT INTO users (email, username, hashed_password) VALUES ('a@example.com', 'ｂｏｂ', 'x')")
+    assert refused.value.constraint_name == "users_username_nfkc_check"
+    await connection.execute("INSERT INTO users (email, username, hashed_password) VALUES ('a@example.com', 'bob', 'x')")
+
+
+@pytest.mark.parametrize("password", ["password", "12345678", "qwertyuiop", "aaaaaaaaaaaa", "ana@example.com", "ana.b2026"])
+async def test_a_common_or_guessable_password_is_refused_before_anything_is_written(head_db, connect, password):
+    async with database(head_db, migrate="off"):
+        with pytest.raises(InvalidRequest, match="password refused") as refused:
+            await register("ana@example.com", "ana.b", password)
+    assert password == "password" or password not in str(refused.value)  # the word itself is in every message
+    assert await (await connect(head_db)).fetchval("SELECT count(*) FROM users") == 0
+
+
+def test_the_message_for_a_top_password_says_why():
+    with pytest.raises(InvalidRequest) as refused:
+        accounts.check_password_strength("password", [])
+    assert str(refused.value) == "password refused: This is a top-10 common password; choose a longer one, e.g. a few unrelated words"
+
+
+# --- sign-in under attack --------------------------------------------------------------------------
+
+
+async def test_an_address_that_is_no_ip_literal_is_stored_as_null_and_the_sign_in_succeeds(head_db, connect):
+    async with database(head_db, migrate="off"):
+        await register("ana@example.com", "ana", PASSWORD)
+        session = await sign_in("ana@example.com", PASSWORD, "phone-1", "ios", ip="not-an-address, 10.0.0.1")
+    assert session.user_id
+    assert await (await connect(head_db)).fetchval("SELECT last_login_ip FROM users") is None
+
+
+async def test_the_session_names_its_refresh_token_row(head_db, connect):
+    async with database(head_db, migrate="off"):
+        await register("ana@example.com", "ana", PASSWORD)
+        first = await sign_in("ana@example.com", PASSWORD, "phone-1", "ios")
+        second = await refresh(first.refresh_token)
+    connection = await connect(head_db)
+    for session in (first, second):
+        assert await connection.fetchval("SELECT token_hash FROM refresh_tokens WHERE id = $1", session.token_id) == token_hash(session.refresh_token)

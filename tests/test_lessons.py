@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.clock]  # a seeded database per test
 
 
 async def new_learner(connection, name: str) -> UUID:
-    """A user as `accounts.register` leaves one: a wallet and a streak row, nothing else."""
+    """A user as `accounts.register` leaves one, without its welcome gems: a wallet and a streak row, nothing else."""
     user_id = await connection.fetchval(
         "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, '$argon2id$x') RETURNING id", f"{name}@example.com", name
     )

@@ -97,7 +97,7 @@ async def test_register_pays_the_welcome_gems_once_and_a_taken_email_is_409(api,
     user_id = await conn.fetchval("SELECT id FROM users WHERE email = $1", email)
     assert await conn.fetchval("SELECT gems FROM user_wallets WHERE user_id = $1", user_id) == rules.WELCOME_GEMS
     ledger = await conn.fetch("SELECT amount, source, idempotency_key FROM wallet_transactions WHERE user_id = $1", user_id)
-    assert [tuple(row) for row in ledger] == [(rules.WELCOME_GEMS, "welcome_bonus", "welcome")]
+    assert [tuple(row) for row in ledger] == [(rules.WELCOME_GEMS, "welcome_bonus", "welcome_bonus:signup")]
 
     again = api.post("/auth/register", json={"email": email.upper(), "username": "someone-else", "password": PASSWORD})
     assert again.status_code == 409
@@ -168,20 +168,20 @@ ME_ROUTES = [
 ]
 
 
-def forged(key: str, user_id: str, *, expired: bool = False, kind: str = "access") -> str:
+def forged(key: str, user_id: str, session: str, *, expired: bool = False, kind: str = "access") -> str:
     now = datetime.now(timezone.utc) - (timedelta(minutes=30) if expired else timedelta())
-    claims = {"sub": user_id, "iat": now, "exp": now + timedelta(minutes=15), "jti": uuid.uuid4().hex, "type": kind}
+    claims = {"sub": user_id, "sid": session, "iat": now, "exp": now + timedelta(minutes=15), "jti": uuid.uuid4().hex, "type": kind}
     return jwt.encode(claims, key, algorithm="HS256")
 
 
 async def test_every_me_route_is_401_without_a_valid_access_token(api, alice):
-    me = user_of(alice)
+    me, session = user_of(alice), jwt.decode(alice["access_token"], KEY, algorithms=["HS256"])["sid"]
     credentials = {
         "none": {},
         "not a jwt": {"Authorization": "Bearer not-a-token"},
-        "another key": {"Authorization": f"Bearer {forged(OTHER_KEY, me)}"},
-        "expired": {"Authorization": f"Bearer {forged(KEY, me, expired=True)}"},
-        "refresh type": {"Authorization": f"Bearer {forged(KEY, me, kind='refresh')}"},
+        "another key": {"Authorization": f"Bearer {forged(OTHER_KEY, me, session)}"},
+        "expired": {"Authorization": f"Bearer {forged(KEY, me, session, expired=True)}"},
+        "refresh type": {"Authorization": f"Bearer {forged(KEY, me, session, kind='refresh')}"},
         "a refresh token": {"Authorization": f"Bearer {alice['refresh_token']}"},
     }
     for method, path in ME_ROUTES:
@@ -190,7 +190,7 @@ async def test_every_me_route_is_401_without_a_valid_access_token(api, alice):
             assert response.status_code == 401, (method, path, what, response.text)
             assert response.json()["error"] == "unauthorized", (method, path, what)
             assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert api.get("/me/wallet", headers={"Authorization": f"Bearer {forged(KEY, me)}"}).status_code == 200  # the same, well signed
+    assert api.get("/me/wallet", headers={"Authorization": f"Bearer {forged(KEY, me, session)}"}).status_code == 200  # the same, well signed
     assert api.get("/me", headers=bearer(alice)).json() == {"user_id": me}
 
 

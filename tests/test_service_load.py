@@ -253,17 +253,28 @@ class Account:
     password: str
 
 
+async def admitted(http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
+    """The answer to a POST once the service admits it: a burst of sign-ups or sign-ins meets the bounded hashing pool
+    (503 `busy`) and the throttling (429), and a client waits `Retry-After` as told."""
+    for _ in range(20):
+        response = await http.post(path, json=body)
+        if response.status_code not in (429, 503) or "Retry-After" not in response.headers:
+            return response
+        await asyncio.sleep(int(response.headers["Retry-After"]))
+    return response
+
+
 async def sign_up(http: httpx.AsyncClient, number: int) -> Account:
     email = f"load{number}-{uuid.uuid4().hex[:8]}@example.com"
-    registered = await http.post("/auth/register", json={"email": email, "username": email.split("@")[0], "password": PASSWORD})
+    registered = await admitted(http, "/auth/register", {"email": email, "username": email.split("@")[0], "password": PASSWORD})
     assert registered.status_code == 201, registered.text
     return Account(email, PASSWORD)
 
 
 async def sign_in(http: httpx.AsyncClient, account: Account) -> str:
     """An access token (argon2 makes this ~0.2 s: the callers sign in concurrently)."""
-    signed_in = await http.post(
-        "/auth/token", json={"email": account.email, "password": account.password, "device_id": f"load-{account.email}", "device_type": "ios"}
+    signed_in = await admitted(
+        http, "/auth/token", {"email": account.email, "password": account.password, "device_id": f"load-{account.email}", "device_type": "ios"}
     )
     assert signed_in.status_code == 200, signed_in.text
     return signed_in.json()["access_token"]

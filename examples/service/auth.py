@@ -1,13 +1,20 @@
 """Bearer authentication: short-lived access tokens (HS256 JWTs) in front of the package's refresh tokens.
 
 An access token is what every `/me/...` route takes: 15 minutes, signed with `LANGLEARN_SECRET_KEY`,
-claims `sub` (the user id), `exp`, `iat`, `jti` and `type: "access"`. It is not stored: a stolen one
-is good until it expires, which is why it is short; the long-lived credential is the refresh token of
+claims `sub` (the user id), `sid` (the refresh token it was issued with), `exp`, `iat`, `jti` and
+`type: "access"`. It is not stored; the long-lived credential is the refresh token of
 `langlearn.operations.accounts`, rotated at each use with reuse detection.
 
-The route still reads the user row once per request (`current_user`): a deleted account's token is
-refused at once (401, it names nobody) and a deactivated account's too (403 `forbidden`: the identity
-is genuine but may no longer act), instead of both working until the token expires.
+Each request reads its account and its refresh token in one indexed query (`current_user`): a deleted
+account's token is refused at once (401, it names nobody) and a deactivated account's too (403
+`forbidden`: the identity is genuine but may no longer act); so is a token whose refresh token was
+revoked (401): logout, reuse detection and a new sign-in on the device end that device's access
+tokens at once. A rotation only marks the old refresh token used, so its access tokens live on until
+they expire (the client swaps them at its pace).
+
+Sign-in throttling (`langlearn.operations.throttle`) is configured from the environment
+(`sign_in_throttling`): LANGLEARN_SIGNIN_ACCOUNT_ATTEMPTS and LANGLEARN_SIGNIN_ADDRESS_ATTEMPTS, the
+attempts in a row an account or a client address gets before waits are imposed (default 5 and 30).
 
 The key: `LANGLEARN_SECRET_KEY`, at least 32 bytes, required. Only against the private development
 server (DATABASE_URL unset) a missing key is replaced by a random one kept in a 0600 file of the
@@ -22,6 +29,7 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -34,6 +42,7 @@ from tortoise import connections
 from langlearn import ConfigError
 from langlearn.local_server import data_dir
 from langlearn.operations.errors import Unauthorized
+from langlearn.operations.throttle import Throttling
 from service.errors import Forbidden
 
 log = logging.getLogger("service.auth")
@@ -46,8 +55,13 @@ ALGORITHM = "HS256"
 ACCESS_TOKEN_LIFETIME = timedelta(minutes=15)
 ACCESS = "access"
 DEVICE_CLAIM = "device_type"
-ACCOUNT_STATE = "SELECT is_active FROM users WHERE id = $1"
-REQUIRED_CLAIMS = ["sub", "exp", "iat", "jti", "type"]
+SESSION_CLAIM = "sid"
+# the account and the session in one indexed read; `revoked` is NULL when the refresh token is gone or someone else's
+ACCOUNT_STATE = """
+SELECT u.is_active, t.is_revoked AS revoked FROM users u LEFT JOIN refresh_tokens t ON t.id = $2 AND t.user_id = u.id WHERE u.id = $1
+"""
+REQUIRED_CLAIMS = ["sub", SESSION_CLAIM, "exp", "iat", "jti", "type"]
+ACCOUNT_ATTEMPTS_VARIABLE, ADDRESS_ATTEMPTS_VARIABLE = "LANGLEARN_SIGNIN_ACCOUNT_ATTEMPTS", "LANGLEARN_SIGNIN_ADDRESS_ATTEMPTS"
 
 
 class NotAuthenticated(Unauthorized):
@@ -72,7 +86,9 @@ class AccessToken:
 
 def configured_key() -> SigningKey | None:
     """The key from the environment; None when the development key stands in (no key, DATABASE_URL unset).
-    Read before connecting, so that a service without its key refuses to start at once."""
+    Read before connecting, so that a service without its key refuses to start at once; the sign-in
+    throttling's settings are read with it, for the same reason."""
+    sign_in_throttling()
     raw = os.environ.get(SECRET_KEY_VARIABLE)
     if raw is not None:
         if not raw.strip():  # set but blank: a secret that failed to mount, not a request for the development key
@@ -118,11 +134,29 @@ def _development_key(path: Path) -> str:
     return path.read_text().strip()
 
 
-def issue_access_token(key: SigningKey, user_id: UUID, device_type: str) -> AccessToken:
-    """`device_type` (the signed-in device's: ios, android or web) is what the caller's lesson attempts record."""
+@cache
+def sign_in_throttling() -> Throttling:
+    """The throttling of sign-ins, from the environment (read once, at startup: see `configured_key`)."""
+    defaults = Throttling()
+    return Throttling(account_free=_attempts(ACCOUNT_ATTEMPTS_VARIABLE, defaults.account_free),
+                      address_free=_attempts(ADDRESS_ATTEMPTS_VARIABLE, defaults.address_free))
+
+
+def _attempts(variable: str, default: int) -> int:
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{variable}={raw!r} is not a whole number of attempts of at least 1 (default {default})")
+    return int(raw)
+
+
+def issue_access_token(key: SigningKey, user_id: UUID, session_id: UUID, device_type: str) -> AccessToken:
+    """`session_id` is the refresh token issued with it (its revocation ends this token); `device_type` (the signed-in
+    device's: ios, android or web) is what the caller's lesson attempts record."""
     now = datetime.now(timezone.utc)
-    claims = {"sub": str(user_id), "iat": now, "exp": now + ACCESS_TOKEN_LIFETIME, "jti": uuid.uuid4().hex, "type": ACCESS,
-              DEVICE_CLAIM: device_type}
+    claims = {"sub": str(user_id), SESSION_CLAIM: str(session_id), "iat": now, "exp": now + ACCESS_TOKEN_LIFETIME, "jti": uuid.uuid4().hex,
+              "type": ACCESS, DEVICE_CLAIM: device_type}
     return AccessToken(jwt.encode(claims, key.secret, algorithm=ALGORITHM), int(ACCESS_TOKEN_LIFETIME.total_seconds()))
 
 
@@ -132,7 +166,7 @@ def verified_claims(key: SigningKey, token: str) -> dict[str, Any]:
         claims: dict[str, Any] = jwt.decode(token, key.secret, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS})
         if claims["type"] != ACCESS:
             raise NotAuthenticated("not an access token")
-        UUID(claims["sub"])
+        UUID(claims["sub"]), UUID(claims[SESSION_CLAIM])
         return claims
     except jwt.ExpiredSignatureError:
         raise NotAuthenticated("the access token has expired; refresh it") from None
@@ -144,19 +178,20 @@ bearer = HTTPBearer(auto_error=False, description="An access token from `POST /a
 
 
 async def current_user(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> UUID:
-    """The caller: the subject of the bearer token, an existing and active account."""
+    """The caller: the subject of the bearer token, an existing and active account whose session is not revoked."""
     if credentials is None:
         raise NotAuthenticated("an access token is required: Authorization: Bearer <token>")
     claims = verified_claims(request.app.state.signing_key, credentials.credentials)
     user_id = UUID(claims["sub"])
     request.state.device_type = claims.get(DEVICE_CLAIM)  # None in a token issued before the claim existed
     # one indexed read per request, in plain SQL: the ORM's query building costs more than the query here
-    rows = await connections.get("default").execute_query_dict(ACCOUNT_STATE, [user_id])
-    active = rows[0]["is_active"] if rows else None
-    if active is None:
+    rows = await connections.get("default").execute_query_dict(ACCOUNT_STATE, [user_id, UUID(claims[SESSION_CLAIM])])
+    if not rows:
         raise NotAuthenticated("the access token's account no longer exists")
-    if not active:
+    if not rows[0]["is_active"]:
         raise Forbidden("this account is deactivated")
+    if rows[0]["revoked"] is not False:
+        raise NotAuthenticated("the access token's session has ended (logged out or revoked); sign in again")
     return user_id
 
 

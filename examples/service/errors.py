@@ -75,6 +75,9 @@ PROBLEM_DESCRIPTIONS = {
     403: "The account may not do this (`forbidden`: deactivated)",
     404: "No such resource (`not_found`)",
     409: "The request contradicts the data (its `error` says how)",
+    429: "Too many sign-in attempts for the account or from the address (`throttled`), or too many of the account's requests "
+         "in flight (`too_many_requests`); retry after `Retry-After` seconds",
+    503: "Too many requests at once (`busy`) or the database is not reachable (`database_unavailable`); retry after `Retry-After` seconds",
 }
 
 
@@ -85,6 +88,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         declared[status] = {"model": Problem, "description": PROBLEM_DESCRIPTIONS[status]}
         if status == 401:
             declared[status]["headers"] = {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}}
+        if status in (429, 503):
+            declared[status]["headers"] = RETRY_AFTER_HEADER
     return declared
 
 

@@ -19,18 +19,16 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from langlearn import rules
 from langlearn.models import UserVocabKnowledge
 from langlearn.models.enums import DeviceType
 from langlearn.operations import accounts, ledger, lessons, reviews, social, wallet
 from langlearn.operations.errors import InvalidRequest
-from service.auth import CurrentUser, issue_access_token
+from service.auth import CurrentUser, issue_access_token, sign_in_throttling
 from service.bodies import StrictJSONRoute
 from service.errors import problems
 
 router = APIRouter(route_class=StrictJSONRoute)
 
-WELCOME_SOURCE, WELCOME_KEY = "welcome_bonus", "welcome"
 SIGNED_IN = problems(400, 401, 403)  # every /me route: a missing, invalid or expired token; a deactivated account
 
 # no NUL: PostgreSQL text cannot hold it; `service.bodies` refuses it anywhere in a body, and this pattern says so in the schema
@@ -197,19 +195,20 @@ Before = Annotated[str | None, Query(max_length=200, description="the `next` of 
 # --- accounts and tokens -----------------------------------------------------------------------------
 
 
-@router.post("/auth/register", status_code=201, response_model=Registered, responses=problems(400, 409))
+@router.post("/auth/register", status_code=201, response_model=Registered, responses=problems(400, 409, 503))
 async def register(body: Registration):
-    """A new account, paid its welcome gems once (the payment is keyed, so it never doubles)."""
+    """A new account with its welcome gems, in one transaction. A common or guessable password is 400; a username is
+    compared (and stored) in its canonical form (NFKC, case folded): a look-alike of a taken one is 409."""
     user = await accounts.register(body.email, body.username, body.password)
-    await wallet.earn(user.user_id, rules.WELCOME_GEMS, WELCOME_SOURCE, WELCOME_KEY, kind="earn", description="Welcome gems")
     return Registered(user_id=user.user_id)
 
 
-@router.post("/auth/token", response_model=TokenPair, responses=problems(400, 401))
+@router.post("/auth/token", response_model=TokenPair, responses=problems(400, 401, 429, 503))
 async def sign_in(body: Credentials, request: Request):
-    """Sign in on a device: a 15-minute access token and the device's new refresh token."""
+    """Sign in on a device: a 15-minute access token and the device's new refresh token. Too many attempts for the
+    account or from the address: 429 with `Retry-After`; too many passwords being hashed: 503 with `Retry-After`."""
     address = request.client.host if request.client else None
-    session = await accounts.sign_in(body.email, body.password, body.device_id, body.device_type, ip=address)
+    session = await accounts.sign_in(body.email, body.password, body.device_id, body.device_type, ip=address, throttling=sign_in_throttling())
     return _pair(request, session)
 
 
@@ -226,7 +225,7 @@ async def logout(body: RefreshToken):
 
 
 def _pair(request: Request, session: accounts.Session) -> TokenPair:
-    access = issue_access_token(request.app.state.signing_key, session.user_id, session.device_type)
+    access = issue_access_token(request.app.state.signing_key, session.user_id, session.token_id, session.device_type)
     return TokenPair(access_token=access.token, refresh_token=session.refresh_token, expires_in=access.expires_in)
 
 

@@ -1,7 +1,26 @@
 """Accounts: register, sign in, rotate refresh tokens per device with reuse detection, log out.
 
 Passwords are argon2id hashes (argon2-cffi's defaults, RFC 9106's low-memory profile, the seed's
-parameters too); hashing and verifying run in a worker thread because they are slow on purpose.
+parameters too). Hashing and verifying are slow on purpose (~0.15 s of one core), so they run in this
+process's `HASHING` pool: `HASHING_SLOTS` threads at a lower scheduling priority (`HASHING_NICENESS`),
+at most `HASHING_QUEUE` more jobs waiting, none longer than `HASHING_MAX_WAIT`; past that `Busy` (503
+with `Retry-After`). A flood of sign-ins, which needs no account, so takes at most those cores, and
+only what the event loop's requests leave of them.
+
+A new password is refused when zxcvbn (whose lists include the most common breached passwords) rates
+it guessable in fewer than 10^6 guesses, or it is built on the email or username (NIST SP 800-63B's
+blocklist check); it is checked in the pool, before it is hashed.
+
+Sign-in is throttled per account and per client address (`langlearn.operations.throttle`, state in
+PostgreSQL): a throttled attempt is refused before any hashing (`SignInThrottled`, 429).
+
+A username is a handle stored in its canonical form: NFKC, case folded, NFKC again (Unicode's
+NFKC_Casefold), so the UNIQUE constraint compares exactly what Python compares: `Ｂｏｂ`, `BOB` and
+`bob` are one name, and so are a KELVIN SIGN `K` and `k`. Whoever else writes users, the database
+refuses a username that is not NFKC-normalised (a CHECK) and one equal to another but for case (the
+unique index on lower(username)). A name mixing scripts beyond what UTS #39's "highly restrictive"
+level allows (Latin with a Cyrillic `а`, say) is refused: it exists to look like another.
+
 Refresh tokens are random (`secrets.token_urlsafe(32)`, 256 bits), returned once in plaintext and
 stored only as their SHA-256 hex digest. Each token is single-use: `refresh` marks it used and
 issues its successor on the same device; presenting a used token again means two parties hold it,
@@ -15,9 +34,14 @@ A device has one live chain: signing in again on a device revokes its earlier to
 revokes the device's chain and is idempotent: an unknown, expired or already revoked token is
 simply nothing to revoke (it reveals nothing either way).
 
-Registration also creates the user's wallet and streak rows (zero gems, no streak): every seeded
-user has both, the wallet operations lock the wallet row, and the invariants read them per user.
-The welcome gems are a wallet operation (an `earn`), left to the caller.
+Registration also creates the user's wallet and streak rows: every seeded user has both, the wallet
+operations lock the wallet row, and the invariants read them per user. The welcome gems are paid in
+the same transaction (one ledger entry, server key `welcome_bonus:signup`): an account exists with
+its gems or not at all.
+
+An access token names the refresh token it was issued with (`Session.token_id`); the service's
+per-request check refuses it once that token is revoked (logout, reuse detection, a new sign-in on
+the device), while a token only used by a rotation keeps its access tokens valid until they expire.
 """
 
 from __future__ import annotations
@@ -25,23 +49,34 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import os
 import re
 import secrets
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from confusable_homoglyphs import categories
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
+from zxcvbn import zxcvbn
 
+from langlearn import rules
 from langlearn.models.enums import DeviceType
 from langlearn.models.users import User
-from langlearn.operations.errors import InvalidCredentials, InvalidRequest, Taken, TokenInvalid, TokenReused
+from langlearn.operations import throttle, wallet
+from langlearn.operations.errors import Busy, InvalidCredentials, InvalidRequest, Taken, TokenInvalid, TokenReused
+from langlearn.operations.throttle import Throttling
 
 # argon2id with argon2-cffi's defaults (t=3, m=64 MiB, p=4): the seed's hashes have the same parameters.
 # Changing them here makes `sign_in` rehash each account at its next successful sign-in.
@@ -51,17 +86,82 @@ TOKEN_BYTES = 32
 
 EMAIL_MAX, USERNAME_MAX, DEVICE_ID_MAX, DEVICE_NAME_MAX = 255, 50, 255, 100  # the columns' lengths
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024  # the upper bound only caps what one request makes us hash
+PASSWORD_MIN_SCORE = 2  # zxcvbn's scale: 0-1 fall to fewer than 10^6 guesses (the common-password lists, their variants)
+PASSWORD_CHECKED_PREFIX = 72  # zxcvbn's own bound on the work it does: longer passwords are rated by their start
 EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 USERNAME_SHAPE = re.compile(r"[\w.-]{3,50}")  # \w is Unicode: Vietnamese letters are fine
+# UTS #39's "highly restrictive" level: one script, or one of these mixes (scripts written together); digits,
+# punctuation and combining marks (COMMON, INHERITED) go with any
+SCRIPT_MIXES = ({"LATIN", "HAN", "HIRAGANA", "KATAKANA"}, {"LATIN", "HAN", "BOPOMOFO"}, {"LATIN", "HAN", "HANGUL"})
+ANY_SCRIPT = {"COMMON", "INHERITED"}
+
+HASHING_SLOTS = 1  # argon2id hashes at once per process (each takes one core for ~0.15 s)
+HASHING_NICENESS = 10  # the hashing threads' nice value (Linux): the event loop's requests go first when cores are short
+HASHING_QUEUE = 32  # more waiting; past that Busy at once
+HASHING_MAX_WAIT = timedelta(seconds=5)  # a job that waited longer for its slot is Busy, not hashed: its client may be gone
+BUSY_RETRY_AFTER_SECONDS = 1
+WELCOME_SOURCE = "welcome_bonus"
+WELCOME_KEY = wallet.server_key(WELCOME_SOURCE, "signup")  # `welcome_bonus:signup`: in the server's key space, no client key has ':'
 
 CREDENTIALS_MESSAGE = "wrong email or password"
 TOKEN_INVALID_MESSAGE = "the refresh token is unknown, expired or revoked; sign in again"
 TOKEN_REUSED_MESSAGE = "the refresh token was already used; every session of this device is revoked, sign in again"
 
 
+T = TypeVar("T")
+
+
+class HashingPool:
+    """At most `slots` jobs at once in this process, at most `queue` more waiting, none waiting longer than
+    `max_wait`; a job past either bound is `Busy`.
+
+    The admission is counted until the job *ends* (not until its caller stops waiting), so a cancelled
+    request cannot let more hashes run than the bound; a job whose wait outlasted `max_wait` ends without
+    running (its request has likely timed out: hashing for nobody would only lengthen the queue)."""
+
+    def __init__(self, slots: int, queue: int, max_wait: timedelta = HASHING_MAX_WAIT) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="password-hashing", initializer=_yield_to_requests)
+        self._admission = threading.BoundedSemaphore(slots + queue)
+        self._max_wait = max_wait.total_seconds()
+
+    async def run(self, job: Callable[..., T], *args: Any) -> T:
+        if not self._admission.acquire(blocking=False):
+            raise _busy()
+        try:
+            future = self._executor.submit(self._unless_stale, time.monotonic(), job, *args)
+        except BaseException:
+            self._admission.release()
+            raise
+        future.add_done_callback(lambda _: self._admission.release())
+        return await asyncio.wrap_future(future)
+
+    def _unless_stale(self, submitted: float, job: Callable[..., T], *args: Any) -> T:
+        if time.monotonic() - submitted > self._max_wait:
+            raise _busy()
+        return job(*args)
+
+
+def _busy() -> Busy:
+    return Busy("too many sign-ins or sign-ups at once; retry in a moment", retry_after=BUSY_RETRY_AFTER_SECONDS)
+
+
+def _yield_to_requests() -> None:
+    """Lower this hashing thread's scheduling priority (Linux schedules threads one by one), so that a flood of
+    sign-ins takes only the CPU other requests leave. Elsewhere, or where it is not allowed, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
+HASHING = HashingPool(HASHING_SLOTS, HASHING_QUEUE)
+
+
 @dataclass(frozen=True)
 class RegisteredUser:
     user_id: UUID
+    username: str  # as stored: its canonical form
+    gems: int  # the welcome gems paid
 
 
 @dataclass(frozen=True)
@@ -70,6 +170,7 @@ class Session:
 
     user_id: UUID
     device: UUID  # the user_devices row
+    token_id: UUID  # the refresh_tokens row: what an access token names, so that revoking it ends them
     refresh_token: str = field(repr=False)
     refresh_expires_at: datetime
     device_type: str  # ios, android or web: what a lesson attempt records
@@ -108,9 +209,39 @@ def _normalised_email(email: str) -> str:
     return email
 
 
-def _check_password(password: str) -> None:
+def _check_password_length(password: str) -> None:
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise InvalidRequest(f"password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+
+
+def check_password_strength(password: str, context: list[str]) -> None:
+    """Refuse a guessable password: a common or breached one, a keyboard walk, a repetition, one built on
+    `context` (the email, the username). The message says why (zxcvbn's warning) and never the password."""
+    rating = zxcvbn(password[:PASSWORD_CHECKED_PREFIX], user_inputs=context)
+    if rating["score"] < PASSWORD_MIN_SCORE:
+        why = rating["feedback"]["warning"] or "it is too easy to guess"
+        raise InvalidRequest(f"password refused: {why.rstrip('.')}; choose a longer one, e.g. a few unrelated words")
+
+
+def _hash_new_password(password: str, context: list[str]) -> str:
+    """Checked, then hashed: one job of the hashing pool (the check is CPU work too)."""
+    check_password_strength(password, context)
+    return HASHER.hash(password)
+
+
+def canonical_username(username: str) -> str:
+    """NFKC, case folded, NFKC again (Unicode's NFKC_Casefold): what two usernames are compared by, and stored as."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", username.strip()).casefold())
+
+
+def _checked_username(username: str) -> str:
+    canonical = canonical_username(username)
+    if not USERNAME_SHAPE.fullmatch(canonical) or canonical != canonical.lower():  # lower(): the database's CHECK
+        raise InvalidRequest(f"username must have 3 to {USERNAME_MAX} letters, digits, '.', '_' or '-'")
+    scripts = {categories.aliases_categories(character)[0] for character in canonical} - ANY_SCRIPT
+    if len(scripts) > 1 and not any(scripts <= mix for mix in SCRIPT_MIXES):
+        raise InvalidRequest(f"username mixes scripts ({', '.join(sorted(script.title() for script in scripts))}); write it in one")
+    return canonical
 
 
 def _device_type(device_type: DeviceType | str) -> DeviceType:
@@ -121,12 +252,14 @@ def _device_type(device_type: DeviceType | str) -> DeviceType:
 
 
 def _ip(ip: str | None) -> str | None:
+    """The address as stored; None for none, or for anything that is no IP literal (a proxy's header is the
+    client's to write: it may name nobody, and it must not fail the sign-in)."""
     if ip is None:
         return None
     try:
-        return str(ipaddress.ip_address(ip))
+        return str(ipaddress.ip_address(ip.strip()))
     except ValueError:
-        raise InvalidRequest("ip must be an IPv4 or IPv6 address") from None
+        return None
 
 
 def _value(value: Enum | str) -> str:
@@ -136,32 +269,37 @@ def _value(value: Enum | str) -> str:
 # --- register ----------------------------------------------------------------------------------------
 
 INSERT_USER = "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, $3) RETURNING id"
+CREATE_WALLET = "INSERT INTO user_wallets (user_id) VALUES ($1) RETURNING id"
 
 
-async def register(email: str, username: str, password: str) -> RegisteredUser:
-    """A new local account with its wallet and streak rows. `Taken` names the email or the username
-    (usernames are unique regardless of case); the unique indexes decide, so two racing
-    registrations cannot both win."""
+async def register(email: str, username: str, password: str, *, welcome_gems: int = rules.WELCOME_GEMS) -> RegisteredUser:
+    """A new local account with its wallet, its streak row and its welcome gems, in one transaction.
+
+    `Taken` names the email or the username (compared in canonical form, see the module docstring);
+    the unique constraints decide, so two racing registrations cannot both win. The wallet is new and
+    this transaction's own, so the welcome entry needs no wallet lock."""
     email = _normalised_email(email)
-    username = username.strip()
-    if not USERNAME_SHAPE.fullmatch(username):
-        raise InvalidRequest(f"username must have 3 to {USERNAME_MAX} letters, digits, '.', '_' or '-'")
-    _check_password(password)
-    hashed = await asyncio.to_thread(HASHER.hash, password)
+    username = _checked_username(username)
+    _check_password_length(password)
+    hashed = await HASHING.run(_hash_new_password, password, [email, email.split("@")[0], username])
     try:
         async with in_transaction() as connection:
             rows = await connection.execute_query_dict(INSERT_USER, [email, username, hashed])
             user_id: UUID = rows[0]["id"]
-            await connection.execute_query("INSERT INTO user_wallets (user_id) VALUES ($1)", [user_id])
+            wallet_id = (await connection.execute_query_dict(CREATE_WALLET, [user_id]))[0]["id"]
             await connection.execute_query("INSERT INTO streaks (user_id) VALUES ($1)", [user_id])
+            if welcome_gems:
+                await connection.execute_query_dict(wallet.WRITE_ENTRY, [
+                    wallet_id, user_id, "earn", welcome_gems, welcome_gems, WELCOME_SOURCE, None, WELCOME_KEY, "Welcome gems", None,
+                ])
     except IntegrityError as error:
         constraint = getattr(error.__cause__, "constraint_name", None) or ""
         if "email" in constraint:
             raise Taken("that email is already registered") from None
         if "username" in constraint:
-            raise Taken("that username is taken (usernames are compared without case)") from None
+            raise Taken("that username is taken (usernames are compared without case, width or compatibility forms)") from None
         raise
-    return RegisteredUser(user_id)
+    return RegisteredUser(user_id, username, welcome_gems)
 
 
 # --- sign in -----------------------------------------------------------------------------------------
@@ -179,17 +317,23 @@ SET last_active_at = now(), device_type = EXCLUDED.device_type, device_name = CO
 RETURNING id
 """
 REVOKE_DEVICE = "UPDATE refresh_tokens SET is_revoked = true, revoked_at = now() WHERE device_id = $1 AND NOT is_revoked RETURNING id"
-ISSUE_TOKEN = "INSERT INTO refresh_tokens (user_id, device_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + $4::interval) RETURNING expires_at"
+ISSUE_TOKEN = """
+INSERT INTO refresh_tokens (user_id, device_id, token_hash, expires_at) VALUES ($1, $2, $3, now() + $4::interval) RETURNING id, expires_at
+"""
+DEFAULT_THROTTLING = Throttling()
 
 
 async def sign_in(
-    email: str, password: str, device_id: str, device_type: DeviceType | str, *, ip: str | None = None, device_name: str | None = None
+    email: str, password: str, device_id: str, device_type: DeviceType | str, *, ip: str | None = None, device_name: str | None = None,
+    throttling: Throttling = DEFAULT_THROTTLING,
 ) -> Session:
     """Verify the password and open a session on the device (created on its first sign-in).
 
     A wrong password, an unknown email and a disabled account give the same `InvalidCredentials`
     after the same work: an unknown email is verified against a dummy hash. A hash made with
-    other parameters than `HASHER`'s is replaced by a current one."""
+    other parameters than `HASHER`'s is replaced by a current one. `SignInThrottled` before any hashing
+    while the account or the address is blocked (unknown emails alike); `Busy` when the hashing
+    pool is full. `ip` is stored as `last_login_ip` when it is an IP literal, else NULL."""
     kind = _device_type(device_type)
     address = _ip(ip)
     if not device_id or len(device_id) > DEVICE_ID_MAX:
@@ -197,13 +341,20 @@ async def sign_in(
     if device_name is not None and len(device_name) > DEVICE_NAME_MAX:
         raise InvalidRequest(f"device_name must have at most {DEVICE_NAME_MAX} characters")
     email = email.strip().lower()
-    # Read outside the transaction: no connection is held while the slow verification runs.
-    found = await User.filter(email=email, is_active=True).first().values_list("id", "hashed_password") if len(email) <= EMAIL_MAX else None
-    stored: str = found[1] if found else await asyncio.to_thread(_dummy_hash)
-    if not await asyncio.to_thread(_verify, stored, password) or not found:
+    keys = throttle.keys_for(email, address)
+    await throttle.admit(keys, throttling)
+    try:
+        # Read outside the transaction: no connection is held while the slow verification runs.
+        found = await User.filter(email=email, is_active=True).first().values_list("id", "hashed_password") if len(email) <= EMAIL_MAX else None
+        stored: str = found[1] if found else await HASHING.run(_dummy_hash)
+        verified = await HASHING.run(_verify, stored, password)
+        current = await HASHING.run(HASHER.hash, password) if verified and HASHER.check_needs_rehash(stored) else stored
+    except Busy:
+        await throttle.uncount(keys)  # never judged: a flood must not lock its victims' accounts
+        raise
+    if not verified or not found:
         raise InvalidCredentials(CREDENTIALS_MESSAGE)
     user_id: UUID = found[0]
-    current = await asyncio.to_thread(HASHER.hash, password) if HASHER.check_needs_rehash(stored) else stored
 
     token = secrets.token_urlsafe(TOKEN_BYTES)
     async with in_transaction() as connection:
@@ -212,7 +363,8 @@ async def sign_in(
         device: UUID = (await connection.execute_query_dict(UPSERT_DEVICE, [user_id, device_id, kind.value, device_name]))[0]["id"]
         await connection.execute_query_dict(REVOKE_DEVICE, [device])  # one live chain per device
         issued = await connection.execute_query_dict(ISSUE_TOKEN, [user_id, device, token_hash(token), REFRESH_TOKEN_LIFETIME])
-    return Session(user_id, device, token, issued[0]["expires_at"], kind.value)
+        await throttle.forgive(connection, keys)
+    return Session(user_id, device, issued[0]["id"], token, issued[0]["expires_at"], kind.value)
 
 
 # --- refresh -----------------------------------------------------------------------------------------
@@ -266,7 +418,7 @@ async def refresh(refresh_token: str) -> Session:
                 user_id = used[0]["user_id"]
                 touched = await connection.execute_query_dict(TOUCH_DEVICE, [device])
                 issued = await connection.execute_query_dict(ISSUE_TOKEN, [user_id, device, token_hash(token), REFRESH_TOKEN_LIFETIME])
-                session = Session(user_id, device, token, issued[0]["expires_at"], touched[0]["device_type"])
+                session = Session(user_id, device, issued[0]["id"], token, issued[0]["expires_at"], touched[0]["device_type"])
             elif await _is_used(connection, digest):
                 await connection.execute_query_dict(REVOKE_DEVICE, [device])
                 reused = True

@@ -28,9 +28,11 @@ class OperationError(LanglearnError):
     code = "refused"
     retry_after: int | None = None  # seconds a client waits before retrying; None: retrying the same request is pointless
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        if retry_after is not None:  # the raiser knows better than the kind's default
+            self.retry_after = retry_after
 
 
 class Conflict(OperationError):
@@ -53,10 +55,11 @@ class Throttled(OperationError):
     code = "too_many_requests"
     retry_after = 1
 
-    def __init__(self, detail: str, retry_after: int | None = None) -> None:
-        super().__init__(detail)
-        if retry_after is not None:
-            self.retry_after = retry_after
+
+class SignInThrottled(Throttled):
+    """Too many sign-in attempts for this account or from this address (`langlearn.operations.throttle`)."""
+
+    code = "throttled"
 
 
 class Unavailable(OperationError):
@@ -68,7 +71,8 @@ class Unavailable(OperationError):
 
 class Busy(OperationError):
     """The account's rows stayed locked longer than the pool's `lock_timeout` (another request, a stuck one, the
-    league close), or the database aborted the transaction to resolve a conflict: nothing was written, a retry may pass."""
+    league close), the database aborted the transaction to resolve a conflict, or too many passwords wait for this
+    process's hashing pool (`accounts`): nothing was written, a retry may pass."""
 
     code = "busy"
     retry_after = 2
