@@ -112,7 +112,9 @@ async def test_an_achievement_key_already_in_the_ledger_does_not_fail_the_follow
     first = await connection.fetchrow(
         "SELECT slug, gems_reward FROM achievements WHERE condition_type = 'follow_count' ORDER BY condition_value LIMIT 1")
     assert first["gems_reward"] > 0
+    item = await connection.fetchval("SELECT id FROM shop_items WHERE is_available ORDER BY price_gems LIMIT 1")
     async with database(pooled(seeded_db), migrate="check", global_fallback=False):
+        await plant_everywhere(fan, item, wallet.server_key("achievement", first["slug"]))  # no client gets the key
         for_the_test = await wallet.earn(fan, first["gems_reward"], "achievement", wallet.server_key("achievement", first["slug"]),
                                          kind="reward", reference_id="planted")
         await social.follow(fan, idol)  # unlocks the achievement: its gems are found paid, not paid twice

@@ -234,5 +234,5 @@ def test_the_service_refuses_to_start_with_a_bad_throttling_setting_in_one_line(
     )
     assert run.returncode != 0
     refusal = [line for line in run.stderr.splitlines() if "LANGLEARN_SIGNIN_ACCOUNT_ATTEMPTS" in line]
-    assert len(refusal) == 1 and "not a whole number of attempts of at least 1 (default 5)" in refusal[0], run.stderr
+    assert len(refusal) == 1 and "is not a positive whole number; unset it for 5" in refusal[0], run.stderr
     assert "Traceback" not in run.stderr

@@ -43,6 +43,7 @@ from langlearn import ConfigError
 from langlearn.local_server import data_dir
 from langlearn.operations.errors import Unauthorized
 from langlearn.operations.throttle import Throttling
+from service import config
 from service.errors import Forbidden
 
 log = logging.getLogger("service.auth")
@@ -138,17 +139,8 @@ def _development_key(path: Path) -> str:
 def sign_in_throttling() -> Throttling:
     """The throttling of sign-ins, from the environment (read once, at startup: see `configured_key`)."""
     defaults = Throttling()
-    return Throttling(account_free=_attempts(ACCOUNT_ATTEMPTS_VARIABLE, defaults.account_free),
-                      address_free=_attempts(ADDRESS_ATTEMPTS_VARIABLE, defaults.address_free))
-
-
-def _attempts(variable: str, default: int) -> int:
-    raw = os.environ.get(variable, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"{variable}={raw!r} is not a whole number of attempts of at least 1 (default {default})")
-    return int(raw)
+    return Throttling(account_free=config.positive(ACCOUNT_ATTEMPTS_VARIABLE, defaults.account_free, int),
+                      address_free=config.positive(ADDRESS_ATTEMPTS_VARIABLE, defaults.address_free, int))
 
 
 def issue_access_token(key: SigningKey, user_id: UUID, session_id: UUID, device_type: str) -> AccessToken:
