@@ -270,7 +270,8 @@ async def test_state_diff_command_names_migrations_by_number_file_name_base_or_m
     code, out = await run("state-diff", "base", "0")
     assert code == 0 and out.startswith(f"base → {HISTORY.versions[0]}: 6 tables added\n")
     code, out = await run("state-diff", "--migrations", MIGRATIONS_LOCATION, "models", "4")
-    assert out.splitlines()[0].startswith(f"the models → {HISTORY.versions[4]}: 1 table removed")
+    # the models are the newest migration's state, whatever later migrations add
+    assert code == 0 and out == render_state_diff(state_diff(STATES[NEWEST], STATES[4]), "the models", HISTORY.versions[4]) + "\n"
     fields = len(STATES[NEWEST]["models.SeedRun"]["data_fields"]) + 1  # and the primary key, as the state counts it
     assert f"- table seed_runs (model SeedRun): {fields} fields" in out.splitlines()
 
