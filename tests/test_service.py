@@ -240,7 +240,8 @@ async def bearer_of(db, user_id: str) -> dict[str, str]:
 async def test_due_reviews_are_the_users_items_due_by_now_oldest_first(service, seeded, connect):
     db = await connect(seeded)
     user_id = await db.fetchval(
-        "SELECT user_id::text FROM user_vocab_knowledge WHERE next_review_date <= now() GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1"
+        "SELECT k.user_id::text FROM user_vocab_knowledge k JOIN users u ON u.id = k.user_id AND u.is_active "  # a token acts for an active account
+        "WHERE k.next_review_date <= now() GROUP BY k.user_id ORDER BY count(*) DESC, k.user_id LIMIT 1"
     )
     due = await db.fetch(
         "SELECT k.vocab_id::text, v.word FROM user_vocab_knowledge k JOIN vocabulary_items v ON v.id = k.vocab_id "

@@ -49,7 +49,7 @@ def _user(learner: Learner) -> None:
         f"https://cdn.langlearn.example/avatars/{p.username}.png" if rng.random() < 0.7 else None,
         p.native, learner.lessons.course.language, learner.lessons.level,
         rules.total_xp((learner.lessons.xp,), (learner.achievements.bonus_xp,)),
-        rng.random() > 0.02, demo or rng.random() < 0.85, last_login,
+        rng.random() > 0.02 or demo, demo or rng.random() < 0.85, last_login,  # a demo account is never deactivated (drawn anyway: the stream stays)
         "local" if demo else rng.choices(("local", "google", "facebook", "apple"), (60, 30, 5, 5))[0],
         _ip(rng), p.signup, max(journal.last_event, last_login),
     ))
