@@ -308,8 +308,8 @@ def start_service(url: str, port: int, key: str, log_path: Path) -> subprocess.P
         )
 
 
-async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[str], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
+async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[str], log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the service exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
@@ -319,13 +319,13 @@ async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[str],
         except httpx.TransportError:
             pass
         await asyncio.sleep(0.2)
-    raise SystemExit("the service did not answer /health within 60 s")
+    raise SystemExit(f"the service did not answer /health within {timeout:g} s")
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 async def read_fixtures(url: str, seed: int) -> Fixtures:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from bench_operations import free_port, wait_until_up  # the same service handling as the write-path bench
 
 from langlearn.databases import create_database, drop_database
 from langlearn.settings import database_url
@@ -53,12 +53,6 @@ class Phase:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_service(url: str, port: int, workers: int, log_path: Path) -> subprocess.Popen[str]:
     environment = {**os.environ, "DATABASE_URL": url, "MIGRATE_ON_START": "apply", "LANGLEARN_SECRET_KEY": secrets.token_urlsafe(48)}
     with open(log_path, "w") as log:  # the child holds its own descriptor
@@ -67,20 +61,6 @@ def start_service(url: str, port: int, workers: int, log_path: Path) -> subproce
              "--workers", str(workers), "--forwarded-allow-ips", "127.0.0.1", "--no-access-log", "--log-level", "warning"],
             cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
-
-
-async def wait_until_up(http: httpx.AsyncClient, process: subprocess.Popen[str], log_path: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if (await http.get("/health")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.2)
-    raise SystemExit("the service did not answer /health within 90 s")
 
 
 async def read_me(http: httpx.AsyncClient, token: str, until: float, phase: Phase) -> None:
@@ -131,7 +111,7 @@ async def main(argv: list[str]) -> int:
     try:
         limits = httpx.Limits(max_connections=args.readers + args.flooders + 4)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=REQUEST_TIMEOUT_SECONDS, limits=limits) as http:
-            await wait_until_up(http, process, log_path)
+            await wait_until_up(http, process, log_path, timeout=90)  # two workers start
             email = f"flood-bench-{uuid.uuid4().hex[:8]}@example.com"
             registered = await http.post("/auth/register", json={"email": email, "username": email.split("@")[0], "password": PASSWORD})
             assert registered.status_code == 201, registered.text

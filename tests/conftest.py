@@ -77,6 +77,14 @@ async def seeded_template(server, head_template):
     await server.drop(url)
 
 
+@pytest.fixture(scope="module")
+async def seeded_module_db(server, seeded_template):
+    """A database at head holding the demo seed, shared by one module's tests (each works on its own users)."""
+    url = await server.create(template=seeded_template)
+    yield url
+    await server.drop(url)
+
+
 @pytest.fixture
 async def seeded_db(server, seeded_template):
     """A new database at head holding the demo seed."""

@@ -32,17 +32,9 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="module")
-async def db(server, seeded_template):
-    """A database at head holding the demo seed, shared by this module's tests (each works on its own users)."""
-    url = await server.create(template=seeded_template)
-    yield url
-    await server.drop(url)
-
-
-@pytest.fixture(scope="module")
-async def api(db):
+async def api(seeded_module_db):
     port = unused_port()
-    process = start_service(db, port, env={"LANGLEARN_SECRET_KEY": KEY})
+    process = start_service(seeded_module_db, port, env={"LANGLEARN_SECRET_KEY": KEY})
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(process, base)
@@ -91,9 +83,9 @@ def demo(api):
 # --- accounts and tokens -----------------------------------------------------------------------------
 
 
-async def test_register_pays_the_welcome_gems_once_and_a_taken_email_is_409(api, db, connect):
+async def test_register_pays_the_welcome_gems_once_and_a_taken_email_is_409(api, seeded_module_db, connect):
     email = register(api, "reg")
-    conn = await connect(db)
+    conn = await connect(seeded_module_db)
     user_id = await conn.fetchval("SELECT id FROM users WHERE email = $1", email)
     assert await conn.fetchval("SELECT gems FROM user_wallets WHERE user_id = $1", user_id) == rules.WELCOME_GEMS
     ledger = await conn.fetch("SELECT amount, source, idempotency_key FROM wallet_transactions WHERE user_id = $1", user_id)
@@ -105,7 +97,7 @@ async def test_register_pays_the_welcome_gems_once_and_a_taken_email_is_409(api,
     assert await conn.fetchval("SELECT count(*) FROM wallet_transactions WHERE user_id = $1", user_id) == 1
 
 
-async def test_sign_in_gives_a_bearer_pair_and_bad_credentials_are_401(api, db, connect):
+async def test_sign_in_gives_a_bearer_pair_and_bad_credentials_are_401(api, seeded_module_db, connect):
     email = register(api, "signin")
     response = sign_in(api, email)
     assert response.status_code == 200
@@ -113,7 +105,7 @@ async def test_sign_in_gives_a_bearer_pair_and_bad_credentials_are_401(api, db, 
     assert (body["token_type"], body["expires_in"]) == ("bearer", 900)
     claims = jwt.decode(body["access_token"], KEY, algorithms=["HS256"])
     assert claims["type"] == "access" and claims["exp"] - claims["iat"] == 900 and claims["jti"]
-    assert claims["sub"] == str(await (await connect(db)).fetchval("SELECT id FROM users WHERE email = $1", email))
+    assert claims["sub"] == str(await (await connect(seeded_module_db)).fetchval("SELECT id FROM users WHERE email = $1", email))
 
     wrong = sign_in(api, email, "not the password")
     assert (wrong.status_code, wrong.json()["error"]) == (401, "invalid_credentials")
@@ -144,9 +136,9 @@ async def test_logout_is_204_and_ends_the_refresh_chain(api):
     assert (after.status_code, after.json()["error"]) == (401, "token_invalid")
 
 
-async def test_the_demo_accounts_sign_in_and_other_seeded_accounts_cannot(api, db, connect, demo):
-    assert user_of(demo) == str(await (await connect(db)).fetchval("SELECT id FROM users WHERE email = $1", DEMO_EMAIL))
-    other = await (await connect(db)).fetchval(
+async def test_the_demo_accounts_sign_in_and_other_seeded_accounts_cannot(api, seeded_module_db, connect, demo):
+    assert user_of(demo) == str(await (await connect(seeded_module_db)).fetchval("SELECT id FROM users WHERE email = $1", DEMO_EMAIL))
+    other = await (await connect(seeded_module_db)).fetchval(
         "SELECT email FROM users WHERE email NOT LIKE '%@demo.langlearn.example' AND is_active ORDER BY email LIMIT 1"
     )
     refused = sign_in(api, other, DEMO_PASSWORD)
@@ -194,8 +186,8 @@ async def test_every_me_route_is_401_without_a_valid_access_token(api, alice):
     assert api.get("/me", headers=bearer(alice)).json() == {"user_id": me}
 
 
-async def test_a_deactivated_account_is_403_and_a_deleted_one_401(api, db, connect):
-    conn = await connect(db)
+async def test_a_deactivated_account_is_403_and_a_deleted_one_401(api, seeded_module_db, connect):
+    conn = await connect(seeded_module_db)
     tokens = sign_in(api, register(api, "deact")).json()
     await conn.execute("UPDATE users SET is_active = false WHERE id = $1", uuid.UUID(user_of(tokens)))
     refused = api.get("/me/wallet", headers=bearer(tokens))
@@ -209,8 +201,8 @@ async def test_a_deactivated_account_is_403_and_a_deleted_one_401(api, db, conne
 # --- the shop -----------------------------------------------------------------------------------------
 
 
-async def test_a_purchase_is_201_and_its_replay_the_same_body_with_one_ledger_entry(api, db, connect):
-    conn = await connect(db)
+async def test_a_purchase_is_201_and_its_replay_the_same_body_with_one_ledger_entry(api, seeded_module_db, connect):
+    conn = await connect(seeded_module_db)
     tokens = sign_in(api, register(api, "buyer")).json()
     item = await conn.fetchrow(
         "SELECT id, price_gems FROM shop_items WHERE is_available AND price_gems BETWEEN 1 AND $1 "
@@ -236,8 +228,8 @@ async def test_a_purchase_is_201_and_its_replay_the_same_body_with_one_ledger_en
     assert (missing.status_code, missing.json()["error"]) == (422, "invalid_request")
 
 
-async def test_a_purchase_beyond_the_wallet_is_409_insufficient_gems(api, db, connect, alice):
-    conn = await connect(db)
+async def test_a_purchase_beyond_the_wallet_is_409_insufficient_gems(api, seeded_module_db, connect, alice):
+    conn = await connect(seeded_module_db)
     gems = await conn.fetchval("SELECT gems FROM user_wallets WHERE user_id = $1", uuid.UUID(user_of(alice)))
     item = await conn.fetchval(
         "SELECT id FROM shop_items WHERE is_available AND (stock_quantity IS NULL OR stock_quantity > 0) AND price_gems > 0 ORDER BY id LIMIT 1"
@@ -251,14 +243,14 @@ async def test_a_purchase_beyond_the_wallet_is_409_insufficient_gems(api, db, co
     assert (unknown.status_code, unknown.json()["error"]) == (404, "not_found")
 
 
-async def test_activating_an_item_not_held_is_409(api, db, connect, alice):
-    item = await (await connect(db)).fetchval("SELECT id FROM shop_items WHERE item_type = 'streak_freeze' LIMIT 1")
+async def test_activating_an_item_not_held_is_409(api, seeded_module_db, connect, alice):
+    item = await (await connect(seeded_module_db)).fetchval("SELECT id FROM shop_items WHERE item_type = 'streak_freeze' LIMIT 1")
     response = api.post(f"/me/inventory/{item}/activate", headers=bearer(alice))
     assert (response.status_code, response.json()["error"]) == (409, "not_owned")
 
 
-async def test_a_lesson_completion_is_201_and_its_replay_the_same_body(api, db, connect, alice):
-    conn = await connect(db)
+async def test_a_lesson_completion_is_201_and_its_replay_the_same_body(api, seeded_module_db, connect, alice):
+    conn = await connect(seeded_module_db)
     # a lesson anyone may play: the rule book refuses one whose prerequisite is not passed (lesson_locked)
     lesson = await conn.fetchrow("SELECT id, content FROM lessons WHERE content ? 'exercises' AND prerequisite_lesson_id IS NULL ORDER BY id LIMIT 1")
     exercises = json.loads(lesson["content"])["exercises"]
@@ -287,8 +279,8 @@ async def test_a_lesson_completion_is_201_and_its_replay_the_same_body(api, db, 
 # --- reviews, follows, the feed, the wallet statement --------------------------------------------------
 
 
-async def test_a_review_reschedules_the_word(api, db, connect):
-    conn = await connect(db)
+async def test_a_review_reschedules_the_word(api, seeded_module_db, connect):
+    conn = await connect(seeded_module_db)
     reviewer = sign_in(api, register(api, "reviewer")).json()  # an account of its own: no lesson passed yet
     lesson = await conn.fetchrow(
         "SELECT l.id, l.content FROM lessons l WHERE prerequisite_lesson_id IS NULL AND EXISTS (SELECT FROM vocabulary_items v WHERE v.lesson_id = l.id) "
@@ -314,8 +306,8 @@ async def test_a_review_reschedules_the_word(api, db, connect):
     assert (out_of_range.status_code, out_of_range.json()["error"]) == (422, "invalid_request")
 
 
-async def test_follow_feed_and_unfollow(api, db, connect, alice):
-    conn = await connect(db)
+async def test_follow_feed_and_unfollow(api, seeded_module_db, connect, alice):
+    conn = await connect(seeded_module_db)
     followed = await conn.fetchval("SELECT user_id FROM activity_feeds WHERE is_public GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1")
     expected = await conn.fetch(
         "SELECT id::text FROM activity_feeds WHERE user_id = $1 AND is_public ORDER BY created_at DESC, id DESC", followed
@@ -342,8 +334,8 @@ async def test_follow_feed_and_unfollow(api, db, connect, alice):
     assert api.get("/me/feed", params={"before": "garbage"}, headers=bearer(alice)).status_code == 400
 
 
-async def test_the_wallet_statement_pages_newest_first_without_overlap(api, db, connect, demo):
-    conn = await connect(db)
+async def test_the_wallet_statement_pages_newest_first_without_overlap(api, seeded_module_db, connect, demo):
+    conn = await connect(seeded_module_db)
     user_id = uuid.UUID(user_of(demo))
     rows = await conn.fetch(
         "SELECT id::text FROM wallet_transactions WHERE user_id = $1 ORDER BY created_at DESC, ledger_seq DESC LIMIT 10", user_id
@@ -374,8 +366,8 @@ def refused_start(database_url: str, key: str | None) -> subprocess.CompletedPro
 
 
 @pytest.mark.parametrize("key", [None, "too-short"], ids=["missing", "short"])
-async def test_the_service_refuses_to_start_without_a_proper_key(db, key):
-    run = refused_start(db, key)
+async def test_the_service_refuses_to_start_without_a_proper_key(seeded_module_db, key):
+    run = refused_start(seeded_module_db, key)
     assert run.returncode != 0
     refusal = [line for line in run.stderr.splitlines() if "LANGLEARN_SECRET_KEY" in line]
     assert len(refusal) == 1 and "secrets.token_urlsafe(48)" in refusal[0], run.stderr
@@ -385,5 +377,5 @@ async def test_the_service_refuses_to_start_without_a_proper_key(db, key):
 # --- last: the data is consistent after every write above ----------------------------------------------
 
 
-async def test_zz_the_invariants_hold_after_the_writes(api, db, connect):
-    assert await check_invariants(await connect(db)) == []
+async def test_zz_the_invariants_hold_after_the_writes(api, seeded_module_db, connect):
+    assert await check_invariants(await connect(seeded_module_db)) == []

@@ -32,23 +32,16 @@ RETRYABLE = {429, 503}
 
 
 @pytest.fixture(scope="module")
-async def db(server, seeded_template):
-    url = await server.create(template=seeded_template)
-    yield url
-    await server.drop(url)
-
-
-@pytest.fixture(scope="module")
 def service_log(tmp_path_factory):
     with open(tmp_path_factory.mktemp("faults") / "service.log", "w") as log:
         yield log
 
 
 @pytest.fixture(scope="module")
-def base(db, service_log):
+def base(seeded_module_db, service_log):
     """The service with its defaults (pool of 5, lock_timeout 2 s, 4 requests per user), its clean stop checked after."""
     port = unused_port()
-    process = start_service(db, port, env=WITH_SCHEMA, log=service_log)
+    process = start_service(seeded_module_db, port, env=WITH_SCHEMA, log=service_log)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(process, base)
@@ -93,8 +86,8 @@ def assert_retry_after(response: httpx.Response) -> None:
 # --- bounded lock waits ------------------------------------------------------------------------------------
 
 
-async def test_a_purchase_behind_a_held_wallet_lock_gives_up_after_the_lock_timeout(base, db, connect, service_log):
-    admin, holder = await connect(db), await connect(db)
+async def test_a_purchase_behind_a_held_wallet_lock_gives_up_after_the_lock_timeout(base, seeded_module_db, connect, service_log):
+    admin, holder = await connect(seeded_module_db), await connect(seeded_module_db)
     item = await cheap_item(admin)
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         user_id, headers = await signed_in(client, "locked")
@@ -115,8 +108,8 @@ async def test_a_purchase_behind_a_held_wallet_lock_gives_up_after_the_lock_time
                                 user_id) == 1
 
 
-async def test_a_lesson_completion_behind_a_held_wallet_lock_gives_up_after_the_lock_timeout(base, db, connect):
-    admin, holder = await connect(db), await connect(db)
+async def test_a_lesson_completion_behind_a_held_wallet_lock_gives_up_after_the_lock_timeout(base, seeded_module_db, connect):
+    admin, holder = await connect(seeded_module_db), await connect(seeded_module_db)
     lesson = await admin.fetchrow("SELECT id, content FROM lessons WHERE content ? 'exercises' AND prerequisite_lesson_id IS NULL ORDER BY id LIMIT 1")
     now = datetime.now(timezone.utc)
     body = {
@@ -140,11 +133,11 @@ async def test_a_lesson_completion_behind_a_held_wallet_lock_gives_up_after_the_
 # --- fairness ------------------------------------------------------------------------------------------------
 
 
-async def test_one_users_stuck_requests_cannot_take_the_pool_from_the_others(base, db, connect):
+async def test_one_users_stuck_requests_cannot_take_the_pool_from_the_others(base, seeded_module_db, connect):
     """The attack: one account sends many requests at once while its rows are locked (here by another transaction,
     as a stuck request or a slow close would hold them). Before the bound, its requests took the worker's 5 pooled
     connections for the whole request budget and everyone else waited for one."""
-    admin, holder = await connect(db), await connect(db)
+    admin, holder = await connect(seeded_module_db), await connect(seeded_module_db)
     item = await cheap_item(admin)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=100)) as client:
         attacker, attacker_headers = await signed_in(client, "attacker")
@@ -188,8 +181,8 @@ async def test_the_429_is_declared_on_every_route_that_takes_a_token(base):
                 assert throttled is None, (method, path)
 
 
-async def test_a_bad_user_concurrency_limit_refuses_the_start_in_one_line(db):
-    process = start_service(db, unused_port(), env={"USER_CONCURRENCY_LIMIT": "0"})
+async def test_a_bad_user_concurrency_limit_refuses_the_start_in_one_line(seeded_module_db):
+    process = start_service(seeded_module_db, unused_port(), env={"USER_CONCURRENCY_LIMIT": "0"})
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
     assert "error: USER_CONCURRENCY_LIMIT='0' is not a positive whole number; unset it for 4" in stderr
@@ -199,13 +192,13 @@ async def test_a_bad_user_concurrency_limit_refuses_the_start_in_one_line(db):
 # --- connections lost ---------------------------------------------------------------------------------------
 
 
-async def test_sessions_terminated_under_load_answer_503_with_retry_after_never_500(base, db, connect):
+async def test_sessions_terminated_under_load_answer_503_with_retry_after_never_500(base, seeded_module_db, connect):
     """Found by this test: a session ended while its connection sat idle in the pool fails the next query with
     asyncpg's InternalClientError ("cannot switch to state 12; another operation (2) is in progress"), and the
     rollback after it with InterfaceError: both were 500s (and the 500 closed the client's connection). And a
     transaction whose BEGIN failed so kept its connection (Tortoise, see langlearn.compat): the pool ran dry and
     the service hung, every request a 503 after 10 s, after the terminations had stopped."""
-    admin = await connect(db)
+    admin = await connect(seeded_module_db)
     item = await cheap_item(admin)
     statuses: Counter[tuple[str, int]] = Counter()
     terminated = 0

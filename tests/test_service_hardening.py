@@ -28,13 +28,6 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 @pytest.fixture(scope="module")
-async def db(server, seeded_template):
-    url = await server.create(template=seeded_template)
-    yield url
-    await server.drop(url)
-
-
-@pytest.fixture(scope="module")
 def service_log(tmp_path_factory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("hardening") / "service.log"
     with open(path, "w") as log:
@@ -42,8 +35,8 @@ def service_log(tmp_path_factory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def api(db, service_log):
-    with serving(db, env=WITH_SCHEMA, log=service_log) as client:
+def api(seeded_module_db, service_log):
+    with serving(seeded_module_db, env=WITH_SCHEMA, log=service_log) as client:
         yield client
     output = Path(service_log.name).read_text()
     assert "Application shutdown complete." in output, output
@@ -170,16 +163,16 @@ def test_no_refusal_writes_the_password_into_the_log(api, service_log):
 # --- finding 3: private data only to its owner; unpublished courses hidden --------------------------------
 
 
-async def test_due_reviews_are_only_the_bearers_own(api, db, connect, token):
-    someone = await (await connect(db)).fetchval("SELECT user_id::text FROM user_vocab_knowledge LIMIT 1")
+async def test_due_reviews_are_only_the_bearers_own(api, seeded_module_db, connect, token):
+    someone = await (await connect(seeded_module_db)).fetchval("SELECT user_id::text FROM user_vocab_knowledge LIMIT 1")
     assert api.get(f"/users/{someone}/reviews/due").status_code == 404  # the public route is gone
     assert api.get("/me/reviews/due").status_code == 401
     mine = api.get("/me/reviews/due", headers={"Authorization": f"Bearer {token}"})
     assert mine.status_code == 200 and mine.json()["due"] == 0 and mine.json()["user_id"] != someone
 
 
-async def test_an_unpublished_course_is_404(api, db, connect):
-    conn = await connect(db)
+async def test_an_unpublished_course_is_404(api, seeded_module_db, connect):
+    conn = await connect(seeded_module_db)
     course = await conn.fetchval("SELECT id FROM courses WHERE is_published ORDER BY id LIMIT 1")
     assert api.get(f"/courses/{course}").status_code == 200
     await conn.execute("UPDATE courses SET is_published = false WHERE id = $1", course)
@@ -257,9 +250,9 @@ def test_every_405_lists_the_methods_of_its_path_in_allow(api, document):
 
 
 @pytest.fixture(scope="module")
-def deployed(db):
+def deployed(seeded_module_db):
     """The service with a deployment's defaults: no SERVICE_OPENAPI, no FORWARDED_ALLOW_IPS (an operator token is set)."""
-    with serving(db) as client:
+    with serving(seeded_module_db) as client:
         yield client
 
 
@@ -283,8 +276,8 @@ def test_health_tells_a_stranger_only_the_status(deployed):
     assert operator["status"] == "ok" and operator["version"] == operator["head"] and operator["pending"] == 0
 
 
-async def test_x_forwarded_for_is_believed_only_from_a_configured_proxy(deployed, db, connect):
-    conn = await connect(db)
+async def test_x_forwarded_for_is_believed_only_from_a_configured_proxy(deployed, seeded_module_db, connect):
+    conn = await connect(seeded_module_db)
 
     def signed_in_from(client: httpx.Client, forwarded: str) -> str:
         email = f"proxy-{uuid.uuid4().hex[:8]}@example.com"
@@ -299,7 +292,7 @@ async def test_x_forwarded_for_is_believed_only_from_a_configured_proxy(deployed
 
     assert await recorded_address(signed_in_from(deployed, "203.0.113.7")) == "127.0.0.1"  # a client's claim, not believed
 
-    with serving(db, env={"FORWARDED_ALLOW_IPS": "127.0.0.1"}) as proxied:
+    with serving(seeded_module_db, env={"FORWARDED_ALLOW_IPS": "127.0.0.1"}) as proxied:
         email = signed_in_from(proxied, "203.0.113.7")
     assert await recorded_address(email) == "203.0.113.7"  # the configured proxy's word
 
@@ -307,8 +300,8 @@ async def test_x_forwarded_for_is_believed_only_from_a_configured_proxy(deployed
 # --- the knobs ------------------------------------------------------------------------------------------
 
 
-def test_the_body_limit_is_configurable(db):
-    with serving(db, env={"SERVICE_MAX_BODY_BYTES": "2048"}) as client:
+def test_the_body_limit_is_configurable(seeded_module_db):
+    with serving(seeded_module_db, env={"SERVICE_MAX_BODY_BYTES": "2048"}) as client:
         body = {"email": "x@example.com", "username": "x", "password": "p" * 1500}
         assert client.post("/auth/register", json=body).status_code == 422  # under 2048: read
         body["password"] = "p" * 2100
@@ -320,8 +313,8 @@ def test_the_body_limit_is_configurable(db):
     ("SERVICE_OPENAPI", "maybe", "SERVICE_OPENAPI='maybe' is neither on nor off"),
     ("LANGLEARN_OPERATOR_TOKEN", "short-operator-token", "LANGLEARN_OPERATOR_TOKEN is shorter than 32 bytes"),
 ])
-def test_a_bad_knob_stops_the_runner_with_one_line(db, variable, value, named):
-    process = start_service(db, unused_port(), env={variable: value})
+def test_a_bad_knob_stops_the_runner_with_one_line(seeded_module_db, variable, value, named):
+    process = start_service(seeded_module_db, unused_port(), env={variable: value})
     output, errors = process.communicate(timeout=60)
     assert process.returncode == 1
     assert errors.strip().splitlines() == [errors.strip()] and named in errors and "Traceback" not in errors, errors

@@ -166,6 +166,24 @@ def verified_claims(key: SigningKey, token: str) -> dict[str, Any]:
         raise NotAuthenticated("the access token is not valid") from None
 
 
+VERIFIED_TOKEN = "verified_access_token"  # the request state's entry: the token verified for this request, and its claims
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    token: str = field(repr=False)
+    claims: dict[str, Any]
+
+
+def request_claims(state: dict[str, Any], key: SigningKey, token: str) -> dict[str, Any]:
+    """`verified_claims`, once per request: the first caller (`service.fairness`, then `current_user`) keeps the
+    result in the request's ASGI state, so a token is not verified twice."""
+    known = state.get(VERIFIED_TOKEN)
+    if not isinstance(known, VerifiedToken) or known.token != token:
+        known = state[VERIFIED_TOKEN] = VerifiedToken(token, verified_claims(key, token))
+    return known.claims
+
+
 bearer = HTTPBearer(auto_error=False, description="An access token from `POST /auth/token` or `POST /auth/refresh`")
 
 
@@ -173,7 +191,7 @@ async def current_user(request: Request, credentials: Annotated[HTTPAuthorizatio
     """The caller: the subject of the bearer token, an existing and active account whose session is not revoked."""
     if credentials is None:
         raise NotAuthenticated("an access token is required: Authorization: Bearer <token>")
-    claims = verified_claims(request.app.state.signing_key, credentials.credentials)
+    claims = request_claims(request.scope.setdefault("state", {}), request.app.state.signing_key, credentials.credentials)
     user_id = UUID(claims["sub"])
     request.state.device_type = claims.get(DEVICE_CLAIM)  # None in a token issued before the claim existed
     # one indexed read per request, in plain SQL: the ORM's query building costs more than the query here

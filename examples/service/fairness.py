@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from langlearn.operations.errors import Throttled, Unauthorized, status_of
 from service import config
-from service.auth import verified_claims
+from service.auth import request_claims
 from service.errors import RETRY_AFTER_HEADER, refusal_response
 
 LIMIT = config.positive("USER_CONCURRENCY_LIMIT", 4, int)  # below the pool's 5 connections
@@ -68,7 +68,7 @@ def _subject(scope: Scope) -> str | None:
     if scheme.lower() != "bearer" or not token or key is None:
         return None
     try:
-        return str(verified_claims(key, token.strip())["sub"])
+        return str(request_claims(scope.setdefault("state", {}), key, token.strip())["sub"])
     except Unauthorized:
         return None
 
