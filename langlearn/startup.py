@@ -42,7 +42,7 @@ import asyncpg
 
 from langlearn import history
 from langlearn.compat import init_tortoise
-from langlearn.errors import StartupError
+from langlearn.errors import DatabaseBehind, StartupError
 from langlearn.history import MigrationState, Target, checksums
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
 from langlearn.settings import (
@@ -57,6 +57,7 @@ from langlearn.settings import (
 )
 from langlearn.urls import connect_args, redact, validate_url
 from langlearn.verify import Finding, Severity, check_schema
+from langlearn.verify.findings import FINDING_RECORD
 
 if TYPE_CHECKING:
     from tortoise.context import TortoiseContext
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 Mode = Literal["check", "apply", "off"]
 MODES: tuple[str, ...] = get_args(Mode)
 
-UPGRADE_HINT = "run `langlearn upgrade` first, or start with migrate='apply'"
 # "Not up yet": the only connection failures `connect()` retries. Not ConnectionError itself: asyncpg
 # raises that when the server refuses SSL, which waiting does not fix.
 RETRYABLE_CONNECT_ERRORS = (
@@ -276,10 +276,7 @@ def _refuse_unless_at_head(state: MigrationState) -> None:
     if state.unknown:
         raise StartupError(ahead_message(state))
     if state.pending:
-        raise StartupError(
-            f"database is behind the code: {len(state.pending)} migration(s) pending "
-            f"({', '.join(state.pending)}); {UPGRADE_HINT}"
-        )
+        raise DatabaseBehind(tuple(state.pending))
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
 
@@ -296,7 +293,7 @@ async def _refuse_edited_history(connection: asyncpg.Connection, state: Migratio
         f"{len(report.unrecorded)} applied migration(s) have no recorded digest; `langlearn upgrade` records them",
         {"versions": list(report.unrecorded)},
     )
-    log.warning("migrations: %s", note.message)
+    log.warning("migrations: %s", note.message, extra={FINDING_RECORD: note.kind})
     return (note,)
 
 
@@ -313,7 +310,7 @@ async def _check_schema(connection: asyncpg.Connection, other_tables: frozenset[
         )
     warnings = tuple(finding for finding in findings if finding.severity != "error")
     for finding in warnings:
-        log.warning("schema: %s", finding.message)
+        log.warning("schema: %s", finding.message, extra={FINDING_RECORD: finding.kind})
     return warnings
 
 
