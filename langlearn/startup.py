@@ -20,9 +20,10 @@ The ORM's pool is the application's (`langlearn.settings.PoolOptions`): `pool_si
 (asyncpg's LockNotAvailableError, which `langlearn.operations.errors.database_refusal` calls `Busy`)
 instead of holding its connection. The migration connection keeps its own limits (`lock_timeout` here).
 
-A service's own Tortoise apps go in `apps=`: they share the connection, and the migrations, the
-lock and the schema check still cover only this package's app `models` (the service's tables are
-neither applied nor reported).
+A service's own Tortoise apps go in `apps=`: they share the connection; the migrations, the lock and the
+schema check cover only this package's app `models` (the service's tables are neither applied nor
+reported: `langlearn verify --app` compares them with their models). Which table is whose:
+`langlearn.verify.ownership`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import asyncpg
 
@@ -46,7 +47,6 @@ from langlearn.errors import DatabaseBehind, StartupError
 from langlearn.history import MigrationState, Target, checksums
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
 from langlearn.settings import (
-    APP_LABEL,
     CONNECT_TIMEOUT_SECONDS,
     MIGRATIONS_LOCATION,
     AppsConfig,
@@ -58,6 +58,7 @@ from langlearn.settings import (
 from langlearn.urls import connect_args, redact, validate_url
 from langlearn.verify import Finding, Severity, check_schema
 from langlearn.verify.findings import FINDING_RECORD
+from langlearn.verify.ownership import registered_tables
 
 if TYPE_CHECKING:
     from tortoise.context import TortoiseContext
@@ -94,8 +95,9 @@ class StartupOptions:
     connect_timeout: float = 30.0
     migrations: str = MIGRATIONS_LOCATION
     application_name: str | None = None
-    # tables of the service's own apps: the schema check leaves them alone
-    other_tables: frozenset[str] = frozenset()
+    # the service's own apps (label -> model modules): the schema check leaves their tables alone
+    apps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ignore_tables: tuple[str, ...] = ()  # names or patterns the schema check leaves alone
 
     def __post_init__(self) -> None:
         for name in ("lock_wait", "lock_timeout", "statement_timeout", "connect_timeout"):
@@ -134,12 +136,15 @@ async def database(
     global_fallback: bool = True,
     pool_size: int | None = None,
     pool_lock_timeout: float | None = None,
+    ignore_tables: Sequence[str] = (),
 ) -> AsyncIterator[Startup]:
     """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
 
     `url` defaults to `langlearn.settings.database_url()`. `apps` are the service's own Tortoise apps
     (`{"shop": {"models": ["myservice.models"]}}`), initialised beside `models` on the same
-    connection; their schema is the service's business. `global_fallback` makes the models usable
+    connection; migrating them is the service's business, and the schema check leaves their tables alone
+    (`langlearn verify --app` compares them with their models). So it does a table another app's Aerich
+    history records, and the names or patterns in `ignore_tables`; any other table no model has is a warning. `global_fallback` makes the models usable
     from other tasks than the one that entered (a web server runs its lifespan and its requests in
     different tasks); set it False when several contexts live in one process.
 
@@ -159,24 +164,13 @@ async def database(
         connect_timeout=connect_timeout,
         migrations=migrations_location,
         application_name=application_name,
-        other_tables=await _tables_of_other_apps(config) if apps else frozenset(),
+        apps={label: tuple(app["models"]) for label, app in (apps or {}).items()},
+        ignore_tables=tuple(ignore_tables),
     )
     startup = await prepare(url, migrate, options)
     async with TortoiseContext() as context:
         await init_tortoise(context, config, global_fallback=global_fallback)
         yield replace(startup, context=context, pool=pool)
-
-
-async def _tables_of_other_apps(config: dict[str, Any]) -> frozenset[str]:
-    """The tables the service's own apps declare (read from their models, without connecting)."""
-    from tortoise import Tortoise
-    from tortoise.context import TortoiseContext
-
-    async with TortoiseContext() as context:
-        await context.init(config=config, init_connections=False)
-        return frozenset(
-            model._meta.db_table for label, models in Tortoise.apps.items() if label != APP_LABEL for model in models.values()
-        )
 
 
 async def prepare(
@@ -196,7 +190,7 @@ async def prepare(
             state = await history.read_state(connection, location=options.migrations)
             _refuse_unless_at_head(state)
             warnings = await _refuse_edited_history(connection, state, options.migrations)
-            warnings += await _check_schema(connection, options.other_tables)
+            warnings += await _check_schema(connection, options)
             log.debug("database at %s (head), schema matches the models", state.current)
             return Startup(mode=mode, url=url, state=state, warnings=warnings)
         return await _apply(connection, url, options, target or Target(), expected)
@@ -263,7 +257,7 @@ async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptio
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
     # the models describe head: below it, the schema is checked by the migrations' own tests, not here
-    warnings = await _check_schema(connection, options.other_tables) if not state.pending else ()
+    warnings = await _check_schema(connection, options) if not state.pending else ()
     log.debug("database at %s, %d migration(s) run by this process", state.current, len(outcome.done))
     up = target.direction == "up"
     return Startup(
@@ -297,9 +291,12 @@ async def _refuse_edited_history(connection: asyncpg.Connection, state: Migratio
     return (note,)
 
 
-async def _check_schema(connection: asyncpg.Connection, other_tables: frozenset[str]) -> tuple[Finding, ...]:
+async def _check_schema(connection: asyncpg.Connection, options: StartupOptions) -> tuple[Finding, ...]:
     """Refuse on any schema error the verification finds; return its warnings."""
-    findings = await check_schema(connection, other_tables=other_tables)
+    # the service's own apps are migrated by the service, often after this check: their tables are left alone here
+    # (`langlearn verify --app` compares them with their models)
+    left_alone = (*options.ignore_tables, *registered_tables(options.apps))
+    findings = await check_schema(connection, ignore=left_alone, location=options.migrations)
     errors = [finding for finding in findings if finding.severity == "error"]
     if errors:
         shown = " ".join(f"[{n}] {' '.join(str(finding.message).split())}" for n, finding in enumerate(errors[:3], 1))
