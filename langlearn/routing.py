@@ -43,7 +43,9 @@ from tortoise import connections
 from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import BaseORMException
 
-from langlearn.settings import STANDBY_PREFIX, environment_number
+from langlearn.errors import ConfigError
+from langlearn.settings import REPLICA_URL_VARIABLE, STANDBY_PREFIX, as_setting, environment_number, open_connection
+from langlearn.urls import redact
 
 if TYPE_CHECKING:
     from tortoise import BaseDBAsyncClient
@@ -234,3 +236,48 @@ def write_operation(operation: Callable[P, Awaitable[R]]) -> Callable[P, Awaitab
         return replace(result, lsn=lsn)
 
     return written
+
+
+# --- how far each standby is behind (`langlearn status`) ---------------------------------------------
+
+STANDBY_STATE = """
+SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replayed,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS since_last_replayed
+"""
+BYTES_BEHIND = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint"
+
+
+@dataclass(frozen=True)
+class StandbyReport:
+    """One standby as `langlearn status` shows it: unreachable (`problem`), not a standby, or its replay lag."""
+
+    url: str  # redacted
+    problem: str | None = None
+    in_recovery: bool = True
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+
+    def line(self) -> str:
+        if self.problem is not None:
+            return f"standby {self.url}: unreachable ({self.problem})"
+        if not self.in_recovery:
+            return f"standby {self.url}: reachable, but not in recovery (a primary: promoted?); remove it from DATABASE_REPLICA_URL"
+        return f"standby {self.url}: reachable, replay lag {self.lag_bytes} bytes, {self.lag_seconds:.1f} s"
+
+
+async def standby_report(primary: asyncpg.Connection, url: str, timeout: float = 5.0) -> StandbyReport:
+    """How far the standby at `url` has replayed the primary's WAL: in bytes (the primary's position minus its
+    replay position) and in seconds (since the last transaction it replayed; 0 when it has replayed everything)."""
+    try:
+        standby = await open_connection(url, timeout)
+    except ConfigError as error:
+        return StandbyReport(redact(url), problem=str(as_setting(REPLICA_URL_VARIABLE, error)))
+    try:
+        state = await standby.fetchrow(STANDBY_STATE)
+    finally:
+        await standby.close()
+    if not state["in_recovery"]:
+        return StandbyReport(redact(url), in_recovery=False)
+    behind = max(0, await primary.fetchval(BYTES_BEHIND, state["replayed"]))
+    seconds = max(0.0, state["since_last_replayed"] or 0.0) if behind else 0.0
+    return StandbyReport(redact(url), lag_bytes=behind, lag_seconds=seconds)

@@ -3,8 +3,10 @@ reads and read-your-writes tokens, and every write operation with a standby conf
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import asyncpg
@@ -198,3 +200,32 @@ async def test_routing_and_tokens_work_the_same_on_debians_postgresql_15(debian_
         async with read_after(token, wait=2) as choice:  # waits out the 0.5 s delay on the standby itself
             assert (await reader().execute_query_dict("SELECT count(*) AS n FROM marks"))[0]["n"] == 1
         assert choice.connection == "replica1" and 0.3 < choice.waited < 2
+
+
+async def test_status_shows_each_standby_reachable_and_its_replay_lag(rig):
+    from tests.conftest import run_cli
+    from tests.test_urls import _dead_port
+
+    dead = f"postgres://ro:s3cret@127.0.0.1:{_dead_port()}/{RIG_DATABASE}"
+    standbys = f"{rig.standby_url(RIG_DATABASE)} {dead}"
+    await rig.caught_up()
+    result = run_cli("langlearn", "status", database=rig.primary_url(RIG_DATABASE), env={"DATABASE_REPLICA_URL": standbys})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"standby {rig.standby_url(RIG_DATABASE)}: reachable, replay lag 0 bytes, 0.0 s" in lines
+    assert any(line.startswith(f"standby postgres://ro:***@127.0.0.1:{urlsplit(dead).port}/{RIG_DATABASE}: unreachable (cannot reach PostgreSQL at ")
+               and "DATABASE_REPLICA_URL right?" in line for line in lines), lines
+    assert "s3cret" not in result.stdout + result.stderr
+    await rig.set_apply_delay(5)
+    try:
+        primary = await asyncpg.connect(rig.primary_url(RIG_DATABASE))
+        try:
+            await primary.execute("CREATE TABLE lag_marker AS SELECT generate_series(1, 1000) AS n")
+            await asyncio.sleep(1.1)  # the standby's last replayed transaction is now over a second old
+        finally:
+            await primary.close()
+        lagging = run_cli("langlearn", "status", database=rig.primary_url(RIG_DATABASE), env={"DATABASE_REPLICA_URL": rig.standby_url(RIG_DATABASE)})
+        match = re.search(r"reachable, replay lag (\d+) bytes, ([\d.]+) s", lagging.stdout)
+        assert match and int(match[1]) > 0 and float(match[2]) >= 1.0, lagging.stdout
+    finally:
+        await rig.set_apply_delay(0)
