@@ -10,6 +10,8 @@ waits for the standby, then, with the same random users in the same order:
 1. baseline: the read mix (a wallet statement and a feed page, raw SQL; a user's due words, ORM) through
    `database(primary)` alone, as a service without standbys reads;
 2. routed: the same mix through `database(primary, replica_url=standby)`: the reads go to the standby;
+   the two alternate in `--blocks` blocks (both servers share this machine and its load), and the routing
+   decision itself (`read_connection()`, pure Python) is timed apart, in microseconds;
 3. read-your-writes: per round, a write (`wallet.earn`), then the wallet read naively (the standby, no token)
    and with the write's token (`read_after`): stale reads counted (a balance older than the write's), and the
    token's wait (the standby polled until it has replayed the LSN, else the primary after LANGLEARN_REPLICA_WAIT).
@@ -43,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout'
 from langlearn.compat import pgserver_bin_dir
 from langlearn.models import UserVocabKnowledge
 from langlearn.operations import ledger, social, wallet
-from langlearn.routing import commit_lsn, read_after
+from langlearn.routing import commit_lsn, read_after, read_connection
 from langlearn.startup import database
 from tests.replicas import ReplicaPair, replica_pair
 
@@ -89,11 +91,22 @@ async def timed(step: Callable[[], Awaitable[object]]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def reads(url: str, replica: str | None, users: list[UUID]) -> Timings:
+async def reads(url: str, replica: str | None, users: list[UUID]) -> list[float]:
     async with database(url, replica_url=replica, migrate="off", global_fallback=False):
         for user in users[:20]:  # warm the pools and the caches
             await read_mix(user)
-        return Timings([await timed(lambda user=user: read_mix(user)) for user in users])
+        return [await timed(lambda user=user: read_mix(user)) for user in users]
+
+
+async def routing_decisions(url: str, replica: str, count: int = 20000) -> Timings:
+    """Microseconds of one routing decision (which connection a read outside a transaction takes)."""
+    async with database(url, replica_url=replica, migrate="off", global_fallback=False):
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            read_connection()
+            samples.append((time.perf_counter() - started) * 1e6)
+        return Timings(samples)
 
 
 @dataclass
@@ -136,6 +149,7 @@ async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000, help="users seeded (default 2000)")
     parser.add_argument("--rounds", type=int, default=300, help="read mixes per mode, and writes for the freshness check (default 300)")
+    parser.add_argument("--blocks", type=int, default=3, help="alternating blocks of the baseline and the routed reads (default 3)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     with replica_pair(pgserver_bin_dir()) as pair:
@@ -146,15 +160,22 @@ async def main(argv: list[str]) -> int:
         print(f"seeded {args.users} users and replayed in {time.monotonic() - seeding:.1f} s")
         users = await sample_users(pair, args.rounds)
         primary, standby = pair.primary_url(DATABASE), pair.standby_url(DATABASE)
-        baseline = await reads(primary, None, users)
-        routed = await reads(primary, standby, users)
+        baseline_samples: list[float] = []
+        routed_samples: list[float] = []
+        for block in range(args.blocks):
+            chunk = users[block::args.blocks]
+            baseline_samples += await reads(primary, None, chunk)
+            routed_samples += await reads(primary, standby, chunk)
+        baseline, routed = Timings(baseline_samples), Timings(routed_samples)
+        decisions = await routing_decisions(primary, standby)
         freshness, waits, lsn_reads = await read_your_writes(primary, standby, users)
-    print(f"read mix ({args.rounds} rounds: wallet statement + feed page raw, due words ORM; one client):")
+    print(f"read mix ({args.rounds} rounds in {args.blocks} alternating blocks: wallet statement + feed page raw, due words ORM; one client):")
     print(row("  primary alone (baseline)", baseline))
     print(row("  standby with routing", routed))
     for name, share in (("p50", 0.5), ("p99", 0.99)):
         base, with_routing = baseline.percentile(share), routed.percentile(share)
         print(f"  added by routing, {name}:           {with_routing - base:+7.3f} ms   ratio to the baseline {with_routing / base:.2f}")
+    print(f"  the routing decision itself        p50 {decisions.p50:7.2f} µs   p99 {decisions.p99:7.2f} µs")
     print("read-your-writes (a write, then the wallet read without and with its token):")
     print(row("  token wait", waits))
     print(row("  LSN read after a write's COMMIT", lsn_reads))

@@ -20,6 +20,10 @@ The ORM's pool is the application's (`langlearn.settings.PoolOptions`): `pool_si
 (asyncpg's LockNotAvailableError, which `langlearn.operations.errors.database_refusal` calls `Busy`)
 instead of holding its connection. The migration connection keeps its own limits (`lock_timeout` here).
 
+Hot standbys (`replica_url=`, `DATABASE_REPLICA_URL`) add one pool each and Tortoise's router
+(`langlearn.routing.Router`); the schema check and migrations run on the primary only. Without them the
+config is the one-connection config of before.
+
 A service's own Tortoise apps go in `apps=`: they share the connection, and the migrations, the
 lock and the schema check still cover only this package's app `models` (the service's tables are
 neither applied nor reported).
