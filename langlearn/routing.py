@@ -15,8 +15,8 @@ refuses an unnamed one. Without standbys nothing here runs: Tortoise gets no rou
 operation reads no LSN (the same single connection, no extra round trip).
 
 Read-your-writes. A write operation (`@write_operation`) returns, in its result's `lsn`, the primary's
-WAL insert position read after its COMMIT (`pg_current_wal_insert_lsn()`, one round trip, only with
-standbys). A later read given that token (`read_after`) polls the standby's `pg_last_wal_replay_lsn()`
+WAL insert position read after its COMMIT (`pg_current_wal_insert_lsn()` on a pooled connection, only
+with standbys: two round trips, the query and asyncpg's reset of the connection). A later read given that token (`read_after`) polls the standby's `pg_last_wal_replay_lsn()`
 (one round trip when it has caught up, the usual case) every `POLL_SECONDS` for at most `wait`
 seconds (`LANGLEARN_REPLICA_WAIT`, default 0.05), and reads the primary if the standby has not
 replayed it by then. PostgreSQL 19's `WAIT FOR LSN '…' WITH (timeout '50ms')` does the polling in the
@@ -222,7 +222,7 @@ R = TypeVar("R", bound=Result)
 
 def write_operation(operation: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Marks a write operation: with standbys, its result carries the primary's LSN read after its COMMIT
-    (one round trip more), which `read_after` takes; without standbys, the result as it was (`lsn` None)."""
+    (two round trips more: the query and the pool's reset), which `read_after` takes; without standbys, the result as it was (`lsn` None)."""
 
     @functools.wraps(operation)
     async def written(*args: P.args, **kwargs: P.kwargs) -> R:

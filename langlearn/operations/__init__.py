@@ -20,5 +20,6 @@ docs/write-path.md lists every operation's signature with its refusals.
 
 With hot standbys (`langlearn.routing`): every transaction runs on the primary (`in_transaction(PRIMARY)`), the
 reads outside transactions (ledger, feed) take `routing.reader()`, and each write operation's result carries
-`lsn`, the primary's WAL position after its COMMIT (one round trip more), for `routing.read_after`.
+`lsn`, the primary's WAL position after its COMMIT (two round trips more: the query and the pool's reset of its
+connection), for `routing.read_after`.
 """
