@@ -16,8 +16,10 @@ operation reads no LSN (the same single connection, no extra round trip).
 
 Read-your-writes. A write operation (`@write_operation`) returns, in its result's `lsn`, the primary's
 WAL insert position read after its COMMIT (`pg_current_wal_insert_lsn()` on a pooled connection, only
-with standbys: two round trips, the query and asyncpg's reset of the connection). A later read given that token (`read_after`) polls the standby's `pg_last_wal_replay_lsn()`
-(one round trip when it has caught up, the usual case) every `POLL_SECONDS` for at most `wait`
+with standbys: two round trips, the query and asyncpg's reset of the connection). A later read given
+that token (`read_after`) polls the standby's `pg_last_wal_replay_lsn()` (one round trip when it has
+caught up, the usual case), after 1, 2, 4, ... ms (`FIRST_POLL_SECONDS`, doubling: at most 7 polls in
+50 ms, so a token from the future costs the standby little) for at most `wait`
 seconds (`LANGLEARN_REPLICA_WAIT`, default 0.05), and reads the primary if the standby has not
 replayed it by then. PostgreSQL 19's `WAIT FOR LSN '…' WITH (timeout '50ms')` does the polling in the
 server (docs/scale-out.md). A write operation called inside a caller's transaction returns no token:
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 PRIMARY = "default"
 WAIT_VARIABLE = "LANGLEARN_REPLICA_WAIT"
 DEFAULT_WAIT = 0.05  # seconds a token read waits for its standby before it reads the primary
-POLL_SECONDS = 0.001
+FIRST_POLL_SECONDS = 0.001  # then doubling
 # pg_lsn's text form: two hexadecimal numbers of up to 32 bits
 TOKEN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
 # NULL on a server that is not in recovery: not a standby (promoted?), so not trusted to have replayed anything
@@ -169,6 +171,7 @@ async def primary_reads() -> AsyncIterator[None]:
 async def _replayed(standby: str, token: str, wait: float) -> bool:
     """Whether `standby` replays `token` within `wait` seconds; an unreachable standby has not."""
     deadline = time.monotonic() + wait
+    pause = FIRST_POLL_SECONDS
     connection = connections.get(standby)
     try:
         while True:
@@ -177,7 +180,8 @@ async def _replayed(standby: str, token: str, wait: float) -> bool:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            await asyncio.sleep(min(POLL_SECONDS, left))
+            await asyncio.sleep(min(pause, left))
+            pause *= 2
     except STANDBY_FAILURES as error:
         log.warning("standby %s did not say how far it has replayed (%s); reading the primary", standby, " ".join(str(error).split()))
         return False
