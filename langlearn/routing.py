@@ -34,7 +34,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -45,7 +45,7 @@ from tortoise import connections
 from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import BaseORMException
 
-from langlearn.errors import ConfigError
+from langlearn.errors import ConfigError, StartupError
 from langlearn.settings import REPLICA_URL_VARIABLE, STANDBY_PREFIX, as_setting, environment_number, open_connection
 from langlearn.urls import redact
 
@@ -240,6 +240,40 @@ def write_operation(operation: Callable[P, Awaitable[R]]) -> Callable[P, Awaitab
         return replace(result, lsn=lsn)
 
     return written
+
+
+# --- at startup: each standby is one of this primary's ------------------------------------------------
+
+CLUSTER = "SELECT system_identifier::text AS cluster, pg_is_in_recovery() AS in_recovery FROM pg_control_system()"
+
+
+async def check_standbys(primary_url: str, replicas: Sequence[str], timeout: float = 5.0) -> None:
+    """Refuse a standby URL that names another cluster than the primary's (reads would return another
+    database's rows): one StartupError naming it. A standby not reachable now, or not in recovery (promoted?),
+    is logged, not refused: it may be restarting, and the reads routed to it fail (503) until it is back.
+    Without standbys: nothing (no connection)."""
+    if not replicas:
+        return
+    primary = await open_connection(primary_url, timeout)
+    try:
+        ours = (await primary.fetchrow(CLUSTER))["cluster"]
+    finally:
+        await primary.close()
+    for url in replicas:
+        try:
+            standby = await open_connection(url, timeout)
+        except ConfigError as error:
+            log.warning("standby %s is not reachable now (%s); the reads routed to it fail until it is", redact(url), as_setting(REPLICA_URL_VARIABLE, error))
+            continue
+        try:
+            state = await standby.fetchrow(CLUSTER)
+        finally:
+            await standby.close()
+        if state["cluster"] != ours:
+            raise StartupError(f"{REPLICA_URL_VARIABLE} names {redact(url)}, which is not a standby of the primary "
+                               f"(its cluster {state['cluster']} is not the primary's {ours}); fix {REPLICA_URL_VARIABLE}")
+        if not state["in_recovery"]:
+            log.warning("standby %s is not in recovery (a primary: promoted?); it serves reads, but receives no WAL", redact(url))
 
 
 # --- how far each standby is behind (`langlearn status`) ---------------------------------------------

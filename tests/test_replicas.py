@@ -229,3 +229,18 @@ async def test_status_shows_each_standby_reachable_and_its_replay_lag(rig):
         assert match and int(match[1]) > 0 and float(match[2]) >= 1.0, lagging.stdout
     finally:
         await rig.set_apply_delay(0)
+
+
+async def test_a_standby_of_another_cluster_is_refused_at_startup_and_one_that_is_down_only_logged(rig, head_db, caplog):
+    from langlearn.errors import StartupError
+    from tests.test_urls import _dead_port
+
+    with pytest.raises(StartupError) as refused:
+        async with database(rig.primary_url(RIG_DATABASE), replica_url=head_db, migrate="off", global_fallback=False):
+            pass
+    assert str(refused.value).startswith("DATABASE_REPLICA_URL names postgres://") and "which is not a standby of the primary" in str(refused.value)
+    down = f"postgres://ro:s3cret@127.0.0.1:{_dead_port()}/{RIG_DATABASE}"
+    async with database(rig.primary_url(RIG_DATABASE), replica_url=[rig.standby_url(RIG_DATABASE), down], migrate="off", global_fallback=False):
+        async with in_transaction(PRIMARY) as connection:  # it started: the primary serves
+            assert (await connection.execute_query_dict(IN_RECOVERY))[0]["standby"] is False
+    assert any("is not reachable now" in record.getMessage() and "s3cret" not in record.getMessage() for record in caplog.records)
