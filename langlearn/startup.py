@@ -50,7 +50,7 @@ from langlearn.compat import init_tortoise
 from langlearn.errors import StartupError
 from langlearn.history import MigrationState, Target, checksums
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
-from langlearn.routing import Router, check_standbys
+from langlearn.routing import Router, check_standbys, configured_wait
 from langlearn.settings import (
     APP_LABEL,
     CONNECT_TIMEOUT_SECONDS,
@@ -164,6 +164,8 @@ async def database(
     pool = PoolOptions.from_environment(pool_size, pool_lock_timeout)
     url = validate_url(url) if url else database_url()
     replicas = replica_urls(replica_url)
+    if replicas:
+        configured_wait()  # a bad LANGLEARN_REPLICA_WAIT stops the start, not a request
     config = tortoise_config(url, apps, pool=pool, replicas=replicas)
     if replicas:
         config["routers"] = [Router]

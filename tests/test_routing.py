@@ -61,3 +61,10 @@ async def test_without_a_standby_nothing_changes(head_db, monkeypatch):
         assert (registered.lsn, earned.lsn) == (None, None)
         async with read_after("0/1") as choice:
             assert choice.connection is None and choice.waited == 0
+
+
+async def test_a_bad_replica_wait_stops_the_start_in_one_line(head_db, monkeypatch):
+    monkeypatch.setenv("LANGLEARN_REPLICA_WAIT", "soon")
+    with pytest.raises(ConfigError, match=r"^LANGLEARN_REPLICA_WAIT='soon' is not a number of seconds of at least 0; set it like 0.05, or unset it$"):
+        async with database(head_db, replica_url=head_db, migrate="off", global_fallback=False):
+            pass
