@@ -15,6 +15,12 @@ The application's pool (`PoolOptions`): at most `LANGLEARN_POOL_SIZE` connection
 (a user's wallet, an attempt's key) instead of holding its pooled connection until the request's budget
 runs out. A setting, sent when the connection opens: no round trip per query.
 
+Hot standbys (optional): `DATABASE_REPLICA_URL` holds one standby's URL, or several separated by
+spaces (a URL holds no unencoded space; a host list inside one URL is one pool that fails over,
+not several to spread reads over). Each is validated like DATABASE_URL, its errors naming
+DATABASE_REPLICA_URL; `tortoise_config` gives each a connection of its own (`replica1`, ...), with
+the same pool options, and `langlearn.routing` decides which query goes where. Unset: no standby.
+
 The config Aerich's CLI loads is `langlearn.history.aerich.TORTOISE_ORM` (`AERICH_CONFIG`).
 """
 
@@ -25,7 +31,7 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -36,7 +42,7 @@ import asyncpg
 
 from langlearn.errors import ConfigError
 from langlearn.local_server import Announce, ensure_running
-from langlearn.urls import EMPTY_MESSAGE, connect_args, one_line, tortoise_connection, validate_url
+from langlearn.urls import EMPTY_MESSAGE, connect_args, hosts, one_line, query_parameters, tortoise_connection, validate_url
 
 # The Tortoise app label: Aerich's history records it, so it never changes (the Python package may).
 APP_LABEL = "models"
@@ -78,6 +84,31 @@ def database_url(announce: Announce | None = None) -> str:
     if not raw.strip():
         raise ConfigError(EMPTY_MESSAGE)
     return validate_url(raw)
+
+
+REPLICA_URL_VARIABLE = "DATABASE_REPLICA_URL"
+STANDBY_PREFIX = "replica"  # the standbys' Tortoise connections: replica1, replica2, ...
+
+
+def as_setting(variable: str, error: ConfigError) -> ConfigError:
+    """A URL's ConfigError (which names DATABASE_URL) naming the setting the URL came from instead."""
+    return ConfigError(str(error).replace("DATABASE_URL", variable))
+
+
+def replica_urls(given: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The standbys' validated URLs: `given` (one URL, several separated by spaces, or a sequence), else
+    DATABASE_REPLICA_URL's; () when neither is set. Set but blank is refused, like DATABASE_URL."""
+    raw = os.environ.get(REPLICA_URL_VARIABLE) if given is None else given
+    if raw is None:
+        return ()
+    texts = raw.split() if isinstance(raw, str) else list(raw)
+    if not texts:
+        raise ConfigError(f"{REPLICA_URL_VARIABLE} is set but empty; unset it to read from the primary only, "
+                          "or set it to one standby's URL (several separated by spaces)")
+    try:
+        return tuple(validate_url(text) for text in texts)
+    except ConfigError as error:
+        raise as_setting(REPLICA_URL_VARIABLE, error) from None
 
 
 def marked_production(marker: str | None) -> bool:
@@ -134,10 +165,9 @@ class PoolOptions:
 
 
 def server_address(url: str) -> str:
-    """`host:port` of a validated URL, as messages name the server (`[::1]:5432` for IPv6)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
+    """`host:port` of a validated URL, as messages name the server (`[::1]:5432` for IPv6; a host list
+    as `h1:5432,h2:5433`)."""
+    return ",".join(host.address for host in hosts(url))
 
 
 def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigError:
@@ -146,7 +176,11 @@ def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigE
     server, database = server_address(url), unquote(parts.path.lstrip("/"))
     user = unquote(parts.username or "")
     reason = one_line(error) or type(error).__name__
-    if isinstance(error, asyncpg.InvalidCatalogNameError):
+    if isinstance(error, asyncpg.TargetServerAttributeNotMatched):
+        wanted = query_parameters(parts.query).get("target_session_attrs", "any")
+        message = (f"no server of {server} is what target_session_attrs={wanted} asks for (a failover under way?); "
+                   "wait for it, or fix the host list or target_session_attrs in DATABASE_URL")
+    elif isinstance(error, asyncpg.InvalidCatalogNameError):
         message = f"database {database!r} does not exist on {server}; create it or fix DATABASE_URL"
     elif isinstance(error, asyncpg.InvalidPasswordError):
         message = f"password authentication failed for user {user!r} at {server}/{database}; fix the credentials in DATABASE_URL"
@@ -162,7 +196,9 @@ def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigE
     elif isinstance(error, ssl.SSLError):
         message = f"the SSL connection to PostgreSQL at {server} failed ({one_line(error.reason or error)}); check sslmode and sslrootcert in DATABASE_URL"
     elif isinstance(error, socket.gaierror):
-        message = f"cannot resolve the host {parts.hostname!r} of DATABASE_URL ({error.strerror or reason}); fix the host name"
+        servers = hosts(url)
+        which = f"the host {servers[0].name!r}" if len(servers) == 1 else f"a host of {server}"
+        message = f"cannot resolve {which} of DATABASE_URL ({error.strerror or reason}); fix the host name"
     elif isinstance(error, TimeoutError):
         message = f"cannot reach PostgreSQL at {server} (timed out); is the server running and DATABASE_URL right?"
     elif isinstance(error, OSError):
@@ -193,18 +229,25 @@ async def check_reachable(url: str, timeout: float | None = None) -> None:
 
 
 def tortoise_config(
-    url: str, apps: AppsConfig | None = None, server_settings: Mapping[str, str] | None = None, pool: PoolOptions | None = None
+    url: str, apps: AppsConfig | None = None, server_settings: Mapping[str, str] | None = None, pool: PoolOptions | None = None,
+    replicas: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Tortoise's config: this package's app `models` on `url`, plus a service's own `apps`
     (`{"shop": {"models": ["myservice.models"]}}`, on the same connection unless they name another);
-    `server_settings` are set on every connection of its pool, after `pool`'s."""
-    connection = tortoise_connection(url, {**(pool.server_settings() if pool else {}), **(server_settings or {})})
-    if pool and pool.size is not None:
-        credentials = connection["credentials"]
-        credentials["maxsize"] = pool.size
-        credentials["minsize"] = min(credentials.get("minsize", 1), pool.size)  # asyncpg refuses a minimum above the maximum
+    `server_settings` are set on every connection of its pool, after `pool`'s. Each of the `replicas`
+    (validated standby URLs) gets a connection `replica1`, `replica2`, ... with the same pool options."""
+
+    def pooled(target: str) -> dict[str, Any]:
+        connection = tortoise_connection(target, {**(pool.server_settings() if pool else {}), **(server_settings or {})})
+        if pool and pool.size is not None:
+            credentials = connection["credentials"]
+            credentials["maxsize"] = pool.size
+            credentials["minsize"] = min(credentials.get("minsize", 1), pool.size)  # asyncpg refuses a minimum above the maximum
+        return connection
+
+    standbys = {f"{STANDBY_PREFIX}{index}": pooled(replica) for index, replica in enumerate(replicas, 1)}
     config: dict[str, Any] = {
-        "connections": {"default": connection},
+        "connections": {"default": pooled(url), **standbys},
         "apps": {APP_LABEL: {"models": list(MODEL_MODULES), "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",

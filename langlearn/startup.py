@@ -20,6 +20,11 @@ The ORM's pool is the application's (`langlearn.settings.PoolOptions`): `pool_si
 (asyncpg's LockNotAvailableError, which `langlearn.operations.errors.database_refusal` calls `Busy`)
 instead of holding its connection. The migration connection keeps its own limits (`lock_timeout` here).
 
+Hot standbys (`replica_url=`, `DATABASE_REPLICA_URL`) add one pool each and Tortoise's router
+(`langlearn.routing.Router`); the schema check and migrations run on the primary only, and a standby of
+another cluster is refused at startup (`routing.check_standbys`, one connection each). Without them the
+config is the one-connection config of before.
+
 A service's own Tortoise apps go in `apps=`: they share the connection; the migrations, the lock and the
 schema check cover only this package's app `models` (the service's tables are neither applied nor
 reported: `langlearn verify --app` compares them with their models). Which table is whose:
@@ -46,6 +51,7 @@ from langlearn.compat import init_tortoise
 from langlearn.errors import DatabaseBehind, StartupError
 from langlearn.history import MigrationState, Target, checksums
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
+from langlearn.routing import Router, check_standbys, configured_wait
 from langlearn.settings import (
     CONNECT_TIMEOUT_SECONDS,
     MIGRATIONS_LOCATION,
@@ -53,6 +59,7 @@ from langlearn.settings import (
     PoolOptions,
     connect_failure,
     database_url,
+    replica_urls,
     tortoise_config,
 )
 from langlearn.urls import connect_args, redact, validate_url
@@ -137,6 +144,7 @@ async def database(
     pool_size: int | None = None,
     pool_lock_timeout: float | None = None,
     ignore_tables: Sequence[str] = (),
+    replica_url: str | Sequence[str] | None = None,
 ) -> AsyncIterator[Startup]:
     """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
 
@@ -151,12 +159,21 @@ async def database(
     `pool_size` (default `LANGLEARN_POOL_SIZE`, else the URL's `maxsize`, else 5) bounds the ORM's
     connections; `pool_lock_timeout` (seconds, default `LANGLEARN_POOL_LOCK_TIMEOUT`, else 2; 0 for no
     limit) is how long its queries wait for a row lock. `lock_timeout` is the migrations' own.
+
+    `replica_url` (default `DATABASE_REPLICA_URL`; one URL, several separated by spaces, or a list) names hot
+    standbys: ORM and raw reads outside transactions go to them, the rest to the primary (`langlearn.routing`).
+    None configured: one connection, as without this argument.
     """
     from tortoise.context import TortoiseContext
 
     pool = PoolOptions.from_environment(pool_size, pool_lock_timeout)
     url = validate_url(url) if url else database_url()
-    config = tortoise_config(url, apps, pool=pool)
+    replicas = replica_urls(replica_url)
+    if replicas:
+        configured_wait()  # a bad LANGLEARN_REPLICA_WAIT stops the start, not a request
+    config = tortoise_config(url, apps, pool=pool, replicas=replicas)
+    if replicas:
+        config["routers"] = [Router]
     options = StartupOptions(
         lock_wait=lock_wait,
         lock_timeout=lock_timeout,
@@ -168,6 +185,7 @@ async def database(
         ignore_tables=tuple(ignore_tables),
     )
     startup = await prepare(url, migrate, options)
+    await check_standbys(url, replicas)
     async with TortoiseContext() as context:
         await init_tortoise(context, config, global_fallback=global_fallback)
         yield replace(startup, context=context, pool=pool)
