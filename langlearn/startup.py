@@ -44,6 +44,7 @@ from langlearn import history
 from langlearn.compat import init_tortoise
 from langlearn.errors import StartupError
 from langlearn.history import MigrationState, Target, checksums
+from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
 from langlearn.settings import (
     APP_LABEL,
@@ -51,8 +52,10 @@ from langlearn.settings import (
     MIGRATIONS_LOCATION,
     AppsConfig,
     PoolOptions,
+    check_pooled_lock_timeout,
     connect_failure,
     database_url,
+    direct_database_url,
     tortoise_config,
 )
 from langlearn.urls import connect_args, redact, validate_url
@@ -134,6 +137,7 @@ async def database(
     global_fallback: bool = True,
     pool_size: int | None = None,
     pool_lock_timeout: float | None = None,
+    direct_url: str | None = None,
 ) -> AsyncIterator[Startup]:
     """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
 
@@ -146,10 +150,15 @@ async def database(
     `pool_size` (default `LANGLEARN_POOL_SIZE`, else the URL's `maxsize`, else 5) bounds the ORM's
     connections; `pool_lock_timeout` (seconds, default `LANGLEARN_POOL_LOCK_TIMEOUT`, else 2; 0 for no
     limit) is how long its queries wait for a row lock. `lock_timeout` is the migrations' own.
+
+    `direct_url` is where the schema step (check, migrations, the lock) connects: PostgreSQL itself when `url` goes
+    through a transaction pooler (`pool_mode=transaction`). It defaults to `url` when `url` is given, else to
+    `DATABASE_DIRECT_URL`, else `DATABASE_URL`. The ORM's pool always uses `url`.
     """
     from tortoise.context import TortoiseContext
 
     pool = PoolOptions.from_environment(pool_size, pool_lock_timeout)
+    direct = validate_url(direct_url) if direct_url else (validate_url(url) if url else direct_database_url())
     url = validate_url(url) if url else database_url()
     config = tortoise_config(url, apps, pool=pool)
     options = StartupOptions(
@@ -161,7 +170,8 @@ async def database(
         application_name=application_name,
         other_tables=await _tables_of_other_apps(config) if apps else frozenset(),
     )
-    startup = await prepare(url, migrate, options)
+    startup = await prepare(direct, migrate, options)
+    await check_pooled_lock_timeout(url, pool)
     async with TortoiseContext() as context:
         await init_tortoise(context, config, global_fallback=global_fallback)
         yield replace(startup, context=context, pool=pool)
@@ -199,6 +209,7 @@ async def prepare(
             warnings += await _check_schema(connection, options.other_tables)
             log.debug("database at %s (head), schema matches the models", state.current)
             return Startup(mode=mode, url=url, state=state, warnings=warnings)
+        await refuse_transaction_pooler(connection, url)
         return await _apply(connection, url, options, target or Target(), expected)
     finally:
         # Closing also releases the migration lock. A failure here changes nothing for the caller

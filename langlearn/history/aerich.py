@@ -15,7 +15,9 @@ migration's `upgrade(db)`/`downgrade(db)`, so a migration outside a transaction 
   empty string). Aerich runs every downgrade inside a transaction of its own; the statements then go to
   another connection of the pool, and Aerich's transaction deletes the version row after them.
 
-`TORTOISE_ORM` is the config `[tool.aerich]` names. Besides the connection it makes Aerich's CLI
+`TORTOISE_ORM` is the config `[tool.aerich]` names. Its connection is `DATABASE_DIRECT_URL` (else
+`DATABASE_URL`), as for `langlearn upgrade`: `aerich upgrade`/`downgrade` through a transaction pooler
+stop in one line (exit 2) before the lock. Besides the connection it makes Aerich's CLI
 safe to run beside other migrators: `aerich upgrade`/`downgrade` take the migration lock that
 `langlearn upgrade` takes (held until the process exits), every connection gets the migration
 session limits, and `aerich heads`/`upgrade` find Aerich's own `aerich` table even on an empty
@@ -47,7 +49,7 @@ from langlearn.errors import ConfigError, StartupError
 from langlearn.history import checksums
 from langlearn.history.checksums import CREATE_AERICH_TABLE
 from langlearn.history.files import StatementByStatement, load_history, load_migration
-from langlearn.history.lock import acquire_migration_lock
+from langlearn.history.lock import acquire_migration_lock, refuse_transaction_pooler
 from langlearn.history.plan import Step
 from langlearn.history.runner import (
     DEFAULT_LOCK_TIMEOUT,
@@ -61,7 +63,7 @@ from langlearn.history.runner import (
     timeout_settings,
 )
 from langlearn.history.state import read_state
-from langlearn.settings import database_url, open_connection, tortoise_config
+from langlearn.settings import direct_database_url, open_connection, tortoise_config
 from langlearn.urls import one_line
 
 log = logging.getLogger("langlearn.history")
@@ -143,7 +145,7 @@ def config_for_aerich_cli() -> dict[str, Any]:
     command = _aerich_command()
     try:
         limits = MigrationLimits.from_environment()
-        url = database_url(announce=lambda line: print(line, file=sys.stderr))
+        url = direct_database_url(announce=lambda line: print(line, file=sys.stderr))
         # Aerich loads its config inside its own event loop: the preparations run on a private one
         with ThreadPoolExecutor(max_workers=1) as pool:
             pool.submit(asyncio.run, _prepare(url, command in READS_AERICH_TABLE)).result()
@@ -219,6 +221,7 @@ def hold_migration_lock_until_exit(url: str, wait: float) -> None:
     async def hold() -> None:
         connection = await open_connection(url)
         try:
+            await refuse_transaction_pooler(connection, url)
             await connection.execute(f"SET application_name = '{APPLICATION_NAME}'")
             await acquire_migration_lock(connection, wait)
             released = asyncio.Event()
