@@ -171,7 +171,7 @@ def query_parameters(query: str) -> dict[str, str]:
         elif name == "target_session_attrs":
             _choice(name, value, SESSION_ATTRIBUTES)
         elif name == "pool_mode" and value == "statement":
-            raise _refuse_parameter(name, "statement forbids transactions, which every write needs; set the pooler's pool_mode to transaction")
+            raise _refuse_parameter(name, "must not be statement: statement pooling forbids transactions, which every write needs; use transaction")
         elif name == "pool_mode":
             _choice(name, value, POOL_MODES)
         elif name == "gsslib":

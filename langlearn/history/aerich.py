@@ -148,7 +148,7 @@ def config_for_aerich_cli() -> dict[str, Any]:
         url = direct_database_url(announce=lambda line: print(line, file=sys.stderr))
         # Aerich loads its config inside its own event loop: the preparations run on a private one
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, _prepare(url, command in READS_AERICH_TABLE)).result()
+            pool.submit(asyncio.run, _prepare(url, command in READS_AERICH_TABLE, command in LOCKED_COMMANDS)).result()
         if command is not None:
             _show_progress()
             sys.excepthook = _one_line_database_errors(sys.excepthook, command, limits)
@@ -165,9 +165,11 @@ def _aerich_command() -> str | None:
     return context.invoked_subcommand if context is not None else None
 
 
-async def _prepare(url: str, needs_aerich_table: bool) -> None:
+async def _prepare(url: str, needs_aerich_table: bool, migrates: bool) -> None:
     connection = await open_connection(url)  # an unreachable server is one line here, not Aerich's traceback later
     try:
+        if migrates:  # before anything is created or locked
+            await refuse_transaction_pooler(connection, url)
         if needs_aerich_table:
             await connection.execute(CREATE_AERICH_TABLE)
     except asyncpg.PostgresError as error:  # a read-only role or standby: Aerich reports what it then meets
@@ -221,7 +223,6 @@ def hold_migration_lock_until_exit(url: str, wait: float) -> None:
     async def hold() -> None:
         connection = await open_connection(url)
         try:
-            await refuse_transaction_pooler(connection, url)
             await connection.execute(f"SET application_name = '{APPLICATION_NAME}'")
             await acquire_migration_lock(connection, wait)
             released = asyncio.Event()
