@@ -100,6 +100,7 @@ max_client_conn = 500
 default_pool_size = 20
 logfile = {folder / "pgbouncer.log"}
 pidfile = {folder / "pgbouncer.pid"}
+server_login_retry = 1
 """
     )
     return config
