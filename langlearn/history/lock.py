@@ -25,7 +25,7 @@ import asyncpg
 
 from langlearn.errors import ConfigError, StartupError
 from langlearn.settings import APP_LABEL, DIRECT_URL_VARIABLE, open_connection
-from langlearn.urls import transaction_pooled
+from langlearn.urls import one_line, transaction_pooled
 
 log = logging.getLogger("langlearn.history")
 
@@ -59,15 +59,17 @@ async def refuse_transaction_pooler(connection: asyncpg.Connection, url: str) ->
     try:
         async with other.transaction():
             others = await other.fetchval("SELECT pg_backend_pid()")
-            again = await connection.fetchval("SELECT pg_backend_pid()", timeout=POOLER_PROBE_WAIT)
-    except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        # waited for a backend, lost its prepared statement to another backend, or a pooler refusing transactions
-        raise ConfigError(BEHIND_POOLER.format(sign=f"its session lost its backend: {type(error).__name__}")) from None
+            # another text than the first: a statement asyncpg prepared on one backend is unknown to the next
+            again = await connection.fetchval("SELECT pg_backend_pid() AS again", timeout=POOLER_PROBE_WAIT)
+    except TimeoutError:
+        raise ConfigError(BEHIND_POOLER.format(sign="its statement waited for the backend another client's transaction held")) from None
+    except asyncpg.PostgresError as error:  # a statement pooler refuses transactions
+        raise ConfigError(BEHIND_POOLER.format(sign=f"it refused a transaction: {one_line(error)}")) from None
     finally:
         await other.close()
     if others == backend or again != backend:
-        raise ConfigError(BEHIND_POOLER.format(sign=f"its backend changed between statements, pid {backend} then {again}, "
-                                                    f"and pid {others} served another client"))
+        raise ConfigError(BEHIND_POOLER.format(sign=f"its backend changed between statements: pid {backend}, then pid {others} "
+                                                    f"served another client and pid {again} this one"))
     log.info("connected through a session pooler (backend pid %s kept across transactions); migrating through it", backend)
 
 
