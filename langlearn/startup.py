@@ -20,6 +20,12 @@ The ORM's pool is the application's (`langlearn.settings.PoolOptions`): `pool_si
 (asyncpg's LockNotAvailableError, which `langlearn.operations.errors.database_refusal` calls `Busy`)
 instead of holding its connection. The migration connection keeps its own limits (`lock_timeout` here).
 
+The schema step connects to `direct_url` (`DATABASE_DIRECT_URL`, else the pool's URL): PostgreSQL itself
+when the pool goes through PgBouncer in transaction mode. In `apply` mode it first makes sure that
+connection is no transaction pooler (`langlearn.history.lock.refuse_transaction_pooler`: one round trip
+when direct), since the lock and the migration's settings need one session; behind one, the pool's
+`lock_timeout` is the role's, checked once (`langlearn.settings.check_pooled_lock_timeout`).
+
 A service's own Tortoise apps go in `apps=`: they share the connection, and the migrations, the
 lock and the schema check still cover only this package's app `models` (the service's tables are
 neither applied nor reported).
