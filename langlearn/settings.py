@@ -254,10 +254,12 @@ async def check_pooled_lock_timeout(url: str, pool: PoolOptions) -> None:
         return
     connection = await open_connection(url)
     try:
-        server_ms = int(await connection.fetchval("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'"))
-        role, database = await connection.fetchrow("SELECT current_user, current_database()")
+        row = await connection.fetchrow(
+            "SELECT setting::int AS ms, current_user AS role, current_database() AS database FROM pg_settings WHERE name = 'lock_timeout'"
+        )
     finally:
         await connection.close()
+    server_ms, role, database = row["ms"], row["role"], row["database"]
     wanted_ms = round(pool.lock_timeout * 1000)
     if server_ms == wanted_ms:
         return
