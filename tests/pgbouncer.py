@@ -79,7 +79,7 @@ class PgBouncer:
         return self.url_for(direct_url)
 
 
-def _config(server_url: str, folder: Path, port: int, pool_mode: str) -> Path:
+def _config(server_url: str, folder: Path, port: int, pool_mode: str, pool_size: int) -> Path:
     parts = urlsplit(server_url)
     user, password = unquote(parts.username or ""), unquote(parts.password or "")
     (folder / "userlist.txt").write_text(f'"{user}" "{password}"\n')
@@ -97,7 +97,7 @@ auth_type = {"md5" if password else "trust"}
 auth_file = {folder / "userlist.txt"}
 pool_mode = {pool_mode}
 max_client_conn = 500
-default_pool_size = 20
+default_pool_size = {pool_size}
 logfile = {folder / "pgbouncer.log"}
 pidfile = {folder / "pgbouncer.pid"}
 server_login_retry = 1
@@ -135,12 +135,13 @@ def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> N
 
 
 @contextmanager
-def running_pgbouncer(server_url: str, pool_mode: str = "transaction") -> Iterator[PgBouncer]:
-    """PgBouncer in front of the server of `server_url`, in `pool_mode`; stopped on exit, whatever happened."""
+def running_pgbouncer(server_url: str, pool_mode: str = "transaction", pool_size: int = 20) -> Iterator[PgBouncer]:
+    """PgBouncer in front of the server of `server_url`, in `pool_mode`, with at most `pool_size` backends per database;
+    stopped on exit, whatever happened."""
     binary = pgbouncer_binary()
     folder = Path(tempfile.mkdtemp(prefix="langlearn-pgbouncer-"))
     port = unused_port()
-    config = _config(server_url, folder, port, pool_mode)
+    config = _config(server_url, folder, port, pool_mode, pool_size)
     process = subprocess.Popen([binary, str(config)], user=_hand_to_system_user(folder), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd="/")
     try:

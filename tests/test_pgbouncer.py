@@ -175,3 +175,15 @@ async def test_plain_aerich_upgrade_through_pgbouncer_refuses_in_one_line_and_wo
 async def test_a_session_pooler_is_no_transaction_pooler_and_migrates(session_bouncer, empty_db):
     done = run_cli(LANGLEARN, "upgrade", database=session_bouncer.url_for(empty_db, say_pool_mode=False))
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("pool_mode", "pool_size", "sign"),
+    [("transaction", 1, "its statement waited for the backend another client's transaction held"),
+     ("statement", 20, "it refused a transaction")],
+)
+async def test_a_pooler_with_one_backend_or_in_statement_mode_is_refused_too(server, empty_db, connect, pool_mode, pool_size, sign):
+    with running_pgbouncer(server.url, pool_mode=pool_mode, pool_size=pool_size) as pooler:
+        refused = run_cli(LANGLEARN, "upgrade", database=pooler.url_for(empty_db, say_pool_mode=False))
+    assert refused.returncode == 2 and sign in refused.stderr and ONE_LINE_FIX in refused.stderr, refused.stderr
+    assert await lock_and_history(await connect(empty_db)) == (0, False)
