@@ -15,7 +15,7 @@ from langlearn.errors import ConfigError
 from langlearn.history.lock import MIGRATION_LOCK_KEY
 from langlearn.settings import open_connection
 from langlearn.startup import database
-from tests import test_accounts, test_leagues, test_lessons, test_social_and_reviews, test_wallet_operations
+from tests import pgbouncer, test_accounts, test_leagues, test_lessons, test_social_and_reviews, test_wallet_operations
 from tests.conftest import LANGLEARN, run_cli
 from tests.pgbouncer import running_pgbouncer
 from tests.test_aerich import aerich
@@ -187,3 +187,9 @@ async def test_a_pooler_with_one_backend_or_in_statement_mode_is_refused_too(ser
         refused = run_cli(LANGLEARN, "upgrade", database=pooler.url_for(empty_db, say_pool_mode=False))
     assert refused.returncode == 2 and sign in refused.stderr and ONE_LINE_FIX in refused.stderr, refused.stderr
     assert await lock_and_history(await connect(empty_db)) == (0, False)
+
+
+def test_a_missing_pgbouncer_fails_in_one_line_naming_the_installer(monkeypatch):
+    monkeypatch.setattr(pgbouncer, "BINARY_PLACES", ("/nonexistent/pgbouncer",))
+    with pytest.raises(pytest.fail.Exception, match="run scripts/install_rigs.sh"):
+        pgbouncer.pgbouncer_binary()
