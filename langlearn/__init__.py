@@ -12,12 +12,13 @@ database, `langlearn.migrations` steps through the shipped history; every error 
 is a `LanglearnError` with a one-line message.
 """
 
-from langlearn.errors import ConfigError, LanglearnError, StartupError, UsageError
+from langlearn.errors import ConfigError, DatabaseBehind, LanglearnError, StartupError, UsageError
 from langlearn.startup import MODES, Mode, Startup, StartupOptions, database, prepare
 
 __all__ = [
     "MODES",
     "ConfigError",
+    "DatabaseBehind",
     "LanglearnError",
     "Mode",
     "Startup",

@@ -13,6 +13,10 @@ class LanglearnError(Exception):
 
     exit_code = 1
 
+    def for_command_line(self) -> str:
+        """The message as the `langlearn` command prints it (a subclass may name commands instead of arguments)."""
+        return str(self)
+
 
 class ConfigError(LanglearnError):
     """The database configuration is unusable or the server unreachable; the message says what to change."""
@@ -26,6 +30,10 @@ class UsageError(LanglearnError):
     exit_code = 2
 
 
+class NotConfirmed(LanglearnError):
+    """A command that deletes or overwrites data was not confirmed (no --yes, or not answered yes): refused, nothing done."""
+
+
 class Interrupted(LanglearnError):
     """A command stopped by SIGINT or SIGTERM; the message says where it stopped and how to resume."""
 
@@ -34,6 +42,20 @@ class Interrupted(LanglearnError):
 
 class StartupError(LanglearnError):
     """The service must not start (wrong schema, lock not obtained, failed migration)."""
+
+
+class DatabaseBehind(StartupError):
+    """The database lacks migrations this code has (`pending`, oldest first)."""
+
+    def __init__(self, pending: tuple[str, ...]) -> None:
+        self.pending = pending
+        super().__init__(f"{self._what()}; apply them with `langlearn upgrade`, or start with migrate='apply'")
+
+    def _what(self) -> str:
+        return f"database is behind the code: {len(self.pending)} migration(s) pending, the first {self.pending[0]}"
+
+    def for_command_line(self) -> str:
+        return f"{self._what()}; run `langlearn upgrade` (`langlearn status` lists them)"
 
 
 class SeedError(LanglearnError):

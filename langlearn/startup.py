@@ -26,9 +26,10 @@ connection is no transaction pooler (`langlearn.history.lock.refuse_transaction_
 when direct), since the lock and the migration's settings need one session; behind one, the pool's
 `lock_timeout` is the role's, checked once (`langlearn.settings.check_pooled_lock_timeout`).
 
-A service's own Tortoise apps go in `apps=`: they share the connection, and the migrations, the
-lock and the schema check still cover only this package's app `models` (the service's tables are
-neither applied nor reported).
+A service's own Tortoise apps go in `apps=`: they share the connection; the migrations, the lock and the
+schema check cover only this package's app `models` (the service's tables are neither applied nor
+reported: `langlearn verify --app` compares them with their models). Which table is whose:
+`langlearn.verify.ownership`.
 """
 
 from __future__ import annotations
@@ -39,21 +40,20 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import asyncpg
 
 from langlearn import history
 from langlearn.compat import init_tortoise
-from langlearn.errors import StartupError
+from langlearn.errors import DatabaseBehind, StartupError
 from langlearn.history import MigrationState, Target, checksums
 from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
 from langlearn.settings import (
-    APP_LABEL,
     CONNECT_TIMEOUT_SECONDS,
     MIGRATIONS_LOCATION,
     AppsConfig,
@@ -66,6 +66,8 @@ from langlearn.settings import (
 )
 from langlearn.urls import connect_args, redact, validate_url
 from langlearn.verify import Finding, Severity, check_schema
+from langlearn.verify.findings import FINDING_RECORD
+from langlearn.verify.ownership import registered_tables
 
 if TYPE_CHECKING:
     from tortoise.context import TortoiseContext
@@ -75,7 +77,6 @@ log = logging.getLogger(__name__)
 Mode = Literal["check", "apply", "off"]
 MODES: tuple[str, ...] = get_args(Mode)
 
-UPGRADE_HINT = "run `langlearn upgrade` first, or start with migrate='apply'"
 # "Not up yet": the only connection failures `connect()` retries. Not ConnectionError itself: asyncpg
 # raises that when the server refuses SSL, which waiting does not fix.
 RETRYABLE_CONNECT_ERRORS = (
@@ -103,8 +104,9 @@ class StartupOptions:
     connect_timeout: float = 30.0
     migrations: str = MIGRATIONS_LOCATION
     application_name: str | None = None
-    # tables of the service's own apps: the schema check leaves them alone
-    other_tables: frozenset[str] = frozenset()
+    # the service's own apps (label -> model modules): the schema check leaves their tables alone
+    apps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ignore_tables: tuple[str, ...] = ()  # names or patterns the schema check leaves alone
 
     def __post_init__(self) -> None:
         for name in ("lock_wait", "lock_timeout", "statement_timeout", "connect_timeout"):
@@ -144,12 +146,15 @@ async def database(
     pool_size: int | None = None,
     pool_lock_timeout: float | None = None,
     direct_url: str | None = None,
+    ignore_tables: Sequence[str] = (),
 ) -> AsyncIterator[Startup]:
     """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
 
     `url` defaults to `langlearn.settings.database_url()`. `apps` are the service's own Tortoise apps
     (`{"shop": {"models": ["myservice.models"]}}`), initialised beside `models` on the same
-    connection; their schema is the service's business. `global_fallback` makes the models usable
+    connection; migrating them is the service's business, and the schema check leaves their tables alone
+    (`langlearn verify --app` compares them with their models). So it does a table another app's Aerich
+    history records, and the names or patterns in `ignore_tables`; any other table no model has is a warning. `global_fallback` makes the models usable
     from other tasks than the one that entered (a web server runs its lifespan and its requests in
     different tasks); set it False when several contexts live in one process.
 
@@ -174,25 +179,14 @@ async def database(
         connect_timeout=connect_timeout,
         migrations=migrations_location,
         application_name=application_name,
-        other_tables=await _tables_of_other_apps(config) if apps else frozenset(),
+        apps={label: tuple(app["models"]) for label, app in (apps or {}).items()},
+        ignore_tables=tuple(ignore_tables),
     )
     startup = await prepare(direct, migrate, options)
     await check_pooled_lock_timeout(url, pool)
     async with TortoiseContext() as context:
         await init_tortoise(context, config, global_fallback=global_fallback)
         yield replace(startup, context=context, pool=pool)
-
-
-async def _tables_of_other_apps(config: dict[str, Any]) -> frozenset[str]:
-    """The tables the service's own apps declare (read from their models, without connecting)."""
-    from tortoise import Tortoise
-    from tortoise.context import TortoiseContext
-
-    async with TortoiseContext() as context:
-        await context.init(config=config, init_connections=False)
-        return frozenset(
-            model._meta.db_table for label, models in Tortoise.apps.items() if label != APP_LABEL for model in models.values()
-        )
 
 
 async def prepare(
@@ -212,7 +206,7 @@ async def prepare(
             state = await history.read_state(connection, location=options.migrations)
             _refuse_unless_at_head(state)
             warnings = await _refuse_edited_history(connection, state, options.migrations)
-            warnings += await _check_schema(connection, options.other_tables)
+            warnings += await _check_schema(connection, options)
             log.debug("database at %s (head), schema matches the models", state.current)
             return Startup(mode=mode, url=url, state=state, warnings=warnings)
         await refuse_transaction_pooler(connection, url)
@@ -280,7 +274,7 @@ async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptio
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
     # the models describe head: below it, the schema is checked by the migrations' own tests, not here
-    warnings = await _check_schema(connection, options.other_tables) if not state.pending else ()
+    warnings = await _check_schema(connection, options) if not state.pending else ()
     log.debug("database at %s, %d migration(s) run by this process", state.current, len(outcome.done))
     up = target.direction == "up"
     return Startup(
@@ -293,10 +287,7 @@ def _refuse_unless_at_head(state: MigrationState) -> None:
     if state.unknown:
         raise StartupError(ahead_message(state))
     if state.pending:
-        raise StartupError(
-            f"database is behind the code: {len(state.pending)} migration(s) pending "
-            f"({', '.join(state.pending)}); {UPGRADE_HINT}"
-        )
+        raise DatabaseBehind(tuple(state.pending))
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
 
@@ -313,13 +304,16 @@ async def _refuse_edited_history(connection: asyncpg.Connection, state: Migratio
         f"{len(report.unrecorded)} applied migration(s) have no recorded digest; `langlearn upgrade` records them",
         {"versions": list(report.unrecorded)},
     )
-    log.warning("migrations: %s", note.message)
+    log.warning("migrations: %s", note.message, extra={FINDING_RECORD: note.kind})
     return (note,)
 
 
-async def _check_schema(connection: asyncpg.Connection, other_tables: frozenset[str]) -> tuple[Finding, ...]:
+async def _check_schema(connection: asyncpg.Connection, options: StartupOptions) -> tuple[Finding, ...]:
     """Refuse on any schema error the verification finds; return its warnings."""
-    findings = await check_schema(connection, other_tables=other_tables)
+    # the service's own apps are migrated by the service, often after this check: their tables are left alone here
+    # (`langlearn verify --app` compares them with their models)
+    left_alone = (*options.ignore_tables, *registered_tables(options.apps))
+    findings = await check_schema(connection, ignore=left_alone, location=options.migrations)
     errors = [finding for finding in findings if finding.severity == "error"]
     if errors:
         shown = " ".join(f"[{n}] {' '.join(str(finding.message).split())}" for n, finding in enumerate(errors[:3], 1))
@@ -330,7 +324,7 @@ async def _check_schema(connection: asyncpg.Connection, other_tables: frozenset[
         )
     warnings = tuple(finding for finding in findings if finding.severity != "error")
     for finding in warnings:
-        log.warning("schema: %s", finding.message)
+        log.warning("schema: %s", finding.message, extra={FINDING_RECORD: finding.kind})
     return warnings
 
 

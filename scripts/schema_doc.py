@@ -6,6 +6,12 @@ database with); the prose comes from the model classes of `langlearn.models` (th
 field descriptions). The output is deterministic: tables, enum types, constraints and indexes
 sorted by name, columns in the models' order.
 
+The page opens with Mermaid `erDiagram`s (GitHub and most Markdown viewers draw them): the whole schema,
+then one per domain (a module of `langlearn.models`), each table with its keys and enum columns, and each
+foreign key as a line labelled with its columns and ON DELETE. A table another domain owns appears there
+as its key only. Columns that are neither keys nor enums are left to the tables below: with them the whole
+diagram is too large to read.
+
     python scripts/schema_doc.py            # write docs/schema.md
     python scripts/schema_doc.py --check    # exit 1 (one line) when docs/schema.md is stale
 
@@ -16,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langlearn.verify import expected_schema
+from langlearn.verify.structure import Schema, Table
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "schema.md"
@@ -100,6 +108,58 @@ def code(text: str) -> str:
     return f"`{text}`" if "`" not in text else f"`` {text} ``"
 
 
+def mermaid_type(column_type: str) -> str:
+    """A column type as Mermaid accepts it: one word (`VARCHAR(255)` -> `VARCHAR`, `"rarity"` -> `rarity`)."""
+    word = re.sub(r"\(.*\)", "", column_type).strip().strip('"')
+    return re.sub(r"\W+", "_", word)
+
+
+def erdiagram(tables: list[Table], schema: Schema) -> list[str]:
+    """A Mermaid erDiagram of `tables` (keys and enum columns) and their foreign keys; the tables they
+    reference from elsewhere appear with their primary key only."""
+    shown = {table.name for table in tables}
+    referenced = sorted({key.target for table in tables for key in table.foreign_keys} - shown)
+    enum_types = {f'"{name}"' for name in schema.enums}
+    # left to right: top to bottom, the fan-out of `users` is pages wide
+    lines = ["```mermaid", "erDiagram", "    direction LR"]
+    for table in tables + [schema.tables[name] for name in referenced]:
+        outside = table.name not in shown
+        foreign = {column for key in table.foreign_keys for column in key.columns}
+        unique = {index.columns[0] for index in table.indexes if index.unique and len(index.columns) == 1 and not index.predicate}
+        attributes = []
+        for column in table.columns:
+            keys = [label for label, member in (("PK", table.primary_key), ("FK", foreign), ("UK", unique)) if column.name in member]
+            if outside and column.name not in table.primary_key:
+                continue
+            if not keys and column.type not in enum_types:
+                continue
+            comment = ' "enum"' if column.type in enum_types else ""
+            attributes.append(f"        {mermaid_type(column.type)} {column.name}{' ' + ', '.join(keys) if keys else ''}{comment}")
+        lines += [f"    {table.name} {{", *attributes, "    }"]
+    for table in tables:
+        nullable = {column.name for column in table.columns if column.nullable}
+        unique_sets = {index.columns for index in table.indexes if index.unique and not index.predicate} | {table.primary_key}
+        for key in sorted(table.foreign_keys, key=lambda key: key.name):
+            parent = "|o" if set(key.columns) & nullable else "||"
+            child = "o|" if key.columns in unique_sets else "o{"
+            lines.append(f'    {key.target} {parent}--{child} {table.name} : "{", ".join(key.columns)} ON DELETE {key.on_delete}"')
+    return lines + ["```"]
+
+
+def diagrams(tables: list[Table], schema: Schema, infos: dict[str, ModelInfo]) -> list[str]:
+    """The whole schema's diagram, then one per domain."""
+    lines = ["## Diagrams", "", "The whole schema: keys, enum columns and foreign keys (labelled with their columns and ON DELETE).", ""]
+    lines += erdiagram(tables, schema)
+    domains: dict[str, list[Table]] = {}
+    for table in tables:
+        info = infos.get(table.name)
+        domains.setdefault(info.module.rsplit(".", 1)[-1] if info else "other", []).append(table)
+    for domain, members in sorted(domains.items()):
+        lines += ["", f"### Domain: {domain}", ""]
+        lines += erdiagram(members, schema)
+    return lines
+
+
 def render() -> str:
     """docs/schema.md, as the models describe the schema now."""
     schema = expected_schema()
@@ -124,6 +184,8 @@ def render() -> str:
         "`TIMESTAMPTZ` is `timestamp with time zone`); defaults are the database's `DEFAULT`s.",
         "",
         f"{len(tables)} tables, {len(enums)} enum types.",
+        "",
+        *diagrams(tables, schema, infos),
         "",
         "## Tables",
         "",

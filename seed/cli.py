@@ -68,7 +68,8 @@ def add_arguments(cli: argparse.ArgumentParser) -> None:
     cli.add_argument("--force", action="store_true",
                      help="seed even a database marked production; every secret is then random and demo accounts "
                           "get no known password (rows are no longer reproducible)")
-    cli.add_argument("--no-progress", action="store_true", help="no progress bars (they only show on a terminal anyway)")
+    cli.add_argument("--no-progress", action="store_true",
+                     help="no progress bars (they only show on a terminal anyway), and the summary in one line instead of a table")
     cli.add_argument("--method", choices=METHODS, default="auto",
                      help=f"how rows go in: bulk (bare tables, keys and indexes rebuilt at the end, as pg_restore does) or "
                           f"per-row; auto (default): bulk for a fresh database of {BULK_MIN_USERS} learners or more")
@@ -90,5 +91,5 @@ async def run(options: SeedOptions, url: str, out: TextIO) -> int:
     """Seed the database at `url`; LanglearnErrors go to the caller, which prints them."""
     console = Console(file=out, highlight=False)
     report = await seed(url, options, console)
-    render_summary(report, console)
+    render_summary(report, console, per_table=options.progress)
     return 0

@@ -435,10 +435,15 @@ def _workers(setup: workers.LoadSetup, count: int, batches: int) -> Executor:
                                initializer=workers.start, initargs=(setup,))
 
 
-def render_summary(report: Report, console: Console) -> None:
-    """Rows per table, COPY time and rate, and the run's total wall time and rate."""
+def render_summary(report: Report, console: Console, *, per_table: bool = True) -> None:
+    """Rows per table, COPY time and rate, and the run's total wall time and rate; or (`per_table` False,
+    as `--no-progress` asks) the total in one line."""
     console.print(report.message, soft_wrap=True)
     if not report.total_rows:
+        return
+    rate = report.total_rows / report.wall if report.wall else 0
+    if not per_table:
+        console.print(f"{report.total_rows:,} rows in {report.wall:.2f} s ({rate:,.0f} rows/s)", soft_wrap=True)
         return
     table = Table(title="rows written", title_justify="left")
     table.add_column("table")
@@ -451,7 +456,6 @@ def render_summary(report: Report, console: Console) -> None:
             table.add_row(name, f"{rows:,}", f"{seconds:.2f}", f"{rows / seconds:,.0f}" if seconds else "-")
     if report.rebuild_seconds:
         table.add_row("bulk load: keys, indexes, foreign keys rebuilt", "", f"{report.rebuild_seconds:.2f}", "")
-    rate = report.total_rows / report.wall if report.wall else 0
     table.add_row("total (wall time)", f"{report.total_rows:,}", f"{report.wall:.2f}", f"{rate:,.0f}", style="bold")
     console.print(table)
 

@@ -69,14 +69,11 @@ def test_every_subcommand_has_help(command):
         (["db", "create"], "the following arguments are required: NAME"),
         (["db", "create", "no spaces"], "'no spaces' is not a database name"),
         (["db", "drop", "template1", "--yes"], "'template1' is one of PostgreSQL's own databases"),
-        (["db", "drop", "scratch"], "deletes every row of scratch; add --yes to confirm"),
-        (["db", "reset", "scratch"], "deletes every row of scratch; add --yes to confirm"),
         (["upgrade", "--migrations", "/nonexistent"], "no migrations found at /nonexistent/models;"),
         (["check", "--migrations", "/nonexistent"], "no migrations found at /nonexistent/models;"),
         (["status", "--migrations", "/nonexistent"], "no migrations found at /nonexistent/models;"),
         (["backup", "--output"], "argument --output: expected one argument"),
         (["restore"], "the following arguments are required: FILE"),
-        (["restore", "x.dump"], "fills the database with the backup; add --yes to confirm"),
         ([], "the following arguments are required: COMMAND"),
     ],
 )
@@ -86,13 +83,29 @@ def test_bad_arguments_exit_2_with_one_line(command, complaint, head_db):
     assert complaint in one_line_error(result)
 
 
+@pytest.mark.parametrize(
+    ("command", "complaint"),
+    [
+        (["db", "drop", "scratch"], "deletes every row of scratch; add --yes to confirm"),
+        (["db", "reset", "scratch"], "deletes every row of scratch; add --yes to confirm"),
+        (["restore", "x.dump"], "fills the database with the backup; add --yes to confirm"),
+        (["downgrade", "--steps", "1"], "nothing was done; confirm with --yes"),
+    ],
+)
+def test_destruction_without_yes_is_refused_with_exit_1(command, complaint, head_db):
+    """The legend: 1 is "refused" (a valid command the tool declines), 2 a command line it cannot run."""
+    result = run_cli(LANGLEARN, *command, database=head_db)
+    assert result.returncode == 1
+    assert complaint in one_line_error(result)
+
+
 async def test_main_writes_to_the_streams_it_is_given(head_db, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", head_db)
     out, err = io.StringIO(), io.StringIO()
     assert await main(["check"], out=out, err=err) == 0
     assert out.getvalue().startswith("database at ") and err.getvalue() == ""
     out, err = io.StringIO(), io.StringIO()
-    assert await main(["db", "drop", "x"], out=out, err=err) == 2
+    assert await main(["db", "drop", "x"], out=out, err=err) == 1
     assert out.getvalue() == "" and err.getvalue().count("\n") == 1
 
 

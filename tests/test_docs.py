@@ -110,6 +110,29 @@ def test_schema_page_covers_every_table_and_enum_type():
     assert all(f"| `{name}` |" in page for name in schema.enums)
 
 
+def test_schema_page_opens_with_a_diagram_of_every_table_and_foreign_key():
+    """Read back from the page's first Mermaid block, independently of how schema_doc writes it."""
+    from langlearn.verify import expected_schema
+
+    schema = expected_schema()
+    page = (REPO_ROOT / "docs" / "schema.md").read_text(encoding="utf-8")
+    assert page.index("```mermaid") < page.index("## Tables"), "the diagrams come before the tables"
+    whole = page.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    entities = set(re.findall(r"^    (\w+) \{$", whole, re.MULTILINE))
+    relations = set(re.findall(r'^    (\w+) \S+ (\w+) : "([^"]+)"$', whole, re.MULTILINE))
+    assert entities == set(schema.tables)
+    expected = {
+        (key.target, table.name, f"{', '.join(key.columns)} ON DELETE {key.on_delete}")
+        for table in schema.tables.values()
+        for key in table.foreign_keys
+    }
+    assert relations == expected
+    for table in schema.tables.values():  # each enum column is shown, marked as one
+        for column in table.columns:
+            if column.type.strip('"') in schema.enums:
+                assert re.search(rf"^        \S+ {column.name}\b.*\"enum\"$", whole.split(f"    {table.name} {{", 1)[1].split("    }", 1)[0], re.MULTILINE)
+
+
 def test_schema_doc_check_exits_1_with_one_line_when_stale(tmp_path, monkeypatch):
     module = schema_doc()
     stale = tmp_path / "schema.md"

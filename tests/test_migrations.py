@@ -432,4 +432,4 @@ async def test_a_failed_backup_leaves_no_file_and_a_failed_restore_leaves_the_da
     finally:
         await server.drop(empty)
     unconfirmed = run_cli("langlearn", "restore", str(good), database=head_db)
-    assert unconfirmed.returncode == 2 and "add --yes to confirm" in unconfirmed.stderr
+    assert unconfirmed.returncode == 1 and "add --yes to confirm" in unconfirmed.stderr

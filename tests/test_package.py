@@ -7,6 +7,7 @@ reads as at head, with no finding, through the package: Aerich's history is keye
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -42,11 +43,33 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+README_CHECKOUT = "langlearn-data"  # what the README's install commands call the checkout's folder
+README_GIT_URL = "git+https://git.example.com/you/langlearn-data.git"
+
+
+def readme_pip(marker: str) -> list[str]:
+    """The README's one install command (under "Add it to your service") containing `marker`, as pip's arguments."""
+    block = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## Add it to your service", 1)[1]
+    block = block.split("```bash\n", 1)[1].split("```", 1)[0]
+    [command] = [shlex.split(line, comments=True) for line in block.splitlines() if marker in line.split("#", 1)[0]]
+    assert command[0] == "pip", command
+    return command[1:]
+
+
+def workspace_with_checkout(root: Path) -> Path:
+    """A folder holding the checkout under the README's name, where the README's commands run."""
+    (root / README_CHECKOUT).symlink_to(REPO_ROOT, target_is_directory=True)
+    return root
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    ok(run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", out, REPO_ROOT, cwd=out))
-    [built] = out.glob("langlearn_data-*.whl")
+    """Built as the README says, and named as it says."""
+    workspace = workspace_with_checkout(tmp_path_factory.mktemp("wheel"))
+    ok(run(sys.executable, "-m", "pip", *readme_pip("pip wheel"), cwd=workspace))
+    [named] = [argument for argument in readme_pip(".whl ") if argument.endswith(".whl")]
+    built = workspace / named
+    assert built.is_file(), f"the README names {named}; the build made {sorted(p.name for p in workspace.glob('dist/*'))}"
     return built
 
 
@@ -81,8 +104,8 @@ async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_
     python, langlearn = venv / "bin" / "python", venv / "bin" / "langlearn"
     database = {"DATABASE_URL": empty_db, "LANGLEARN_DATA_DIR": str(tmp_path / "private-server")}
 
-    # the base install: what a service needs at run time, nothing else
-    ok(run(python, "-m", "pip", "install", "--quiet", wheel, cwd=elsewhere))
+    # the base install: what a service needs at run time, nothing else (the README's command, where it built the wheel)
+    ok(run(python, "-m", "pip", *readme_pip(".whl "), "--quiet", cwd=wheel.parent.parent))
     installed = ok(run(python, "-m", "pip", "list", "--format=freeze", cwd=elsewhere)).lower()
     for extra in ("pgserver", "fastapi", "uvicorn", "rich"):  # argon2-cffi and supermemo2 are the write path's, so base
         assert f"\n{extra}==" not in f"\n{installed}", f"{extra} is in the base install"
@@ -115,8 +138,9 @@ async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_
     no_server = run(langlearn, "server", "url", cwd=elsewhere, env={"LANGLEARN_DATA_DIR": database["LANGLEARN_DATA_DIR"]})
     assert no_server.returncode == 2 and "needs the [local] extra" in no_server.stderr and no_server.stderr.count("\n") == 1
 
-    # the extras a demo service adds
-    ok(run(python, "-m", "pip", "install", "--quiet", f"{wheel}[seed,service]", cwd=elsewhere))
+    # the extras the README installs for development, and the demo service's
+    ok(run(python, "-m", "pip", *readme_pip(".whl[seed,local]"), "--quiet", cwd=wheel.parent.parent))
+    ok(run(python, "-m", "pip", "install", "--quiet", f"{wheel}[service]", cwd=elsewhere))
     seeded = run(langlearn, "seed", "--no-progress", cwd=elsewhere, env=database)
     assert seeded.returncode == 0, seeded.stderr
     assert ok(run(langlearn, "verify", cwd=elsewhere, env=database)).strip().endswith(": clean (schema, migrations, invariants)")
@@ -168,6 +192,24 @@ async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_
         server.wait(timeout=30)
     imported = ok(run(python, "-c", "import langlearn; print(langlearn.__file__)", cwd=elsewhere))
     assert Path(imported.strip()).is_relative_to(venv)
+
+
+def test_the_readmes_checkout_and_git_url_installs_install_this_checkout(tmp_path):
+    """The README's other two ways in; dependencies left out (--no-deps): the wheel's test installs those."""
+    workspace = workspace_with_checkout(tmp_path)
+    commit = ok(run("git", "-C", REPO_ROOT, "rev-parse", "HEAD", cwd=tmp_path)).strip()
+    local_git = f"git+file://localhost{REPO_ROOT}"  # pip 23 refuses a git+file URL without a host
+    from_git = [argument.replace(README_GIT_URL, local_git).rsplit("@", 1)[0] + f"@{commit}"
+                if README_GIT_URL in argument else argument for argument in readme_pip("git+")]
+    for name, arguments in (("checkout", readme_pip(f"install ./{README_CHECKOUT}")), ("git", from_git)):
+        venv = tmp_path / f"venv-{name}"
+        ok(run(sys.executable, "-m", "venv", venv, cwd=tmp_path))
+        ok(run(venv / "bin" / "python", "-m", "pip", *arguments, "--no-deps", "--quiet", cwd=workspace))
+        files = ok(run(venv / "bin" / "python", "-c", textwrap.dedent("""
+            from importlib.metadata import distribution
+            print(sum(1 for f in distribution("langlearn-data").files if f.parts[:3] == ("langlearn", "migrations", "models")))
+        """), cwd=tmp_path))
+        assert int(files) >= len(history.version_files()), f"the {name} install lacks the migration history"
 
 
 def test_a_database_migrated_and_seeded_by_the_code_before_the_package_is_at_head_with_no_finding(tmp_path, empty_db):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,9 @@ async def scale_db(server, head_template):
     url = await server.create(template=head_template)
     seeded = seed_cli(*SCALE, database=url)
     assert seeded.returncode == 0, seeded.stderr
+    # --no-progress: what happened, then the total in one line (no per-table table)
+    done, total = seeded.stdout.splitlines()
+    assert done.startswith("Seeded ") and re.fullmatch(r"[\d,]+ rows in [\d.]+ s \([\d,]+ rows/s\)", total), seeded.stdout
     yield url
     await server.drop(url)
 

@@ -336,7 +336,7 @@ async def test_the_service_refuses_to_start_on_a_database_behind_the_code(empty_
     process = start_service(empty_db, unused_port())
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
-    assert "StartupError: database is behind the code:" in stderr
+    assert "langlearn.errors.DatabaseBehind: database is behind the code:" in stderr
     assert "Application startup failed. Exiting." in stderr
 
 

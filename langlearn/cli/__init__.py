@@ -31,6 +31,7 @@ from typing import NoReturn, TextIO
 
 from langlearn.errors import Interrupted, LanglearnError, UsageError
 from langlearn.settings import database_url, direct_database_url
+from langlearn.verify.findings import FINDING_RECORD
 
 PROG = "langlearn"
 
@@ -128,7 +129,7 @@ async def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err
             print(f"error: interrupted by {signals.received or 'SIGINT'} during `langlearn {command}`: {where}", file=streams.err)
             return 143 if signals.received == "SIGTERM" else Interrupted.exit_code
         except LanglearnError as error:
-            print(f"error: {' '.join(str(error).split())}", file=streams.err)
+            print(f"error: {' '.join(error.for_command_line().split())}", file=streams.err)
             return error.exit_code
 
 
@@ -176,6 +177,7 @@ def _show_progress(err: TextIO) -> None:
             logger.removeHandler(handler)
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: not hasattr(record, FINDING_RECORD))  # printed with the result, on stdout
     handler.langlearn_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from langlearn import backups
 from langlearn.cli import Parser, Streams
-from langlearn.errors import UsageError
+from langlearn.errors import NotConfirmed
 from langlearn.urls import redact
 
 
@@ -38,7 +38,7 @@ async def run_backup(args: argparse.Namespace, streams: Streams) -> int:
 
 async def run_restore(args: argparse.Namespace, streams: Streams) -> int:
     if not args.yes:
-        raise UsageError(f"`langlearn restore {args.file}` fills the database with the backup; add --yes to confirm")
+        raise NotConfirmed(f"`langlearn restore {args.file}` fills the database with the backup; add --yes to confirm")
     url = streams.direct_url()  # pg_dump and pg_restore set session settings: never through a transaction pooler
     await backups.restore(url, args.file)
     print(f"restored {args.file} into {redact(url)}", file=streams.out)

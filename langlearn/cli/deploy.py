@@ -17,7 +17,7 @@ from typing import Any
 
 from langlearn import history
 from langlearn.cli import Parser, Streams, positive_seconds
-from langlearn.errors import UsageError
+from langlearn.errors import NotConfirmed
 from langlearn.history import Target, checksums
 from langlearn.history.lock import lock_holder
 from langlearn.history.plan import Plan
@@ -117,10 +117,10 @@ async def run_downgrade(args: argparse.Namespace, streams: Streams) -> int:
         print(plan.summary(), file=streams.out)
         return 0
     if not args.yes and not sys.stdin.isatty():
-        raise UsageError(f"the downgrade would {plan.summary()} and drop what they created; nothing was done; confirm with --yes")
+        raise NotConfirmed(f"the downgrade would {plan.summary()} and drop what they created; nothing was done; confirm with --yes")
     print("\n".join([plan.summary(), *(f"  {step.describe()}" for step in plan.steps)]), file=streams.err)
     if not args.yes and not await confirmed(f"revert {len(plan.steps)} migration(s), dropping what they created, data included? [y/N] "):
-        raise UsageError("not confirmed; nothing was done")
+        raise NotConfirmed("not confirmed; nothing was done")
     startup = await prepare(url, "apply", options, target=target, expected=plan.versions)
     print(f"reverted {len(startup.reverted)} migration(s); {where_it_stands(startup)}", file=streams.out)
     return 0
@@ -142,9 +142,15 @@ async def confirmed(question: str) -> bool:
 
 
 def where_it_stands(startup: Startup) -> str:
+    """The result line, after one line per warning: all on stdout, where a pipeline reads the result."""
     state = startup.state
     assert state is not None  # read in every mode but "off"
-    warned = f", {len(startup.warnings)} warning(s)" if startup.warnings else ""
+    shown = "".join(f"warning: {finding.check}: {finding.message}\n" for finding in startup.warnings)
+    return shown + _result_line(startup, state)
+
+
+def _result_line(startup: Startup, state: MigrationState) -> str:
+    warned = f", {len(startup.warnings)} warning(s) above" if startup.warnings else ""
     if state.pending:
         return f"database at {state.current or 'no version'}, {len(state.pending)} pending (not head: the schema is compared with the models only at head){warned}"
     return f"database at {state.current} (head); schema matches the models{warned}"

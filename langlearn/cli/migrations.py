@@ -28,7 +28,7 @@ from langlearn.history.files import BASE, Direction, History
 from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.plan import Plan, assumed_applied, downgrade_plan, upgrade_plan
 from langlearn.history.runner import repair, timeout_settings
-from langlearn.history.script import render
+from langlearn.history.script import render, render_review
 from langlearn.history.stamping import Stamped, stamp
 from langlearn.settings import AERICH_CONFIG, MIGRATIONS_LOCATION
 from langlearn.startup import connect
@@ -57,6 +57,11 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     sql.add_argument("--from", dest="start", metavar="VERSION", help="offline: the version the database is at (`base` for an empty one)")
     sql.add_argument("--to", metavar="VERSION", help="up: the last migration to apply (default head); down: the one to end at (`base` for none)")
     sql.add_argument("--down", action="store_true", help="the downgrade's SQL instead")
+    shape = sql.add_mutually_exclusive_group()
+    shape.add_argument("--review", action="store_true", dest="review", default=None,
+                       help="for a person: each version's mode and table locks, its statements, no bookkeeping (the default on a terminal)")
+    shape.add_argument("--script", action="store_false", dest="review",
+                       help="the runnable psql script, bookkeeping included (the default when the output is not a terminal)")
     add_timeout_options(sql)  # the script tries the lock once, so no --lock-wait
     add_database_options(sql)
     sql.set_defaults(handler=run_sql)
@@ -136,6 +141,10 @@ async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
             raise UsageError("--down needs --to VERSION (or `base`): the migration the database ends at")
         plan, _ = await database_plan(url, target, options)
         title = f"langlearn migrations sql for {redact(url)}"
+    review = args.review if args.review is not None else streams.out.isatty()
+    if review:
+        streams.out.write(render_review(plan, title=title))
+        return 0
     settings = timeout_settings(lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout)
     streams.out.write(render(plan, settings=settings, title=title))
     return 0

@@ -6,7 +6,7 @@ import argparse
 
 from langlearn import backups, databases, local_server
 from langlearn.cli import Parser, Streams
-from langlearn.errors import UsageError
+from langlearn.errors import NotConfirmed
 from langlearn.settings import check_reachable
 from langlearn.urls import redact
 
@@ -90,4 +90,4 @@ async def db_reset(args: argparse.Namespace, streams: Streams) -> int:
 
 def _confirmed(args: argparse.Namespace) -> None:
     if not args.yes:
-        raise UsageError(f"`langlearn db {args.action} {args.name}` deletes every row of {args.name}; add --yes to confirm")
+        raise NotConfirmed(f"`langlearn db {args.action} {args.name}` deletes every row of {args.name}; add --yes to confirm")

@@ -30,7 +30,24 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         "--migrations", default=MIGRATIONS_LOCATION, metavar="DIR",
         help="the migrations folder, as Aerich's `location` (default: the one shipped in this package)",
     )
+    command.add_argument(
+        "--app", action="append", default=[], metavar="LABEL=MODULE[,MODULE]", type=app_argument,
+        help="a service's own Tortoise app, whose tables are compared with its models (repeatable; e.g. notes=myservice.models)",
+    )
+    command.add_argument(
+        "--ignore-table", action="append", default=[], metavar="NAME",
+        help="a table the schema check leaves alone (repeatable; shell patterns such as 'tmp_*' work)",
+    )
     command.set_defaults(handler=run)
+
+
+def app_argument(text: str) -> tuple[str, tuple[str, ...]]:
+    """`LABEL=MODULE[,MODULE]` as (label, modules)."""
+    label, _, modules = text.partition("=")
+    names = tuple(name.strip() for name in modules.split(",") if name.strip())
+    if not label.strip().isidentifier() or not names:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LABEL=MODULE[,MODULE] (e.g. notes=myservice.models)")
+    return label.strip(), names
 
 
 async def run(options: argparse.Namespace, streams: Streams) -> int:
@@ -39,7 +56,7 @@ async def run(options: argparse.Namespace, streams: Streams) -> int:
     url = streams.configured_url()
     result = await verify(
         url, schema=not options.skip_schema, migrations=not options.skip_migrations, invariants=not options.skip_invariants,
-        location=options.migrations,
+        location=options.migrations, apps=dict(options.app), ignore_tables=tuple(options.ignore_table),
     )
     print(result.to_json() if options.json else report(result, redact(url)), file=streams.out)
     return result.exit_code

@@ -1,12 +1,16 @@
 """A plan as a psql script: the exact statements the runner sends, with its transaction boundaries, lock and timeouts.
 
-`langlearn migrations sql` prints it for a DBA's review; run as is with `psql -v ON_ERROR_STOP=1`,
-it leaves the database where `langlearn upgrade` (or `downgrade`) would, bookkeeping included.
+`langlearn migrations sql --script` prints it; run as is with `psql -v ON_ERROR_STOP=1`, it leaves the
+database where `langlearn upgrade` (or `downgrade`) would, bookkeeping included. `--review` (the default on
+a terminal) prints what a person reads instead: each version's header with its mode and the table locks it
+takes, then its statements, each with its locks; no migration lock, session settings or bookkeeping (Aerich's
+row holds the whole models state: most of a script's bytes).
 """
 
 from __future__ import annotations
 
 from langlearn.history.lock import LOCK_STATEMENT, UNLOCK_STATEMENT
+from langlearn.history.locks import STRENGTH, lock_note
 from langlearn.history.plan import Plan, Step
 from langlearn.history.runner import session_statements
 
@@ -46,3 +50,22 @@ def render(plan: Plan, *, settings: dict[str, str], title: str) -> str:
         parts += ["", step_script(step)]
     parts += ["", terminated(UNLOCK_STATEMENT), ""]
     return "\n".join(parts)
+
+
+def render_review(plan: Plan, *, title: str) -> str:
+    """The plan for a reviewer: per version its mode and strongest lock per table, then each statement under its locks."""
+    parts = [f"-- {title}: {plan.summary()}",
+             "-- for review: the statements only, with the table locks each takes; --script prints the runnable psql script"]
+    for step in plan.steps:
+        notes = [lock_note(statement) for statement in step.statements]
+        strongest: dict[str, str] = {}
+        for lock in (lock for note in notes for lock in note.locks):
+            if STRENGTH.index(lock.mode) >= STRENGTH.index(strongest.get(lock.relation, lock.mode)):
+                strongest[lock.relation] = lock.mode
+        parts += ["", f"-- {step.describe()}"]
+        by_mode = {mode: [relation for relation, held in strongest.items() if held == mode] for mode in reversed(STRENGTH)}
+        shown = "; ".join(f"{mode} on {', '.join(relations)}" for mode, relations in by_mode.items() if relations)
+        parts.append(f"-- locks, the strongest per table: {shown or 'no table lock'}")
+        for statement, note in zip(step.statements, notes, strict=True):
+            parts += ["", f"-- lock: {note}", terminated(statement)]
+    return "\n".join([*parts, ""])

@@ -11,12 +11,13 @@ The expected schema is derived from the model classes (`expected_schema()`), nev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 from langlearn.errors import ConfigError
 from langlearn.settings import MIGRATIONS_LOCATION, open_connection
 from langlearn.urls import redact, validate_url
-from langlearn.verify.expected import expected_schema
+from langlearn.verify.expected import AppModules, expected_schema
 from langlearn.verify.findings import CHECKS, Finding, Severity, VerificationResult
 from langlearn.verify.history import check_migrations
 from langlearn.verify.invariants import check_invariants
@@ -35,9 +36,12 @@ __all__ = [
 
 
 async def verify(
-    url: str, *, schema: bool = True, migrations: bool = True, invariants: bool = True, location: str = MIGRATIONS_LOCATION
+    url: str, *, schema: bool = True, migrations: bool = True, invariants: bool = True, location: str = MIGRATIONS_LOCATION,
+    apps: AppModules | None = None, ignore_tables: Sequence[str] = (),
 ) -> VerificationResult:
     """Run the chosen checks on the database at `url` (`location`: the migrations folder, Aerich's `location`).
+    `apps` (label -> model modules) are a service's own apps, whose tables the schema check compares with their
+    models; it leaves `ignore_tables` (names or patterns) alone (langlearn.verify.ownership).
 
     Raises `ConfigError` (one line, password hidden) when the checks cannot run: a malformed or
     unreachable URL, or a database refusing the catalog queries.
@@ -48,7 +52,7 @@ async def verify(
     # migrations first: a pending migration explains most schema findings that follow
     chosen = [(name, check) for name, check, wanted in (
         ("migrations", partial(check_migrations, location=location), migrations),
-        ("schema", check_schema, schema),
+        ("schema", partial(check_schema, apps=apps, ignore=ignore_tables, location=location), schema),
         ("invariants", check_invariants, invariants),
     ) if wanted]
     findings: list[Finding] = []

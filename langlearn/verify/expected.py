@@ -12,10 +12,12 @@ constraint (either satisfies the rule).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 from langlearn.compat import index_name, schema_generator
+from langlearn.errors import ConfigError
 from langlearn.models.base import CompositeForeignKey, ExpressionIndex
 from langlearn.settings import APP_LABEL, MODELS_MODULE
 from langlearn.verify.structure import Check, Column, ForeignKey, Index, Schema, Table, literal
@@ -28,16 +30,32 @@ if TYPE_CHECKING:
 NAME_LIMIT = 63  # PostgreSQL truncates longer identifiers
 
 
-def expected_schema() -> Schema:
-    """The tables, constraints, indexes and enum types the models need, as the models write them."""
+# a service's own Tortoise apps: label -> the modules of its models (what `database(apps=...)` lists under "models")
+AppModules = Mapping[str, Sequence[str]]
+
+
+def models_by_app(apps: AppModules | None = None) -> dict[str, list[type[Model]]]:
+    """The model classes of this package's app and of `apps`, resolved together (a service's model may
+    point a foreign key at `models.User`), in a Tortoise context of their own, left at once (no connection)."""
     from tortoise import Tortoise
     from tortoise.context import TortoiseContext
 
+    with TortoiseContext():
+        found = {APP_LABEL: list(Tortoise.init_app(APP_LABEL, [MODELS_MODULE]).values())}
+        for label, modules in (apps or {}).items():
+            if label == APP_LABEL:
+                raise ConfigError(f"the app label {APP_LABEL!r} belongs to langlearn's models; register your models under another label")
+            found[label] = list(Tortoise.init_app(label, list(modules)).values())
+    return found
+
+
+def expected_schema(apps: AppModules | None = None) -> Schema:
+    """The tables, constraints, indexes and enum types the models need, as the models write them; with
+    `apps`, a service's own apps' tables too."""
     from langlearn.models.enums import labels, native_enum, pg_type_name
 
-    with TortoiseContext():
-        models = Tortoise.init_app(APP_LABEL, [MODELS_MODULE])
-    ordered = sorted(models.values(), key=lambda model: model._meta.db_table)
+    models = [model for app in models_by_app(apps).values() for model in app]
+    ordered = sorted(models, key=lambda model: model._meta.db_table)
     used_enums = {
         pg_type_name(enum_cls): enum_cls
         for model in ordered
@@ -64,7 +82,10 @@ def _table(model: type[Model]) -> Table:
     indexes: list[Index] = []
     for field_name, column in meta.fields_db_projection.items():
         field = meta.fields_map[field_name]
-        columns.append(Column(column, field.get_for_dialect("postgres", "SQL_TYPE"), field.null, _default(field, model)))
+        sql_type = field.get_for_dialect("postgres", "SQL_TYPE")
+        if field.pk and field.generated:  # an integer key Tortoise creates as SERIAL: the type and its sequence's default
+            sql_type = field.get_for_dialect("postgres", "GENERATED_SQL").split()[0]
+        columns.append(Column(column, sql_type, field.null, _default(field, model)))
         if field.pk:
             primary_key = (column,)
         elif field.unique:

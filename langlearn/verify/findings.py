@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+# the attribute of a log record that reports a finding (its kind): a caller that shows the findings with its
+# result, as the CLI does, leaves those records out of its progress output
+FINDING_RECORD = "langlearn_finding"
 
 class Severity(str, Enum):
     """An error is something the models need that the database lacks or has differently;

@@ -11,13 +11,17 @@ are a savepoint's).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import replace
 
 import asyncpg
 
+from langlearn.settings import MIGRATIONS_LOCATION
 from langlearn.verify.catalog import read_catalog
-from langlearn.verify.expected import expected_schema
+from langlearn.verify.expected import AppModules, expected_schema
 from langlearn.verify.findings import Finding, error, warning
+from langlearn.verify.ownership import formerly_ours, table_owners, unclaimed_table
 from langlearn.verify.spelling import spell
 from langlearn.verify.structure import Column, Schema, Table, literal, quote
 
@@ -25,11 +29,17 @@ CHECK = "schema"
 MIGRATE = "fix it in a migration"
 
 
-async def check_schema(connection: asyncpg.Connection, *, other_tables: frozenset[str] = frozenset()) -> list[Finding]:
+async def check_schema(
+    connection: asyncpg.Connection, *, apps: AppModules | None = None, ignore: Sequence[str] = (), location: str = MIGRATIONS_LOCATION,
+) -> list[Finding]:
     """Findings for every difference between the live schema and the models (needs TEMP privilege).
 
-    `other_tables` belong to the service's own apps: they are not reported as extra tables."""
-    expected = expected_schema()
+    `apps` are a service's own apps (label -> model modules): their tables are compared with their models too.
+    Tables another app's Aerich history records, and those matching `ignore`, are left alone; any other table no
+    model has is reported as unclaimed (langlearn.verify.ownership; `location`: this package's history, which
+    says whether the table was once the package's)."""
+    expected = expected_schema(apps)
+    owners = await table_owners(connection, apps, ignore)
     transaction = connection.transaction()
     await transaction.start()
     try:
@@ -38,8 +48,13 @@ async def check_schema(connection: asyncpg.Connection, *, other_tables: frozense
         spelled = await spell(connection, expected)
     finally:
         await transaction.rollback()
-    findings = compare(spelled, replace(live, tables={name: table for name, table in live.tables.items() if name not in other_tables}))
-    return findings + await _unfinished(connection, other_tables)
+    checked = {name: table for name, table in live.tables.items() if name in expected.tables or not owners.leaves_alone(name)}
+    findings = compare(spelled, replace(live, tables=checked))
+    unclaimed = sorted(checked.keys() - expected.tables.keys())
+    if unclaimed:
+        history = formerly_ours(location)
+        findings = sorted([*findings, *(unclaimed_table(name, history) for name in unclaimed)], key=_order)
+    return findings + await _unfinished(connection, frozenset(live.tables.keys() - checked.keys()))
 
 
 # What an interrupted online migration leaves: an index a failed CREATE INDEX CONCURRENTLY marked
@@ -57,11 +72,11 @@ UNFINISHED = """
 """
 
 
-async def _unfinished(connection: asyncpg.Connection, other_tables: frozenset[str]) -> list[Finding]:
+async def _unfinished(connection: asyncpg.Connection, left_alone: frozenset[str]) -> list[Finding]:
     findings = []
     for row in await connection.fetch(UNFINISHED):
         table, name = row["table_name"], row["name"]
-        if table in other_tables:
+        if table in left_alone:
             continue
         if row["kind"] == "invalid_index":
             findings.append(error(
@@ -80,7 +95,8 @@ async def _unfinished(connection: asyncpg.Connection, other_tables: frozenset[st
 
 
 def compare(expected: Schema, live: Schema) -> list[Finding]:
-    """The differences between two schemas read from the catalog, `expected` being the models'."""
+    """The differences between two schemas read from the catalog, `expected` being the models' (tables of
+    `live` that `expected` lacks are not compared)."""
     findings = _compare_enums(expected.enums, live.enums)
     for name, table in expected.tables.items():
         if name in live.tables:
@@ -91,12 +107,11 @@ def compare(expected: Schema, live: Schema) -> list[Finding]:
                 f"table {name} is missing; run `aerich upgrade` if migrations are pending, "
                 f"otherwise generate the migration that creates it (`aerich migrate --name add_{name}`)",
             ))
-    for name in live.tables.keys() - expected.tables.keys():
-        findings.append(warning(
-            CHECK, "extra_table", name,
-            f"table {name} is not in the models; drop it (DROP TABLE {quote(name)}) if nothing uses it, or add a model for it",
-        ))
-    return sorted(findings, key=lambda finding: (finding.severity.value, finding.subject, finding.kind))
+    return sorted(findings, key=_order)  # a live table no model has: check_schema asks whose it is
+
+
+def _order(finding: Finding) -> tuple[str, str, str]:
+    return finding.severity.value, finding.subject, finding.kind
 
 
 def _compare_enums(expected: dict[str, tuple[str, ...]], live: dict[str, tuple[str, ...]]) -> list[Finding]:
@@ -248,6 +263,9 @@ def _describe_default(default: str | None, *, model: bool = False) -> str:
     return f"says DEFAULT {default}" if model else f"defaults to {default}"
 
 
+SERIAL_DEFAULT = re.compile(r"^nextval\('[^']*_seq'::regclass\)$")
+
+
 def _same_default(expected: Column, live: Column) -> bool:
     """Equal as PostgreSQL deparses them, or as numbers: a REAL column's `DEFAULT 0` and `DEFAULT 0.0`
     are the same default, though PostgreSQL keeps the literal as it was written."""
@@ -255,6 +273,8 @@ def _same_default(expected: Column, live: Column) -> bool:
         return True
     if expected.default is None or live.default is None:
         return False
+    if SERIAL_DEFAULT.match(expected.default) and SERIAL_DEFAULT.match(live.default):
+        return True  # a SERIAL column's own sequence: named after the table, so the spelling's temporary copy differs
     try:
         return float(_bare(expected.default, expected.type)) == float(_bare(live.default, live.type))
     except ValueError:
