@@ -13,7 +13,15 @@ The application's pool (`PoolOptions`): at most `LANGLEARN_POOL_SIZE` connection
 (default 5, Tortoise's), each session with `lock_timeout` = `LANGLEARN_POOL_LOCK_TIMEOUT` seconds
 (default 2, 0 for none), so a request waits that long at most for a row another transaction holds
 (a user's wallet, an attempt's key) instead of holding its pooled connection until the request's budget
-runs out. A setting, sent when the connection opens: no round trip per query.
+runs out. A setting, sent when the connection opens: no round trip per query. Through a transaction
+pooler (`pool_mode=transaction` on the URL) nothing can be sent at connect time and a session `SET` would
+reach other clients, so the setting comes from the role (`ALTER ROLE ... IN DATABASE ... SET lock_timeout`):
+`check_pooled_lock_timeout()` reads it once at startup and refuses a server whose value would let a query
+wait longer than asked.
+
+`DATABASE_DIRECT_URL` (`direct_database_url()`) is where migrations, the migration lock and the deploy
+commands connect: PostgreSQL itself, never a transaction pooler (a session advisory lock and session
+`SET`s need one backend for the whole session). Unset, it is `DATABASE_URL`.
 
 Hot standbys (optional): `DATABASE_REPLICA_URL` holds one standby's URL, or several separated by
 spaces (a URL holds no unencoded space; a host list inside one URL is one pool that fails over,
@@ -26,6 +34,7 @@ The config Aerich's CLI loads is `langlearn.history.aerich.TORTOISE_ORM` (`AERIC
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -42,7 +51,7 @@ import asyncpg
 
 from langlearn.errors import ConfigError
 from langlearn.local_server import Announce, ensure_running
-from langlearn.urls import EMPTY_MESSAGE, connect_args, hosts, one_line, query_parameters, tortoise_connection, validate_url
+from langlearn.urls import EMPTY_MESSAGE, URL_SHAPE, connect_args, hosts, one_line, query_parameters, tortoise_connection, transaction_pooled, validate_url
 
 # The Tortoise app label: Aerich's history records it, so it never changes (the Python package may).
 APP_LABEL = "models"
@@ -72,9 +81,12 @@ DEFAULT_POOL_SIZE = 5  # Tortoise's own default
 # well below a request's budget (the example service's is 10 s), so a request stuck behind a lock still gets an answer
 DEFAULT_POOL_LOCK_TIMEOUT = 2.0
 
+log = logging.getLogger(__name__)
+
 AppsConfig = Mapping[str, Mapping[str, Any]]
 # what `[tool.aerich] tortoise_orm` names: the config with the migration lock and limits for Aerich's CLI
 AERICH_CONFIG = "langlearn.history.aerich.TORTOISE_ORM"
+DIRECT_URL_VARIABLE = "DATABASE_DIRECT_URL"
 
 def database_url(announce: Announce | None = None) -> str:
     """The validated DATABASE_URL, or the private server's when it is unset (set but blank is an error)."""
@@ -109,6 +121,22 @@ def replica_urls(given: str | Sequence[str] | None = None) -> tuple[str, ...]:
         return tuple(validate_url(text) for text in texts)
     except ConfigError as error:
         raise as_setting(REPLICA_URL_VARIABLE, error) from None
+
+
+def direct_database_url(announce: Announce | None = None) -> str:
+    """The validated DATABASE_DIRECT_URL, for migrations and their lock; `database_url()` when it is unset."""
+    raw = os.environ.get(DIRECT_URL_VARIABLE)
+    if raw is None:
+        return database_url(announce)
+    if os.environ.get("DATABASE_URL") is None:  # the private server is started for DATABASE_URL alone: two databases
+        raise ConfigError(f"{DIRECT_URL_VARIABLE} is set but DATABASE_URL is not; set DATABASE_URL too (the same database, "
+                          f"perhaps through a pooler), or unset {DIRECT_URL_VARIABLE}")
+    if not raw.strip():
+        raise ConfigError(f"{DIRECT_URL_VARIABLE} is set but empty; unset it to migrate through DATABASE_URL, or set it to {URL_SHAPE}")
+    try:
+        return validate_url(raw)
+    except ConfigError as error:
+        raise as_setting(DIRECT_URL_VARIABLE, error) from None
 
 
 def marked_production(marker: str | None) -> bool:
@@ -238,7 +266,9 @@ def tortoise_config(
     (validated standby URLs) gets a connection `replica1`, `replica2`, ... with the same pool options."""
 
     def pooled(target: str) -> dict[str, Any]:
-        connection = tortoise_connection(target, {**(pool.server_settings() if pool else {}), **(server_settings or {})})
+        # behind a transaction pooler the pool's settings are the role's (check_pooled_lock_timeout), not the session's
+        pool_settings = pool.server_settings() if pool and not transaction_pooled(target) else {}
+        connection = tortoise_connection(target, {**pool_settings, **(server_settings or {})})
         if pool and pool.size is not None:
             credentials = connection["credentials"]
             credentials["maxsize"] = pool.size
@@ -257,6 +287,33 @@ def tortoise_config(
             raise ConfigError(f"the app label {APP_LABEL!r} belongs to langlearn's models; register your models under another label")
         config["apps"][label] = {"default_connection": "default", **app}
     return config
+
+
+async def check_pooled_lock_timeout(url: str, pool: PoolOptions) -> None:
+    """Behind a transaction pooler, refuse (ConfigError) a server whose lock_timeout lets the pool's queries wait longer
+    than `pool.lock_timeout`: the role's or database's setting stands in for the one a session would set. One
+    connection, one query; nothing to do for a URL without pool_mode=transaction."""
+    if not transaction_pooled(url):
+        return
+    connection = await open_connection(url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT setting::int AS ms, current_user AS role, current_database() AS database FROM pg_settings WHERE name = 'lock_timeout'"
+        )
+    finally:
+        await connection.close()
+    server_ms, role, database = row["ms"], row["role"], row["database"]
+    wanted_ms = round(pool.lock_timeout * 1000)
+    if server_ms == wanted_ms:
+        return
+    fix = (f"ALTER ROLE \"{role}\" IN DATABASE \"{database}\" SET lock_timeout = '{wanted_ms}ms' (then RECONNECT in PgBouncer's console), "
+           f"or set {POOL_LOCK_TIMEOUT_VARIABLE}={server_ms / 1000:g} to accept the server's")
+    server = f"{server_ms} ms" if server_ms else "0 (no limit)"
+    if wanted_ms and (server_ms == 0 or server_ms > wanted_ms):
+        raise ConfigError(f"behind a transaction pooler (pool_mode=transaction) the pool's lock_timeout of {pool.lock_timeout:g} s cannot be set "
+                          f"per session, and the server's is {server}; run {fix}")
+    log.warning("behind a transaction pooler the pool's queries wait for a lock at most the server's lock_timeout of %s, "
+                "not %g s as asked; %s", server, pool.lock_timeout, fix)
 
 
 def __getattr__(name: str) -> Any:

@@ -25,6 +25,12 @@ Hot standbys (`replica_url=`, `DATABASE_REPLICA_URL`) add one pool each and Tort
 another cluster is refused at startup (`routing.check_standbys`, one connection each). Without them the
 config is the one-connection config of before.
 
+The schema step connects to `direct_url` (`DATABASE_DIRECT_URL`, else the pool's URL): PostgreSQL itself
+when the pool goes through PgBouncer in transaction mode. In `apply` mode it first makes sure that
+connection is no transaction pooler (`langlearn.history.lock.refuse_transaction_pooler`: one round trip
+when direct), since the lock and the migration's settings need one session; behind one, the pool's
+`lock_timeout` is the role's, checked once (`langlearn.settings.check_pooled_lock_timeout`).
+
 A service's own Tortoise apps go in `apps=`: they share the connection; the migrations, the lock and the
 schema check cover only this package's app `models` (the service's tables are neither applied nor
 reported: `langlearn verify --app` compares them with their models). Which table is whose:
@@ -50,6 +56,7 @@ from langlearn import history
 from langlearn.compat import init_tortoise
 from langlearn.errors import DatabaseBehind, StartupError
 from langlearn.history import MigrationState, Target, checksums
+from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
 from langlearn.routing import Router, check_standbys, configured_wait
 from langlearn.settings import (
@@ -57,8 +64,10 @@ from langlearn.settings import (
     MIGRATIONS_LOCATION,
     AppsConfig,
     PoolOptions,
+    check_pooled_lock_timeout,
     connect_failure,
     database_url,
+    direct_database_url,
     replica_urls,
     tortoise_config,
 )
@@ -143,6 +152,7 @@ async def database(
     global_fallback: bool = True,
     pool_size: int | None = None,
     pool_lock_timeout: float | None = None,
+    direct_url: str | None = None,
     ignore_tables: Sequence[str] = (),
     replica_url: str | Sequence[str] | None = None,
 ) -> AsyncIterator[Startup]:
@@ -163,10 +173,14 @@ async def database(
     `replica_url` (default `DATABASE_REPLICA_URL`; one URL, several separated by spaces, or a list) names hot
     standbys: ORM and raw reads outside transactions go to them, the rest to the primary (`langlearn.routing`).
     None configured: one connection, as without this argument.
+    `direct_url` is where the schema step (check, migrations, the lock) connects: PostgreSQL itself when `url` goes
+    through a transaction pooler (`pool_mode=transaction`). It defaults to `url` when `url` is given, else to
+    `DATABASE_DIRECT_URL`, else `DATABASE_URL`. The ORM's pool always uses `url`.
     """
     from tortoise.context import TortoiseContext
 
     pool = PoolOptions.from_environment(pool_size, pool_lock_timeout)
+    direct = validate_url(direct_url) if direct_url else (validate_url(url) if url else direct_database_url())
     url = validate_url(url) if url else database_url()
     replicas = replica_urls(replica_url)
     if replicas:
@@ -184,7 +198,8 @@ async def database(
         apps={label: tuple(app["models"]) for label, app in (apps or {}).items()},
         ignore_tables=tuple(ignore_tables),
     )
-    startup = await prepare(url, migrate, options)
+    startup = await prepare(direct, migrate, options)
+    await check_pooled_lock_timeout(url, pool)
     await check_standbys(url, replicas)
     async with TortoiseContext() as context:
         await init_tortoise(context, config, global_fallback=global_fallback)
@@ -211,6 +226,7 @@ async def prepare(
             warnings += await _check_schema(connection, options)
             log.debug("database at %s (head), schema matches the models", state.current)
             return Startup(mode=mode, url=url, state=state, warnings=warnings)
+        await refuse_transaction_pooler(connection, url)
         return await _apply(connection, url, options, target or Target(), expected)
     finally:
         # Closing also releases the migration lock. A failure here changes nothing for the caller

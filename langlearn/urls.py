@@ -12,6 +12,14 @@ validated like a single host and given the default port 5432 if it has none; `ho
 asyncpg and libpq try them in order and keep the first whose role matches `target_session_attrs`
 (`read-write` finds the primary after a failover). Tortoise takes only one port, so its pool gets the
 host list and a `connect` (`HostListConnect`) that hands asyncpg the port of each.
+
+`pool_mode=transaction` says the URL reaches PostgreSQL through a transaction pooler (PgBouncer's
+`pool_mode = transaction`): a backend serves one transaction, then another client. asyncpg then keeps no
+named prepared statements (`statement_cache_size=0`: its unnamed ones live from Parse to Sync, inside
+one exchange, so they survive), and nothing is sent as a session setting at connect time (PgBouncer
+refuses unknown startup parameters): `options` is refused, the pool's `lock_timeout` comes from the
+role (see `langlearn.settings`). `pool_mode=session` (the default) is a direct connection or a
+session pooler. Migrations never run through a transaction pooler (`DATABASE_DIRECT_URL`).
 """
 
 from __future__ import annotations
@@ -104,13 +112,16 @@ SSL_CONTEXT_PARAMETERS = (*SSL_FILES, "sslpassword", "ssl_min_protocol_version",
 POOL_PARAMETERS = {"minsize": "minsize", "min_size": "minsize", "maxsize": "maxsize", "max_size": "maxsize",
                    "max_queries": "max_queries", "max_inactive_connection_lifetime": "max_inactive_connection_lifetime"}
 STATEMENT_CACHE_PARAMETERS = ("statement_cache_size", "max_cached_statement_lifetime", "max_cacheable_statement_size")
+# How the URL reaches PostgreSQL: directly or through a session pooler (`session`), or a transaction pooler
+POOL_MODES = ("session", "transaction")
+TRANSACTION_POOLED = "pool_mode=transaction"
 # The connection's parameters, libpq's names: what psql and pg_dump understand too
 LIBPQ_PARAMETERS = (
     "sslmode", *SSL_FILES, "sslpassword", "sslnegotiation", "ssl_min_protocol_version", "ssl_max_protocol_version",
     "connect_timeout", "application_name", "options", "target_session_attrs", "krbsrvname", "gsslib", "passfile",
 )
 # Every query parameter DATABASE_URL may carry: libpq's names for the connection, Tortoise's for its pool.
-QUERY_PARAMETERS = (*LIBPQ_PARAMETERS, *STATEMENT_CACHE_PARAMETERS, *POOL_PARAMETERS)
+QUERY_PARAMETERS = (*LIBPQ_PARAMETERS, *STATEMENT_CACHE_PARAMETERS, *POOL_PARAMETERS, "pool_mode")
 # What to write instead of parameters other tools accept
 INSTEAD = {
     "timeout": "use connect_timeout=SECONDS",
@@ -168,6 +179,10 @@ def query_parameters(query: str) -> dict[str, str]:
             _choice(name, value, tuple(TLS_VERSIONS))
         elif name == "target_session_attrs":
             _choice(name, value, SESSION_ATTRIBUTES)
+        elif name == "pool_mode" and value == "statement":
+            raise _refuse_parameter(name, "must not be statement: statement pooling forbids transactions, which every write needs; use transaction")
+        elif name == "pool_mode":
+            _choice(name, value, POOL_MODES)
         elif name == "gsslib":
             _choice(name, value, ("gssapi", "sspi"))
         elif name == "connect_timeout":
@@ -190,7 +205,19 @@ def query_parameters(query: str) -> dict[str, str]:
         raise _refuse_parameter("sslnegotiation", "direct needs sslmode=require, verify-ca or verify-full")
     if "sslkey" in parameters and "sslcert" not in parameters:
         raise _refuse_parameter("sslkey", "needs sslcert=FILE, the certificate of that key")
+    if parameters.get("pool_mode") == "transaction":
+        if parameters.get("statement_cache_size", "0") != "0":
+            raise _refuse_parameter("statement_cache_size", f"must be 0 with {TRANSACTION_POOLED} "
+                                    "(a prepared statement lives on one backend, the next transaction runs on another)")
+        if "options" in parameters:
+            raise _refuse_parameter("options", f"cannot be sent through a transaction pooler ({TRANSACTION_POOLED}: PgBouncer refuses it); "
+                                    "set the settings on the role instead: ALTER ROLE name IN DATABASE db SET setting = value")
     return parameters
+
+
+def transaction_pooled(url: str) -> bool:
+    """Whether a validated URL says it goes through a transaction pooler (`pool_mode=transaction`)."""
+    return query_parameters(urlsplit(url).query).get("pool_mode") == "transaction"
 
 
 def _check_credentials(authority: str) -> None:
@@ -365,6 +392,8 @@ def connect_args(url: str) -> tuple[str, dict[str, Any]]:
     for name in STATEMENT_CACHE_PARAMETERS:
         if name in parameters:
             kwargs[name] = int(parameters[name])
+    if parameters.get("pool_mode") == "transaction":
+        kwargs["statement_cache_size"] = 0  # named statements would outlive the transaction's backend
     return urlunsplit(("postgresql", parts.netloc, parts.path, "", "")), kwargs
 
 
@@ -375,7 +404,7 @@ def asyncpg_url(url: str) -> str:
     url = validate_url(url)
     parts = urlsplit(url)
     kept = [(name, value) for name, value in query_parameters(parts.query).items()
-            if name not in ("connect_timeout", *STATEMENT_CACHE_PARAMETERS, *set(POOL_PARAMETERS.values()))]
+            if name not in ("connect_timeout", "pool_mode", *STATEMENT_CACHE_PARAMETERS, *set(POOL_PARAMETERS.values()))]
     return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
 
 
@@ -410,6 +439,9 @@ def tortoise_connection(url: str, server_settings: Mapping[str, str] | None = No
     if len(servers) > 1:
         credentials["connect"] = HostListConnect(tuple(server.port for server in servers))
     if server_settings:
+        if parameters.get("pool_mode") == "transaction":
+            raise ConfigError(f"session settings ({', '.join(server_settings)}) cannot be sent through a transaction pooler ({TRANSACTION_POOLED}); "
+                              "set them on the role instead: ALTER ROLE name IN DATABASE db SET setting = value")
         credentials["server_settings"] = {**credentials.get("server_settings", {}), **server_settings}
     for name in ("minsize", "maxsize", "max_queries"):
         if name in parameters:

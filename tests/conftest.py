@@ -27,6 +27,8 @@ LANGLEARN = str(Path(sys.executable).with_name("langlearn"))  # the console scri
 PREFIX = f"lltest_{os.getpid()}_"
 # the verification's spelling cache (langlearn/verify/spelling.py), private to this session and its subprocesses
 os.environ["LANGLEARN_CACHE_DIR"] = tempfile.mkdtemp(prefix="langlearn-test-cache-")
+# each test names its databases; an exported direct URL would send the commands and services it starts elsewhere
+os.environ.pop("DATABASE_DIRECT_URL", None)
 
 
 def pytest_configure(config):

@@ -325,14 +325,20 @@ def service_log(tmp_path):
 
 
 async def test_acknowledged_writes_survive_load_retries_and_a_database_restart(seeded_db, connect, service_log):
+    await run_load(seeded_db, seeded_db, connect, service_log)
+
+
+async def run_load(seeded_db: str, service_db: str, connect, service_log, env: dict[str, str] | None = None) -> None:
+    """The load, the restart and every check after it. The service connects to `service_db` through the cutting proxy:
+    `seeded_db` itself, or the same database through a pooler (with `env` saying how to reach it directly)."""
     db = await connect(seeded_db)
     catalogue = await read_catalogue(db)
-    proxy = DatabaseProxy(seeded_db)
+    proxy = DatabaseProxy(service_db)
     proxy.start()
     port = unused_port()
     base = f"http://127.0.0.1:{port}"
     record, outage = Record(), Outage()
-    process = start_service(proxy.url, port, log=service_log)
+    process = start_service(proxy.url, port, log=service_log, env=env)
     try:
         wait_until_up(process, base)
         # idle connections dropped before uvicorn's 5 s keep-alive timeout can close one under a request

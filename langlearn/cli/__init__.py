@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from langlearn.errors import Interrupted, LanglearnError, UsageError
-from langlearn.settings import database_url
+from langlearn.settings import database_url, direct_database_url
 from langlearn.verify.findings import FINDING_RECORD
 
 PROG = "langlearn"
@@ -46,6 +46,10 @@ class Streams:
     def configured_url(self) -> str:
         """DATABASE_URL, or the private server's (whose start is announced on `err`)."""
         return database_url(announce=lambda line: print(line, file=self.err))
+
+    def direct_url(self) -> str:
+        """DATABASE_DIRECT_URL (PostgreSQL itself, for migrations and their lock), else `configured_url()`."""
+        return direct_database_url(announce=lambda line: print(line, file=self.err))
 
 
 Handler = Callable[[argparse.Namespace, Streams], Awaitable[int]]

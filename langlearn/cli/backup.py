@@ -30,7 +30,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 async def run_backup(args: argparse.Namespace, streams: Streams) -> int:
-    url = streams.configured_url()
+    url = streams.direct_url()  # pg_dump and pg_restore set session settings: never through a transaction pooler
     written = await backups.backup(url, args.output or backups.default_destination(url))
     print(f"backed up {redact(url)} to {written} ({written.stat().st_size:,} bytes)", file=streams.out)
     return 0
@@ -39,7 +39,7 @@ async def run_backup(args: argparse.Namespace, streams: Streams) -> int:
 async def run_restore(args: argparse.Namespace, streams: Streams) -> int:
     if not args.yes:
         raise NotConfirmed(f"`langlearn restore {args.file}` fills the database with the backup; add --yes to confirm")
-    url = streams.configured_url()
+    url = streams.direct_url()  # pg_dump and pg_restore set session settings: never through a transaction pooler
     await backups.restore(url, args.file)
     print(f"restored {args.file} into {redact(url)}", file=streams.out)
     return 0

@@ -101,7 +101,7 @@ def startup_options(args: argparse.Namespace) -> StartupOptions:
 
 async def run_upgrade(args: argparse.Namespace, streams: Streams) -> int:
     mode: Mode = args.mode
-    url = streams.configured_url()
+    url = streams.direct_url()
     target = Target("up", getattr(args, "to", None))
     startup = await prepare(url, mode, startup_options(args), target=target)
     done = ""
@@ -112,7 +112,7 @@ async def run_upgrade(args: argparse.Namespace, streams: Streams) -> int:
 
 
 async def run_downgrade(args: argparse.Namespace, streams: Streams) -> int:
-    url = streams.configured_url()
+    url = streams.direct_url()
     target = Target("down", args.to, args.steps)
     options = startup_options(args)
     plan, _ = await database_plan(url, target, options)
@@ -160,7 +160,7 @@ def _result_line(startup: Startup, state: MigrationState) -> str:
 
 
 async def run_status(args: argparse.Namespace, streams: Streams) -> int:
-    url = streams.configured_url()
+    url = streams.direct_url()
     connection = await connect(url, timeout=args.connect_timeout, application_name="langlearn-status")
     try:
         state = await history.read_state(connection, location=args.migrations)

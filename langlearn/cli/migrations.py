@@ -25,6 +25,7 @@ from langlearn.cli.verify import report
 from langlearn.errors import ConfigError, Interrupted, UsageError
 from langlearn.history import Target
 from langlearn.history.files import BASE, Direction, History
+from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.plan import Plan, assumed_applied, downgrade_plan, upgrade_plan
 from langlearn.history.runner import repair, timeout_settings
 from langlearn.history.script import render, render_review
@@ -110,7 +111,7 @@ def target_of(args: argparse.Namespace) -> Target:
 
 
 async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
-    url = streams.configured_url()
+    url = streams.direct_url()
     target = target_of(args)
     plan, state = await database_plan(url, target, startup_options(args))
     lines = [f"{redact(url)}: at {state.current or 'no version'} ({len(set(state.applied))} applied, {len(state.pending)} pending)", plan.summary()]
@@ -134,7 +135,7 @@ async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
         plan = offline_plan(history.load_history(options.migrations), args.start, args.to, args.down)
         title = f"langlearn migrations sql --from {args.start}"
     else:
-        url = streams.configured_url()
+        url = streams.direct_url()
         target = Target("down" if args.down else "up", args.to)
         if args.down and args.to is None:
             raise UsageError("--down needs --to VERSION (or `base`): the migration the database ends at")
@@ -163,10 +164,11 @@ def offline_plan(files: History, start: str, to: str | None, down: bool) -> Plan
 
 
 async def run_repair(args: argparse.Namespace, streams: Streams) -> int:
-    url = streams.configured_url()
+    url = streams.direct_url()
     options = startup_options(args)
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-repair")
     try:
+        await refuse_transaction_pooler(connection, url)
         done = await repair(connection, location=options.migrations, lock_wait=options.lock_wait)
     finally:
         await connection.close()
@@ -184,10 +186,11 @@ async def run_aerich_config(args: argparse.Namespace, streams: Streams) -> int:
 
 
 async def run_stamp(args: argparse.Namespace, streams: Streams) -> int:
-    url = streams.configured_url()
+    url = streams.direct_url()
     options = startup_options(args)
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-stamp")
     try:
+        await refuse_transaction_pooler(connection, url)
         done = await stamp(connection, args.version, location=options.migrations, lock_wait=options.lock_wait)
         print("\n".join(stamp_lines(done)), file=streams.out)
         if done.state.pending:  # the models describe head: below it, `langlearn upgrade` compares once it gets there

@@ -15,7 +15,9 @@ migration's `upgrade(db)`/`downgrade(db)`, so a migration outside a transaction 
   empty string). Aerich runs every downgrade inside a transaction of its own; the statements then go to
   another connection of the pool, and Aerich's transaction deletes the version row after them.
 
-`TORTOISE_ORM` is the config `[tool.aerich]` names. Besides the connection it makes Aerich's CLI
+`TORTOISE_ORM` is the config `[tool.aerich]` names. Its connection is `DATABASE_DIRECT_URL` (else
+`DATABASE_URL`), as for `langlearn upgrade`: `aerich upgrade`/`downgrade` through a transaction pooler
+stop in one line (exit 2) before the lock. Besides the connection it makes Aerich's CLI
 safe to run beside other migrators: `aerich upgrade`/`downgrade` take the migration lock that
 `langlearn upgrade` takes (held until the process exits), every connection gets the migration
 session limits, and `aerich heads`/`upgrade` find Aerich's own `aerich` table even on an empty
@@ -47,7 +49,7 @@ from langlearn.errors import ConfigError, StartupError
 from langlearn.history import checksums
 from langlearn.history.checksums import CREATE_AERICH_TABLE
 from langlearn.history.files import StatementByStatement, load_history, load_migration
-from langlearn.history.lock import acquire_migration_lock
+from langlearn.history.lock import acquire_migration_lock, refuse_transaction_pooler
 from langlearn.history.plan import Step
 from langlearn.history.runner import (
     DEFAULT_LOCK_TIMEOUT,
@@ -61,7 +63,7 @@ from langlearn.history.runner import (
     timeout_settings,
 )
 from langlearn.history.state import read_state
-from langlearn.settings import database_url, open_connection, tortoise_config
+from langlearn.settings import direct_database_url, open_connection, tortoise_config
 from langlearn.urls import one_line
 
 log = logging.getLogger("langlearn.history")
@@ -143,10 +145,10 @@ def config_for_aerich_cli() -> dict[str, Any]:
     command = _aerich_command()
     try:
         limits = MigrationLimits.from_environment()
-        url = database_url(announce=lambda line: print(line, file=sys.stderr))
+        url = direct_database_url(announce=lambda line: print(line, file=sys.stderr))
         # Aerich loads its config inside its own event loop: the preparations run on a private one
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, _prepare(url, command in READS_AERICH_TABLE)).result()
+            pool.submit(asyncio.run, _prepare(url, command in READS_AERICH_TABLE, command in LOCKED_COMMANDS)).result()
         if command is not None:
             _show_progress()
             sys.excepthook = _one_line_database_errors(sys.excepthook, command, limits)
@@ -163,9 +165,11 @@ def _aerich_command() -> str | None:
     return context.invoked_subcommand if context is not None else None
 
 
-async def _prepare(url: str, needs_aerich_table: bool) -> None:
+async def _prepare(url: str, needs_aerich_table: bool, migrates: bool) -> None:
     connection = await open_connection(url)  # an unreachable server is one line here, not Aerich's traceback later
     try:
+        if migrates:  # before anything is created or locked
+            await refuse_transaction_pooler(connection, url)
         if needs_aerich_table:
             await connection.execute(CREATE_AERICH_TABLE)
     except asyncpg.PostgresError as error:  # a read-only role or standby: Aerich reports what it then meets

@@ -3,6 +3,14 @@
 Held on a dedicated asyncpg connection, the one the migrations then run on: a lock taken through
 Tortoise's pool would be released at once (asyncpg resets a pooled connection with
 `pg_advisory_unlock_all()` when it goes back to the pool).
+
+A session lock needs a session: behind a transaction pooler (PgBouncer's `pool_mode = transaction`)
+the lock stays on a backend that serves other clients next, and two migrators both "hold" it. So
+every migrator first calls `refuse_transaction_pooler()` on its connection, before the lock or any
+change: a URL that says `pool_mode=transaction` is refused as it stands; otherwise the handshake's
+backend pid is compared with `pg_backend_pid()` (equal: no pooler, one round trip) and, when they
+differ (a pooler answered the handshake), a second client's transaction shows whether this session
+keeps a backend of its own (a session pooler: fine) or shares it (refused, naming DATABASE_DIRECT_URL).
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ from datetime import datetime, timezone
 
 import asyncpg
 
-from langlearn.errors import StartupError
-from langlearn.settings import APP_LABEL
+from langlearn.errors import ConfigError, StartupError
+from langlearn.settings import APP_LABEL, DIRECT_URL_VARIABLE, open_connection
+from langlearn.urls import one_line, transaction_pooled
 
 log = logging.getLogger("langlearn.history")
 
@@ -24,6 +33,44 @@ log = logging.getLogger("langlearn.history")
 # name rather than picked at random so that any tool can find it; positive, to read it back from
 # pg_locks (classid = high 32 bits, objid = low 32 bits, objsubid = 1 for the bigint form).
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.blake2b(f"aerich:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1
+
+
+BEHIND_POOLER = (
+    f"migrations cannot run through a transaction pooler ({{sign}}): the migration lock and the session's settings need one "
+    f"backend for the whole session; set {DIRECT_URL_VARIABLE} to PostgreSQL itself (or pass direct_url=) and run it again"
+)
+# How long this session's statement may wait while another client holds a transaction: a session pooler answers at once
+POOLER_PROBE_WAIT = 2.0
+
+
+async def refuse_transaction_pooler(connection: asyncpg.Connection, url: str) -> None:
+    """Raise ConfigError if `connection` (opened on `url`) goes through a transaction pooler; nothing is changed.
+
+    PgBouncer answers the handshake itself, with a backend pid of its own making. When that differs from the backend
+    that runs the statements, a second client opens a transaction: a session pooler gives it another backend and keeps
+    this session's; a transaction pooler hands it the backend this session just used (it reuses the most recent), or
+    moves this session's next statement elsewhere, or makes it wait for one."""
+    if transaction_pooled(url):
+        raise ConfigError(BEHIND_POOLER.format(sign="its URL says pool_mode=transaction"))
+    backend = await connection.fetchval("SELECT pg_backend_pid()")
+    if backend == connection.get_server_pid():
+        return
+    other = await open_connection(url)
+    try:
+        async with other.transaction():
+            others = await other.fetchval("SELECT pg_backend_pid()")
+            # another text than the first: a statement asyncpg prepared on one backend is unknown to the next
+            again = await connection.fetchval("SELECT pg_backend_pid() AS again", timeout=POOLER_PROBE_WAIT)
+    except TimeoutError:
+        raise ConfigError(BEHIND_POOLER.format(sign="its statement waited for the backend another client's transaction held")) from None
+    except asyncpg.PostgresError as error:  # a statement pooler refuses transactions
+        raise ConfigError(BEHIND_POOLER.format(sign=f"it refused a transaction: {one_line(error)}")) from None
+    finally:
+        await other.close()
+    if others == backend or again != backend:
+        raise ConfigError(BEHIND_POOLER.format(sign=f"its backend changed between statements: pid {backend}, then pid {others} "
+                                                    f"served another client and pid {again} this one"))
+    log.info("connected through a session pooler (backend pid %s kept across transactions); migrating through it", backend)
 
 
 async def lock_holder(connection: asyncpg.Connection) -> str | None:

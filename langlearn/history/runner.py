@@ -20,7 +20,7 @@ import asyncpg
 from langlearn.errors import StartupError, UsageError
 from langlearn.history import checksums
 from langlearn.history.files import BASE, Direction, History, load_history
-from langlearn.history.lock import acquire_migration_lock
+from langlearn.history.lock import acquire_migration_lock, refuse_transaction_pooler
 from langlearn.history.plan import Plan, Step, downgrade_plan, steps_back, upgrade_plan
 from langlearn.history.state import MigrationState, read_state
 from langlearn.settings import MIGRATIONS_LOCATION
@@ -286,8 +286,8 @@ async def upgrade(
     lock_timeout: float | None = None,
     statement_timeout: float | None = None,
 ) -> list[str]:
-    """Apply the pending migrations up to `to` (a number or file name; default head) on the database at `url`,
-    under the migration lock; return the versions applied. (`langlearn.startup` adds retries and the schema check.)"""
+    """Apply the pending migrations up to `to` (a number or file name; default head) on the database at `url`
+    (PostgreSQL itself: a transaction pooler is refused), under the migration lock; return the versions applied. (`langlearn.startup` adds retries and the schema check.)"""
     return list(await _migrate_url(url, Target("up", None if to is None else str(to)), location, lock_timeout, statement_timeout))
 
 
@@ -303,6 +303,7 @@ async def _migrate_url(url: str, target: Target, location: str, lock_timeout: fl
 
     connection = await open_connection(url)
     try:
+        await refuse_transaction_pooler(connection, url)
         outcome = await migrate(connection, target, location=location, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
     finally:
         await connection.close()
