@@ -53,6 +53,7 @@ from langlearn import rules
 from langlearn.models.enums import DeviceType
 from langlearn.operations.achievements import AWARD_CTES, Awards, CatalogueEntry, FeedEvent, Statement, catalogue_sql, plan_awards, read_catalogue
 from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, LessonLocked, NotFound, WeekClosed
+from langlearn.operations.retry import retried_on_failover
 from langlearn.operations.wallet import check_key, lock_wallet, server_key
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of the server's clock a client's times may be
@@ -374,6 +375,7 @@ WRITE_EFFECTS = Statement.of(f"""
 
 # --- the operation ---------------------------------------------------------------------------------
 
+@retried_on_failover
 async def complete_lesson(
     user_id: UUID, lesson_id: UUID, answers: Sequence[Answer], started_at: datetime, finished_at: datetime,
     idempotency_key: str, *, device_type: str | None = None,

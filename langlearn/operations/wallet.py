@@ -61,6 +61,7 @@ from langlearn.operations.errors import (
     NotOwned,
     OutOfStock,
 )
+from langlearn.operations.retry import retried_on_failover
 from langlearn.rules import MAX_FREEZES  # how many freezes a streak may hold
 
 IDEMPOTENCY_KEY_MAX = 100  # wallet_transactions.idempotency_key VARCHAR(100)
@@ -184,6 +185,7 @@ USE_BOOST = """
 
 # --- operations ------------------------------------------------------------------------------------
 
+@retried_on_failover
 async def earn(
     user_id: UUID, amount: int, source: str, idempotency_key: str, *, reference_id: str | None = None,
     kind: EarnKind = "earn", description: str | None = None,
@@ -196,6 +198,7 @@ async def earn(
     return await _post(user_id, kind, amount, source, reference_id, idempotency_key, description)
 
 
+@retried_on_failover
 async def spend(
     user_id: UUID, amount: int, source: str, idempotency_key: str, *, reference_id: str | None = None,
     description: str | None = None,
@@ -206,6 +209,7 @@ async def spend(
     return await _post(user_id, "spend", -amount, source, reference_id, idempotency_key, description)
 
 
+@retried_on_failover
 async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency_key: str) -> PurchaseResult:
     """Buy `quantity` of a shop item: stock taken, gems spent (a "purchase" entry keyed by
     `idempotency_key`), the inventory row created or increased, all or nothing.
