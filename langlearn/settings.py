@@ -36,7 +36,7 @@ import asyncpg
 
 from langlearn.errors import ConfigError
 from langlearn.local_server import Announce, ensure_running
-from langlearn.urls import EMPTY_MESSAGE, connect_args, one_line, tortoise_connection, validate_url
+from langlearn.urls import EMPTY_MESSAGE, connect_args, hosts, one_line, query_parameters, tortoise_connection, validate_url
 
 # The Tortoise app label: Aerich's history records it, so it never changes (the Python package may).
 APP_LABEL = "models"
@@ -134,10 +134,9 @@ class PoolOptions:
 
 
 def server_address(url: str) -> str:
-    """`host:port` of a validated URL, as messages name the server (`[::1]:5432` for IPv6)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
+    """`host:port` of a validated URL, as messages name the server (`[::1]:5432` for IPv6; a host list
+    as `h1:5432,h2:5433`)."""
+    return ",".join(host.address for host in hosts(url))
 
 
 def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigError:
@@ -146,7 +145,11 @@ def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigE
     server, database = server_address(url), unquote(parts.path.lstrip("/"))
     user = unquote(parts.username or "")
     reason = one_line(error) or type(error).__name__
-    if isinstance(error, asyncpg.InvalidCatalogNameError):
+    if isinstance(error, asyncpg.TargetServerAttributeNotMatched):
+        wanted = query_parameters(parts.query).get("target_session_attrs", "any")
+        message = (f"no server of {server} is what target_session_attrs={wanted} asks for (a failover under way?); "
+                   "wait for it, or fix the host list or target_session_attrs in DATABASE_URL")
+    elif isinstance(error, asyncpg.InvalidCatalogNameError):
         message = f"database {database!r} does not exist on {server}; create it or fix DATABASE_URL"
     elif isinstance(error, asyncpg.InvalidPasswordError):
         message = f"password authentication failed for user {user!r} at {server}/{database}; fix the credentials in DATABASE_URL"
@@ -162,7 +165,9 @@ def connect_failure(url: str, error: BaseException, suffix: str = "") -> ConfigE
     elif isinstance(error, ssl.SSLError):
         message = f"the SSL connection to PostgreSQL at {server} failed ({one_line(error.reason or error)}); check sslmode and sslrootcert in DATABASE_URL"
     elif isinstance(error, socket.gaierror):
-        message = f"cannot resolve the host {parts.hostname!r} of DATABASE_URL ({error.strerror or reason}); fix the host name"
+        servers = hosts(url)
+        which = f"the host {servers[0].name!r}" if len(servers) == 1 else f"a host of {server}"
+        message = f"cannot resolve {which} of DATABASE_URL ({error.strerror or reason}); fix the host name"
     elif isinstance(error, TimeoutError):
         message = f"cannot reach PostgreSQL at {server} (timed out); is the server running and DATABASE_URL right?"
     elif isinstance(error, OSError):

@@ -6,6 +6,12 @@ character in the password, an unknown query parameter) in one line that never ec
 The query parameters (`QUERY_PARAMETERS`) are then handed to whoever understands them:
 `connect_args()` for asyncpg, `tortoise_connection()` for Tortoise's pool (the pool sizes go only
 there), `libpq_url()` for psql and pg_dump.
+
+A URL may name several servers (`postgres://u:p@h1:5432,h2:5433/db`, libpq's spelling): each is
+validated like a single host and given the default port 5432 if it has none; `hosts()` lists them.
+asyncpg and libpq try them in order and keep the first whose role matches `target_session_attrs`
+(`read-write` finds the primary after a failover). Tortoise takes only one port, so its pool gets the
+host list and a `connect` (`HostListConnect`) that hands asyncpg the port of each.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import asyncpg
 
 from langlearn.errors import ConfigError
 
@@ -198,6 +207,48 @@ def _check_credentials(authority: str) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Host:
+    """One server a URL names: `name` as the drivers get it (an IPv6 literal without brackets, a socket
+    directory decoded), `port` a number (the default 5432 once validated)."""
+
+    name: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """`host:port` as messages name the server (`[::1]:5432` for IPv6)."""
+        return f"[{self.name}]:{self.port}" if ":" in self.name else f"{self.name}:{self.port}"
+
+
+def _host_specs(netloc: str) -> list[str]:
+    """The `host[:port]` items of a netloc (after the credentials), split at the commas of a host list."""
+    return netloc.rpartition("@")[2].split(",")
+
+
+@dataclass(frozen=True)
+class _HostSpec:
+    written: str  # the host as the URL spells it (percent-encoded, an IPv6 literal in brackets)
+    name: str
+    port: int | None
+
+
+def _parse_host(spec: str) -> _HostSpec:
+    """A `host[:port]` item checked as urllib checks a single host (ValueError otherwise); the name as
+    written (hostname would lowercase a socket path), an IPv6 literal without its brackets."""
+    parts = urlsplit(f"//{spec}")
+    port, hostname = parts.port, parts.hostname  # both raise ValueError for a bad port or IPv6 literal
+    if not hostname:
+        raise ValueError("a host of its host list is empty")
+    written = spec.rpartition("]")[0] + "]" if spec.startswith("[") else spec.partition(":")[0]
+    return _HostSpec(written, hostname if spec.startswith("[") else unquote(written), port)
+
+
+def hosts(url: str) -> tuple[Host, ...]:
+    """The servers a validated URL names, in the order the drivers try them (one, or a host list)."""
+    return tuple(Host(spec.name, spec.port or 5432) for spec in map(_parse_host, _host_specs(urlsplit(url).netloc)))
+
+
 def validate_url(url: str) -> str:
     """Check the shape of a DATABASE_URL and return it normalised to the `postgres://` scheme.
 
@@ -225,8 +276,12 @@ def validate_url(url: str) -> str:
         raise ConfigError(f"DATABASE_URL holds a #, which ends a URL; write it %23 (percent-encode a password with: {ENCODE_COMMAND})")
     try:
         parts = urlsplit(url)
-        port = parts.port
-        hostname = parts.hostname
+        specs = _host_specs(parts.netloc)
+        if len(specs) == 1:
+            port, hostname = parts.port, parts.hostname
+        else:  # a host list: every item must be a host as good as a single one
+            port, hostname = None, "list"
+            listed = [_parse_host(spec) for spec in specs]
     except ValueError as error:
         raise ConfigError(f"DATABASE_URL {redact(url)!r} is malformed ({one_line(error)}); {HINT}") from None
     if not hostname:
@@ -234,7 +289,11 @@ def validate_url(url: str) -> str:
     if not unquote(parts.path.lstrip("/")):
         raise ConfigError(f"DATABASE_URL {redact(url)!r} names no database; {HINT}")
     query_parameters(parts.query)
-    if port is None:
+    if len(specs) > 1:
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        with_ports = ",".join(f"{spec.written}:{spec.port or 5432}" for spec in listed)
+        parts = parts._replace(netloc=f"{userinfo}{at}{with_ports}")
+    elif port is None:
         parts = parts._replace(netloc=f"{parts.netloc}:5432")
     return parts._replace(scheme="postgres").geturl()
 
@@ -339,16 +398,17 @@ def tortoise_connection(url: str, server_settings: Mapping[str, str] | None = No
     dsn, kwargs = connect_args(url)
     parts = urlsplit(dsn)
     parameters = query_parameters(urlsplit(url).query)
-    host_port = parts.netloc.rpartition("@")[2]  # validated: it ends with :port
+    servers = hosts(dsn)
     credentials: dict[str, Any] = {
-        # an IPv6 literal without its brackets; a name as written (hostname would lowercase a socket path)
-        "host": parts.hostname if host_port.startswith("[") else unquote(host_port.rpartition(":")[0]),
-        "port": parts.port,
+        "host": servers[0].name if len(servers) == 1 else [server.name for server in servers],
+        "port": servers[0].port,
         "user": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "database": unquote(parts.path.lstrip("/")),
         **kwargs,
     }
+    if len(servers) > 1:
+        credentials["connect"] = HostListConnect(tuple(server.port for server in servers))
     if server_settings:
         credentials["server_settings"] = {**credentials.get("server_settings", {}), **server_settings}
     for name in ("minsize", "maxsize", "max_queries"):
@@ -357,3 +417,14 @@ def tortoise_connection(url: str, server_settings: Mapping[str, str] | None = No
     if "max_inactive_connection_lifetime" in parameters:
         credentials["max_inactive_connection_lifetime"] = float(parameters["max_inactive_connection_lifetime"])
     return {"engine": TORTOISE_ENGINE, "credentials": credentials}
+
+
+@dataclass(frozen=True)
+class HostListConnect:
+    """asyncpg's pool `connect` for a host list: Tortoise hands the pool one port (it int()s it), so this
+    gives asyncpg the port of each host."""
+
+    ports: tuple[int, ...]
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        return await asyncpg.connect(*args, **{**kwargs, "port": list(self.ports)})
