@@ -71,7 +71,7 @@ def retried_on_failover(operation: Callable[P, Awaitable[T]]) -> Callable[P, Awa
                 if left <= 0:
                     raise Unavailable(f"the database is not reachable right now (tried {tries} times); retry later") from error
                 # the driver's words may name the host and user: the log keeps only the kind
-                log.info("%s: %s, try %d again in %.1f s", operation.__name__, type(error).__name__, tries + 1, min(pause, left))
+                log.warning("%s: %s, try %d again in %.1f s", operation.__name__, type(error).__name__, tries + 1, min(pause, left))
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
 
