@@ -27,7 +27,32 @@ async def init_tortoise(context: TortoiseContext, config: dict[str, Any], *, glo
     (Tortoise's private `_enable_global_fallback`): a web server runs lifespan and requests apart;
     and pooled transactions that give their connection back when BEGIN fails."""
     release_connection_when_begin_fails()
+    if config.get("routers"):
+        route_each_query_when_it_runs()
     await context.init(config=config, _enable_global_fallback=global_fallback)
+
+
+def route_each_query_when_it_runs() -> None:
+    """Tortoise 1.1's `Model._db_queryset` (private) asks the router for a queryset's connection when the queryset is
+    made: `User.filter(...)` is a read, so an `.update()`, `.delete()` or `.select_for_update()` chained on it ran on
+    the read connection, a standby, which refuses it (read-only). Wrapped once per process: while routers are
+    configured (tortoise.router's private `_routers`), a queryset made without `using_db` has no connection yet, so
+    each query it makes asks the router when it runs, as the write, locking read or read it is. Without routers,
+    Tortoise's own behaviour."""
+    from tortoise.models import Model
+    from tortoise.router import router
+
+    made = Model.__dict__["_db_queryset"].__func__
+    if getattr(made, "routes_each_query", False):
+        return
+
+    def unrouted(cls: type[Model], using_db: BaseDBAsyncClient | None = None, for_write: bool = False) -> Any:
+        if using_db is None and router._routers:
+            return cls._meta.manager.get_queryset()
+        return made(cls, using_db, for_write)
+
+    unrouted.routes_each_query = True  # type: ignore[attr-defined]
+    Model._db_queryset = classmethod(unrouted)  # type: ignore[assignment,method-assign]
 
 
 def release_connection_when_begin_fails() -> None:

@@ -15,6 +15,12 @@ The application's pool (`PoolOptions`): at most `LANGLEARN_POOL_SIZE` connection
 (a user's wallet, an attempt's key) instead of holding its pooled connection until the request's budget
 runs out. A setting, sent when the connection opens: no round trip per query.
 
+Hot standbys (optional): `DATABASE_REPLICA_URL` holds one standby's URL, or several separated by
+spaces (a URL holds no unencoded space; a host list inside one URL is one pool that fails over,
+not several to spread reads over). Each is validated like DATABASE_URL, its errors naming
+DATABASE_REPLICA_URL; `tortoise_config` gives each a connection of its own (`replica1`, ...), with
+the same pool options, and `langlearn.routing` decides which query goes where. Unset: no standby.
+
 The config Aerich's CLI loads is `langlearn.history.aerich.TORTOISE_ORM` (`AERICH_CONFIG`).
 """
 
@@ -25,7 +31,7 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -78,6 +84,31 @@ def database_url(announce: Announce | None = None) -> str:
     if not raw.strip():
         raise ConfigError(EMPTY_MESSAGE)
     return validate_url(raw)
+
+
+REPLICA_URL_VARIABLE = "DATABASE_REPLICA_URL"
+STANDBY_PREFIX = "replica"  # the standbys' Tortoise connections: replica1, replica2, ...
+
+
+def _naming(variable: str, error: ConfigError) -> ConfigError:
+    """A URL's ConfigError (which names DATABASE_URL) naming the setting the URL came from instead."""
+    return ConfigError(str(error).replace("DATABASE_URL", variable))
+
+
+def replica_urls(given: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """The standbys' validated URLs: `given` (one URL, several separated by spaces, or a sequence), else
+    DATABASE_REPLICA_URL's; () when neither is set. Set but blank is refused, like DATABASE_URL."""
+    raw = os.environ.get(REPLICA_URL_VARIABLE) if given is None else given
+    if raw is None:
+        return ()
+    texts = raw.split() if isinstance(raw, str) else list(raw)
+    if not texts:
+        raise ConfigError(f"{REPLICA_URL_VARIABLE} is set but empty; unset it to read from the primary only, "
+                          "or set it to one standby's URL (several separated by spaces)")
+    try:
+        return tuple(validate_url(text) for text in texts)
+    except ConfigError as error:
+        raise _naming(REPLICA_URL_VARIABLE, error) from None
 
 
 def marked_production(marker: str | None) -> bool:
@@ -198,18 +229,25 @@ async def check_reachable(url: str, timeout: float | None = None) -> None:
 
 
 def tortoise_config(
-    url: str, apps: AppsConfig | None = None, server_settings: Mapping[str, str] | None = None, pool: PoolOptions | None = None
+    url: str, apps: AppsConfig | None = None, server_settings: Mapping[str, str] | None = None, pool: PoolOptions | None = None,
+    replicas: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Tortoise's config: this package's app `models` on `url`, plus a service's own `apps`
     (`{"shop": {"models": ["myservice.models"]}}`, on the same connection unless they name another);
-    `server_settings` are set on every connection of its pool, after `pool`'s."""
-    connection = tortoise_connection(url, {**(pool.server_settings() if pool else {}), **(server_settings or {})})
-    if pool and pool.size is not None:
-        credentials = connection["credentials"]
-        credentials["maxsize"] = pool.size
-        credentials["minsize"] = min(credentials.get("minsize", 1), pool.size)  # asyncpg refuses a minimum above the maximum
+    `server_settings` are set on every connection of its pool, after `pool`'s. Each of the `replicas`
+    (validated standby URLs) gets a connection `replica1`, `replica2`, ... with the same pool options."""
+
+    def pooled(target: str) -> dict[str, Any]:
+        connection = tortoise_connection(target, {**(pool.server_settings() if pool else {}), **(server_settings or {})})
+        if pool and pool.size is not None:
+            credentials = connection["credentials"]
+            credentials["maxsize"] = pool.size
+            credentials["minsize"] = min(credentials.get("minsize", 1), pool.size)  # asyncpg refuses a minimum above the maximum
+        return connection
+
+    standbys = {f"{STANDBY_PREFIX}{index}": pooled(replica) for index, replica in enumerate(replicas, 1)}
     config: dict[str, Any] = {
-        "connections": {"default": connection},
+        "connections": {"default": pooled(url), **standbys},
         "apps": {APP_LABEL: {"models": list(MODEL_MODULES), "default_connection": "default"}},
         "use_tz": True,
         "timezone": "UTC",

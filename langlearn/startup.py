@@ -33,7 +33,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -45,6 +45,7 @@ from langlearn.compat import init_tortoise
 from langlearn.errors import StartupError
 from langlearn.history import MigrationState, Target, checksums
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
+from langlearn.routing import Router
 from langlearn.settings import (
     APP_LABEL,
     CONNECT_TIMEOUT_SECONDS,
@@ -53,6 +54,7 @@ from langlearn.settings import (
     PoolOptions,
     connect_failure,
     database_url,
+    replica_urls,
     tortoise_config,
 )
 from langlearn.urls import connect_args, redact, validate_url
@@ -134,6 +136,7 @@ async def database(
     global_fallback: bool = True,
     pool_size: int | None = None,
     pool_lock_timeout: float | None = None,
+    replica_url: str | Sequence[str] | None = None,
 ) -> AsyncIterator[Startup]:
     """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
 
@@ -146,12 +149,19 @@ async def database(
     `pool_size` (default `LANGLEARN_POOL_SIZE`, else the URL's `maxsize`, else 5) bounds the ORM's
     connections; `pool_lock_timeout` (seconds, default `LANGLEARN_POOL_LOCK_TIMEOUT`, else 2; 0 for no
     limit) is how long its queries wait for a row lock. `lock_timeout` is the migrations' own.
+
+    `replica_url` (default `DATABASE_REPLICA_URL`; one URL, several separated by spaces, or a list) names hot
+    standbys: ORM and raw reads outside transactions go to them, the rest to the primary (`langlearn.routing`).
+    None configured: one connection, as without this argument.
     """
     from tortoise.context import TortoiseContext
 
     pool = PoolOptions.from_environment(pool_size, pool_lock_timeout)
     url = validate_url(url) if url else database_url()
-    config = tortoise_config(url, apps, pool=pool)
+    replicas = replica_urls(replica_url)
+    config = tortoise_config(url, apps, pool=pool, replicas=replicas)
+    if replicas:
+        config["routers"] = [Router]
     options = StartupOptions(
         lock_wait=lock_wait,
         lock_timeout=lock_timeout,

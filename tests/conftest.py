@@ -135,3 +135,13 @@ def run_cli(*args: str, database: str | None = None, env: dict | None = None, ti
     return subprocess.run(
         list(args), cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+
+
+@pytest.fixture(scope="module")
+def replica_pair():
+    """A primary and a streaming hot standby from the pgserver wheel's binaries (tests/replicas.py), for one module."""
+    from langlearn.compat import pgserver_bin_dir
+    from tests.replicas import replica_pair as started
+
+    with started(pgserver_bin_dir()) as pair:
+        yield pair

@@ -37,13 +37,13 @@ from uuid import UUID
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from tortoise import connections
 
 from langlearn import ConfigError
 from langlearn.local_server import data_dir
 from langlearn.operations.errors import Unauthorized
 from langlearn.operations.retry import retried_on_failover
 from langlearn.operations.throttle import Throttling
+from langlearn.routing import reader
 from service import config
 from service.errors import Forbidden
 
@@ -196,8 +196,9 @@ async def current_user(request: Request, credentials: Annotated[HTTPAuthorizatio
     claims = request_claims(request.scope.setdefault("state", {}), request.app.state.signing_key, credentials.credentials)
     user_id = UUID(claims["sub"])
     request.state.device_type = claims.get(DEVICE_CLAIM)  # None in a token issued before the claim existed
-    # one indexed read per request, in plain SQL: the ORM's query building costs more than the query here
-    rows = await connections.get("default").execute_query_dict(ACCOUNT_STATE, [user_id, UUID(claims[SESSION_CLAIM])])
+    # one indexed read per request, in plain SQL: the ORM's query building costs more than the query here; on a
+    # standby when there is one, after the client's own writes (service.consistency)
+    rows = await reader().execute_query_dict(ACCOUNT_STATE, [user_id, UUID(claims[SESSION_CLAIM])])
     if not rows:
         raise NotAuthenticated("the access token's account no longer exists")
     if not rows[0]["is_active"]:

@@ -77,6 +77,7 @@ from langlearn.models.users import User
 from langlearn.operations import throttle, wallet
 from langlearn.operations.errors import Busy, InvalidCredentials, InvalidRequest, Taken, TokenInvalid, TokenReused
 from langlearn.operations.throttle import Throttling
+from langlearn.routing import PRIMARY, write_operation
 
 # argon2id with argon2-cffi's defaults (t=3, m=64 MiB, p=4): the seed's hashes have the same parameters.
 # Changing them here makes `sign_in` rehash each account at its next successful sign-in.
@@ -162,6 +163,7 @@ class RegisteredUser:
     user_id: UUID
     username: str  # as stored: its canonical form
     gems: int  # the welcome gems paid
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,13 @@ class Session:
     refresh_token: str = field(repr=False)
     refresh_expires_at: datetime
     device_type: str  # ios, android or web: what a lesson attempt records
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 @dataclass(frozen=True)
 class LoggedOut:
     revoked: int  # tokens revoked now; 0 when there was nothing left to revoke
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -272,6 +276,7 @@ INSERT_USER = "INSERT INTO users (email, username, hashed_password) VALUES ($1, 
 CREATE_WALLET = "INSERT INTO user_wallets (user_id) VALUES ($1) RETURNING id"
 
 
+@write_operation
 async def register(email: str, username: str, password: str, *, welcome_gems: int = rules.WELCOME_GEMS) -> RegisteredUser:
     """A new local account with its wallet, its streak row and its welcome gems, in one transaction.
 
@@ -283,7 +288,7 @@ async def register(email: str, username: str, password: str, *, welcome_gems: in
     _check_password_length(password)
     hashed = await HASHING.run(_hash_new_password, password, [email, email.split("@")[0], username])
     try:
-        async with in_transaction() as connection:
+        async with in_transaction(PRIMARY) as connection:
             rows = await connection.execute_query_dict(INSERT_USER, [email, username, hashed])
             user_id: UUID = rows[0]["id"]
             wallet_id = (await connection.execute_query_dict(CREATE_WALLET, [user_id]))[0]["id"]
@@ -323,6 +328,7 @@ INSERT INTO refresh_tokens (user_id, device_id, token_hash, expires_at) VALUES (
 DEFAULT_THROTTLING = Throttling()
 
 
+@write_operation
 async def sign_in(
     email: str, password: str, device_id: str, device_type: DeviceType | str, *, ip: str | None = None, device_name: str | None = None,
     throttling: Throttling = DEFAULT_THROTTLING,
@@ -357,7 +363,7 @@ async def sign_in(
     user_id: UUID = found[0]
 
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    async with in_transaction() as connection:
+    async with in_transaction(PRIMARY) as connection:
         if not await connection.execute_query_dict(SIGNED_IN, [user_id, address, current, stored]):
             raise InvalidCredentials(CREDENTIALS_MESSAGE)  # disabled, or the password changed, meanwhile
         device: UUID = (await connection.execute_query_dict(UPSERT_DEVICE, [user_id, device_id, kind.value, device_name]))[0]["id"]
@@ -398,6 +404,7 @@ async def _is_used(connection: Any, digest: str) -> bool:
     return bool(found and found[0]["is_used"])
 
 
+@write_operation
 async def refresh(refresh_token: str) -> Session:
     """Exchange a refresh token for its successor on the same device.
 
@@ -410,7 +417,7 @@ async def refresh(refresh_token: str) -> Session:
     session: Session | None = None
     # The revocation must be committed although the call fails: so the transaction ends normally
     # and the error is raised after it (raising inside would roll the revocation back).
-    async with in_transaction() as connection:
+    async with in_transaction(PRIMARY) as connection:
         device = await _lock_device(connection, digest)
         if device is not None:
             used = await connection.execute_query_dict(USE_TOKEN, [digest])
@@ -432,11 +439,12 @@ async def refresh(refresh_token: str) -> Session:
 # --- logout ------------------------------------------------------------------------------------------
 
 
+@write_operation
 async def logout(refresh_token: str) -> LoggedOut:
     """Revoke the token's device chain (every token of that device). Idempotent, and never refused:
     a token that is unknown, expired or already revoked leaves nothing to revoke."""
     digest = token_hash(refresh_token)
-    async with in_transaction() as connection:
+    async with in_transaction(PRIMARY) as connection:
         device = await _lock_device(connection, digest)
         if device is not None:
             return LoggedOut(len(await connection.execute_query_dict(REVOKE_DEVICE, [device])))

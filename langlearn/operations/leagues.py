@@ -39,7 +39,7 @@ plus 3 when it pays rewards (wallets created, locked, paid).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
@@ -51,6 +51,7 @@ from langlearn import rules
 from langlearn.operations.errors import InvalidRequest
 from langlearn.operations.retry import retried_on_failover
 from langlearn.operations.wallet import ledger_time, server_key
+from langlearn.routing import PRIMARY, write_operation
 
 PROMOTION_SOURCE = "league_promotion"  # the ledger's source for a promotion reward, as the seed writes it
 PROMOTION_FEED = "league_promoted"  # the activity feed's type for it
@@ -69,6 +70,7 @@ class WeekClosed:
     next_moved: int  # next week's existing entries whose league was changed
     rewards_paid: int  # promotion rewards written to the ledger
     already_closed: bool
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,7 @@ WRITE_REWARDS = f"""
 # --- operation -------------------------------------------------------------------------------------
 
 @retried_on_failover
+@write_operation
 async def close_week(week_start: date) -> WeekClosed:
     """Close the week starting on Monday `week_start`: see the module's docstring.
 
@@ -176,7 +179,7 @@ async def close_week(week_start: date) -> WeekClosed:
     """
     check_week(week_start)
     reference = week_start.isoformat()
-    async with in_transaction() as conn:
+    async with in_transaction(PRIMARY) as conn:
         await conn.execute_query_dict(CLOSE_LOCK)
         entries = _outcomes(await conn.execute_query_dict(READ_WEEK, [week_start, promotion_key(week_start), PROMOTION_SOURCE, reference]))
         promoted = sum(entry.outcome.promoted for entry in entries)

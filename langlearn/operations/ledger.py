@@ -7,7 +7,8 @@ boundary falling between two such entries would repeat or skip one.
 The balance and the page come from one statement, so they are one snapshot: the page's newest
 entry's `balance_after` is the balance shown (on the first page), even while another request writes.
 
-Round trips per call: 1 (a read, outside any transaction; one statement needs none).
+Round trips per call: 1 (a read, outside any transaction; one statement needs none), on a standby when
+there is one (`langlearn.routing.reader`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from tortoise import connections
-
 from langlearn.operations.errors import InvalidRequest, NotFound
+from langlearn.routing import reader
 
 STATEMENT_LIMIT_MAX = 100  # the largest page a client may ask for
 STATEMENT_LIMIT_DEFAULT = 20
@@ -90,7 +90,7 @@ async def wallet_statement(user_id: UUID, *, limit: int = STATEMENT_LIMIT_DEFAUL
         raise InvalidRequest(f"a statement page holds 1 to {STATEMENT_LIMIT_MAX} entries, not {limit}")
     after_at, after_seq = (before.created_at, before.ledger_seq) if before else (None, None)
     # one row more than the page: whether a next page exists, without a second query
-    rows = await connections.get("default").execute_query_dict(STATEMENT, [user_id, after_at, after_seq, limit + 1])
+    rows = await reader().execute_query_dict(STATEMENT, [user_id, after_at, after_seq, limit + 1])
     if not rows:
         raise NotFound(f"no user {user_id}")
     first = rows[0]

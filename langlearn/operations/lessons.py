@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
@@ -55,6 +55,7 @@ from langlearn.operations.achievements import AWARD_CTES, Awards, CatalogueEntry
 from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, LessonLocked, NotFound, WeekClosed
 from langlearn.operations.retry import retried_on_failover
 from langlearn.operations.wallet import check_key, lock_wallet, server_key
+from langlearn.routing import PRIMARY, write_operation
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of the server's clock a client's times may be
 ANSWER_MAX, ANSWER_TIME_MAX_MS = 1000, 3_600_000
@@ -86,6 +87,7 @@ class LessonCompleted:
     gems: int
     achievements_unlocked: tuple[str, ...]  # slugs
     replayed: bool = False
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 # --- the domain: what is read, and what the rule book decides from it ------------------------------
@@ -376,6 +378,7 @@ WRITE_EFFECTS = Statement.of(f"""
 # --- the operation ---------------------------------------------------------------------------------
 
 @retried_on_failover
+@write_operation
 async def complete_lesson(
     user_id: UUID, lesson_id: UUID, answers: Sequence[Answer], started_at: datetime, finished_at: datetime,
     idempotency_key: str, *, device_type: str | None = None,
@@ -397,7 +400,7 @@ async def complete_lesson(
         idempotency_key, device_type, _request_digest(lesson_id, answers, started_at, finished_at), uuid4(),
     )
     try:
-        async with in_transaction() as conn:
+        async with in_transaction(PRIMARY) as conn:
             arrival = await _read_arrival(conn, completion)
             if arrival.replay is not None:
                 return _replayed(arrival.replay, completion)
@@ -542,7 +545,7 @@ def _replayed(outcome: Any, completion: Completion) -> LessonCompleted:
 
 
 async def _replay_after_race(completion: Completion) -> LessonCompleted:
-    async with in_transaction() as conn:
+    async with in_transaction(PRIMARY) as conn:
         rows = await conn.execute_query_dict(READ_REPLAY, [completion.user_id, completion.idempotency_key])
     if not rows or rows[0]["outcome"] is None:  # the first request rolled back after all: the client retries
         raise IdempotencyKeyReused(f"idempotency key {completion.idempotency_key!r} is in use by a request still running")

@@ -37,7 +37,7 @@ A refusal (unknown user or word, a word not taught) reads one row more.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
@@ -49,6 +49,7 @@ from langlearn import rules
 from langlearn.operations.achievements import WRITE_AWARDS, Awards, catalogue_sql, plan_awards, read_catalogue
 from langlearn.operations.errors import InvalidRequest, NotFound
 from langlearn.operations.wallet import lock_wallet
+from langlearn.routing import PRIMARY, write_operation
 
 QUALITY_MIN, QUALITY_MAX = 0, 5  # SM-2's grades: 0 forgotten … 5 perfect recall
 EASINESS_DECIMALS = 4  # `rules.review` keeps easiness to 4 decimals; ease_factor is a REAL
@@ -64,6 +65,7 @@ class ReviewResult:
     interval_days: int
     ease_factor: float
     mastery_level: str
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 # --- SQL -------------------------------------------------------------------------------------------
@@ -110,6 +112,7 @@ READ_METRICS = f"""
 
 # --- operations ------------------------------------------------------------------------------------
 
+@write_operation
 async def review_word(user_id: UUID, vocab_id: UUID, quality: int, *, when: datetime | None = None) -> ReviewResult:
     """Record a review of `quality` (0-5) of the word `vocab_id` at `when` (default: now, taken once the
     word is locked): its `user_vocab_knowledge` row (created when a lesson taught the word) rescheduled by
@@ -126,7 +129,7 @@ async def review_word(user_id: UUID, vocab_id: UUID, quality: int, *, when: date
             raise InvalidRequest("a review time must be timezone-aware")
         if when > datetime.now(timezone.utc):  # the data never points into the future
             raise InvalidRequest(f"a review cannot be in the future ({when.isoformat()})")
-    async with in_transaction() as conn:
+    async with in_transaction(PRIMARY) as conn:
         wallet_id, gems = await lock_wallet(conn, user_id)
         row = await _lock_knowledge(conn, user_id, vocab_id)
         before = _state(row)

@@ -17,18 +17,18 @@ Round trips per call (BEGIN and COMMIT included), independent of the data:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from langlearn.operations.achievements import WRITE_AWARDS, Awards, catalogue_sql, plan_awards, read_catalogue
 from langlearn.operations.errors import InvalidRequest, NotFound
 from langlearn.operations.wallet import lock_wallet
+from langlearn.routing import PRIMARY, reader, write_operation
 
 FEED_LIMIT_MAX = 100  # the largest page a client may ask for
 FEED_LIMIT_DEFAULT = 50
@@ -51,6 +51,7 @@ class FollowResult:
     follower_id: UUID
     following_id: UUID
     changed: bool
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ OWN_FEED = f"""
 
 # --- operations ------------------------------------------------------------------------------------
 
+@write_operation
 async def follow(follower_id: UUID, following_id: UUID) -> FollowResult:
     """`follower_id` follows `following_id`; following again changes nothing.
 
@@ -117,7 +119,7 @@ async def follow(follower_id: UUID, following_id: UUID) -> FollowResult:
     """
     if follower_id == following_id:
         raise InvalidRequest("nobody follows themselves")
-    async with in_transaction() as conn:
+    async with in_transaction(PRIMARY) as conn:
         wallet_id, gems = await lock_wallet(conn, follower_id)
         if await conn.execute_query_dict(FOLLOW, [follower_id, following_id]):
             metrics = (await conn.execute_query_dict(READ_METRICS, [follower_id]))[0]
@@ -130,9 +132,10 @@ async def follow(follower_id: UUID, following_id: UUID) -> FollowResult:
     return FollowResult(follower_id, following_id, changed=False)
 
 
+@write_operation
 async def unfollow(follower_id: UUID, following_id: UUID) -> FollowResult:
     """`follower_id` stops following `following_id`; a follow that does not exist (any more) is no error."""
-    async with in_transaction() as conn:
+    async with in_transaction(PRIMARY) as conn:
         removed = await conn.execute_query_dict(UNFOLLOW, [follower_id, following_id])
     return FollowResult(follower_id, following_id, changed=bool(removed))
 
@@ -155,7 +158,7 @@ async def _page(query: str, user_id: UUID, limit: int, before: FeedCursor | None
         raise InvalidRequest(f"a feed page holds 1 to {FEED_LIMIT_MAX} events, not {limit}")
     after_at, after_id = (before.created_at, before.activity_id) if before else (None, None)
     # one row more than the page: whether a next page exists, without a second query
-    rows = await connections.get("default").execute_query_dict(query, [user_id, after_at, after_id, limit + 1])
+    rows = await reader().execute_query_dict(query, [user_id, after_at, after_id, limit + 1])  # a standby, if any
     items = tuple(_item(row) for row in rows[:limit])
     more = len(rows) > limit
     return FeedPage(items, FeedCursor(items[-1].created_at, items[-1].activity_id) if more else None)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -62,6 +62,7 @@ from langlearn.operations.errors import (
     OutOfStock,
 )
 from langlearn.operations.retry import retried_on_failover
+from langlearn.routing import PRIMARY, write_operation
 from langlearn.rules import MAX_FREEZES  # how many freezes a streak may hold
 
 IDEMPOTENCY_KEY_MAX = 100  # wallet_transactions.idempotency_key VARCHAR(100)
@@ -80,6 +81,7 @@ class WalletResult:
     amount: int  # signed: + earned, - spent
     gems: int
     replayed: bool
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class PurchaseResult:
     gems: int
     replayed: bool
     quantity_owned: int  # the inventory's quantity after the purchase (for a replay: now, as it may have been used since)
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class ActivationResult:
     freeze_count: int | None = None
     activated_at: datetime | None = None
     expires_at: datetime | None = None
+    lsn: str | None = field(default=None, compare=False)  # read-your-writes token (langlearn.routing), with standbys
 
 
 # --- SQL -------------------------------------------------------------------------------------------
@@ -186,6 +190,7 @@ USE_BOOST = """
 # --- operations ------------------------------------------------------------------------------------
 
 @retried_on_failover
+@write_operation
 async def earn(
     user_id: UUID, amount: int, source: str, idempotency_key: str, *, reference_id: str | None = None,
     kind: EarnKind = "earn", description: str | None = None,
@@ -199,6 +204,7 @@ async def earn(
 
 
 @retried_on_failover
+@write_operation
 async def spend(
     user_id: UUID, amount: int, source: str, idempotency_key: str, *, reference_id: str | None = None,
     description: str | None = None,
@@ -210,6 +216,7 @@ async def spend(
 
 
 @retried_on_failover
+@write_operation
 async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency_key: str) -> PurchaseResult:
     """Buy `quantity` of a shop item: stock taken, gems spent (a "purchase" entry keyed by
     `idempotency_key`), the inventory row created or increased, all or nothing.
@@ -221,7 +228,7 @@ async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency
         raise InvalidRequest(f"a purchase buys at least one item, not {quantity}")
     check_ledger_key(idempotency_key, source=None)  # a purchase's key is always the client's
     request = _purchase_digest(shop_item_id, quantity)
-    async with in_transaction() as conn:
+    async with in_transaction(PRIMARY) as conn:
         wallet_id, gems = await lock_wallet(conn, user_id)
         if first := await _find_entry(conn, wallet_id, idempotency_key):
             if not _same_purchase(first, shop_item_id, request):
@@ -250,6 +257,7 @@ async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency
                           quantity_owned=written[0]["quantity"])
 
 
+@write_operation
 async def activate(user_id: UUID, shop_item_id: UUID) -> ActivationResult:
     """Use a held item: a streak freeze is marked in use (it is spent by a missed day, `lessons.py`; activating it
     again changes nothing); a double XP boost uses one item and is active until now + its
@@ -258,7 +266,7 @@ async def activate(user_id: UUID, shop_item_id: UUID) -> ActivationResult:
     Refusals (nothing written): `NotFound`, `NotOwned`, `NotActivatable`.
     A boost's activation is not idempotent: each call uses one more (a client retrying must not resend blindly).
     """
-    async with in_transaction() as conn:
+    async with in_transaction(PRIMARY) as conn:
         items = await conn.execute_query_dict(READ_ITEM, [shop_item_id])
         if not items:
             raise NotFound(f"no shop item {shop_item_id}")
@@ -288,7 +296,7 @@ async def _post(
 ) -> WalletResult:
     """One ledger entry of `amount` (signed) and the wallet moved by it, under the wallet's lock."""
     check_ledger_key(idempotency_key, source)
-    async with in_transaction() as conn:
+    async with in_transaction(PRIMARY) as conn:
         wallet_id, gems = await lock_wallet(conn, user_id)
         if first := await _find_entry(conn, wallet_id, idempotency_key):
             if (first["kind"], first["amount"], first["source"], first["reference_id"]) != (kind, amount, source, reference_id):

@@ -1,0 +1,137 @@
+"""Routing against a real primary and streaming hot standby (`replica_pair`): where each query goes, stale
+reads and read-your-writes tokens, and every write operation with a standby configured."""
+
+from __future__ import annotations
+
+import re
+import time
+from uuid import uuid4
+
+import asyncpg
+import pytest
+from tortoise.expressions import RawSQL
+from tortoise.transactions import in_transaction
+
+from langlearn.databases import with_database
+from langlearn.models.users import User
+from langlearn.operations import accounts, leagues, ledger, lessons, reviews, social, wallet
+from langlearn.routing import PRIMARY, read_after, reader
+from langlearn.startup import database
+from tests.test_lessons import first_lesson, right_answers, times
+
+pytestmark = [pytest.mark.rig, pytest.mark.slow, pytest.mark.clock]
+
+RIG_DATABASE = "langlearn"
+TOKEN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
+IN_RECOVERY = "SELECT pg_is_in_recovery() AS standby"
+
+
+@pytest.fixture(scope="module")
+async def rig(replica_pair, server, seeded_template):
+    """The pair's primary holding a copy of the seeded template (pg_dump | pg_restore), replayed by the standby."""
+    dump = replica_pair.root / "seeded.dump"
+    from langlearn.urls import libpq_url
+
+    replica_pair.run("pg_dump", "-Fc", "--no-owner", "-f", str(dump), "-d", libpq_url(with_database(server.url, seeded_template)))
+    replica_pair.run("createdb", "-h", "127.0.0.1", "-p", str(replica_pair.primary_port), "-U", "postgres", RIG_DATABASE)
+    replica_pair.run("pg_restore", "--no-owner", "-d", libpq_url(replica_pair.primary_url(RIG_DATABASE)), str(dump))
+    await replica_pair.caught_up()
+    yield replica_pair
+    await replica_pair.set_apply_delay(0)
+
+
+def routed(pair):
+    return database(pair.primary_url(RIG_DATABASE), replica_url=pair.standby_url(RIG_DATABASE), migrate="check", global_fallback=False)
+
+
+async def _standby_answered(query) -> bool:
+    """Whether the server that ran an ORM query is a standby (the query carries `pg_is_in_recovery()`)."""
+    rows = await query.annotate(standby=RawSQL("pg_is_in_recovery()")).limit(1)
+    return bool(rows[0].standby)
+
+
+async def test_reads_outside_transactions_reach_the_standby_and_the_rest_the_primary(rig):
+    async with routed(rig):
+        assert await _standby_answered(User.all())
+        assert (await reader().execute_query_dict(IN_RECOVERY))[0]["standby"] is True
+        assert not await _standby_answered(User.all().select_for_update())  # a locking read: the primary
+        async with in_transaction(PRIMARY):
+            assert not await _standby_answered(User.all())
+            assert not await _standby_answered(User.all().select_for_update())
+            assert (await reader().execute_query_dict(IN_RECOVERY))[0]["standby"] is False
+        user = await User.all().first()
+        await User.filter(id=user.id).update(display_name="routed")  # an ORM write: the standby would refuse it (read-only)
+        async with in_transaction(PRIMARY):
+            # a read inside a transaction sees the transaction's own write
+            await User.filter(id=user.id).update(display_name="in transaction")
+            assert (await User.get(id=user.id)).display_name == "in transaction"
+
+
+async def test_a_naive_read_after_a_write_is_stale_and_a_token_read_is_fresh(rig):
+    user = (await accounts_register(rig)).user_id
+    await rig.set_apply_delay(0.6)  # every commit reaches the standby's data 0.6 s late
+    async with routed(rig):
+        before = (await ledger.wallet_statement(user)).gems
+        earned = await wallet.earn(user, 7, "test", "stale-1")
+        assert TOKEN.fullmatch(earned.lsn or "")
+        assert (await ledger.wallet_statement(user)).gems == before  # the standby has not replayed it yet
+        async with read_after(earned.lsn) as choice:  # the default bound (50 ms) passes: the primary answers
+            assert (await ledger.wallet_statement(user)).gems == before + 7
+            assert (await reader().execute_query_dict(IN_RECOVERY))[0]["standby"] is False
+        assert choice.fell_back and choice.connection == PRIMARY and 0.04 <= choice.waited < 0.5
+        started = time.monotonic()
+        async with read_after(earned.lsn, wait=0.2) as bounded:
+            pass
+        assert bounded.fell_back and 0.19 <= bounded.waited and time.monotonic() - started < 0.5
+    await rig.set_apply_delay(0)
+    await rig.caught_up()
+    async with routed(rig):
+        again = await wallet.earn(user, 5, "test", "stale-2")
+        async with read_after(again.lsn, wait=2) as caught_up:  # no delay: the standby replays it within the bound
+            assert (await ledger.wallet_statement(user)).gems == before + 12
+            assert (await reader().execute_query_dict(IN_RECOVERY))[0]["standby"] is True
+        assert caught_up.connection == "replica1" and not caught_up.fell_back
+
+
+async def accounts_register(pair) -> accounts.RegisteredUser:
+    async with routed(pair):
+        return await accounts.register(f"r{uuid4().hex[:12]}@example.com", f"r{uuid4().hex[:12]}", "correct horse battery staple 42")
+
+
+async def test_every_write_operation_works_with_a_standby_and_returns_a_token(rig):
+    """A focused write-path suite on the pair: each operation names its transaction's connection (Tortoise refuses an
+    unnamed one beside a second connection) and returns a token after which a read sees its write."""
+    primary = await asyncpg.connect(rig.primary_url(RIG_DATABASE))
+    try:
+        lesson = await first_lesson(primary)
+        word = await primary.fetchval("SELECT id FROM vocabulary_items WHERE lesson_id = $1 ORDER BY id LIMIT 1", lesson["id"])
+        item = await primary.fetchval("SELECT id FROM shop_items WHERE is_available AND item_type = 'double_xp' ORDER BY price_gems LIMIT 1")
+        other = await primary.fetchval("SELECT id FROM users ORDER BY created_at LIMIT 1")
+    finally:
+        await primary.close()
+    password = "correct horse battery staple 42"
+    email, username = f"w{uuid4().hex[:12]}@example.com", f"w{uuid4().hex[:12]}"
+    started, finished = times()
+    async with routed(rig):
+        results = {"register": await accounts.register(email, username, password)}
+        user = results["register"].user_id
+        results["sign_in"] = session = await accounts.sign_in(email, password, "device-1", "ios")
+        results["refresh"] = session = await accounts.refresh(session.refresh_token)
+        results["earn"] = await wallet.earn(user, 1000, "test", "earn-1")
+        results["spend"] = await wallet.spend(user, 10, "test", "spend-1")
+        results["purchase"] = await wallet.purchase(user, item, 1, "buy-1")
+        results["activate"] = await wallet.activate(user, item)
+        results["complete_lesson"] = await lessons.complete_lesson(user, lesson["id"], right_answers(lesson), started, finished, "lesson-1")
+        results["review_word"] = await reviews.review_word(user, word, 5)
+        results["follow"] = await social.follow(user, other)
+        results["unfollow"] = await social.unfollow(user, other)
+        results["close_week"] = await leagues.close_week(leagues.last_ended_week())
+        results["logout"] = await accounts.logout(session.refresh_token)
+        assert {name: result.lsn for name, result in results.items() if not TOKEN.fullmatch(result.lsn or "")} == {}
+        async with read_after(results["logout"].lsn, wait=2) as choice:
+            statement = await ledger.wallet_statement(user)
+    primary = await asyncpg.connect(rig.primary_url(RIG_DATABASE))
+    try:
+        assert choice.connection == "replica1" and statement.gems == await primary.fetchval("SELECT gems FROM user_wallets WHERE user_id = $1", user)
+    finally:
+        await primary.close()
