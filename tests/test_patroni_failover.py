@@ -31,9 +31,9 @@ from tests.test_startup import unused_port
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 
-USERS = 10
-RUN_SECONDS = 22.0
-KILL_AFTER_SECONDS = 6.0
+USERS = 8
+RUN_SECONDS = 16.0
+KILL_AFTER_SECONDS = 5.0
 WRITES = {"lesson", "purchase", "review", "activate", "follow", "unfollow"}
 KEYED = {"lesson", "purchase"}  # the writes the service retries itself (langlearn.operations.retry)
 OUTAGE_BOUND_SECONDS = TTL + 10  # the bound: the configured TTL plus 10 s
@@ -84,6 +84,7 @@ def longest_gap(moments: list[float], start: float, end: float) -> float:
 
 async def test_a_leader_killed_under_load_loses_and_doubles_no_acknowledged_write(cluster, service_log, monkeypatch):
     url = cluster.url()
+    preparing_since = time.monotonic()
     upgraded = run_cli("langlearn", "upgrade", database=url)
     assert upgraded.returncode == 0, upgraded.stderr
     anchor = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
@@ -91,6 +92,7 @@ async def test_a_leader_killed_under_load_loses_and_doubles_no_acknowledged_writ
     assert seeded.returncode == 0, seeded.stderr
     monkeypatch.setattr(load, "MAX_TRIES", 200)  # the run's deadline bounds the retries, not a count meant for a 2 s outage
 
+    prepared = time.monotonic() - preparing_since
     port = unused_port()
     base = f"http://127.0.0.1:{port}"
     record, killed = load.Record(), {}
@@ -98,6 +100,7 @@ async def test_a_leader_killed_under_load_loses_and_doubles_no_acknowledged_writ
     process = start_service(url, port, log=service_log)
     try:
         wait_until_up(process, base)
+        ready = time.monotonic()
         db = await asyncpg.connect(asyncpg_url(url))
         try:
             catalogue = await load.read_catalogue(db)
@@ -124,7 +127,8 @@ async def test_a_leader_killed_under_load_loses_and_doubles_no_acknowledged_writ
     outage = longest_gap(acknowledged_at, started, ended)
     statuses = Counter(exchange.status for exchange in record.exchanges)
     unavailable = Counter(exchange.operation for exchange in record.exchanges if exchange.status == 503)
-    print(f"\nfailover: {killed['node'].name} killed {KILL_AFTER_SECONDS:g} s in, {killed['new'].name} leader "
+    print(f"\nupgrade and seed {prepared:.1f} s, sign-ups and lessons taught {started - ready:.1f} s")
+    print(f"failover: {killed['node'].name} killed {KILL_AFTER_SECONDS:g} s in, {killed['new'].name} leader "
           f"{killed['promoted_after']:.1f} s later; longest time without an acknowledged write {outage:.1f} s "
           f"(bound {OUTAGE_BOUND_SECONDS} s); {len(record.exchanges)} requests, {len(acknowledged_at)} writes acknowledged, "
           f"{record.retries} client retries, {record.unacknowledged} never acknowledged; statuses {dict(sorted(statuses.items(), key=str))}; "
