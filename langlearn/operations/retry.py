@@ -38,7 +38,7 @@ from langlearn.settings import environment_number
 
 RETRY_SECONDS_VARIABLE = "LANGLEARN_WRITE_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 8.0
-FIRST_PAUSE_SECONDS, LONGEST_PAUSE_SECONDS = 0.1, 1.0
+FIRST_PAUSE_SECONDS, LONGEST_PAUSE_SECONDS = 0.1, 0.5  # a new primary is found within half a second of its promotion
 
 P = ParamSpec("P")
 T = TypeVar("T")
