@@ -2,12 +2,14 @@
 
     python bench/bench_failover.py                    # 3 failovers, 8 writers, kill 4 s into each
     python bench/bench_failover.py --runs 5 --writers 16
+    python bench/bench_failover.py --kill node        # the whole node lost: Patroni too, the leader key expires
 
 Each run starts the test rig (tests/patroni.py: etcd, two PostgreSQL 16 nodes under Patroni 4, synchronous mode,
 ttl 20, loop_wait 1, primary_start_timeout 0), migrates it to head through its multi-host URL
 (target_session_attrs=read-write), and `--writers` tasks call `wallet.earn` back to back, each with a new
 idempotency key, through one `langlearn.database(...)` pool. `--kill-after` seconds in, the leader's postmaster
-gets SIGKILL. Runs alternate between the retry on (`LANGLEARN_WRITE_RETRY_SECONDS` default) and off (0: a
+gets SIGKILL (`--kill postgres`: Patroni sees the crash and hands the leader key over at once), or its Patroni and
+then its postmaster do (`--kill node`: the key is left to expire, up to `ttl`). Runs alternate between the retry on (`LANGLEARN_WRITE_RETRY_SECONDS` default) and off (0: a
 failover error is `Unavailable` at once and the writer sends the same key again after 0.2 s, as a client would).
 
 Printed per run: when Patroni named the new leader, the longest time without an acknowledged write, the
@@ -74,16 +76,18 @@ async def writer(user: uuid.UUID, deadline: float, run: Run) -> None:
             break
 
 
-async def kill_leader(cluster: PatroniCluster, after: float, run: Run) -> None:
+async def kill_leader(cluster: PatroniCluster, after: float, whole_node: bool, run: Run) -> None:
     await asyncio.sleep(after)
     leader = cluster.leader()
+    if whole_node:
+        cluster.kill_patroni(leader)
     cluster.kill_postgres(leader)
     run.killed_at = time.monotonic()
     await asyncio.to_thread(cluster.wait_for_new_leader, leader, 60)
     run.promoted_after = time.monotonic() - run.killed_at
 
 
-async def one_run(retrying: bool, writers: int, seconds: float, kill_after: float) -> tuple[Run, float, list[int]]:
+async def one_run(retrying: bool, writers: int, seconds: float, kill_after: float, whole_node: bool) -> tuple[Run, float, list[int]]:
     run = Run(retrying)
     cluster = PatroniCluster()
     try:
@@ -103,7 +107,7 @@ async def one_run(retrying: bool, writers: int, seconds: float, kill_after: floa
             async with database(url, migrate="check"):
                 started = time.monotonic()
                 deadline = started + seconds
-                await asyncio.gather(kill_leader(cluster, kill_after, run), *(writer(user, deadline, run) for user in users))
+                await asyncio.gather(kill_leader(cluster, kill_after, whole_node, run), *(writer(user, deadline, run) for user in users))
                 ended = time.monotonic()
         finally:
             logging.getLogger(retry.log.name).removeHandler(counter)
@@ -125,11 +129,13 @@ async def main() -> None:
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=14.0, help="how long the writers run (default 14)")
     parser.add_argument("--kill-after", type=float, default=4.0)
+    parser.add_argument("--kill", choices=("postgres", "node"), default="postgres",
+                        help="postgres: the leader's postmaster (default); node: its Patroni, then its postmaster")
     arguments = parser.parse_args()
     gaps: dict[bool, list[float]] = {True: [], False: []}
     for number in range(arguments.runs * 2):
         retrying = number % 2 == 0
-        run, gap, counts = await one_run(retrying, arguments.writers, arguments.seconds, arguments.kill_after)
+        run, gap, counts = await one_run(retrying, arguments.writers, arguments.seconds, arguments.kill_after, arguments.kill == "node")
         gaps[retrying].append(gap)
         doubled_or_lost = len(run.acknowledged) - sum(1 for n in counts if n == 1)
         print(f"retry {'on ' if retrying else 'off'}: new leader {run.promoted_after:.1f} s after the kill; no write for {gap:.2f} s; "

@@ -209,6 +209,12 @@ class PatroniCluster:
         assert pid is not None, f"{node.name} runs no PostgreSQL"
         os.kill(pid, signal.SIGKILL)
 
+    def kill_patroni(self, node: Node) -> None:
+        """kill -9 the node's Patroni (its PostgreSQL runs on, unmanaged): with `kill_postgres`, a node lost whole."""
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait(timeout=10)
+
     def stop(self) -> None:
         """Every process the rig started, then its folder (safe to call after a partial start)."""
         for node in self.nodes:

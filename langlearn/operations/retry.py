@@ -11,17 +11,20 @@ so it applies once either way.
 
 Retried (one decorator, on each operation): `wallet.earn`, `wallet.spend`, `wallet.purchase` (the ledger's
 key), `lessons.complete_lesson` (the attempt's key), `leagues.close_week` (the week: a close run twice writes
-nothing the second time). Never retried here: `accounts.register` (a retry of a landed COMMIT would answer
-`taken` for the caller's own account), `accounts.sign_in` and `refresh` (a rotated refresh token sent twice
-is reuse, which revokes the device's chain), `wallet.activate` and `reviews.review_word` (each call moves the
-state once more), `social.follow`/`unfollow` (idempotent in effect, but the client's PUT/DELETE retry is the
-right layer: the answer says whether this call changed anything). Those raise `Unavailable` at once.
+nothing the second time); a read may use it too (the example service's token check does). Never retried here:
+`accounts.register` (a retry of a landed COMMIT would answer `taken` for the caller's own account),
+`accounts.sign_in` and `refresh` (a rotated refresh token sent twice is reuse, which revokes the device's
+chain), `wallet.activate` and `reviews.review_word` (each call moves the state once more),
+`social.follow`/`unfollow` (idempotent in effect, but the client's PUT/DELETE retry is the right layer: the
+answer says whether this call changed anything). Their driver error reaches the caller at once
+(`errors.database_refusal`: a 503).
 
 The bound: tries go on, with a doubling pause (`FIRST_PAUSE_SECONDS` up to `LONGEST_PAUSE_SECONDS`), until
 `LANGLEARN_WRITE_RETRY_SECONDS` (default `DEFAULT_RETRY_SECONDS`, 0: one try) have passed since the first
 try; then `Unavailable` (503, `Retry-After`), raised from the last error. The default sits below the example
 service's request budget (10 s), so a client gets the 503 rather than a timeout, and it covers a Patroni
-failover after a crash (`primary_start_timeout: 0`, `loop_wait` 1 s: about 3-6 s here, docs/scale-out.md).
+failover after a crash (`primary_start_timeout: 0`, `loop_wait` 1 s: 1.5-3 s here, docs/scale-out.md). A
+whole node lost takes up to Patroni's `ttl`: then the 503 reaches the client, which sends the same key again.
 """
 
 from __future__ import annotations
