@@ -17,6 +17,8 @@ from langlearn.operations import lessons, retry, wallet
 from langlearn.operations.errors import Unavailable, database_refusal, failover_error
 from langlearn.startup import database
 from tests.test_lessons import first_lesson, new_learner, right_answers, times
+from tests.test_service import start_service
+from tests.test_startup import unused_port
 from tests.test_wallet_operations import assert_consistent, new_item, new_user
 
 COMMIT = b"COMMIT;\x00"  # the simple-protocol query asyncpg's Transaction (so Tortoise's in_transaction) ends with
@@ -193,3 +195,19 @@ def _chain(error: BaseException) -> list[BaseException]:
         found.append(error)
         error = error.__cause__ or error.__context__
     return found
+
+
+@pytest.mark.parametrize(("value", "named"), [
+    ("soon", "LANGLEARN_WRITE_RETRY_SECONDS='soon' is not a number of seconds of at least 0"),
+    ("12", "LANGLEARN_WRITE_RETRY_SECONDS=12 must stay below DATABASE_TIMEOUT_SECONDS=10"),
+])
+def test_a_bad_retry_bound_stops_the_service_at_start_with_one_line(head_db, value, named):
+    process = start_service(head_db, unused_port(), env={retry.RETRY_SECONDS_VARIABLE: value})
+    try:
+        _, errors = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:  # it started serving: the bad value went unnoticed
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1
+    assert errors.strip().splitlines() == [errors.strip()] and named in errors and "Traceback" not in errors, errors
