@@ -52,6 +52,7 @@ class Node:
     api_port: int
     folder: Path
     process: subprocess.Popen[bytes] | None = None
+    lost: bool = False  # its Patroni was killed on purpose (`kill_patroni`)
 
     @property
     def data_dir(self) -> Path:
@@ -190,7 +191,7 @@ class PatroniCluster:
     def _wait(self, ready: Any, deadline: float, what: str) -> None:
         while time.monotonic() < deadline:
             for node in self.nodes:
-                if node.process is not None and node.process.poll() is not None:
+                if node.process is not None and not node.lost and node.process.poll() is not None:
                     raise AssertionError(f"{node.name}'s Patroni exited with {node.process.returncode}: {self.log_tail(node)}")
             if ready(self.members()):
                 return
@@ -212,6 +213,7 @@ class PatroniCluster:
     def kill_patroni(self, node: Node) -> None:
         """kill -9 the node's Patroni (its PostgreSQL runs on, unmanaged): with `kill_postgres`, a node lost whole."""
         assert node.process is not None
+        node.lost = True
         node.process.kill()
         node.process.wait(timeout=10)
 
