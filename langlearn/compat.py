@@ -34,7 +34,7 @@ async def init_tortoise(context: TortoiseContext, config: dict[str, Any], *, glo
 
 def route_each_query_when_it_runs() -> None:
     """Tortoise 1.1's `Model._db_queryset` (private) asks the router for a queryset's connection when the queryset is
-    made: `User.filter(...)` is a read, so an `.update()`, `.delete()` or `.select_for_update()` chained on it ran on
+    made: `User.all()` is a read, so an `.update()`, `.delete()` or `.select_for_update()` chained on it ran on
     the read connection, a standby, which refuses it (read-only). Wrapped once per process: while routers are
     configured (tortoise.router's private `_routers`), a queryset made without `using_db` has no connection yet, so
     each query it makes asks the router when it runs, as the write, locking read or read it is. Without routers,

@@ -15,9 +15,11 @@ refuses an unnamed one. Without standbys nothing here runs: Tortoise gets no rou
 operation reads no LSN (the same single connection, no extra round trip).
 
 Read-your-writes. A write operation (`@write_operation`) returns, in its result's `lsn`, the primary's
-WAL insert position read after its COMMIT (`pg_current_wal_insert_lsn()`, one round trip, only with
-standbys). A later read given that token (`read_after`) polls the standby's `pg_last_wal_replay_lsn()`
-(one round trip when it has caught up, the usual case) every `POLL_SECONDS` for at most `wait`
+WAL insert position read after its COMMIT (`pg_current_wal_insert_lsn()` on a pooled connection, only
+with standbys: two round trips, the query and asyncpg's reset of the connection). A later read given
+that token (`read_after`) polls the standby's `pg_last_wal_replay_lsn()` (one round trip when it has
+caught up, the usual case), after 1, 2, 4, ... ms (`FIRST_POLL_SECONDS`, doubling: at most 7 polls in
+50 ms, so a token from the future costs the standby little) for at most `wait`
 seconds (`LANGLEARN_REPLICA_WAIT`, default 0.05), and reads the primary if the standby has not
 replayed it by then. PostgreSQL 19's `WAIT FOR LSN '…' WITH (timeout '50ms')` does the polling in the
 server (docs/scale-out.md). A write operation called inside a caller's transaction returns no token:
@@ -32,7 +34,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -43,7 +45,9 @@ from tortoise import connections
 from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import BaseORMException
 
-from langlearn.settings import STANDBY_PREFIX, environment_number
+from langlearn.errors import ConfigError, StartupError
+from langlearn.settings import REPLICA_URL_VARIABLE, STANDBY_PREFIX, as_setting, environment_number, open_connection
+from langlearn.urls import redact
 
 if TYPE_CHECKING:
     from tortoise import BaseDBAsyncClient
@@ -53,7 +57,7 @@ log = logging.getLogger(__name__)
 PRIMARY = "default"
 WAIT_VARIABLE = "LANGLEARN_REPLICA_WAIT"
 DEFAULT_WAIT = 0.05  # seconds a token read waits for its standby before it reads the primary
-POLL_SECONDS = 0.001
+FIRST_POLL_SECONDS = 0.001  # then doubling
 # pg_lsn's text form: two hexadecimal numbers of up to 32 bits
 TOKEN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
 # NULL on a server that is not in recovery: not a standby (promoted?), so not trusted to have replayed anything
@@ -167,6 +171,7 @@ async def primary_reads() -> AsyncIterator[None]:
 async def _replayed(standby: str, token: str, wait: float) -> bool:
     """Whether `standby` replays `token` within `wait` seconds; an unreachable standby has not."""
     deadline = time.monotonic() + wait
+    pause = FIRST_POLL_SECONDS
     connection = connections.get(standby)
     try:
         while True:
@@ -175,7 +180,8 @@ async def _replayed(standby: str, token: str, wait: float) -> bool:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            await asyncio.sleep(min(POLL_SECONDS, left))
+            await asyncio.sleep(min(pause, left))
+            pause *= 2
     except STANDBY_FAILURES as error:
         log.warning("standby %s did not say how far it has replayed (%s); reading the primary", standby, " ".join(str(error).split()))
         return False
@@ -220,7 +226,7 @@ R = TypeVar("R", bound=Result)
 
 def write_operation(operation: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Marks a write operation: with standbys, its result carries the primary's LSN read after its COMMIT
-    (one round trip more), which `read_after` takes; without standbys, the result as it was (`lsn` None)."""
+    (two round trips more: the query and the pool's reset), which `read_after` takes; without standbys, the result as it was (`lsn` None)."""
 
     @functools.wraps(operation)
     async def written(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -234,3 +240,82 @@ def write_operation(operation: Callable[P, Awaitable[R]]) -> Callable[P, Awaitab
         return replace(result, lsn=lsn)
 
     return written
+
+
+# --- at startup: each standby is one of this primary's ------------------------------------------------
+
+CLUSTER = "SELECT system_identifier::text AS cluster, pg_is_in_recovery() AS in_recovery FROM pg_control_system()"
+
+
+async def check_standbys(primary_url: str, replicas: Sequence[str], timeout: float = 5.0) -> None:
+    """Refuse a standby URL that names another cluster than the primary's (reads would return another
+    database's rows): one StartupError naming it. A standby not reachable now, or not in recovery (promoted?),
+    is logged, not refused: it may be restarting, and the reads routed to it fail (503) until it is back.
+    Without standbys: nothing (no connection)."""
+    if not replicas:
+        return
+    primary = await open_connection(primary_url, timeout)
+    try:
+        ours = (await primary.fetchrow(CLUSTER))["cluster"]
+    finally:
+        await primary.close()
+    for url in replicas:
+        try:
+            standby = await open_connection(url, timeout)
+        except ConfigError as error:
+            log.warning("standby %s is not reachable now (%s); the reads routed to it fail until it is", redact(url), as_setting(REPLICA_URL_VARIABLE, error))
+            continue
+        try:
+            state = await standby.fetchrow(CLUSTER)
+        finally:
+            await standby.close()
+        if state["cluster"] != ours:
+            raise StartupError(f"{REPLICA_URL_VARIABLE} names {redact(url)}, which is not a standby of the primary "
+                               f"(its cluster {state['cluster']} is not the primary's {ours}); fix {REPLICA_URL_VARIABLE}")
+        if not state["in_recovery"]:
+            log.warning("standby %s is not in recovery (a primary: promoted?); it serves reads, but receives no WAL", redact(url))
+
+
+# --- how far each standby is behind (`langlearn status`) ---------------------------------------------
+
+STANDBY_STATE = """
+SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replayed,
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 AS since_last_replayed
+"""
+BYTES_BEHIND = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint"
+
+
+@dataclass(frozen=True)
+class StandbyReport:
+    """One standby as `langlearn status` shows it: unreachable (`problem`), not a standby, or its replay lag."""
+
+    url: str  # redacted
+    problem: str | None = None
+    in_recovery: bool = True
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+
+    def line(self) -> str:
+        if self.problem is not None:
+            return f"standby {self.url}: unreachable ({self.problem})"
+        if not self.in_recovery:
+            return f"standby {self.url}: reachable, but not in recovery (a primary: promoted?); remove it from DATABASE_REPLICA_URL"
+        return f"standby {self.url}: reachable, replay lag {self.lag_bytes} bytes, {self.lag_seconds:.1f} s"
+
+
+async def standby_report(primary: asyncpg.Connection, url: str, timeout: float = 5.0) -> StandbyReport:
+    """How far the standby at `url` has replayed the primary's WAL: in bytes (the primary's position minus its
+    replay position) and in seconds (since the last transaction it replayed; 0 when it has replayed everything)."""
+    try:
+        standby = await open_connection(url, timeout)
+    except ConfigError as error:
+        return StandbyReport(redact(url), problem=str(as_setting(REPLICA_URL_VARIABLE, error)))
+    try:
+        state = await standby.fetchrow(STANDBY_STATE)
+    finally:
+        await standby.close()
+    if not state["in_recovery"]:
+        return StandbyReport(redact(url), in_recovery=False)
+    behind = max(0, await primary.fetchval(BYTES_BEHIND, state["replayed"]))
+    seconds = max(0.0, state["since_last_replayed"] or 0.0) if behind else 0.0
+    return StandbyReport(redact(url), lag_bytes=behind, lag_seconds=seconds)

@@ -90,7 +90,7 @@ REPLICA_URL_VARIABLE = "DATABASE_REPLICA_URL"
 STANDBY_PREFIX = "replica"  # the standbys' Tortoise connections: replica1, replica2, ...
 
 
-def _naming(variable: str, error: ConfigError) -> ConfigError:
+def as_setting(variable: str, error: ConfigError) -> ConfigError:
     """A URL's ConfigError (which names DATABASE_URL) naming the setting the URL came from instead."""
     return ConfigError(str(error).replace("DATABASE_URL", variable))
 
@@ -108,7 +108,7 @@ def replica_urls(given: str | Sequence[str] | None = None) -> tuple[str, ...]:
     try:
         return tuple(validate_url(text) for text in texts)
     except ConfigError as error:
-        raise _naming(REPLICA_URL_VARIABLE, error) from None
+        raise as_setting(REPLICA_URL_VARIABLE, error) from None
 
 
 def marked_production(marker: str | None) -> bool:

@@ -20,6 +20,11 @@ The ORM's pool is the application's (`langlearn.settings.PoolOptions`): `pool_si
 (asyncpg's LockNotAvailableError, which `langlearn.operations.errors.database_refusal` calls `Busy`)
 instead of holding its connection. The migration connection keeps its own limits (`lock_timeout` here).
 
+Hot standbys (`replica_url=`, `DATABASE_REPLICA_URL`) add one pool each and Tortoise's router
+(`langlearn.routing.Router`); the schema check and migrations run on the primary only, and a standby of
+another cluster is refused at startup (`routing.check_standbys`, one connection each). Without them the
+config is the one-connection config of before.
+
 A service's own Tortoise apps go in `apps=`: they share the connection, and the migrations, the
 lock and the schema check still cover only this package's app `models` (the service's tables are
 neither applied nor reported).
@@ -45,7 +50,7 @@ from langlearn.compat import init_tortoise
 from langlearn.errors import StartupError
 from langlearn.history import MigrationState, Target, checksums
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
-from langlearn.routing import Router
+from langlearn.routing import Router, check_standbys
 from langlearn.settings import (
     APP_LABEL,
     CONNECT_TIMEOUT_SECONDS,
@@ -172,6 +177,7 @@ async def database(
         other_tables=await _tables_of_other_apps(config) if apps else frozenset(),
     )
     startup = await prepare(url, migrate, options)
+    await check_standbys(url, replicas)
     async with TortoiseContext() as context:
         await init_tortoise(context, config, global_fallback=global_fallback)
         yield replace(startup, context=context, pool=pool)

@@ -29,6 +29,24 @@ PREFIX = f"lltest_{os.getpid()}_"
 os.environ["LANGLEARN_CACHE_DIR"] = tempfile.mkdtemp(prefix="langlearn-test-cache-")
 
 
+def pytest_configure(config):
+    """LANGLEARN_TEST_STANDBY=self: every `database(...)` of the tests names its own primary as its standby too, so the
+    suite runs with two connections, Tortoise's router and the LSN read after each write (what a replica changes in
+    the process), without a second server: `LANGLEARN_TEST_STANDBY=self pytest tests/test_wallet_operations.py ...`."""
+    if os.environ.get("LANGLEARN_TEST_STANDBY") == "self":
+        import langlearn
+        from langlearn import startup
+
+        routed = startup.database
+
+        def with_itself_as_standby(url=None, **options):
+            options.setdefault("replica_url", None)
+            options["replica_url"] = options["replica_url"] or url or database_url()
+            return routed(url, **options)
+
+        langlearn.database = startup.database = with_itself_as_standby
+
+
 @pytest.fixture(scope="session")
 async def server():
     server = ScratchDatabases(database_url(), PREFIX)

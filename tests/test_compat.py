@@ -113,3 +113,21 @@ async def test_aerich_migrations_folder_is_the_folder_aerichs_migrate_read():
         await context.init(config=config, init_connections=False)
         await Migrate.init(config, APP_LABEL, MIGRATIONS_LOCATION, offline=True)
     assert compat.aerich_migrations_folder() == Path(MIGRATIONS_LOCATION) / APP_LABEL
+
+
+async def test_route_each_query_when_it_runs_leaves_a_routed_queryset_without_a_connection_until_it_runs(head_db):
+    """With routers, `User.all()` must not fix a (read) connection that a chained `.update()` or
+    `.select_for_update()` would then use; without routers, Tortoise's behaviour is kept."""
+    from tortoise.context import TortoiseContext
+
+    from langlearn.routing import Router
+
+    async with TortoiseContext() as context:
+        await compat.init_tortoise(context, tortoise_config(head_db), global_fallback=False)
+        assert User.all()._db is not None  # Tortoise's own: chosen when the queryset is made
+    config = {**tortoise_config(head_db, replicas=[head_db]), "routers": [Router]}
+    async with TortoiseContext() as context:
+        await compat.init_tortoise(context, config, global_fallback=False)
+        assert User.all()._db is None
+        assert User.all().select_for_update()._choose_db(True).connection_name == "default"
+        assert await User.all().filter(username="nobody").update(display_name="y") == 0

@@ -3,8 +3,10 @@ reads and read-your-writes tokens, and every write operation with a standby conf
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 import asyncpg
@@ -135,3 +137,110 @@ async def test_every_write_operation_works_with_a_standby_and_returns_a_token(ri
         assert choice.connection == "replica1" and statement.gems == await primary.fetchval("SELECT gems FROM user_wallets WHERE user_id = $1", user)
     finally:
         await primary.close()
+
+
+async def test_the_service_carries_each_clients_token_and_pins_a_client_that_does_not_echo_it(rig):
+    """Over HTTP, a real uvicorn on the pair: a write's response carries X-Read-Token; a read echoing it is fresh while
+    the standby lags 3 s; a read without it is fresh while the account is pinned, stale after; a bad token is 400."""
+    from tests.test_service import serving
+    from tests.test_service_api import PASSWORD
+
+    primary = await asyncpg.connect(rig.primary_url(RIG_DATABASE))
+    try:
+        item = await primary.fetchval("SELECT id FROM shop_items WHERE is_available AND price_gems <= 50 AND stock_quantity IS NULL ORDER BY price_gems LIMIT 1")
+    finally:
+        await primary.close()
+    environment = {"DATABASE_REPLICA_URL": rig.standby_url(RIG_DATABASE), "READ_PIN_SECONDS": "0.3"}
+    with serving(rig.primary_url(RIG_DATABASE), env=environment) as api:
+        email = f"t{uuid4().hex[:10]}@example.com"
+        registered = api.post("/auth/register", json={"email": email, "username": email.split("@")[0], "password": PASSWORD})
+        assert registered.status_code == 201 and TOKEN.fullmatch(registered.headers["X-Read-Token"])
+        signed_in = api.post("/auth/token", json={"email": email, "password": PASSWORD, "device_id": "d1", "device_type": "ios"})
+        headers = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+        await rig.caught_up()
+        before = api.get("/me/wallet", headers=headers).json()["gems"]
+        assert "X-Read-Token" not in api.get("/me/wallet", headers=headers).headers  # a read writes nothing, gets no token
+        await rig.set_apply_delay(3)
+        try:
+            bought = api.post("/me/purchases", json={"shop_item_id": str(item), "quantity": 1}, headers={**headers, "Idempotency-Key": "p1"})
+            assert bought.status_code == 201, bought.text
+            token, after = bought.headers["X-Read-Token"], bought.json()["gems"]
+            assert after < before
+            assert api.get("/me/wallet", headers={**headers, "X-Read-Token": token}).json()["gems"] == after
+            assert api.get("/me/wallet", headers=headers).json()["gems"] == after  # pinned to the primary for 0.3 s
+            time.sleep(0.4)
+            assert api.get("/me/wallet", headers=headers).json()["gems"] == before  # the pin is over: the lagging standby
+            refused = api.get("/me/wallet", headers={**headers, "X-Read-Token": "0/1; DROP"})
+            assert refused.status_code == 400 and refused.json()["error"] == "invalid_request" and "X-Read-Token" in refused.json()["detail"]
+        finally:
+            await rig.set_apply_delay(0)
+
+
+@pytest.fixture(scope="module")
+def debian_pair():
+    """The same pair from Debian's PostgreSQL 15 (scripts/install_rigs.sh installs it; missing, the test fails naming it)."""
+    from tests.replicas import DEBIAN_15, replica_pair
+
+    with replica_pair(DEBIAN_15) as pair:
+        yield pair
+
+
+async def test_routing_and_tokens_work_the_same_on_debians_postgresql_15(debian_pair):
+    from langlearn.routing import commit_lsn
+
+    await debian_pair.set_apply_delay(0.5)
+    async with database(debian_pair.primary_url(), replica_url=debian_pair.standby_url(), migrate="off", global_fallback=False):
+        assert (await reader().execute_query_dict("SELECT current_setting('server_version_num')::int / 10000 AS major"))[0]["major"] == 15
+        assert (await reader().execute_query_dict(IN_RECOVERY))[0]["standby"] is True
+        async with in_transaction(PRIMARY) as connection:
+            await connection.execute_query("CREATE TABLE IF NOT EXISTS marks (n int)")
+            await connection.execute_query("INSERT INTO marks VALUES (1)")
+        token = await commit_lsn()
+        assert (await reader().execute_query_dict("SELECT to_regclass('marks') IS NULL AS missing"))[0]["missing"]  # stale
+        async with read_after(token, wait=2) as choice:  # waits out the 0.5 s delay on the standby itself
+            assert (await reader().execute_query_dict("SELECT count(*) AS n FROM marks"))[0]["n"] == 1
+        assert choice.connection == "replica1" and 0.3 < choice.waited < 2
+
+
+async def test_status_shows_each_standby_reachable_and_its_replay_lag(rig):
+    from tests.conftest import run_cli
+    from tests.test_urls import _dead_port
+
+    dead = f"postgres://ro:s3cret@127.0.0.1:{_dead_port()}/{RIG_DATABASE}"
+    standbys = f"{rig.standby_url(RIG_DATABASE)} {dead}"
+    await rig.caught_up()
+    result = run_cli("langlearn", "status", database=rig.primary_url(RIG_DATABASE), env={"DATABASE_REPLICA_URL": standbys})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"standby {rig.standby_url(RIG_DATABASE)}: reachable, replay lag 0 bytes, 0.0 s" in lines
+    assert any(line.startswith(f"standby postgres://ro:***@127.0.0.1:{urlsplit(dead).port}/{RIG_DATABASE}: unreachable (cannot reach PostgreSQL at ")
+               and "DATABASE_REPLICA_URL right?" in line for line in lines), lines
+    assert "s3cret" not in result.stdout + result.stderr
+    await rig.set_apply_delay(5)
+    try:
+        primary = await asyncpg.connect(rig.primary_url(RIG_DATABASE))
+        try:
+            await primary.execute("CREATE TABLE lag_marker AS SELECT generate_series(1, 1000) AS n")
+            await asyncio.sleep(1.1)  # the standby's last replayed transaction is now over a second old
+        finally:
+            await primary.close()
+        lagging = run_cli("langlearn", "status", database=rig.primary_url(RIG_DATABASE), env={"DATABASE_REPLICA_URL": rig.standby_url(RIG_DATABASE)})
+        match = re.search(r"reachable, replay lag (\d+) bytes, ([\d.]+) s", lagging.stdout)
+        assert match and int(match[1]) > 0 and float(match[2]) >= 1.0, lagging.stdout
+    finally:
+        await rig.set_apply_delay(0)
+
+
+async def test_a_standby_of_another_cluster_is_refused_at_startup_and_one_that_is_down_only_logged(rig, head_db, caplog):
+    from langlearn.errors import StartupError
+    from tests.test_urls import _dead_port
+
+    with pytest.raises(StartupError) as refused:
+        async with database(rig.primary_url(RIG_DATABASE), replica_url=head_db, migrate="off", global_fallback=False):
+            pass
+    assert str(refused.value).startswith("DATABASE_REPLICA_URL names postgres://") and "which is not a standby of the primary" in str(refused.value)
+    down = f"postgres://ro:s3cret@127.0.0.1:{_dead_port()}/{RIG_DATABASE}"
+    async with database(rig.primary_url(RIG_DATABASE), replica_url=[rig.standby_url(RIG_DATABASE), down], migrate="off", global_fallback=False):
+        async with in_transaction(PRIMARY) as connection:  # it started: the primary serves
+            assert (await connection.execute_query_dict(IN_RECOVERY))[0]["standby"] is False
+    assert any("is not reachable now" in record.getMessage() and "s3cret" not in record.getMessage() for record in caplog.records)

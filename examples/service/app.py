@@ -15,6 +15,9 @@ While the database is unreachable every route answers 503 with `Retry-After` (se
 the connection pool reconnects by itself once the database is back. A request waits at most
 `DATABASE_TIMEOUT_SECONDS` (default 10; /health: 2) for a database that does not answer at all.
 
+With hot standbys (`DATABASE_REPLICA_URL`), reads go to them and each client reads its own writes
+(`service.consistency`: the `X-Read-Token` header a client echoes; docs/scale-out.md).
+
 The write routes (`service.write_routes`) sign access tokens with `LANGLEARN_SECRET_KEY`, without
 which the service refuses to start, except against the private development server (see `service.auth`).
 A refused start (any `LanglearnError`) logs its one-line message, not a traceback.
@@ -41,7 +44,7 @@ from tortoise import Tortoise
 
 from langlearn import MODES, ConfigError, database, history
 from langlearn.logs import OneLineRefusal
-from service import auth, config, errors, fairness
+from service import auth, config, consistency, errors, fairness
 from service.bodies import MAX_BODY_BYTES
 from service.routes import router
 from service.timeouts import within
@@ -78,6 +81,7 @@ app = FastAPI(
 errors.install(app)
 app.include_router(router)
 app.include_router(write_router)
+consistency.install(app)  # inside fairness: a refused request waits for no standby
 fairness.install(app)  # after the routes: it declares its 429 on those that take a token
 
 

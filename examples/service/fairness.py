@@ -46,7 +46,7 @@ class PerUserConcurrency:
         self.in_flight: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        user = _subject(scope) if scope["type"] == "http" else None
+        user = subject(scope) if scope["type"] == "http" else None
         if user is None:
             return await self.app(scope, receive, send)
         if self.in_flight[user] >= self.limit:
@@ -61,7 +61,7 @@ class PerUserConcurrency:
                 del self.in_flight[user]  # the counter holds only the accounts in flight
 
 
-def _subject(scope: Scope) -> str | None:
+def subject(scope: Scope) -> str | None:
     """The user id of a valid access token in the Authorization header; None without one."""
     scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
     key = getattr(scope["app"].state, "signing_key", None)  # set by the lifespan

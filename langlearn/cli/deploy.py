@@ -4,7 +4,8 @@ Run `langlearn upgrade` as an init container or release step (the same locked up
 `database(migrate="apply")`, safe when several run at once; `--to VERSION` stops there),
 `langlearn downgrade --to VERSION | --steps K` to roll back (the same lock and timeouts, after a
 confirmation), `langlearn check` as a gate (the same refusals as `database(migrate="check")`), and
-`langlearn status` to see where a database stands.
+`langlearn status` to see where a database stands (and, with DATABASE_REPLICA_URL, how far each standby
+has replayed it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from langlearn.history.lock import lock_holder
 from langlearn.history.plan import Plan
 from langlearn.history.runner import plan_now
 from langlearn.history.state import MigrationState
+from langlearn.routing import standby_report
+from langlearn.settings import replica_urls
 from langlearn.startup import Mode, Startup, StartupOptions, connect, prepare
 
 DEFAULTS = StartupOptions()
@@ -85,7 +88,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     command("check", "apply nothing; fail unless the database is at head and its schema matches the models").set_defaults(
         handler=run_upgrade, mode="check"
     )
-    command("status", "list the migrations applied, pending and unknown, and who holds the migration lock").set_defaults(
+    command("status", "list the migrations applied, pending and unknown, who holds the migration lock, and each standby's lag").set_defaults(
         handler=run_status
     )
 
@@ -157,6 +160,7 @@ async def run_status(args: argparse.Namespace, streams: Streams) -> int:
         state = await history.read_state(connection, location=args.migrations)
         report = await checksums.compare(connection, history.load_history(args.migrations), state)
         holder = await lock_holder(connection)
+        standbys = [await standby_report(connection, url) for url in replica_urls()]
     finally:
         await connection.close()
     applied = set(state.applied)
@@ -172,5 +176,6 @@ async def run_status(args: argparse.Namespace, streams: Streams) -> int:
         lines.append(f"{len(state.pending)} pending: run `langlearn upgrade`")
     else:
         lines.append(f"at head: {state.head}")
+    lines += [standby.line() for standby in standbys]
     print("\n".join(lines), file=streams.out)
     return 0

@@ -17,4 +17,9 @@ its HTTP status (`HTTP_STATUS`, `status_of`) and, for the kinds worth retrying, 
 `database_refusal`, which names what the driver raises when the database cannot serve a request (a
 lost connection: `Unavailable`; a row lock not granted within the pool's `lock_timeout`: `Busy`).
 docs/write-path.md lists every operation's signature with its refusals.
+
+With hot standbys (`langlearn.routing`): every transaction runs on the primary (`in_transaction(PRIMARY)`), the
+reads outside transactions (ledger, feed) take `routing.reader()`, and each write operation's result carries
+`lsn`, the primary's WAL position after its COMMIT (two round trips more: the query and the pool's reset of its
+connection), for `routing.read_after`.
 """

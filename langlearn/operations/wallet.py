@@ -1,6 +1,6 @@
 """The gem wallet and the shop: earn, spend, purchase, activate an item.
 
-Each operation is one transaction (`in_transaction()`) of raw SQL on the transaction's connection, so
+Each operation is one transaction (`in_transaction(PRIMARY)`) of raw SQL on the transaction's connection, so
 that every lock and every conditional write is visible here.
 
 Lock order, which every writer of these rows must follow (or deadlocks become possible):
