@@ -32,8 +32,8 @@ from tests.test_startup import unused_port
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 
 USERS = 8
-RUN_SECONDS = 16.0
-KILL_AFTER_SECONDS = 5.0
+RUN_SECONDS = 14.0
+KILL_AFTER_SECONDS = 4.0
 WRITES = {"lesson", "purchase", "review", "activate", "follow", "unfollow"}
 KEYED = {"lesson", "purchase"}  # the writes the service retries itself (langlearn.operations.retry)
 OUTAGE_BOUND_SECONDS = TTL + 10  # the bound: the configured TTL plus 10 s
