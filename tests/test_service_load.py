@@ -379,7 +379,8 @@ async def run_load(seeded_db: str, service_db: str, connect, service_log, env: d
     )
 
     assert not record.unexpected, "\n".join([*record.unexpected[:20], "the service logged:", *unhandled(output)])
-    assert unavailable, "no request met the outage: it proves nothing"
+    # a request met the outage: it was answered 503, or the service retried it (keyed writes and the token check)
+    assert unavailable or " again in " in output, "no request met the outage: it proves nothing"
     assert not [status for status in statuses if status is not None and status >= 500 and status != 503], statuses
     assert not late, f"{len(late)} requests still got 503 more than {RECOVERY_GRACE_SECONDS} s after the database came back"
     assert record.unacknowledged == 0, "some writes were never acknowledged within the retries"

@@ -41,6 +41,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from langlearn import ConfigError
 from langlearn.local_server import data_dir
 from langlearn.operations.errors import Unauthorized
+from langlearn.operations.retry import retried_on_failover
 from langlearn.operations.throttle import Throttling
 from langlearn.routing import reader
 from service import config
@@ -187,6 +188,7 @@ def request_claims(state: dict[str, Any], key: SigningKey, token: str) -> dict[s
 bearer = HTTPBearer(auto_error=False, description="An access token from `POST /auth/token` or `POST /auth/refresh`")
 
 
+@retried_on_failover  # a read: safe to run again when a failover cut its connection
 async def current_user(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> UUID:
     """The caller: the subject of the bearer token, an existing and active account whose session is not revoked."""
     if credentials is None:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from langlearn.operations.retry import retry_seconds
 from service.config import positive
 from service.errors import log
 
@@ -25,6 +26,9 @@ T = TypeVar("T")
 
 # how long a request may wait for the database before it answers 503
 DATABASE_TIMEOUT_SECONDS = positive("DATABASE_TIMEOUT_SECONDS", 10.0, float)
+# how long a keyed write retries a failover (langlearn.operations.retry, which reads it per call): read here too, so a
+# bad value stops the service at start. The request's budget above still bounds it: past that, a timeout's 503.
+retry_seconds()
 
 _winding_down: set[asyncio.Task[Any]] = set()
 

@@ -7,7 +7,9 @@ The contract every service on the package shares, with no web framework in it:
   the kinds a client should retry carry `retry_after` (seconds, for a `Retry-After` header);
 - `database_refusal(error)` turns what the driver raises when the database cannot serve a request
   (the connection lost, a lock not granted within the pool's `lock_timeout`, a transaction the database
-  aborted to resolve a conflict) into `Unavailable` or `Busy`, both 503: anything else is a bug (a 500).
+  aborted to resolve a conflict) into `Unavailable` or `Busy`, both 503: anything else is a bug (a 500);
+- `failover_error(error)` says whether a keyed write may be run again (`langlearn.operations.retry`): the
+  connection lost, or a write refused by a server that is a standby now.
 """
 
 from __future__ import annotations
@@ -212,6 +214,10 @@ CONNECTION_LOST: tuple[type[Exception], ...] = (
     asyncpg.InternalClientError,
     DBConnectionError,  # Tortoise's own, when it (re)creates its pool
 )
+# The server is a standby (a failover demoted it, or the URL reaches one): no write can pass there, a retry on a new
+# connection reaches the primary (a host list with target_session_attrs=read-write). Tortoise raises it as a
+# TransactionManagementError whose cause is this.
+READ_ONLY: tuple[type[Exception], ...] = (asyncpg.ReadOnlySQLTransactionError,)
 # The database refused to wait or to go on, and a retry may succeed: a lock not granted within lock_timeout
 # (or NOWAIT), a deadlock or a serialization failure (PostgreSQL aborts one side; the remedy is a retry).
 CONTENTION: tuple[type[Exception], ...] = (asyncpg.LockNotAvailableError, asyncpg.TransactionRollbackError)
@@ -219,19 +225,31 @@ CONTENTION: tuple[type[Exception], ...] = (asyncpg.LockNotAvailableError, asyncp
 # the ROLLBACK on a dead connection; Tortoise's translation of 25P03 (an InvalidTransactionStateError).
 SECONDARY: tuple[type[Exception], ...] = (asyncpg.InterfaceError, TransactionManagementError)
 # Every class a service's exception handlers should pass to `database_refusal`
-DATABASE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_LOST, *CONTENTION, *SECONDARY)
+DATABASE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_LOST, *READ_ONLY, *CONTENTION, *SECONDARY)
 
 
 def database_refusal(error: BaseException) -> Unavailable | Busy | None:
     """`Unavailable` or `Busy` when `error`, or one it was raised while handling (a rollback on a dead
     connection fails in turn), means the database could not serve the request; None for anything else."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, CONNECTION_LOST):
+    for cause in _chain(error):
+        if isinstance(cause, (*CONNECTION_LOST, *READ_ONLY)):
             return Unavailable("the database is not reachable right now; retry later")
         if isinstance(cause, CONTENTION):
             return Busy("the data this request needs is held by another transaction; retry shortly")
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
     return None
+
+
+def failover_error(error: BaseException) -> bool:
+    """Whether `error`, or one it was raised while handling, is what a failover raises: the connection lost
+    (before, during or after COMMIT) or a write refused by a standby. Contention is not: it has its own 503."""
+    return any(isinstance(cause, (*CONNECTION_LOST, *READ_ONLY)) for cause in _chain(error))
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error` and the errors it was raised from or while handling, each once, outermost first."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and all(cause is not each for each in seen):
+        seen.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return seen

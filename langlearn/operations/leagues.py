@@ -49,6 +49,7 @@ from tortoise.transactions import in_transaction
 
 from langlearn import rules
 from langlearn.operations.errors import InvalidRequest
+from langlearn.operations.retry import retried_on_failover
 from langlearn.operations.wallet import ledger_time, server_key
 from langlearn.routing import PRIMARY, write_operation
 
@@ -167,6 +168,7 @@ WRITE_REWARDS = f"""
 
 # --- operation -------------------------------------------------------------------------------------
 
+@retried_on_failover
 @write_operation
 async def close_week(week_start: date) -> WeekClosed:
     """Close the week starting on Monday `week_start`: see the module's docstring.

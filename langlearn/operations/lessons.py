@@ -53,6 +53,7 @@ from langlearn import rules
 from langlearn.models.enums import DeviceType
 from langlearn.operations.achievements import AWARD_CTES, Awards, CatalogueEntry, FeedEvent, Statement, catalogue_sql, plan_awards, read_catalogue
 from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, LessonLocked, NotFound, WeekClosed
+from langlearn.operations.retry import retried_on_failover
 from langlearn.operations.wallet import check_key, lock_wallet, server_key
 from langlearn.routing import PRIMARY, write_operation
 
@@ -376,6 +377,7 @@ WRITE_EFFECTS = Statement.of(f"""
 
 # --- the operation ---------------------------------------------------------------------------------
 
+@retried_on_failover
 @write_operation
 async def complete_lesson(
     user_id: UUID, lesson_id: UUID, answers: Sequence[Answer], started_at: datetime, finished_at: datetime,

@@ -61,6 +61,7 @@ from langlearn.operations.errors import (
     NotOwned,
     OutOfStock,
 )
+from langlearn.operations.retry import retried_on_failover
 from langlearn.routing import PRIMARY, write_operation
 from langlearn.rules import MAX_FREEZES  # how many freezes a streak may hold
 
@@ -188,6 +189,7 @@ USE_BOOST = """
 
 # --- operations ------------------------------------------------------------------------------------
 
+@retried_on_failover
 @write_operation
 async def earn(
     user_id: UUID, amount: int, source: str, idempotency_key: str, *, reference_id: str | None = None,
@@ -201,6 +203,7 @@ async def earn(
     return await _post(user_id, kind, amount, source, reference_id, idempotency_key, description)
 
 
+@retried_on_failover
 @write_operation
 async def spend(
     user_id: UUID, amount: int, source: str, idempotency_key: str, *, reference_id: str | None = None,
@@ -212,6 +215,7 @@ async def spend(
     return await _post(user_id, "spend", -amount, source, reference_id, idempotency_key, description)
 
 
+@retried_on_failover
 @write_operation
 async def purchase(user_id: UUID, shop_item_id: UUID, quantity: int, idempotency_key: str) -> PurchaseResult:
     """Buy `quantity` of a shop item: stock taken, gems spent (a "purchase" entry keyed by
