@@ -5,8 +5,10 @@ Defaults and CHECK expressions cannot be compared as the models write them: Post
 `'vi'::character varying`. So PostgreSQL spells the models' side itself (`langlearn.verify.spelling`), and
 both sides are read with the same catalog query: at most six statements (begin, two catalog reads,
 one DDL script, rollback, and the query for INVALID indexes, NOT VALID constraints and partitions
-lacking an index of their table) whatever the number of tables, four when the spelling is cached, and nothing left behind in the caller's session (inside a caller's transaction, the begin and rollback
-are a savepoint's).
+lacking an index of their table) whatever the number of tables, four when the spelling is cached,
+and nothing left behind in the caller's session (inside a caller's transaction, the begin and
+rollback are a savepoint's). A partitioned table is compared as one table (its partition key too);
+its partitions are its storage, never extra tables.
 """
 
 from __future__ import annotations
