@@ -128,6 +128,13 @@ class EnsureResult:
     dropped_defaults: tuple[str, ...]
     left_to_partman: tuple[str, ...]
 
+    def changes(self) -> list[str]:
+        """One line per change made (none when every partition needed was there)."""
+        lines = [f"finished the detach of {name} left pending" for name in self.finalized]
+        lines += [f"created {each.name} {describe_bounds(each.bounds.start, each.bounds.end)}"
+                  + (f", {each.moved_rows} row(s) moved from the DEFAULT partition" if each.moved_rows else "") for each in self.created]
+        return lines + [f"dropped the DEFAULT partition {name} (emptied)" for name in self.dropped_defaults]
+
 
 @dataclass(frozen=True)
 class Retired:
@@ -186,6 +193,18 @@ RETIRING_TABLES = """
 
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def describe_bounds(lower: datetime | None, upper: datetime | None) -> str:
+    """[2026-11-01, 2026-12-01), MINVALUE and MAXVALUE for the open ends."""
+    return f"[{_moment(lower, 'MINVALUE')}, {_moment(upper, 'MAXVALUE')})"
+
+
+def _moment(moment: datetime | None, unbounded: str) -> str:
+    if moment is None:
+        return unbounded
+    moment = moment.astimezone(timezone.utc)
+    return f"{moment:%Y-%m-%d}" if moment == moment.replace(hour=0, minute=0, second=0, microsecond=0) else f"{moment:%Y-%m-%d %H:%M:%S}"
 
 
 def month_start(moment: datetime) -> datetime:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import asyncpg
 
-from langlearn import history
+from langlearn import history, partitions
 from langlearn.compat import init_tortoise
 from langlearn.errors import StartupError
 from langlearn.history import MigrationState, Target, checksums
@@ -262,10 +262,13 @@ async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptio
     state = outcome.state
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
+    up = target.direction == "up"
+    if up and not state.pending:  # this month's partitions and the next ones, before the schema check looks for them
+        for line in (await partitions.ensure(connection, lock_wait=options.lock_wait, lock_timeout=options.lock_timeout)).changes():
+            log.info("partitions: %s", line)
     # the models describe head: below it, the schema is checked by the migrations' own tests, not here
     warnings = await _check_schema(connection, options.other_tables) if not state.pending else ()
     log.debug("database at %s, %d migration(s) run by this process", state.current, len(outcome.done))
-    up = target.direction == "up"
     return Startup(
         mode="apply", url=url, state=state, applied=outcome.done if up else (), reverted=() if up else outcome.done,
         warnings=warnings, lock_waited=outcome.lock_waited, adopted=outcome.adopted,

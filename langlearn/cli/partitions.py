@@ -12,7 +12,7 @@ and startup's apply mode run it too. `retire` removes only whole partitions enti
 from __future__ import annotations
 
 import argparse
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 from langlearn import partitions
@@ -92,12 +92,8 @@ async def run_ensure(options: argparse.Namespace, streams: Streams) -> int:
 def ensure_lines(result: partitions.EnsureResult) -> list[str]:
     if not result.tables:
         return ["no partitioned table in this database: nothing to do"]
-    lines = [f"finished the detach of {name} left pending" for name in result.finalized]
-    lines += [f"created {each.name} {_bounds(each.bounds.start, each.bounds.end)}"
-              + (f", {each.moved_rows} row(s) moved from the DEFAULT partition" if each.moved_rows else "") for each in result.created]
-    lines += [f"dropped the DEFAULT partition {name} (emptied)" for name in result.dropped_defaults]
-    lines += [f"{name}: left to pg_partman, which manages it" for name in result.left_to_partman]
-    if not (result.created or result.finalized or result.dropped_defaults):
+    lines = result.changes() + [f"{name}: left to pg_partman, which manages it" for name in result.left_to_partman]
+    if not result.changes():
         lines.append(f"{', '.join(result.tables)}: every partition needed exists, nothing to do")
     return lines
 
@@ -112,7 +108,7 @@ async def run_retire(options: argparse.Namespace, streams: Streams) -> int:
     if not retired:
         print(f"no partition ends on or before {options.before}: nothing to retire", file=streams.out)
     for each in retired:
-        bounds = "detached by an earlier run" if each.resumed else _bounds(each.lower, each.upper)
+        bounds = "detached by an earlier run" if each.resumed else partitions.describe_bounds(each.lower, each.upper)
         where = f"archived to {each.archive}, dropped" if each.archive else "dropped"
         print(f"retired {each.name} of {each.table} {bounds}: {where}", file=streams.out)
     return 0
@@ -134,7 +130,7 @@ def status_lines(status: partitions.Status) -> list[str]:
         lines.append(f"{table.name} (by {table.key}): {len(table.partitions)} partition(s)"
                      + ("" if table.default else ", no DEFAULT partition"))
         for each in table.partitions:
-            bounds = "DEFAULT" if each.is_default else _bounds(each.lower, each.upper)
+            bounds = "DEFAULT" if each.is_default else partitions.describe_bounds(each.lower, each.upper)
             rows = (f"{status.default_rows[table.name]:,} rows" if each.is_default
                     else "rows unknown (not analysed)" if each.row_estimate is None else f"~{each.row_estimate:,} rows")
             pending = "  DETACH PENDING (the next ensure or retire finishes it)" if each.detach_pending else ""
@@ -152,22 +148,11 @@ def status_lines(status: partitions.Status) -> list[str]:
     return lines
 
 
-def _bounds(lower: datetime | None, upper: datetime | None) -> str:
-    return f"[{_bound(lower, 'MINVALUE')}, {_bound(upper, 'MAXVALUE')})"
-
-
-def _bound(moment: datetime | None, unbounded: str = "") -> str:
-    if moment is None:
-        return unbounded
-    return f"{moment:%Y-%m-%d}" if (moment.hour, moment.minute, moment.second) == (0, 0, 0) else f"{moment:%Y-%m-%d %H:%M:%S}"
-
-
 def _size(size: int) -> str:
-    if size < 1024:
-        return f"{size} bytes"
+    """pg_size_pretty's way: bytes, kB, MB or GB."""
     scaled, unit = float(size), "bytes"
-    for unit in ("kB", "MB", "GB"):
-        scaled /= 1024
+    for larger in ("kB", "MB", "GB"):
         if scaled < 1024:
             break
-    return f"{scaled:,.1f} {unit}"
+        scaled, unit = scaled / 1024, larger
+    return f"{size} bytes" if unit == "bytes" else f"{scaled:,.1f} {unit}"

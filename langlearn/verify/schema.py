@@ -5,7 +5,8 @@ Defaults and CHECK expressions cannot be compared as the models write them: Post
 `'vi'::character varying`. So PostgreSQL spells the models' side itself (`langlearn.verify.spelling`), and
 both sides are read with the same catalog query: at most six statements (begin, two catalog reads,
 one DDL script, rollback, and the query for INVALID indexes and NOT VALID constraints) whatever the
-number of tables, four when the spelling is cached, and nothing left behind in the caller's session (inside a caller's transaction, the begin and rollback
+number of tables, four when the spelling is cached, plus the partitions' reads (`langlearn.verify.partitions`),
+and nothing left behind in the caller's session (inside a caller's transaction, the begin and rollback
 are a savepoint's).
 """
 
@@ -18,6 +19,7 @@ import asyncpg
 from langlearn.verify.catalog import read_catalog
 from langlearn.verify.expected import expected_schema
 from langlearn.verify.findings import Finding, error, warning
+from langlearn.verify.partitions import check_partitions
 from langlearn.verify.spelling import spell
 from langlearn.verify.structure import Column, Schema, Table, literal, quote
 
@@ -39,7 +41,7 @@ async def check_schema(connection: asyncpg.Connection, *, other_tables: frozense
     finally:
         await transaction.rollback()
     findings = compare(spelled, replace(live, tables={name: table for name, table in live.tables.items() if name not in other_tables}))
-    return findings + await _unfinished(connection, other_tables)
+    return findings + await _unfinished(connection, other_tables) + await check_partitions(connection)
 
 
 # What an interrupted online migration leaves: an index a failed CREATE INDEX CONCURRENTLY marked
