@@ -217,6 +217,10 @@ def add_months(month: datetime, count: int) -> datetime:
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=timezone.utc)
 
 
+def _months_between(first: datetime, last: datetime) -> int:
+    return (last.year - first.year) * 12 + last.month - first.month
+
+
 def partition_name(table: str, bounds: Range) -> str:
     """`<table>_p<YYYYMM>` for a whole month; `<table>_p<YYYYMMDDHHMM>` for the part of one that others leave."""
     whole = bounds.start == month_start(bounds.start) and bounds.end == add_months(bounds.start, 1)
@@ -293,15 +297,18 @@ async def _session_timeout(connection: asyncpg.Connection, seconds: float) -> As
 
 
 async def ensure(
-    connection: asyncpg.Connection, *, ahead: int = DEFAULT_AHEAD, now: datetime | None = None,
+    connection: asyncpg.Connection, *, ahead: int = DEFAULT_AHEAD, now: datetime | None = None, since: datetime | None = None,
     lock_wait: float = DEFAULT_LOCK_WAIT, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, detach_wait: float = DEFAULT_DETACH_WAIT,
 ) -> EnsureResult:
-    """Create this month's partition and the next `ahead` months' for every partitioned table (those
-    pg_partman manages excepted), finish detaches left pending, and empty and drop a DEFAULT partition.
-    Idempotent; `connection` must not be inside a transaction."""
+    """Create this month's partition and the next `ahead` months' (and every month from `since`'s, for a
+    load of older rows: the seed's) for every partitioned table (those pg_partman manages excepted),
+    finish detaches left pending, and empty and drop a DEFAULT partition. Idempotent; `connection`
+    must not be inside a transaction."""
     if ahead < 0 or ahead > 120:
         raise UsageError(f"--ahead {ahead} is out of range: give a number of months from 0 to 120")
     this_month = month_start(now or datetime.now(timezone.utc))
+    first = min(this_month, month_start(since)) if since else this_month
+    wanted = {add_months(first, step) for step in range(_months_between(first, this_month) + ahead + 1)}
     created: list[Created] = []
     dropped: list[str] = []
     async with _maintenance(connection, lock_wait):
@@ -311,7 +318,7 @@ async def ensure(
         for table in tables:
             if table.name in partman.manages:
                 continue
-            months = {add_months(this_month, step) for step in range(ahead + 1)}
+            months = set(wanted)
             if table.default is not None:
                 months |= {month for (month,) in await connection.fetch(
                     f"SELECT DISTINCT date_trunc('month', {quote(table.key)}, 'UTC') FROM {quote(table.default.name)}")}

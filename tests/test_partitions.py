@@ -9,14 +9,22 @@ migrations do. Dates are fixed (`NOW`), or computed from the clock where a comma
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import shutil
+import socket
 import subprocess
+import tempfile
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from langlearn import partitions
+from langlearn import backups, partitions
 from langlearn.backups import client_program, libpq_target
+from langlearn.databases import ScratchDatabases
+from langlearn.local_server import SYSTEM_USER
 from langlearn.verify.partitions import check_partitions
 from tests.conftest import LANGLEARN, run_cli
 
@@ -52,6 +60,11 @@ async def write(connection: asyncpg.Connection, *moments: datetime) -> None:
 async def where(connection: asyncpg.Connection) -> dict[str, str]:
     """note -> the partition holding the row."""
     return {row["note"]: row["part"] for row in await connection.fetch("SELECT note, tableoid::regclass::text AS part FROM history")}
+
+
+async def layout(connection: asyncpg.Connection) -> list[tuple[str, str, datetime | None, datetime | None, bool]]:
+    """Every partition and its bounds, from the catalog."""
+    return [(table.name, p.name, p.lower, p.upper, p.is_default) for table in await partitions.read_tables(connection) for p in table.partitions]
 
 
 async def names(connection: asyncpg.Connection) -> list[str]:
@@ -277,3 +290,78 @@ async def test_ensure_waits_for_the_maintenance_lock_then_finds_nothing_to_do(em
     await holder.execute("SELECT pg_advisory_unlock($1)", partitions.PARTITION_LOCK.key)
     result = await asyncio.wait_for(waiting, 30)
     assert result.created == ()
+
+
+POSTGRES_15 = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture
+def postgres_15():
+    """A throwaway Debian PostgreSQL 15 cluster (run as the `pgserver` account), stopped and removed after the test."""
+    if not (POSTGRES_15 / "pg_ctl").exists():
+        pytest.fail(f"PostgreSQL 15 is not installed ({POSTGRES_15}/pg_ctl missing): run scripts/install_rigs.sh", pytrace=False)
+    folder = Path(tempfile.mkdtemp(prefix="langlearn-pg15-"))
+    entry = pwd.getpwnam(SYSTEM_USER)
+    os.chown(folder, entry.pw_uid, entry.pw_gid)
+    as_server = {"capture_output": True, "text": True, "cwd": "/", "check": True, **({"user": SYSTEM_USER} if os.geteuid() == 0 else {})}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+    subprocess.run([str(POSTGRES_15 / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--locale=C"], **as_server)
+    subprocess.run([str(POSTGRES_15 / "pg_ctl"), "start", "-w", "-D", str(data), "-l", str(folder / "log"), "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"], **as_server)
+    try:
+        yield f"postgres://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([str(POSTGRES_15 / "pg_ctl"), "stop", "-m", "immediate", "-D", str(data)], **{**as_server, "check": False})
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.rig
+@pytest.mark.slow
+async def test_ensure_boundaries_and_retire_with_an_archive_on_postgresql_15(postgres_15, connect, tmp_path):
+    scratch = ScratchDatabases(postgres_15, "lltest_pg15_")
+    url, restored_url = await scratch.create(), await scratch.create()
+    connection = await connect(url)
+    assert (await connection.fetchval("SHOW server_version_num")).startswith("15")
+    await make_history(connection)
+    await write(connection, datetime(2026, 3, 31, 23, 59, 59, 999000, tzinfo=UTC))
+
+    result = await partitions.ensure(connection, ahead=1, now=NOW)
+    assert [c.name for c in result.created] == ["history_p202603", "history_p202604", "history_p202605"]
+    await write(connection, datetime(2026, 4, 1, tzinfo=UTC))
+    assert set((await where(connection)).values()) == {"history_p202603", "history_p202604"}
+    with pytest.raises(asyncpg.CheckViolationError, match="no partition of relation"):
+        await write(connection, datetime(2100, 1, 1, tzinfo=UTC))
+    before = await connection.fetch("SELECT id, owner_id, note, created_at FROM history_p202603")
+
+    retired = await partitions.retire(url, date(2026, 4, 1), archive=tmp_path, now=NOW)  # DETACH … CONCURRENTLY on 15
+
+    assert [each.name for each in retired] == ["history_pre_202603", "history_p202603"]
+    assert await names(connection) == ["history_p202604", "history_p202605"]
+    target = libpq_target(restored_url)
+    restore = subprocess.run([str(client_program("pg_restore")), "--no-owner", "--exit-on-error", "--dbname", target.dsn,
+                              str(tmp_path / "history_p202603.dump")], env=target.environment, capture_output=True, text=True)
+    assert restore.returncode == 0, restore.stderr
+    assert await (await connect(restored_url)).fetch("SELECT id, owner_id, note, created_at FROM history_p202603") == before
+
+
+async def test_a_backup_and_its_restore_keep_the_partitions_their_bounds_and_rows(empty_db, server, connect, tmp_path):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 31, 23, 59, 59, 999000, tzinfo=UTC))
+    await partitions.ensure(connection, ahead=1, now=NOW)
+    await write(connection, datetime(2026, 4, 1, tzinfo=UTC))
+
+    dump = await backups.backup(empty_db, tmp_path / "with-partitions.dump")
+    restored_url = await server.create()
+    try:
+        await backups.restore(restored_url, dump)
+        restored = await connect(restored_url)
+        assert await layout(restored) == await layout(connection)
+        assert await where(restored) == await where(connection)
+        await partitions.ensure(restored, ahead=2, now=NOW)  # and the maintenance goes on from there
+        assert (await names(restored))[-1] == "history_p202606"
+    finally:
+        await server.drop(restored_url)
