@@ -15,6 +15,11 @@ partition. A write past the months created fails with PostgreSQL's "no partition
 for row" (SQLSTATE 23514). A DEFAULT partition found (one a migration or a person added) is emptied
 by `ensure`: its rows move to their months' new partitions, then it is detached and dropped.
 
+A load of older rows (the seed's history) asks `ensure` for the months from `since`: where the first
+partition (from MINVALUE: the old table the conversion attached) is still empty, as in a fresh database,
+it is cut back to end at `since`'s month (DETACH, ATTACH with the new bound; its name stays), so the
+history gets a partition per month, as a database converted long ago has.
+
 Locks and round trips:
 - every command holds the partition-maintenance advisory lock on its own connection (a key of its
   own, not the migration lock's), so two crons, or a cron and a replica starting, take turns;
@@ -318,6 +323,8 @@ async def ensure(
         for table in tables:
             if table.name in partman.manages:
                 continue
+            if since is not None:
+                table = await _shorten_empty_first(connection, table, first, lock_timeout)
             months = set(wanted)
             if table.default is not None:
                 months |= {month for (month,) in await connection.fetch(
@@ -332,6 +339,22 @@ async def ensure(
         tables=tuple(table.name for table in tables), created=tuple(created), finalized=finalized,
         dropped_defaults=tuple(dropped), left_to_partman=tuple(name for name in partman.manages if name in {t.name for t in tables}),
     )
+
+
+async def _shorten_empty_first(connection: asyncpg.Connection, table: PartitionedTable, first: datetime, lock_timeout: float) -> PartitionedTable:
+    """When the first partition (from MINVALUE, the old table's) is empty and reaches past `first`, end it at
+    `first`, so that a load of older rows (the seed's history) gets a partition per month. Its name stays."""
+    head = next((each for each in table.partitions if each.lower is None and not each.is_default), None)
+    if head is None or head.upper is None or head.upper <= first or await _holds_rows(connection, head.name):
+        return table
+    async with _transaction(connection, lock_timeout):
+        await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(head.name)}")
+        if await _holds_rows(connection, head.name):
+            raise PartitionError(f"a row reached {head.name} while it was being shortened; run the same command again")
+        await connection.execute(
+            f"ALTER TABLE {quote(table.name)} ATTACH PARTITION {quote(head.name)} FOR VALUES FROM (MINVALUE) TO ('{first.isoformat()}')"
+        )
+    return next(each for each in await read_tables(connection) if each.name == table.name)
 
 
 async def _create(connection: asyncpg.Connection, table: PartitionedTable, bounds: Range, lock_timeout: float) -> Created:
@@ -358,6 +381,10 @@ async def _create(connection: asyncpg.Connection, table: PartitionedTable, bound
     return Created(table.name, name, bounds, moved)
 
 
+async def _holds_rows(connection: asyncpg.Connection, table: str) -> bool:
+    return bool(await connection.fetchval(f"SELECT EXISTS (SELECT FROM {quote(table)})"))
+
+
 async def _columns(connection: asyncpg.Connection, table: str) -> list[str]:
     rows = await connection.fetch(
         "SELECT attname FROM pg_attribute WHERE attrelid = quote_ident($1)::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
@@ -370,7 +397,7 @@ async def _drop_default(connection: asyncpg.Connection, table: PartitionedTable,
     """Detach and drop the DEFAULT partition, emptied by the months just created; kept if a row came in meanwhile."""
     async with _transaction(connection, lock_timeout):
         await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(default.name)}")
-        if await connection.fetchval(f"SELECT EXISTS (SELECT FROM {quote(default.name)})"):
+        if await _holds_rows(connection, default.name):
             raise PartitionError(
                 f"a row reached {default.name} while its months were being created; run `langlearn partitions ensure` again"
             )

@@ -99,6 +99,23 @@ async def test_ensure_creates_the_months_ahead_moves_the_default_rows_and_drops_
     assert (again.created, again.dropped_defaults, again.changes()) == ((), (), [])
 
 
+async def test_ensure_since_an_older_month_cuts_an_empty_first_partition_back_but_never_a_full_one(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection, pre=datetime(2026, 4, 1, tzinfo=UTC))
+
+    await partitions.ensure(connection, ahead=0, now=NOW, since=datetime(2026, 2, 20, tzinfo=UTC))
+    assert [(name, lower, upper) for _, name, lower, upper, _ in await layout(connection)] == [
+        ("history_pre_202604", None, datetime(2026, 2, 1, tzinfo=UTC)),
+        ("history_p202602", datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)),
+        ("history_p202603", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)),
+        ("history_p202604", datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 5, 1, tzinfo=UTC)),
+    ]
+    await write(connection, datetime(2026, 1, 31, tzinfo=UTC))
+    await partitions.ensure(connection, ahead=0, now=NOW, since=datetime(2025, 11, 1, tzinfo=UTC))
+    assert (await layout(connection))[0][2:4] == (None, datetime(2026, 2, 1, tzinfo=UTC))  # it holds a row: kept whole
+    assert (await where(connection))["2026-01-31T00:00:00+00:00"] == "history_pre_202604"
+
+
 async def test_a_write_on_a_month_boundary_lands_in_the_right_month(empty_db, connect):
     connection = await connect(empty_db)
     await make_history(connection)
