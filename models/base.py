@@ -102,3 +102,21 @@ class CompositeForeignKey:
     target_table: str
     target_columns: tuple[str, ...]
     on_delete: str = "NO ACTION"
+
+
+@dataclass(frozen=True)
+class MonthlyPartitions:
+    """The table is partitioned by RANGE of `column`, one partition a month, plus a DEFAULT partition that takes
+    a row no month partition covers (so that a write never fails).
+
+    PostgreSQL requires the partition key in every unique key, so the database's primary key is
+    (id, `column`) while the model's `pk` stays `id`: ids are uuid4s, unique on their own, the ORM
+    reads and updates rows by id, and nothing may reference such a table (a foreign key to it would
+    have to carry `column` too). Listed in `Meta.constraints`, like `ExpressionIndex`: Aerich ignores
+    it, the migrations create the partitions by hand, and the verification reads it from here."""
+
+    column: str = "created_at"
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return ("id", self.column)

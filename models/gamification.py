@@ -8,7 +8,7 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.timezone import now as utcnow
 
-from langlearn.models.base import NOW, CompositeForeignKey, TimestampedModel, UUIDModel, counter, flag, json_object
+from langlearn.models.base import NOW, CompositeForeignKey, MonthlyPartitions, TimestampedModel, UUIDModel, counter, flag, json_object
 from langlearn.models.enums import AchievementRarity, LeagueType, NativeEnumField, TransactionType
 from langlearn.models.users import User
 
@@ -212,7 +212,14 @@ class UserFollowing(UUIDModel):
 
 
 class ActivityFeed(UUIDModel):
-    """An event in a user's activity feed ("finished a lesson", "reached a 30-day streak")."""
+    """An event in a user's activity feed ("finished a lesson", "reached a 30-day streak").
+
+    History that grows every day: partitioned by month of `created_at` (`MonthlyPartitions`), so old
+    months retire by detaching a partition instead of a DELETE. The database's primary key is
+    (id, created_at), because PostgreSQL wants the partition key in every unique key; the model's pk
+    stays `id` (a uuid4, unique on its own, by which the ORM reads and updates a row), and nothing
+    references this table.
+    """
 
     activity_type = fields.CharField(max_length=50)
     activity_data = json_object()
@@ -224,6 +231,8 @@ class ActivityFeed(UUIDModel):
 
     class Meta:
         table = "activity_feeds"
+        # by month of created_at; the database's primary key is (id, created_at): see the docstring
+        constraints = (MonthlyPartitions(),)
         # a profile's public feed, newest first
         indexes = (Index(fields=("user_id", "is_public", "created_at"), name="idx_activity_feed_public"),)
 

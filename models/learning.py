@@ -9,7 +9,7 @@ from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
 from tortoise.timezone import now as utcnow
 
-from langlearn.models.base import NOW, RealField, TimestampedModel, UUIDModel, counter, flag, json_list
+from langlearn.models.base import NOW, MonthlyPartitions, RealField, TimestampedModel, UUIDModel, counter, flag, json_list
 from langlearn.models.content import Course, Lesson, VocabularyItem
 from langlearn.models.enums import DeviceType, MasteryLevel, NativeEnumField, ProgressStatus
 from langlearn.models.users import User
@@ -139,7 +139,15 @@ class LessonAttempt(UUIDModel):
 
 
 class QuestionAttempt(UUIDModel):
-    """One answer to one exercise of a lesson attempt; `question_id` names the exercise in the lesson's content."""
+    """One answer to one exercise of a lesson attempt; `question_id` names the exercise in the lesson's content.
+
+    History that grows every day: partitioned by month of `created_at` (`MonthlyPartitions`), so old
+    months retire by detaching a partition instead of a DELETE. The database's primary key is
+    (id, created_at), because PostgreSQL wants the partition key in every unique key; the model's pk
+    stays `id` (a uuid4, unique on its own, by which the ORM reads and updates a row), and nothing
+    references this table. The cascade from a deleted lesson attempt reaches every partition
+    through `idx_question_attempt_lesson`.
+    """
 
     question_id = fields.CharField(max_length=255)
     question_type = fields.CharField(max_length=50)
@@ -163,6 +171,8 @@ class QuestionAttempt(UUIDModel):
             CheckConstraint(
                 check="confidence_score >= 0 AND confidence_score <= 1", name="question_attempts_confidence_score_check"
             ),
+            # by month of created_at; the database's primary key is (id, created_at): see the docstring
+            MonthlyPartitions(),
         )
         indexes = (Index(fields=("lesson_attempt_id", "question_id"), name="idx_question_attempt_lesson"),)
 

@@ -64,13 +64,14 @@ def test_a_generated_migration_that_needed_no_hand_edit_passes_the_review_rules(
 
 # --- the catalog at head, read from PostgreSQL and compared with SCHEMA.md --------------------
 
+# A partitioned table (relkind p) is one table of SCHEMA.md; its partitions are its storage, left out
 CATALOG_QUERIES = {
     "columns": """
         SELECT c.relname AS table, a.attname AS column, format_type(a.atttypid, a.atttypmod) AS type,
                a.attnotnull AS not_null, pg_get_expr(d.adbin, d.adrelid) AS default
         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped
     """,
     "constraints": """
         SELECT c.relname AS table, k.contype::text AS kind, pg_get_constraintdef(k.oid) AS definition,
@@ -79,14 +80,14 @@ CATALOG_QUERIES = {
                      JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i) AS columns
         FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_class f ON f.oid = k.confrelid
-        WHERE n.nspname = 'public'
+        WHERE n.nspname = 'public' AND NOT c.relispartition
     """,
     "indexes": """
         SELECT t.relname AS table, i.relname AS name, x.indisunique AS is_unique, x.indisprimary AS is_primary,
                ARRAY(SELECT a.attname FROM unnest(x.indkey::int2[]) WITH ORDINALITY u(n, o)
                      JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = u.n ORDER BY u.o) AS columns
         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
-        JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public'
+        JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public' AND NOT t.relispartition
     """,
     "enums": """
         SELECT t.typname AS name, array_agg(e.enumlabel ORDER BY e.enumsortorder) AS labels

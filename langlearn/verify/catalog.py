@@ -2,7 +2,8 @@
 
 Every expression comes out of PostgreSQL's own deparser (`format_type`, `pg_get_expr`,
 `pg_get_constraintdef`, `pg_get_indexdef`), so two schemas read this way compare as text exactly
-when PostgreSQL considers them the same.
+when PostgreSQL considers them the same. A partitioned table is read as one table (its keys, indexes
+and partition key); its partitions are left out (`langlearn.verify.partitions` checks them).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ WITH ns AS (
     SELECT CASE WHEN $1 THEN pg_my_temp_schema()
                 ELSE (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) END AS oid
 ), rels AS (
-    SELECT c.oid, c.relname FROM pg_class c, ns
-    WHERE c.relnamespace = ns.oid AND c.relkind IN ('r', 'p') AND c.relname <> ALL($2::text[])
+    -- a partitioned table (relkind p) is one table; its partitions are its storage, not tables of their own
+    SELECT c.oid, c.relname, c.relkind FROM pg_class c, ns
+    WHERE c.relnamespace = ns.oid AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname <> ALL($2::text[])
 )
 SELECT json_build_object(
     'tables', (SELECT coalesce(json_agg(r.relname), '[]') FROM rels r),
+    'partition_keys', (SELECT coalesce(json_object_agg(r.relname, pg_get_partkeydef(r.oid)), '{}') FROM rels r WHERE r.relkind = 'p'),
     'columns', (
         SELECT coalesce(json_agg(json_build_object(
             'table', r.relname, 'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod),
@@ -127,6 +130,7 @@ class IndexRow(TypedDict):
 
 class Catalog(TypedDict):
     tables: list[str]
+    partition_keys: dict[str, str]  # partitioned table -> its key, "RANGE (created_at)"
     columns: list[ColumnRow]
     constraints: list[PrimaryKeyRow | ForeignKeyRow | CheckRow]
     indexes: list[IndexRow]
@@ -178,6 +182,7 @@ async def read_catalog(connection: asyncpg.Connection, *, temporary: bool = Fals
             tuple(part.foreign_keys),
             tuple(part.indexes),
             tuple(part.checks),
+            raw["partition_keys"].get(name),
         )
         for name, part in sorted(parts.items())
     }

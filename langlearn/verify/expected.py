@@ -16,7 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 from langlearn.compat import index_name, schema_generator
-from langlearn.models.base import CompositeForeignKey, ExpressionIndex
+from langlearn.models.base import CompositeForeignKey, ExpressionIndex, MonthlyPartitions
 from langlearn.settings import APP_LABEL, MODELS_MODULE
 from langlearn.verify.structure import Check, Column, ForeignKey, Index, Schema, Table, literal
 
@@ -78,7 +78,12 @@ def _table(model: type[Model]) -> Table:
 
     checks: list[Check] = []
     composite_keys: list[ForeignKey] = []
+    partition_key: str | None = None
     for constraint in meta.constraints:
+        if isinstance(constraint, MonthlyPartitions):
+            partition_key = f"RANGE ({constraint.column})"
+            primary_key = constraint.primary_key
+            continue
         if isinstance(constraint, ExpressionIndex):
             indexes.append(Index(_name(constraint.name), constraint.expressions, unique=constraint.unique))
             continue
@@ -125,7 +130,7 @@ def _table(model: type[Model]) -> Table:
             ForeignKey(_name(f"{table}_{column}_fkey"), (column,), target.db_table, (target_column,), str(relation.on_delete))
         )
 
-    return Table(table, tuple(columns), primary_key, tuple(foreign_keys + composite_keys), tuple(indexes), tuple(checks))
+    return Table(table, tuple(columns), primary_key, tuple(foreign_keys + composite_keys), tuple(indexes), tuple(checks), partition_key)
 
 
 def _default(field: Field[Any], model: type[Model]) -> str | None:

@@ -113,6 +113,7 @@ class Table:
     foreign_keys: tuple[ForeignKey, ...] = ()
     indexes: tuple[Index, ...] = ()  # every index and UNIQUE constraint except the primary key's
     checks: tuple[Check, ...] = ()
+    partition_key: str | None = None  # a partitioned table's key as PostgreSQL spells it: "RANGE (created_at)"
 
     def create_sql(self, schema: str | None = None) -> str:
         """CREATE TABLE with columns, primary key and CHECKs; indexes and foreign keys come after all tables."""
