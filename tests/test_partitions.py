@@ -382,3 +382,16 @@ async def test_a_backup_and_its_restore_keep_the_partitions_their_bounds_and_row
         assert (await names(restored))[-1] == "history_p202606"
     finally:
         await server.drop(restored_url)
+
+
+@pytest.mark.parametrize("table", ["question_attempts", "activity_feeds"])
+async def test_the_seed_writes_its_history_into_a_partition_per_month(seeded_db, connect, table):
+    connection = await connect(seeded_db)
+    placed = await connection.fetch(
+        f"SELECT tableoid::regclass::text AS part, min(created_at) AS first, max(created_at) AS last, count(*) AS n FROM {table} GROUP BY 1"
+    )
+
+    assert len(placed) >= 2 and sum(row["n"] for row in placed) > 0
+    for row in placed:  # each month's rows in that month's partition, none in the first partition or a DEFAULT one
+        assert row["part"] == f"{table}_p{row['first'].astimezone(UTC):%Y%m}" == f"{table}_p{row['last'].astimezone(UTC):%Y%m}", row
+    assert [f for f in await check_partitions(connection) if f.subject.startswith(table)] == []
