@@ -25,8 +25,10 @@ Locks and round trips:
   own, not the migration lock's), so two crons, or a cron and a replica starting, take turns;
 - a new month is one transaction: `CREATE TABLE … (LIKE parent)` then `ATTACH PARTITION`, which
   takes SHARE UPDATE EXCLUSIVE on the parent (reads and writes go on; `CREATE TABLE … PARTITION OF`
-  would take ACCESS EXCLUSIVE) and builds the keys and indexes on the empty table; rows of that month
-  found in a DEFAULT partition move in the same transaction;
+  would take ACCESS EXCLUSIVE) and SHARE ROW EXCLUSIVE on the tables its foreign keys point at (their
+  writes wait the few ms of the statement; locked first, in migration 13's order), and builds the keys
+  and indexes on the empty table; rows of that month found in a DEFAULT partition move in the same
+  transaction;
 - retire, per partition: a table comment marks it as being retired, `DETACH … CONCURRENTLY` (two
   transactions that block no reads or writes; it waits for older snapshots up to `detach_wait`), then
   a `pg_dump` of the detached table when archiving (its foreign keys dropped first, so the archive
@@ -186,6 +188,9 @@ PARTITIONS = r"""
     WHERE p.relnamespace = current_schema()::regnamespace AND t.partstrat = 'r' AND t.partnatts = 1
       AND a.atttypid = 'timestamptz'::regtype
     ORDER BY p.relname, lower NULLS FIRST, c.relname
+"""
+REFERENCED = """
+    SELECT DISTINCT confrelid::regclass::text FROM pg_constraint WHERE conrelid = quote_ident($1)::regclass AND contype = 'f' ORDER BY 1
 """
 RETIRING_TABLES = """
     SELECT c.relname AS name, substr(obj_description(c.oid, 'pg_class'), length($1) + 1) AS parent
@@ -374,6 +379,10 @@ async def _create(connection: asyncpg.Connection, table: PartitionedTable, bound
                 bounds.start, bounds.end,
             )
             moved = int(status.rsplit(" ", 1)[1])
+        # ATTACH locks the tables the foreign keys point at (SHARE ROW EXCLUSIVE); first, as migration 13's swap
+        # and the writers take them (referenced table, then history), so that no deadlock can form
+        for (referenced,) in await connection.fetch(REFERENCED, table.name):
+            await connection.execute(f"LOCK TABLE {quote(referenced)} IN SHARE ROW EXCLUSIVE MODE")
         await connection.execute(
             f"ALTER TABLE {quote(table.name)} ATTACH PARTITION {quote(name)} "
             f"FOR VALUES FROM ('{bounds.start.isoformat()}') TO ('{bounds.end.isoformat()}')"
