@@ -58,7 +58,9 @@ DEFAULT_AHEAD = 3  # months created past the current one: a quarter without a cr
 DEFAULT_LOCK_WAIT = 60.0  # for the maintenance lock (another ensure or retire)
 DEFAULT_LOCK_TIMEOUT = 5.0  # a statement that blocks traffic while it waits gives up after this
 DEFAULT_DETACH_WAIT = 600.0  # DETACH CONCURRENTLY waits for older snapshots, blocking nobody
-RETIRING = "langlearn partitions retire: detached from "  # + the parent: the mark of a partition being retired
+# The mark of a partition being retired: its parent, and its own oid, so that a copy restored from its archive
+# (a new table, a new oid) is never taken for it
+RETIRING = "langlearn partitions retire: detached from {parent} (table {oid})"
 
 PARTITION_LOCK = AdvisoryLock(
     int.from_bytes(hashlib.blake2b(f"partitions:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1,
@@ -192,11 +194,11 @@ PARTITIONS = r"""
 REFERENCED = """
     SELECT DISTINCT confrelid::regclass::text FROM pg_constraint WHERE conrelid = quote_ident($1)::regclass AND contype = 'f' ORDER BY 1
 """
-RETIRING_TABLES = """
-    SELECT c.relname AS name, substr(obj_description(c.oid, 'pg_class'), length($1) + 1) AS parent
-    FROM pg_class c
-    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND NOT c.relispartition
-      AND starts_with(obj_description(c.oid, 'pg_class'), $1)
+RETIRING_TABLES = r"""
+    SELECT c.relname AS name, mark[1] AS parent
+    FROM pg_class c,
+         regexp_match(obj_description(c.oid, 'pg_class'), '^langlearn partitions retire: detached from (.+) \(table (\d+)\)$') AS mark
+    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND NOT c.relispartition AND mark[2]::oid = c.oid
     ORDER BY c.relname
 """
 
@@ -274,7 +276,7 @@ async def read_status(connection: asyncpg.Connection) -> Status:
         table.name: int(await connection.fetchval(f"SELECT count(*) FROM {quote(table.default.name)}"))
         for table in tables if table.default is not None
     }
-    retiring = tuple(f"{row['name']} (from {row['parent']})" for row in await connection.fetch(RETIRING_TABLES, RETIRING))
+    retiring = tuple(f"{row['name']} (from {row['parent']})" for row in await connection.fetch(RETIRING_TABLES))
     return Status(tables, default_rows, retiring, await read_partman(connection))
 
 
@@ -463,7 +465,7 @@ async def retire(
             schema = await connection.fetchval("SELECT current_schema()")
             retired = [
                 await _finish(connection, url, schema, Retired(row["parent"], row["name"], None, None, None, resumed=True), archive, lock_timeout)
-                for row in await connection.fetch(RETIRING_TABLES, RETIRING)
+                for row in await connection.fetch(RETIRING_TABLES)
             ]
             partman = await read_partman(connection)
             for table in await read_tables(connection):
@@ -481,7 +483,8 @@ async def retire(
 
 async def _detach(connection: asyncpg.Connection, table: PartitionedTable, partition: Partition, detach_wait: float, lock_timeout: float) -> None:
     """Mark the partition as being retired, then detach it: CONCURRENTLY, unless a DEFAULT partition forbids it."""
-    await connection.execute(f"COMMENT ON TABLE {quote(partition.name)} IS {_literal(RETIRING + table.name)}")
+    oid = await connection.fetchval("SELECT quote_ident($1)::regclass::oid", partition.name)
+    await connection.execute(f"COMMENT ON TABLE {quote(partition.name)} IS {_literal(RETIRING.format(parent=table.name, oid=oid))}")
     try:
         if table.default is None:
             async with _session_timeout(connection, detach_wait):

@@ -205,6 +205,12 @@ async def test_retire_archive_restores_into_an_empty_database_with_the_same_rows
         assert await restored.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = 'history_p202603'") == 2
     finally:
         await server.drop(restored_url)
+    # restored beside the live table to have a look: a later retire leaves the copy alone
+    target = libpq_target(empty_db)
+    subprocess.run([str(client_program("pg_restore")), "--no-owner", "--exit-on-error", "--dbname", target.dsn,
+                    str(archives["history_p202603"])], env=target.environment, check=True, capture_output=True)
+    assert await partitions.retire(empty_db, date(2026, 4, 1), archive=None, now=NOW) == ()
+    assert await connection.fetchval("SELECT count(*) FROM history_p202603") == len(before)
 
 
 async def test_an_interrupted_detach_is_finalized_and_the_retire_finished_by_the_next_run(empty_db, connect):
