@@ -30,9 +30,9 @@ Locks and round trips:
   and indexes on the empty table; rows of that month found in a DEFAULT partition move in the same
   transaction;
 - retire, per partition: a table comment marks it as being retired, `DETACH … CONCURRENTLY` (two
-  transactions that block no reads or writes; it waits for older snapshots up to `detach_wait`), then
-  a `pg_dump` of the detached table when archiving (its foreign keys dropped first, so the archive
-  restores into an empty database), then `DROP TABLE`. Interrupted anywhere, the next run picks it up:
+  transactions that block no reads or writes; it waits for older snapshots up to `detach_wait`), its
+  foreign keys dropped (a short transaction: the DROP that frees the files then locks no other table,
+  and an archive restores into an empty database), a `pg_dump` of it when archiving, then `DROP TABLE`. Interrupted anywhere, the next run picks it up:
   a detach left pending is finalized (`DETACH … FINALIZE`, by `ensure` or `retire`), and `retire`
   finishes the detached tables its comment marks.
 Statements that take a lock that blocks traffic wait at most `lock_timeout`.
@@ -506,12 +506,15 @@ async def _detach(connection: asyncpg.Connection, table: PartitionedTable, parti
 async def _finish(connection: asyncpg.Connection, url: str, schema: str, detached: Retired, archive: Path | None, lock_timeout: float) -> Retired:
     """Archive (when asked) and drop a detached partition."""
     name, written = detached.name, None
+    # Its foreign keys go first, in a short transaction of their own: DROP TABLE would otherwise hold the lock
+    # on the tables they point at (writes there wait) while it frees the files, ~0.3 s for 800 MB; and an
+    # archive then stands alone (an empty database has nothing for them to point at).
+    async with _transaction(connection, lock_timeout):
+        for (foreign_key,) in await connection.fetch(
+            "SELECT conname FROM pg_constraint WHERE conrelid = quote_ident($1)::regclass AND contype = 'f'", name
+        ):
+            await connection.execute(f"ALTER TABLE {quote(name)} DROP CONSTRAINT {quote(foreign_key)}")
     if archive is not None:
-        async with _transaction(connection, lock_timeout):  # the archive stands alone: an empty database has nothing its keys point at
-            for (foreign_key,) in await connection.fetch(
-                "SELECT conname FROM pg_constraint WHERE conrelid = quote_ident($1)::regclass AND contype = 'f'", name
-            ):
-                await connection.execute(f"ALTER TABLE {quote(name)} DROP CONSTRAINT {quote(foreign_key)}")
         written = await backups.dump_table(url, schema, name, archive / f"{name}.dump")
     async with _transaction(connection, lock_timeout):
         await connection.execute(f"DROP TABLE {quote(name)}")
