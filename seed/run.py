@@ -278,6 +278,8 @@ class Seeder:
             await self.connection.execute(LEDGER_SEQUENCE_SQL)
             if deferred:
                 await self._rebuild(run_id, deferred)
+            for table in await partitions.read_tables(self.connection):  # autovacuum analyses partitions, never their parent
+                await self.connection.execute(f"ANALYZE {partitions.quote(table.name)}")
             await self.connection.execute(
                 "UPDATE seed_runs SET steps_done = steps_total, status = 'completed', finished_at = now(), "
                 "updated_at = now() WHERE id = $1", run_id)

@@ -401,3 +401,5 @@ async def test_the_seed_writes_its_history_into_a_partition_per_month(seeded_db,
     for row in placed:  # each month's rows in that month's partition, none in the first partition or a DEFAULT one
         assert row["part"] == f"{table}_p{row['first'].astimezone(UTC):%Y%m}" == f"{table}_p{row['last'].astimezone(UTC):%Y%m}", row
     assert [f for f in await check_partitions(connection) if f.subject.startswith(table)] == []
+    # the parent has statistics of its own (autovacuum analyses only the partitions)
+    assert await connection.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1 AND inherited", table) > 0
