@@ -220,8 +220,8 @@ class Row:
 # --- the database ---------------------------------------------------------------------------------
 
 
-async def prepare_database(server: str, name: str, users: int, seed: int) -> str:
-    """The seeded database `name`: created, migrated and seeded if it does not exist, else reused as it is."""
+async def prepare_database(server: str, name: str, users: int, seed: int, method: str = "auto") -> str:
+    """The seeded database `name`: created, migrated and seeded (`langlearn seed --method`) if it does not exist, else reused as it is."""
     url = with_database(server, name)
     admin = await admin_connection(server)
     try:
@@ -244,7 +244,7 @@ async def prepare_database(server: str, name: str, users: int, seed: int) -> str
         print(f"seeding {name}: langlearn seed --users {users} --seed {seed} (minutes; done once, the database is kept) ...", flush=True)
         started = time.perf_counter()
         environment = {**os.environ, "DATABASE_URL": url}
-        result = subprocess.run([sys.executable, "-m", "langlearn", "seed", "--users", str(users), "--seed", str(seed), "--no-progress"],
+        result = subprocess.run([sys.executable, "-m", "langlearn", "seed", "--users", str(users), "--seed", str(seed), "--method", method, "--no-progress"],
                                 cwd=REPO_ROOT, env=environment, capture_output=True, text=True)
         if result.returncode != 0:
             raise SystemExit(f"langlearn seed --users {users} failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")

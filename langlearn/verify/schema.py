@@ -4,10 +4,12 @@ Defaults and CHECK expressions cannot be compared as the models write them: Post
 `CHECK (week_end = week_start + 6)` as `CHECK ((week_end = (week_start + 6)))` and `'vi'` as
 `'vi'::character varying`. So PostgreSQL spells the models' side itself (`langlearn.verify.spelling`), and
 both sides are read with the same catalog query: at most six statements (begin, two catalog reads,
-one DDL script, rollback, and the query for INVALID indexes and NOT VALID constraints) whatever the
-number of tables, four when the spelling is cached, plus the partitions' reads (`langlearn.verify.partitions`),
-and nothing left behind in the caller's session (inside a caller's transaction, the begin and rollback
-are a savepoint's).
+one DDL script, rollback, and the query for INVALID indexes, NOT VALID constraints and partitions
+lacking an index of their table) whatever the number of tables, four when the spelling is cached,
+plus the partitions' reads (`langlearn.verify.partitions`: missing months, rows in a DEFAULT
+partition, a detach left pending), and nothing left behind in the caller's session (inside a caller's
+transaction, the begin and rollback are a savepoint's). A partitioned table is compared as one table
+(its partition key too); its partitions are its storage, never extra tables.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ async def check_schema(connection: asyncpg.Connection, *, other_tables: frozense
 # What an interrupted online migration leaves: an index a failed CREATE INDEX CONCURRENTLY marked
 # INVALID, a constraint added NOT VALID whose VALIDATE never ran. The catalog comparison cannot see
 # either (the definitions are right), yet the first is never used and the second checks no old row.
+# And a partition lacking one of its table's indexes (an index built partition by partition, CREATE
+# INDEX ON ONLY the table then ATTACH each partition's, stopped part-way): the catalog comparison reads
+# a partitioned table as one, yet reads of that partition scan it.
 UNFINISHED = """
     SELECT 'invalid_index' AS kind, c.relname AS name, t.relname AS table_name
     FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
@@ -55,6 +60,14 @@ UNFINISHED = """
     SELECT 'unvalidated_constraint', k.conname, t.relname
     FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid
     WHERE NOT k.convalidated AND t.relnamespace = current_schema()::regnamespace
+    UNION ALL
+    SELECT 'partition_index_missing', parent_index.relname || ' ' || part.relname, parent.relname
+    FROM pg_class parent
+    JOIN pg_index x ON x.indrelid = parent.oid JOIN pg_class parent_index ON parent_index.oid = x.indexrelid
+    JOIN pg_inherits p ON p.inhparent = parent.oid JOIN pg_class part ON part.oid = p.inhrelid
+    WHERE parent.relkind = 'p' AND parent.relnamespace = current_schema()::regnamespace
+      AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_index px ON px.indexrelid = i.inhrelid
+                      WHERE i.inhparent = x.indexrelid AND px.indrelid = part.oid)
     ORDER BY 3, 2
 """
 
@@ -65,7 +78,16 @@ async def _unfinished(connection: asyncpg.Connection, other_tables: frozenset[st
         table, name = row["table_name"], row["name"]
         if table in other_tables:
             continue
-        if row["kind"] == "invalid_index":
+        if row["kind"] == "partition_index_missing":
+            index, partition = name.split(" ")
+            findings.append(error(
+                CHECK, "partition_index_missing", f"{partition}.{index}",
+                f"partition {partition} of {table} has no index attached to {index} (a build partition by partition stopped part-way?), "
+                f"so the reads {index} serves scan that partition, and {index} stays INVALID; build it "
+                f"(CREATE INDEX CONCURRENTLY ON {quote(partition)} with {index}'s columns), then ALTER INDEX {quote(index)} ATTACH PARTITION it",
+                table=table, partition=partition,
+            ))
+        elif row["kind"] == "invalid_index":
             findings.append(error(
                 CHECK, "invalid_index", f"{table}.{name}",
                 f"index {name} on {table} is INVALID (a CREATE INDEX CONCURRENTLY failed part-way): no query uses it, yet every "
@@ -170,6 +192,14 @@ def _compare_table(expected: Table, live: Table) -> list[Finding]:
                 actual=column.sql(),
             ))
 
+    if expected.partition_key != live.partition_key:
+        findings.append(error(
+            CHECK, "partitioning_differs", table,
+            f"{table} is {_partitioning(live.partition_key)}, the model says it is {_partitioning(expected.partition_key)}; "
+            f"run `langlearn upgrade` if migrations are pending, otherwise {MIGRATE} (see migration 13, partition_history_by_month)",
+            expected=expected.partition_key, actual=live.partition_key,
+        ))
+
     if expected.primary_key != live.primary_key:
         findings.append(error(
             CHECK, "primary_key_differs", f"{table}.{table}_pkey",
@@ -209,6 +239,10 @@ def _compare_table(expected: Table, live: Table) -> list[Finding]:
                 actual=check.definition,
             ))
     return findings
+
+
+def _partitioning(key: str | None) -> str:
+    return f"partitioned by {key}" if key else "a plain table"
 
 
 def _compare_column(table: str, expected: Column, live: Column) -> list[Finding]:

@@ -22,11 +22,13 @@ its own, whether `langlearn upgrade` or `aerich upgrade` runs it); no row is rew
   the same key, indexes and foreign keys under the original names, ATTACH the old table (the
   validated CHECK proves the bound, so ATTACH does not scan it, and its indexes and foreign key are
   attached as they are), create the DEFAULT partition;
-- the swap and the creation of the month partitions lock the table a foreign key points at first
-  (lesson_attempts, users: ATTACH drops the partition's own triggers there), then the history table,
-  the order in which writers take them; their lock_timeout is the runner's, at most 500 ms, under
-  PostgreSQL's deadlock check (1 s), so that a writer taking them in the other order is never the
-  deadlock's victim, and the runner tries the statement again;
+- the swap and the creation of the month partitions lock the history table, then the table its foreign
+  key points at (lesson_attempts, users: ATTACH drops the partition's own triggers there). Writers take
+  these two in either order (an insert: the history table, then its foreign key's check; a cascade or a
+  lesson's transaction: the other way), so whichever order a migration chose, some writer could
+  deadlock with it. So the second lock is waited for 100 ms at most (under PostgreSQL's deadlock check,
+  1 s: no writer is ever a deadlock's victim); when it is not granted, both are released and taken
+  again after a short pause, all within the runner's lock_timeout (then the runner tries again);
 - rerunnable after a failure at any statement: each step reads the catalog and does only what is
   left (the swap only while the table is still plain, the months only those missing, a CHECK left
   NOT VALID is computed again). The steps are functions in `pg_temp`: both runners send a migration's
@@ -49,20 +51,34 @@ from langlearn.history.aerich import statement_by_statement
 # hand edit: each step commits on its own, so that no lock is held across a scan
 RUN_IN_TRANSACTION = False
 
-# hand edit: the lock order of every swap, up and down: the tables the history table's foreign keys point at, then the history table
+# hand edit: how every swap (up and down) takes its locks: the history table, then the tables its foreign keys point at,
+# never waiting for one while holding another longer than 100 ms (under the deadlock check, 1 s), all within lock_timeout
 LOCK_FOR_SWAP = """
         CREATE OR REPLACE FUNCTION pg_temp.langlearn_lock_for_swap(history text, mode text) RETURNS void LANGUAGE plpgsql AS $fn$
-        DECLARE referenced text;
+        DECLARE
+            configured text := current_setting('lock_timeout');
+            deadline timestamptz := clock_timestamp() + CASE WHEN configured = '0' THEN interval '5s' ELSE configured::interval END;
+            referenced text;
         BEGIN
-            IF current_setting('lock_timeout') = '0' OR current_setting('lock_timeout')::interval > interval '500ms' THEN
-                PERFORM set_config('lock_timeout', '500ms', true);
-            END IF;
-            FOR referenced IN
-                SELECT DISTINCT confrelid::regclass::text FROM pg_constraint WHERE conrelid = history::regclass AND contype = 'f' ORDER BY 1
             LOOP
-                EXECUTE format('LOCK TABLE %s IN %s MODE', referenced, mode);
+                BEGIN  -- a subtransaction: a failed attempt releases what it took
+                    PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM deadline - clock_timestamp()) * 1000))::int || 'ms', true);
+                    EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', history);
+                    PERFORM set_config('lock_timeout', '100ms', true);
+                    FOR referenced IN
+                        SELECT DISTINCT confrelid::regclass::text FROM pg_constraint WHERE conrelid = history::regclass AND contype = 'f' ORDER BY 1
+                    LOOP
+                        EXECUTE format('LOCK TABLE %s IN %s MODE', referenced, mode);
+                    END LOOP;
+                    PERFORM set_config('lock_timeout', configured, true);
+                    RETURN;
+                EXCEPTION WHEN lock_not_available THEN
+                    IF clock_timestamp() >= deadline THEN
+                        RAISE;
+                    END IF;
+                    PERFORM pg_sleep(0.01 + random() * 0.04);
+                END;
             END LOOP;
-            EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', history);
         END
         $fn$;"""
 
@@ -107,6 +123,7 @@ async def upgrade(db: BaseDBAsyncClient) -> str:
             key_definition text;
             foreign_key record;
             old_index record;
+            locked_at timestamptz;
         BEGIN
             IF (SELECT relkind FROM pg_class WHERE oid = history::regclass) <> 'r' THEN
                 RETURN;  -- partitioned already
@@ -118,6 +135,7 @@ async def upgrade(db: BaseDBAsyncClient) -> str:
             END IF;
             first_partition := format('%s_pre_%s', history, to_char(bound AT TIME ZONE 'UTC', 'YYYYMM'));
             PERFORM pg_temp.langlearn_lock_for_swap(history, 'ACCESS EXCLUSIVE');
+            locked_at := clock_timestamp();
             -- the parent's indexes and key as the table has them (ON the table's name, which the parent takes)
             SELECT array_agg(pg_get_indexdef(indexrelid)) INTO index_definitions
             FROM pg_index WHERE indrelid = history::regclass AND NOT indisprimary;
@@ -152,6 +170,7 @@ async def upgrade(db: BaseDBAsyncClient) -> str:
             -- the DEFAULT partition: the safety net, so that a write for a month without a partition never fails
             -- (docs/scale-out.md, "Time-partitioned history", says what it costs)
             EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT', history || '_default', history);
+            RAISE NOTICE 'swap window of %: % ms from its locks to its commit', history, round(extract(epoch FROM clock_timestamp() - locked_at) * 1000, 1);
         END
         $fn$;
         -- hand edit: month partitions from the partitions' highest upper bound (read from the catalog) until `ahead` after now
