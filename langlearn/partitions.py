@@ -35,17 +35,21 @@ Locks and round trips:
   and an archive restores into an empty database), a `pg_dump` of it when archiving, then `DROP TABLE`. Interrupted anywhere, the next run picks it up:
   a detach left pending is finalized (`DETACH … FINALIZE`, by `ensure` or `retire`), and `retire`
   finishes the detached tables its comment marks.
-Statements that take a lock that blocks traffic wait at most `lock_timeout`.
+A statement whose lock blocks traffic while it waits (ATTACH's on the tables the foreign keys point at,
+a plain DETACH) waits at most `lock_timeout` (0.5 s), and its transaction is tried again, up to 10 times.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 
@@ -56,7 +60,8 @@ from langlearn.settings import APP_LABEL, ENVIRONMENT_SETTING, marked_production
 
 DEFAULT_AHEAD = 3  # months created past the current one: a quarter without a cron run still writes
 DEFAULT_LOCK_WAIT = 60.0  # for the maintenance lock (another ensure or retire)
-DEFAULT_LOCK_TIMEOUT = 5.0  # a statement that blocks traffic while it waits gives up after this
+DEFAULT_LOCK_TIMEOUT = 0.5  # a lock that blocks traffic while it waits is given up after this, then tried again
+LOCK_ATTEMPTS = 10
 DEFAULT_DETACH_WAIT = 600.0  # DETACH CONCURRENTLY waits for older snapshots, blocking nobody
 # The mark of a partition being retired: its parent, and its own oid, so that a copy restored from its archive
 # (a new table, a new oid) is never taken for it
@@ -66,6 +71,9 @@ PARTITION_LOCK = AdvisoryLock(
     int.from_bytes(hashlib.blake2b(f"partitions:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1,
     "partition maintenance lock", "that partition maintenance",
 )
+
+
+T = TypeVar("T")
 
 
 class PartitionError(LanglearnError):
@@ -290,12 +298,23 @@ async def _maintenance(connection: asyncpg.Connection, lock_wait: float) -> Asyn
         await connection.execute("SELECT pg_advisory_unlock($1)", PARTITION_LOCK.key)
 
 
-@asynccontextmanager
-async def _transaction(connection: asyncpg.Connection, lock_timeout: float) -> AsyncIterator[None]:
-    """A transaction whose statements wait at most `lock_timeout` seconds for a lock."""
-    async with connection.transaction():
-        await connection.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
-        yield
+async def _in_transaction(connection: asyncpg.Connection, lock_timeout: float, step: Callable[[], Awaitable[T]]) -> T:
+    """`step` in a transaction whose statements wait at most `lock_timeout` for a lock, tried again (LOCK_ATTEMPTS
+    times, backing off) when one was not had in time: a lock queued behind a writer holds every later writer
+    behind it, so each wait stays short, and a writer holding a lock for a moment does not fail the maintenance."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            async with connection.transaction():
+                await connection.execute(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms'")
+                return await step()
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as busy:
+            if attempt == LOCK_ATTEMPTS:
+                raise PartitionError(
+                    f"the tables stayed busy: {LOCK_ATTEMPTS} tries at {lock_timeout:g} s each did not get their locks ({busy}); "
+                    "run it again, or with a longer --lock-timeout"
+                ) from None
+            await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+    raise AssertionError("unreachable")
 
 
 @asynccontextmanager
@@ -354,21 +373,25 @@ async def _shorten_empty_first(connection: asyncpg.Connection, table: Partitione
     head = next((each for each in table.partitions if each.lower is None and not each.is_default), None)
     if head is None or head.upper is None or head.upper <= first or await _holds_rows(connection, head.name):
         return table
-    async with _transaction(connection, lock_timeout):
+
+    async def shorten() -> None:
         await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(head.name)}")
         if await _holds_rows(connection, head.name):
             raise PartitionError(f"a row reached {head.name} while it was being shortened; run the same command again")
         await connection.execute(
             f"ALTER TABLE {quote(table.name)} ATTACH PARTITION {quote(head.name)} FOR VALUES FROM (MINVALUE) TO ('{first.isoformat()}')"
         )
+
+    await _in_transaction(connection, lock_timeout, shorten)
     return next(each for each in await read_tables(connection) if each.name == table.name)
 
 
 async def _create(connection: asyncpg.Connection, table: PartitionedTable, bounds: Range, lock_timeout: float) -> Created:
     """One partition in one transaction: a bare table, the rows of its range a DEFAULT holds, then ATTACH."""
     name = partition_name(table.name, bounds)
-    moved = 0
-    async with _transaction(connection, lock_timeout):
+
+    async def create() -> int:
+        moved = 0
         await connection.execute(
             f"CREATE TABLE {quote(name)} (LIKE {quote(table.name)} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
             "INCLUDING STORAGE INCLUDING COMMENTS INCLUDING GENERATED INCLUDING IDENTITY)"
@@ -389,7 +412,9 @@ async def _create(connection: asyncpg.Connection, table: PartitionedTable, bound
             f"ALTER TABLE {quote(table.name)} ATTACH PARTITION {quote(name)} "
             f"FOR VALUES FROM ('{bounds.start.isoformat()}') TO ('{bounds.end.isoformat()}')"
         )
-    return Created(table.name, name, bounds, moved)
+        return moved
+
+    return Created(table.name, name, bounds, await _in_transaction(connection, lock_timeout, create))
 
 
 async def _holds_rows(connection: asyncpg.Connection, table: str) -> bool:
@@ -406,13 +431,16 @@ async def _columns(connection: asyncpg.Connection, table: str) -> list[str]:
 
 async def _drop_default(connection: asyncpg.Connection, table: PartitionedTable, default: Partition, lock_timeout: float) -> None:
     """Detach and drop the DEFAULT partition, emptied by the months just created; kept if a row came in meanwhile."""
-    async with _transaction(connection, lock_timeout):
+
+    async def drop() -> None:
         await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(default.name)}")
         if await _holds_rows(connection, default.name):
             raise PartitionError(
                 f"a row reached {default.name} while its months were being created; run `langlearn partitions ensure` again"
             )
         await connection.execute(f"DROP TABLE {quote(default.name)}")
+
+    await _in_transaction(connection, lock_timeout, drop)
 
 
 async def _finalize_detaches(connection: asyncpg.Connection, tables: tuple[PartitionedTable, ...], detach_wait: float) -> tuple[str, ...]:
@@ -490,8 +518,8 @@ async def _detach(connection: asyncpg.Connection, table: PartitionedTable, parti
             async with _session_timeout(connection, detach_wait):
                 await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(partition.name)} CONCURRENTLY")
         else:  # PostgreSQL refuses CONCURRENTLY beside a DEFAULT partition; `ensure` drops it
-            async with _transaction(connection, lock_timeout):
-                await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(partition.name)}")
+            await _in_transaction(connection, lock_timeout, partial(
+                connection.execute, f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(partition.name)}"))
     except asyncpg.PostgresError as failure:
         if not await connection.fetchval(
             "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = quote_ident($1)::regclass", partition.name
@@ -509,15 +537,17 @@ async def _finish(connection: asyncpg.Connection, url: str, schema: str, detache
     # Its foreign keys go first, in a short transaction of their own: DROP TABLE would otherwise hold the lock
     # on the tables they point at (writes there wait) while it frees the files, ~0.3 s for 800 MB; and an
     # archive then stands alone (an empty database has nothing for them to point at).
-    async with _transaction(connection, lock_timeout):
+
+    async def drop_foreign_keys() -> None:
         for (foreign_key,) in await connection.fetch(
             "SELECT conname FROM pg_constraint WHERE conrelid = quote_ident($1)::regclass AND contype = 'f'", name
         ):
             await connection.execute(f"ALTER TABLE {quote(name)} DROP CONSTRAINT {quote(foreign_key)}")
+
+    await _in_transaction(connection, lock_timeout, drop_foreign_keys)
     if archive is not None:
         written = await backups.dump_table(url, schema, name, archive / f"{name}.dump")
-    async with _transaction(connection, lock_timeout):
-        await connection.execute(f"DROP TABLE {quote(name)}")
+    await _in_transaction(connection, lock_timeout, partial(connection.execute, f"DROP TABLE {quote(name)}"))
     return replace(detached, archive=written)
 
 

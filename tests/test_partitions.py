@@ -116,6 +116,23 @@ async def test_ensure_since_an_older_month_cuts_an_empty_first_partition_back_bu
     assert (await where(connection))["2026-01-31T00:00:00+00:00"] == "history_pre_202604"
 
 
+async def test_ensure_waits_out_a_writer_holding_the_referenced_table_in_short_tries(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    writer = await connect(empty_db)  # a transaction writing to `owners` (ROW EXCLUSIVE) for a second
+    await writer.execute("BEGIN; LOCK TABLE owners IN ROW EXCLUSIVE MODE")
+
+    async def commit_later() -> None:
+        await asyncio.sleep(1.0)
+        await writer.execute("COMMIT")
+
+    committed = asyncio.create_task(commit_later())
+    result = await partitions.ensure(connection, ahead=0, now=NOW, lock_timeout=0.2)  # ATTACH needs SHARE ROW EXCLUSIVE there
+    await committed
+
+    assert [c.name for c in result.created] == ["history_p202604"]
+
+
 async def test_a_write_on_a_month_boundary_lands_in_the_right_month(empty_db, connect):
     connection = await connect(empty_db)
     await make_history(connection)
