@@ -404,10 +404,7 @@ async def _create(connection: asyncpg.Connection, table: PartitionedTable, bound
                 bounds.start, bounds.end,
             )
             moved = int(status.rsplit(" ", 1)[1])
-        # ATTACH locks the tables the foreign keys point at (SHARE ROW EXCLUSIVE); first, as migration 13's swap
-        # and the writers take them (referenced table, then history), so that no deadlock can form
-        for (referenced,) in await connection.fetch(REFERENCED, table.name):
-            await connection.execute(f"LOCK TABLE {quote(referenced)} IN SHARE ROW EXCLUSIVE MODE")
+        await _lock_referenced(connection, table)
         await connection.execute(
             f"ALTER TABLE {quote(table.name)} ATTACH PARTITION {quote(name)} "
             f"FOR VALUES FROM ('{bounds.start.isoformat()}') TO ('{bounds.end.isoformat()}')"
@@ -415,6 +412,13 @@ async def _create(connection: asyncpg.Connection, table: PartitionedTable, bound
         return moved
 
     return Created(table.name, name, bounds, await _in_transaction(connection, lock_timeout, create))
+
+
+async def _lock_referenced(connection: asyncpg.Connection, table: PartitionedTable) -> None:
+    """ATTACH and DETACH lock the tables the foreign keys point at (SHARE ROW EXCLUSIVE) after the parent; take
+    them first, in migration 13's order (referenced tables by name, then the history table)."""
+    for (referenced,) in await connection.fetch(REFERENCED, table.name):
+        await connection.execute(f"LOCK TABLE {quote(referenced)} IN SHARE ROW EXCLUSIVE MODE")
 
 
 async def _holds_rows(connection: asyncpg.Connection, table: str) -> bool:
@@ -433,6 +437,7 @@ async def _drop_default(connection: asyncpg.Connection, table: PartitionedTable,
     """Detach and drop the DEFAULT partition, emptied by the months just created; kept if a row came in meanwhile."""
 
     async def drop() -> None:
+        await _lock_referenced(connection, table)
         await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(default.name)}")
         if await _holds_rows(connection, default.name):
             raise PartitionError(
