@@ -13,7 +13,8 @@ and the next `ahead` ones, and runs from `langlearn upgrade`, startup's apply mo
 `langlearn verify` reports a table whose current month (error) or next month (warning) has no
 partition. A write past the months created fails with PostgreSQL's "no partition of relation … found
 for row" (SQLSTATE 23514). A DEFAULT partition found (one a migration or a person added) is emptied
-by `ensure`: its rows move to their months' new partitions, then it is detached and dropped.
+by `ensure`: its rows move to their months' new partitions, then it is detached and dropped (by the
+command and the seed; startup's apply mode, `langlearn upgrade`'s, only creates months).
 
 A load of older rows (the seed's history) asks `ensure` for the months from `since`: where the first
 partition (from MINVALUE: the old table the conversion attached) is still empty, as in a fresh database,
@@ -329,12 +330,15 @@ async def _session_timeout(connection: asyncpg.Connection, seconds: float) -> As
 
 async def ensure(
     connection: asyncpg.Connection, *, ahead: int = DEFAULT_AHEAD, now: datetime | None = None, since: datetime | None = None,
-    lock_wait: float = DEFAULT_LOCK_WAIT, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, detach_wait: float = DEFAULT_DETACH_WAIT,
+    drop_default: bool = True, lock_wait: float = DEFAULT_LOCK_WAIT, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    detach_wait: float = DEFAULT_DETACH_WAIT,
 ) -> EnsureResult:
     """Create this month's partition and the next `ahead` months' (and every month from `since`'s, for a
     load of older rows: the seed's) for every partitioned table (those pg_partman manages excepted),
-    finish detaches left pending, and empty and drop a DEFAULT partition. Idempotent; `connection`
-    must not be inside a transaction."""
+    finish detaches left pending, and empty and drop a DEFAULT partition unless `drop_default` is False
+    (startup's: its DETACH takes ACCESS EXCLUSIVE on the parent for a moment, work for the maintenance
+    job rather than a deploy, which then builds the catalog plain `aerich upgrade` builds). Idempotent;
+    `connection` must not be inside a transaction."""
     if ahead < 0 or ahead > 120:
         raise UsageError(f"--ahead {ahead} is out of range: give a number of months from 0 to 120")
     this_month = month_start(now or datetime.now(timezone.utc))
@@ -358,7 +362,7 @@ async def ensure(
             for month in sorted(months):
                 for gap in table.gaps(month, add_months(month, 1)):
                     created.append(await _create(connection, table, gap, lock_timeout))
-            if table.default is not None:
+            if table.default is not None and drop_default:
                 await _drop_default(connection, table, table.default, lock_timeout)
                 dropped.append(table.default.name)
     return EnsureResult(

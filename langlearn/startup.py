@@ -264,7 +264,8 @@ async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptio
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
     up = target.direction == "up"
     if up and not state.pending:  # this month's partitions and the next ones, before the schema check looks for them
-        for line in (await partitions.ensure(connection, lock_wait=options.lock_wait, lock_timeout=options.lock_timeout)).changes():
+        made = await partitions.ensure(connection, drop_default=False, lock_wait=options.lock_wait, lock_timeout=options.lock_timeout)
+        for line in made.changes():
             log.info("partitions: %s", line)
     # the models describe head: below it, the schema is checked by the migrations' own tests, not here
     warnings = await _check_schema(connection, options.other_tables) if not state.pending else ()

@@ -226,8 +226,7 @@ async def assert_converted(connection: asyncpg.Connection) -> None:
         bounds = await partitions(connection, table)
         first = [name for name, bound in bounds.items() if bound.startswith("FOR VALUES FROM (MINVALUE)")]
         assert len(first) == 1 and first[0].startswith(f"{table}_pre_"), bounds
-        # the DEFAULT partition, until `partitions ensure` (which `langlearn upgrade` runs) drops it (docs/scale-out.md)
-        assert bounds.get(f"{table}_default", "DEFAULT") == "DEFAULT"
+        assert bounds[f"{table}_default"] == "DEFAULT"
         months = [name for name in bounds if name.startswith(f"{table}_p2")]
         assert len(months) >= 3, bounds
 

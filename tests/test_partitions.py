@@ -133,6 +133,29 @@ async def test_ensure_waits_out_a_writer_holding_the_referenced_table_in_short_t
     assert [c.name for c in result.created] == ["history_p202604"]
 
 
+async def test_upgrade_creates_the_months_ahead_and_leaves_the_default_partition_to_the_maintenance_job(head_db, connect):
+    connection = await connect(head_db)
+    last = partitions.add_months(partitions.month_start(datetime.now(UTC)), 3)  # the command reads the clock
+    expected = []
+    for table, name, lower, upper, is_default in await layout(connection):  # as if every month's creation had been missed
+        if lower is None and not is_default:
+            month = upper  # the first partition's end, a first of the month (migration 13)
+            while month <= last:
+                expected.append(f"{table}_p{month:%Y%m}")
+                month = partitions.add_months(month, 1)
+        elif not is_default:
+            await connection.execute(f"DROP TABLE {name}")
+
+    upgraded = run_cli(LANGLEARN, "upgrade", database=head_db)
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    created = [line.split()[2] for line in upgraded.stderr.splitlines() if line.startswith("partitions: created ")]
+    assert sorted(created) == sorted(expected) and len(expected) >= 6
+    assert {name for _, name, *_ in await layout(connection)} >= {"question_attempts_default", "activity_feeds_default"}
+    ensured = run_cli(LANGLEARN, "partitions", "ensure", database=head_db)
+    assert ensured.stdout.splitlines() == [f"dropped the DEFAULT partition {table}_default (emptied)" for table in ("activity_feeds", "question_attempts")]
+
+
 async def test_a_write_on_a_month_boundary_lands_in_the_right_month(empty_db, connect):
     connection = await connect(empty_db)
     await make_history(connection)
