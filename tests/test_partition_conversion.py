@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import asyncpg
 import pytest
@@ -535,3 +536,60 @@ async def test_the_cascade_and_the_per_user_reads_stay_index_backed_on_the_parti
         scans = scans_of(nodes, first_partitions[table])
         assert scans, f"{name}: the first partition is not read: {[node['Node Type'] for node in nodes]}"
         assert all(node["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan") for node in scans), (name, scans)
+
+
+# --- the downgrade of what the partitions hold -------------------------------------------------------
+
+COMMENTS = """
+    SELECT c.relname, obj_description(c.oid, 'pg_class') AS table_comment,
+           array(SELECT a.attname || ': ' || col_description(c.oid, a.attnum) FROM pg_attribute a
+                 WHERE a.attrelid = c.oid AND col_description(c.oid, a.attnum) IS NOT NULL ORDER BY a.attnum) AS column_comments
+    FROM pg_class c WHERE c.relname = ANY($1::text[]) ORDER BY 1
+"""
+
+
+async def first_month(connection: asyncpg.Connection, table: str) -> datetime:
+    """The lower bound of the earliest month partition, read from the catalog."""
+    lower = min(bound.split("'")[1] for bound in (await partitions(connection, table)).values() if bound.startswith("FOR VALUES FROM ('"))
+    return datetime.fromisoformat(lower)
+
+
+async def test_the_downgrade_moves_back_the_rows_of_every_partition_even_when_the_first_one_was_retired(
+    server, small_template_at_11, seeded_db, connect
+):
+    """Rows in a month partition and in the DEFAULT one go back into the plain table; with the first partition retired
+    (detached and dropped, as `retire` does), the oldest month left becomes the plain table, with the catalog and the
+    comments of migration 11's."""
+    reference = await clone(server, small_template_at_11)
+    try:
+        at_11 = await connect(reference)
+        expected_catalog, expected_comments = await snapshot(at_11), await at_11.fetch(COMMENTS, list(HISTORY_TABLES))
+    finally:
+        await server.drop(reference)
+    connection = await connect(seeded_db)
+    attempt = await connection.fetchval("SELECT id FROM lesson_attempts LIMIT 1")
+    user = await connection.fetchval("SELECT id FROM users LIMIT 1")
+    kept: dict[str, list[uuid.UUID]] = {}
+    for table, insert, owner in (
+        ("question_attempts", "INSERT INTO question_attempts (lesson_attempt_id, question_id, question_type, created_at) "
+                              "VALUES ($1, 'q1', 'translate', $2) RETURNING id", attempt),
+        ("activity_feeds", "INSERT INTO activity_feeds (user_id, activity_type, message, created_at) VALUES ($1, 'test', 'ahead', $2) RETURNING id", user),
+    ):
+        month = await first_month(connection, table)
+        in_month = await connection.fetchval(insert, owner, month)
+        far_ahead = await connection.fetchval(insert, owner, datetime(2999, 1, 1, tzinfo=timezone.utc))  # no month partition: the DEFAULT one
+        assert await connection.fetchval(f"SELECT tableoid::regclass::text FROM {table} WHERE id = $1", far_ahead) == f"{table}_default"
+        first = next(name for name, bound in (await partitions(connection, table)).items() if "MINVALUE" in bound)
+        await connection.execute(f'ALTER TABLE "{table}" DETACH PARTITION "{first}"')  # retired, as `langlearn partitions retire` would
+        await connection.execute(f'DROP TABLE "{first}"')
+        kept[table] = [in_month, far_ahead]
+    rows = dict(await connection.fetchrow(ROW_COUNTS))
+
+    await history.downgrade(seeded_db, to=BEFORE)
+
+    assert dict(await connection.fetchrow(ROW_COUNTS)) == rows
+    for table, ids in kept.items():
+        assert await connection.fetchval(f"SELECT count(*) FROM {table} WHERE id = ANY($1::uuid[])", ids) == 2
+    difference = describe_difference(expected_catalog, await snapshot(connection))
+    assert not difference, f"the downgrade did not restore migration 11's tables:\n{difference}"
+    assert await connection.fetch(COMMENTS, list(HISTORY_TABLES)) == expected_comments

@@ -242,6 +242,14 @@ async def downgrade(db: BaseDBAsyncClient) -> str:
             EXECUTE format('ALTER TABLE %I DROP CONSTRAINT IF EXISTS %I', oldest, history || '_partition_bound_check');
             -- the rows of the other partitions (written since the upgrade, or far ahead into the DEFAULT one)
             EXECUTE format('INSERT INTO %I (%s) SELECT %s FROM %I', oldest, columns, columns, history);
+            -- a month partition has none of the table's comments (the original table has them already)
+            EXECUTE format('COMMENT ON TABLE %I IS %L', oldest, obj_description(history::regclass, 'pg_class'));
+            FOR renamed IN
+                SELECT attname AS child, col_description(attrelid, attnum) AS parent FROM pg_attribute
+                WHERE attrelid = history::regclass AND attnum > 0 AND NOT attisdropped AND col_description(attrelid, attnum) IS NOT NULL
+            LOOP
+                EXECUTE format('COMMENT ON COLUMN %I.%I IS %L', oldest, renamed.child, renamed.parent);
+            END LOOP;
             EXECUTE format('DROP TABLE %I', history);
             EXECUTE format('ALTER TABLE %I RENAME TO %I', oldest, history);
             FOR renamed IN SELECT child, parent FROM langlearn_index_names LOOP
