@@ -5,8 +5,9 @@
 
 1. The database `bench_retire_<users>` is created at head and seeded the first time with
    `langlearn seed --users N --anchor <the first of this month, UTC>`, then kept: its eight weeks of
-   history end with the last month, which the seed gives a partition of its own (as every month of it).
-   It is only ever read (as a template) afterwards.
+   history end with the last month, which the seed gives a partition of its own (as every month of it);
+   then `partitions ensure` drops the DEFAULT partitions, as the daily cron would. It is only ever read
+   (as a template) afterwards.
 2. Three copies of it (CREATE DATABASE … TEMPLATE). In each, outside the clock: the months before the last
    one are retired (`retire --before <first of last month> --drop`), so all hold the same rows and exactly
    one month is left before this one; then VACUUM ANALYZE and CHECKPOINT (so that both start with the same
@@ -84,6 +85,11 @@ async def prepare(server: str, name: str, users: int, seed: int, anchor: date) -
         if result.returncode != 0:
             raise SystemExit(f"langlearn seed failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
         print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
+    connection = await open_connection(url)
+    try:  # the daily maintenance has run: no DEFAULT partition (beside one, PostgreSQL refuses DETACH … CONCURRENTLY)
+        await partitions.ensure(connection)
+    finally:
+        await connection.close()
     return url
 
 

@@ -14,7 +14,7 @@ and the next `ahead` ones, and runs from `langlearn upgrade`, startup's apply mo
 partition. A write past the months created fails with PostgreSQL's "no partition of relation … found
 for row" (SQLSTATE 23514). A DEFAULT partition found (one a migration or a person added) is emptied
 by `ensure`: its rows move to their months' new partitions, then it is detached and dropped (by the
-command and the seed; startup's apply mode, `langlearn upgrade`'s, only creates months).
+command; startup's apply mode, `langlearn upgrade`'s, and the seed only create months).
 
 A load of older rows (the seed's history) asks `ensure` for the months from `since`: where the first
 partition (from MINVALUE: the old table the conversion attached) is still empty, as in a fresh database,

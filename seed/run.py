@@ -268,9 +268,10 @@ class Seeder:
                 soft_wrap=True)
         deferred = previous.deferred if previous else []
         try:
-            if steps_done == 0:  # every month of the history gets its partition before a row is written
+            if steps_done == 0:  # every month of the history gets its partition before a row is written (the
+                # DEFAULT partitions stay, as upgrade left them: dropping them is the maintenance job's)
                 await partitions.ensure(self.connection, now=max(anchor, datetime.now(timezone.utc)),
-                                        since=anchor - timedelta(days=HISTORY_DAYS + 1))
+                                        since=anchor - timedelta(days=HISTORY_DAYS + 1), drop_default=False)
                 deferred = await self._content_step(run_id, anchor, steps_total, content, counts, bulk_load=self._bulk(previous))
             await self._user_steps(run_id, context, previous is not None, counts)
             last_day = anchor.date() - timedelta(days=1)
