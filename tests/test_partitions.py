@@ -221,6 +221,18 @@ async def test_retire_drop_detaches_concurrently_and_drops_only_whole_months_bef
     assert await connection.fetchval("SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'history_p%'") == 2  # nothing left detached
 
 
+async def test_retire_beside_a_default_partition_detaches_without_concurrently(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)  # a DEFAULT partition, as migration 13 leaves it before the first ensure
+    await write(connection, datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC))
+
+    retired = await partitions.retire(empty_db, date(2026, 3, 1), archive=None, now=NOW)
+
+    assert [each.name for each in retired] == ["history_pre_202603"]
+    assert await names(connection) == ["history_default"]
+    assert list((await where(connection)).values()) == ["history_default"]
+
+
 async def test_retire_archive_restores_into_an_empty_database_with_the_same_rows(empty_db, server, connect, tmp_path):
     connection = await connect(empty_db)
     await make_history(connection)
