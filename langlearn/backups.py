@@ -69,16 +69,31 @@ def default_destination(url: str, now: datetime | None = None) -> Path:
 
 
 async def backup(url: str, destination: Path) -> Path:
-    """Dump the database of `url` to `destination` (pg_dump's custom format, for pg_restore); return it."""
+    """Dump the database of `url` to `destination` (pg_dump's custom format, for pg_restore); return it.
+
+    A partitioned table comes back whole: its parent, every partition with its bounds, and the rows."""
     if destination.exists():
         raise LanglearnError(f"{destination} already exists; choose another --output or move it away")
     await check_reachable(url)  # a bad URL, password or server is a one-line configuration error, before any file
+    return await _dump(url, destination, redact(url))
+
+
+async def dump_table(url: str, schema: str, table: str, destination: Path) -> Path:
+    """Dump one table of `url` (definition, keys, indexes, rows) to `destination`,
+    in pg_dump's custom format; return it. What `langlearn partitions retire --archive` keeps."""
+    if destination.exists():
+        raise LanglearnError(f"{destination} already exists; move it away or choose another --archive folder")
+    return await _dump(url, destination, f"table {table} of {redact(url)}", "--table", f'"{schema}"."{table}"')
+
+
+async def _dump(url: str, destination: Path, what: str, *arguments: str) -> Path:
+    """pg_dump into `destination` by way of a `.partial` file renamed when pg_dump succeeded."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
-    failure = await _run_captured("pg_dump", url, "--format=custom", "--file", str(partial))
+    failure = await _run_captured("pg_dump", url, "--format=custom", "--file", str(partial), *arguments)
     if failure is not None:
         partial.unlink(missing_ok=True)
-        raise LanglearnError(f"pg_dump of {redact(url)} failed, no backup written: {failure}")
+        raise LanglearnError(f"pg_dump of {what} failed, nothing written: {failure}")
     partial.rename(destination)
     return destination
 

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import asyncpg
 
-from langlearn import history
+from langlearn import history, partitions
 from langlearn.compat import init_tortoise
 from langlearn.errors import DatabaseBehind, StartupError
 from langlearn.history import MigrationState, Target, checksums
@@ -290,10 +290,14 @@ async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptio
     state = outcome.state
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
+    up = target.direction == "up"
+    if up and not state.pending:  # this month's partitions and the next ones, before the schema check looks for them
+        made = await partitions.ensure(connection, drop_default=False, lock_wait=options.lock_wait, lock_timeout=options.lock_timeout)
+        for line in made.changes():
+            log.info("partitions: %s", line)
     # the models describe head: below it, the schema is checked by the migrations' own tests, not here
     warnings = await _check_schema(connection, options) if not state.pending else ()
     log.debug("database at %s, %d migration(s) run by this process", state.current, len(outcome.done))
-    up = target.direction == "up"
     return Startup(
         mode="apply", url=url, state=state, applied=outcome.done if up else (), reverted=() if up else outcome.done,
         warnings=warnings, lock_waited=outcome.lock_waited, adopted=outcome.adopted,

@@ -3,6 +3,8 @@
 COPY into a table whose primary key, unique and secondary indexes and foreign-key triggers fire for
 every row is the slow way to load millions of rows (random UUID keys land all over large btrees). A
 large seed of a fresh database therefore:
+(A partitioned table counts as one: its key, indexes and foreign keys are dropped and made again on
+the parent, which does each partition's; COPY into the parent routes every row to its month.)
 
 1. `take_off`: in one transaction, reads the definitions of the user tables' primary keys, unique
    constraints, indexes and foreign keys (and of any foreign key that references them) from the catalog
@@ -58,11 +60,12 @@ class DeferredObject:
         return f'ALTER TABLE "{self.table}" DROP CONSTRAINT "{self.name}"'
 
 
-# the user tables' own keys and foreign keys, and foreign keys of other tables that reference them
+# the user tables' own keys and foreign keys, and foreign keys of other tables that reference them; not the
+# copies a partition holds of its partitioned table's (conparentid): they go and come back with the parent's
 CONSTRAINTS = """
     SELECT c.conname AS name, t.relname AS table, c.contype::text AS type, pg_get_constraintdef(c.oid) AS definition
     FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
-    WHERE t.relnamespace = current_schema()::regnamespace
+    WHERE t.relnamespace = current_schema()::regnamespace AND c.conparentid = 0
       AND ((t.relname = ANY($1::text[]) AND c.contype IN ('p', 'u', 'f'))
            OR (c.contype = 'f' AND c.confrelid IN (SELECT oid FROM pg_class WHERE relname = ANY($1::text[])
                                                    AND relnamespace = current_schema()::regnamespace)))
@@ -89,7 +92,9 @@ async def take_off(connection: asyncpg.Connection, run_id: UUID, tables: Sequenc
                        f'ALTER TABLE "{row["table"]}" ADD CONSTRAINT "{row["name"]}" {row["definition"]}')
         for row in await connection.fetch(CONSTRAINTS, list(tables))
     ] + [
-        DeferredObject("index", row["table"], row["name"], row["definition"]) for row in await connection.fetch(INDEXES, list(tables))
+        # a partitioned table's index reads `ON ONLY parent` (the parent's alone); made again, it must cover the partitions
+        DeferredObject("index", row["table"], row["name"], row["definition"].replace(" ON ONLY ", " ON ", 1))
+        for row in await connection.fetch(INDEXES, list(tables))
     ]
     await connection.execute("UPDATE seed_runs SET deferred = $2::jsonb, updated_at = now() WHERE id = $1",
                              run_id, json.dumps([asdict(each) for each in deferred]))
@@ -125,8 +130,9 @@ async def rebuild(
     last builds are short and every connection stays busy to the end); then the foreign keys, likewise.
     """
     sizes = {row["relname"]: row["size"] for row in await connection.fetch(
-        "SELECT relname, pg_relation_size(oid) AS size FROM pg_class WHERE relname = ANY($1::text[]) AND relkind = 'r' "
-        "AND relnamespace = current_schema()::regnamespace", sorted({each.table for each in deferred}))}
+        "SELECT relname, coalesce((SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(oid)), pg_relation_size(oid)) AS size FROM pg_class "
+        "WHERE relname = ANY($1::text[]) AND relkind IN ('r', 'p') AND relnamespace = current_schema()::regnamespace",
+        sorted({each.table for each in deferred}))}
     made = 0
     for phases in (("key", "index"), ("foreign_key",)):
         pending = deque(sorted((each for each in deferred if each.phase in phases),
@@ -152,7 +158,8 @@ async def _build(own: asyncpg.Connection, pending: deque[DeferredObject], built:
             state = await own.fetchval(CONSTRAINT_STATE, each.name, each.table)
         if state:
             continue  # made by a run that was killed later
-        for statement in _statements(each, added=state is False):
+        partitioned = await own.fetchval("SELECT relkind = 'p' FROM pg_class WHERE oid = quote_ident($1)::regclass", each.table)
+        for statement in _statements(each, added=state is False, partitioned=partitioned):
             async with own.transaction():
                 await own.execute(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
                 await own.execute(statement)
@@ -162,9 +169,10 @@ async def _build(own: asyncpg.Connection, pending: deque[DeferredObject], built:
     return count
 
 
-def _statements(each: DeferredObject, *, added: bool) -> list[str]:
-    """What makes `each` again; a foreign key is added NOT VALID (a brief lock), then validated (a scan that blocks neither table)."""
-    if each.phase != "foreign_key":
+def _statements(each: DeferredObject, *, added: bool, partitioned: bool) -> list[str]:
+    """What makes `each` again; a foreign key is added NOT VALID (a brief lock), then validated (a scan that blocks neither table),
+    except on a partitioned table, where PostgreSQL (before 18) takes a foreign key only valid, in one statement."""
+    if each.phase != "foreign_key" or partitioned:
         return [each.create]
     validate = f'ALTER TABLE "{each.table}" VALIDATE CONSTRAINT "{each.name}"'
     return [validate] if added else [f"{each.create} NOT VALID", validate]

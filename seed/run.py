@@ -44,13 +44,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from langlearn import rules
+from langlearn import partitions, rules
 from langlearn.errors import ConfigError, Interrupted, LanglearnError, SeedError
 from langlearn.history import read_state
 from langlearn.seed import bulk, workers
 from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulation import BATCH_USERS, RunContext
+from langlearn.seed.simulation.profiles import HISTORY_DAYS
 from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
 from langlearn.settings import ENVIRONMENT_SETTING, marked_production, open_connection
 
@@ -267,7 +268,10 @@ class Seeder:
                 soft_wrap=True)
         deferred = previous.deferred if previous else []
         try:
-            if steps_done == 0:
+            if steps_done == 0:  # every month of the history gets its partition before a row is written (the
+                # DEFAULT partitions stay, as upgrade left them: dropping them is the maintenance job's)
+                await partitions.ensure(self.connection, now=max(anchor, datetime.now(timezone.utc)),
+                                        since=anchor - timedelta(days=HISTORY_DAYS + 1), drop_default=False)
                 deferred = await self._content_step(run_id, anchor, steps_total, content, counts, bulk_load=self._bulk(previous))
             await self._user_steps(run_id, context, previous is not None, counts)
             last_day = anchor.date() - timedelta(days=1)
@@ -275,6 +279,8 @@ class Seeder:
             await self.connection.execute(LEDGER_SEQUENCE_SQL)
             if deferred:
                 await self._rebuild(run_id, deferred)
+            for table in await partitions.read_tables(self.connection):  # autovacuum analyses partitions, never their parent
+                await self.connection.execute(f"ANALYZE {partitions.quote(table.name)}")
             await self.connection.execute(
                 "UPDATE seed_runs SET steps_done = steps_total, status = 'completed', finished_at = now(), "
                 "updated_at = now() WHERE id = $1", run_id)

@@ -44,12 +44,20 @@ async def wait_for(connection, query: str, timeout: float = 90) -> None:
         await asyncio.sleep(0.02)
 
 
+async def tables_and_parents(connection) -> dict[str, dict[tuple[str, str], str]]:
+    """The catalog snapshot without the partitions, which the seed changes on purpose (a partition per month of its
+    history, `langlearn partitions ensure`); their keys and indexes are the parents', which the snapshot holds."""
+    partitions = {row["relname"] for row in await connection.fetch("SELECT relname FROM pg_class WHERE relispartition")}
+    return {kind: {key: value for key, value in objects.items() if key[0] not in partitions}
+            for kind, objects in (await snapshot(connection)).items()}
+
+
 async def test_bulk_load_writes_the_per_row_rows_and_leaves_the_schema_as_it_was(scale_db, head_db, connect):  # noqa: F811
-    before = await snapshot(await connect(head_db))
+    before = await tables_and_parents(await connect(head_db))
     seeded = seed_cli(*SCALE, "--method", "bulk", "--workers", "1", database=head_db)
     assert seeded.returncode == 0, seeded.stderr
     assert "keys, indexes, foreign keys rebuilt" in seeded.stdout
-    difference = describe_difference(before, await snapshot(await connect(head_db)))
+    difference = describe_difference(before, await tables_and_parents(await connect(head_db)))
     assert not difference, difference
     await assert_like_the_per_row_seed(head_db, scale_db, connect)
 

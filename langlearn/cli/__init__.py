@@ -5,6 +5,7 @@
     langlearn verify                          # schema, migrations and data invariants
     langlearn seed [--users N]                # demo or scale data (the [seed] extra)
     langlearn leagues close-week [--week D]   # the weekly cron: final ranks, promotions, demotions
+    langlearn partitions ensure|retire|status # monthly partitions of the history tables (the daily cron: ensure)
     langlearn server url|status|stop|psql|pg_dump|pg_restore   # the private server (the [local] extra)
     langlearn db create|drop|reset NAME       # databases on the configured server
     langlearn backup | restore FILE           # pg_dump / pg_restore of the configured database
@@ -74,7 +75,7 @@ def positive_seconds(text: str) -> float:
 
 
 def build_parser() -> Parser:
-    from langlearn.cli import backup, deploy, leagues, migrations, seed, server, verify
+    from langlearn.cli import backup, deploy, leagues, migrations, partitions, seed, server, verify
 
     parser = Parser(
         prog=PROG,
@@ -88,6 +89,7 @@ def build_parser() -> Parser:
     verify.register(commands)
     seed.register(commands)
     leagues.register(commands)
+    partitions.register(commands)
     server.register(commands)
     backup.register(commands)
     return parser
@@ -100,6 +102,7 @@ RESUME_HINTS = {
     "downgrade": "the migrations reverted before it stay reverted and the one in flight was rolled back; run it again to revert the rest",
     "seed": "the steps committed before it are kept; run the same command again to resume",
     "leagues": "the close runs in one transaction, so the week is as it was; run it again",
+    "partitions": "each partition is created, detached or dropped in steps the next run resumes; run it again",
     "db": "creating or dropping a database is all or nothing; run it again",
     "backup": "no backup was written; run it again",
     "restore": "the restore runs in one transaction, so the database is as it was; run it again",

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import asyncpg
@@ -33,6 +34,18 @@ log = logging.getLogger("langlearn.history")
 # name rather than picked at random so that any tool can find it; positive, to read it back from
 # pg_locks (classid = high 32 bits, objid = low 32 bits, objsubid = 1 for the bigint form).
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.blake2b(f"aerich:{APP_LABEL}".encode(), digest_size=8).digest(), "big") >> 1
+
+
+@dataclass(frozen=True)
+class AdvisoryLock:
+    """A session advisory lock and how its messages name it (`what`) and its holder's work (`work`)."""
+
+    key: int
+    what: str
+    work: str
+
+
+MIGRATION_LOCK = AdvisoryLock(MIGRATION_LOCK_KEY, "migration lock", "that migration")
 
 
 BEHIND_POOLER = (
@@ -73,8 +86,8 @@ async def refuse_transaction_pooler(connection: asyncpg.Connection, url: str) ->
     log.info("connected through a session pooler (backend pid %s kept across transactions); migrating through it", backend)
 
 
-async def lock_holder(connection: asyncpg.Connection) -> str | None:
-    """Who holds the migration lock on this database, in words; None when it is free."""
+async def lock_holder(connection: asyncpg.Connection, lock: AdvisoryLock = MIGRATION_LOCK) -> str | None:
+    """Who holds `lock` (default: the migration lock) on this database, in words; None when it is free."""
     holder = await connection.fetchrow(
         """
         SELECT a.pid, a.application_name, a.client_addr::text AS client, a.backend_start, a.state
@@ -83,8 +96,8 @@ async def lock_holder(connection: asyncpg.Connection) -> str | None:
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
           AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
         """,
-        MIGRATION_LOCK_KEY >> 32,
-        MIGRATION_LOCK_KEY & 0xFFFFFFFF,
+        lock.key >> 32,
+        lock.key & 0xFFFFFFFF,
     )
     if holder is None:
         return None
@@ -106,29 +119,29 @@ LOCK_STATEMENT = (
 UNLOCK_STATEMENT = f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"
 
 
-async def acquire_migration_lock(connection: asyncpg.Connection, wait: float) -> float:
-    """Take the session advisory lock, waiting at most `wait` seconds; return the time waited.
+async def acquire_migration_lock(connection: asyncpg.Connection, wait: float, lock: AdvisoryLock = MIGRATION_LOCK) -> float:
+    """Take the session advisory lock (default: the migration lock), waiting at most `wait` seconds; return the time waited.
 
     Polled with short `pg_try_advisory_lock` statements, not one blocking `pg_advisory_lock`: a session
     waiting inside a statement holds a snapshot, and a CREATE INDEX CONCURRENTLY in the lock holder's
     migration waits for every older snapshot to end, so the two would deadlock (seen with eight
     replicas starting at once: DeadlockDetectedError)."""
     started = time.monotonic()
-    if await _try_lock(connection):
+    if await _try_lock(connection, lock):
         return 0.0
-    log.info("waiting up to %.0f s for the migration lock held by %s", wait, await lock_holder(connection) or "another session")
+    log.info("waiting up to %.0f s for the %s held by %s", wait, lock.what, await lock_holder(connection, lock) or "another session")
     delay = 0.05
     while (remaining := wait - (time.monotonic() - started)) > 0:
         await asyncio.sleep(min(delay, remaining))
-        if await _try_lock(connection):
+        if await _try_lock(connection, lock):
             return time.monotonic() - started
         delay = min(delay * 2, 1.0)
-    holder = await lock_holder(connection) or "a session that has just ended; try again"
+    holder = await lock_holder(connection, lock) or "a session that has just ended; try again"
     raise StartupError(
-        f"timed out after {wait:g} s waiting for the migration lock, held by {holder}; "
-        "wait for that migration to finish, or end the session with pg_terminate_backend(pid)"
+        f"timed out after {wait:g} s waiting for the {lock.what}, held by {holder}; "
+        f"wait for {lock.work} to finish, or end the session with pg_terminate_backend(pid)"
     )
 
 
-async def _try_lock(connection: asyncpg.Connection) -> bool:
-    return bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY))
+async def _try_lock(connection: asyncpg.Connection, lock: AdvisoryLock) -> bool:
+    return bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", lock.key))

@@ -6,9 +6,10 @@ Defaults and CHECK expressions cannot be compared as the models write them: Post
 both sides are read with the same catalog query: at most six statements (begin, two catalog reads,
 one DDL script, rollback, and the query for INVALID indexes, NOT VALID constraints and partitions
 lacking an index of their table) whatever the number of tables, four when the spelling is cached,
-and nothing left behind in the caller's session (inside a caller's transaction, the begin and
-rollback are a savepoint's). A partitioned table is compared as one table (its partition key too);
-its partitions are its storage, never extra tables.
+plus the partitions' reads (`langlearn.verify.partitions`: missing months, rows in a DEFAULT
+partition, a detach left pending), and nothing left behind in the caller's session (inside a caller's
+transaction, the begin and rollback are a savepoint's). A partitioned table is compared as one table
+(its partition key too); its partitions are its storage, never extra tables.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from langlearn.verify.catalog import read_catalog
 from langlearn.verify.expected import AppModules, expected_schema
 from langlearn.verify.findings import Finding, error, warning
 from langlearn.verify.ownership import formerly_ours, table_owners, unclaimed_table
+from langlearn.verify.partitions import check_partitions
 from langlearn.verify.spelling import spell
 from langlearn.verify.structure import Column, Schema, Table, literal, quote
 
@@ -56,7 +58,7 @@ async def check_schema(
     if unclaimed:
         history = formerly_ours(location)
         findings = sorted([*findings, *(unclaimed_table(name, history) for name in unclaimed)], key=_order)
-    return findings + await _unfinished(connection, frozenset(live.tables.keys() - checked.keys()))
+    return findings + await _unfinished(connection, frozenset(live.tables.keys() - checked.keys())) + await check_partitions(connection)
 
 
 # What an interrupted online migration leaves: an index a failed CREATE INDEX CONCURRENTLY marked

@@ -1,0 +1,222 @@
+"""Retiring a month of history: DETACH PARTITION … CONCURRENTLY + DROP against DELETE of the same rows, in one run.
+
+    python bench/bench_partition_retire.py                 # --users 20000: bench_retire_20000, created once, then reused
+    python bench/bench_partition_retire.py --users 2000    # a quicker look
+
+1. The database `bench_retire_<users>` is created at head and seeded the first time with
+   `langlearn seed --users N --anchor <the first of this month, UTC>`, then kept: its eight weeks of
+   history end with the last month, which the seed gives a partition of its own (as every month of it);
+   then `partitions ensure` drops the DEFAULT partitions, as the daily cron would. It is only ever read
+   (as a template) afterwards.
+2. Three copies of it (CREATE DATABASE … TEMPLATE). In each, outside the clock: the months before the last
+   one are retired (`retire --before <first of last month> --drop`), so all hold the same rows and exactly
+   one month is left before this one; then VACUUM ANALYZE and CHECKPOINT (so that both start with the same
+   full-page-image state of the WAL).
+3. Timed, on one connection each: in the first copy, `DELETE` of that month's rows from `question_attempts`
+   and `activity_feeds`, one transaction (the statement prunes to the month's partitions: DELETE's best
+   case; on the plain table before the conversion it would scan all of it); in the second, `DETACH
+   PARTITION … CONCURRENTLY` then `DROP TABLE` of each table's partition of that month; in the third,
+   the whole command, `langlearn.partitions.retire(--before <first of this month>, --drop)` (connection,
+   maintenance lock, catalog reads, the mark, the same statements). For each: the wall time, the WAL
+   written (pg_current_wal_lsn before and after, pg_wal_lsn_diff), and the two tables' size on disk
+   after (every partition, indexes and TOAST included), then once more after a plain VACUUM (what DELETE
+   leaves to vacuum).
+Target: DETACH CONCURRENTLY + DROP at least 100x faster than DELETE. The copies are dropped at the end;
+the exit status is 0 whether or not the target is met (a benchmark reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from langlearn import history, partitions
+from langlearn.databases import ScratchDatabases, admin_connection, create_database, database_exists, with_database
+from langlearn.settings import database_url, open_connection
+from langlearn.urls import redact
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TABLES = ("question_attempts", "activity_feeds")
+SIZE = "SELECT sum(pg_total_relation_size(relid))::bigint FROM pg_partition_tree($1::regclass)"
+
+
+@dataclass
+class Side:
+    name: str
+    seconds: float = 0.0
+    wal_bytes: int = 0
+    size_after: int = 0
+    vacuum_seconds: float = 0.0
+    size_after_vacuum: int = 0
+
+
+async def prepare(server: str, name: str, users: int, seed: int, anchor: date) -> str:
+    """The seeded template database: created, migrated and seeded if missing, else reused as it is."""
+    url = with_database(server, name)
+    admin = await admin_connection(server)
+    try:
+        exists = await database_exists(admin, name)
+    finally:
+        await admin.close()
+    if not exists:
+        await create_database(server, name)
+        print(f"created {name} (kept after the run; `langlearn db drop {name} --yes` removes it)", flush=True)
+        await history.upgrade(url)
+    connection = await open_connection(url)
+    try:
+        completed = await connection.fetchval("SELECT anchor_at FROM seed_runs WHERE status = 'completed' LIMIT 1")
+    finally:
+        await connection.close()
+    if completed is None:
+        print(f"seeding {name}: langlearn seed --users {users} --seed {seed} --anchor {anchor} (minutes; done once) ...", flush=True)
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "langlearn", "seed", "--users", str(users), "--seed", str(seed), "--anchor", anchor.isoformat(), "--no-progress"],
+            cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"langlearn seed failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+        print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
+    connection = await open_connection(url)
+    try:  # the daily maintenance has run: no DEFAULT partition (beside one, PostgreSQL refuses DETACH … CONCURRENTLY)
+        await partitions.ensure(connection)
+    finally:
+        await connection.close()
+    return url
+
+
+async def sizes(url: str) -> int:
+    connection = await open_connection(url)
+    try:
+        return sum([await connection.fetchval(SIZE, table) for table in TABLES])
+    finally:
+        await connection.close()
+
+
+async def settle(url: str) -> None:
+    connection = await open_connection(url)
+    try:
+        await connection.execute("VACUUM (ANALYZE)")
+        await connection.execute("CHECKPOINT")
+    finally:
+        await connection.close()
+
+
+async def measure(side: Side, url: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Time `run` on `url`, with the WAL it wrote and the sizes after (right after, then after a VACUUM)."""
+    watcher = await open_connection(url)
+    try:
+        start_lsn = await watcher.fetchval("SELECT pg_current_wal_lsn()")
+        started = time.perf_counter()
+        await run()
+        side.seconds = time.perf_counter() - started
+        side.wal_bytes = int(await watcher.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1)", start_lsn))
+    finally:
+        await watcher.close()
+    side.size_after = await sizes(url)
+    vacuum = await open_connection(url)
+    try:
+        started = time.perf_counter()
+        for table in TABLES:
+            await vacuum.execute(f"VACUUM {table}")
+        side.vacuum_seconds = time.perf_counter() - started
+    finally:
+        await vacuum.close()
+    side.size_after_vacuum = await sizes(url)
+
+
+def megabytes(count: int) -> str:
+    return f"{count / 1024 / 1024:,.1f} MB" if count >= 1024 * 1024 else f"{count / 1024:,.1f} kB"
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20000, help="learners to seed when the database is created (default 20000)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed of the data (default 42)")
+    parser.add_argument("--database-name", help="the seeded template database (default bench_retire_<users>)")
+    args = parser.parse_args(argv)
+    server = database_url()
+    this_month = partitions.month_start(datetime.now(timezone.utc))
+    last_month = partitions.add_months(this_month, -1)
+    template = args.database_name or f"bench_retire_{args.users}"
+    await prepare(server, template, args.users, args.seed, this_month.date())
+
+    scratch = ScratchDatabases(server, "bench_retire_copy_")
+    deleting = Side("DELETE of the month's rows")
+    detaching = Side("DETACH CONCURRENTLY + DROP")
+    detach_only = 0.0  # of which the DETACH statements
+    retiring = Side("`partitions retire --drop`, whole")
+    copies = [await scratch.create(template=template) for _ in range(3)]
+    try:
+        for copy in copies:  # the same rows in both: exactly one month before this one
+            await partitions.retire(copy, last_month.date(), archive=None)
+            await settle(copy)
+        counted = await open_connection(copies[0])
+        try:
+            month_rows = {table: await counted.fetchval(f"SELECT count(*) FROM {table} WHERE created_at >= $1 AND created_at < $2",
+                                                         last_month, this_month) for table in TABLES}
+            all_rows = {table: await counted.fetchval(f"SELECT count(*) FROM {table}") for table in TABLES}
+        finally:
+            await counted.close()
+        size_before = await sizes(copies[0])
+        print(f"server {redact(server)}, template {template} ({args.users:,} learners); month retired: {last_month:%Y-%m}")
+        for table in TABLES:
+            print(f"  {table}: {month_rows[table]:,} rows in that month, of {all_rows[table]:,}")
+        print(f"  both tables on disk before: {megabytes(size_before)}", flush=True)
+
+        async def delete_month() -> None:
+            connection = await open_connection(copies[0])
+            try:
+                async with connection.transaction():
+                    for table in TABLES:
+                        await connection.execute(f"DELETE FROM {table} WHERE created_at >= $1 AND created_at < $2", last_month, this_month)
+            finally:
+                await connection.close()
+
+        async def detach_month() -> None:
+            nonlocal detach_only
+            connection = await open_connection(copies[1])
+            try:
+                for table in TABLES:
+                    started = time.perf_counter()
+                    await connection.execute(f"ALTER TABLE {table} DETACH PARTITION {table}_p{last_month:%Y%m} CONCURRENTLY")
+                    detach_only += time.perf_counter() - started
+                    await connection.execute(f"DROP TABLE {table}_p{last_month:%Y%m}")
+            finally:
+                await connection.close()
+
+        async def retire_month() -> None:
+            retired = await partitions.retire(copies[2], this_month.date(), archive=None)
+            assert len(retired) == len(TABLES), retired
+
+        await measure(deleting, copies[0], delete_month)
+        await measure(detaching, copies[1], detach_month)
+        await measure(retiring, copies[2], retire_month)
+    finally:
+        for copy in copies:
+            await scratch.drop(copy)
+
+    print(f"\n| {'way':<36} | {'time':>10} | {'WAL written':>12} | {'size after':>11} | {'VACUUM then':>11} | {'size after it':>13} |")
+    print(f"|{'-' * 38}|{'-' * 12}|{'-' * 14}|{'-' * 13}|{'-' * 13}|{'-' * 15}|")
+    for side in (deleting, detaching, retiring):
+        print(f"| {side.name:<36} | {side.seconds * 1000:>7.1f} ms | {megabytes(side.wal_bytes):>12} | {megabytes(side.size_after):>11} | "
+              f"{side.vacuum_seconds * 1000:>8.1f} ms | {megabytes(side.size_after_vacuum):>13} |")
+    print(f"\nof which the two DETACH … CONCURRENTLY: {detach_only * 1000:.1f} ms (the DROPs free the files)")
+    ratio = deleting.seconds / detaching.seconds
+    print(f"DETACH CONCURRENTLY + DROP is {ratio:,.0f}x faster than DELETE (target >= 100x: {'met' if ratio >= 100 else 'NOT met'}), "
+          f"{(deleting.seconds + deleting.vacuum_seconds) / detaching.seconds:,.0f}x faster than DELETE + VACUUM, "
+          f"{deleting.wal_bytes / max(detaching.wal_bytes, 1):,.0f}x less WAL; the DETACH statements alone {deleting.seconds / detach_only:,.0f}x; "
+          f"the whole command (connection, lock, catalog reads, mark) {deleting.seconds / retiring.seconds:,.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -1,0 +1,457 @@
+"""Partition maintenance (langlearn.partitions, `langlearn partitions`) on a real PostgreSQL 16.
+
+Each test builds, in an empty database, a table with the history tables' shape after their conversion
+(range-partitioned by `created_at`, key `(id, created_at)`, a foreign key out, an index, the old table as
+the partition `<table>_pre_<YYYYMM>` and a DEFAULT partition), so the maintenance is tested whatever the
+migrations do. Dates are fixed (`NOW`), or computed from the clock where a command line reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from langlearn import backups, partitions
+from langlearn.backups import client_program, libpq_target
+from langlearn.databases import ScratchDatabases
+from langlearn.local_server import SYSTEM_USER
+from langlearn.verify.partitions import check_partitions
+from tests.conftest import LANGLEARN, run_cli
+
+NOW = datetime(2026, 4, 15, 12, 0, tzinfo=timezone.utc)
+UTC = timezone.utc
+
+SHAPE = """
+    CREATE TABLE owners (id uuid PRIMARY KEY DEFAULT gen_random_uuid());
+    CREATE TABLE history (
+        id uuid NOT NULL DEFAULT gen_random_uuid(),
+        owner_id uuid NOT NULL REFERENCES owners (id) ON DELETE CASCADE,
+        note text NOT NULL DEFAULT '',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (id, created_at)
+    ) PARTITION BY RANGE (created_at);
+    CREATE INDEX idx_history_owner ON history (owner_id, created_at);
+    CREATE TABLE history_pre_{pre:%Y%m} PARTITION OF history FOR VALUES FROM (MINVALUE) TO ('{pre:%Y-%m-%d}+00');
+    CREATE TABLE history_default PARTITION OF history DEFAULT;
+    INSERT INTO owners DEFAULT VALUES;
+"""
+
+
+async def make_history(connection: asyncpg.Connection, pre: datetime = datetime(2026, 3, 1, tzinfo=UTC)) -> None:
+    await connection.execute(SHAPE.format(pre=pre))
+
+
+async def write(connection: asyncpg.Connection, *moments: datetime) -> None:
+    await connection.executemany(
+        "INSERT INTO history (owner_id, note, created_at) SELECT id, $1, $2 FROM owners", [(m.isoformat(), m) for m in moments]
+    )
+
+
+async def where(connection: asyncpg.Connection) -> dict[str, str]:
+    """note -> the partition holding the row."""
+    return {row["note"]: row["part"] for row in await connection.fetch("SELECT note, tableoid::regclass::text AS part FROM history")}
+
+
+async def layout(connection: asyncpg.Connection) -> list[tuple[str, str, datetime | None, datetime | None, bool]]:
+    """Every partition and its bounds, from the catalog."""
+    return [(table.name, p.name, p.lower, p.upper, p.is_default) for table in await partitions.read_tables(connection) for p in table.partitions]
+
+
+async def names(connection: asyncpg.Connection) -> list[str]:
+    return [p.name for table in await partitions.read_tables(connection) for p in table.partitions]
+
+
+async def test_ensure_creates_the_months_ahead_moves_the_default_rows_and_drops_the_default(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, datetime(2026, 2, 10, tzinfo=UTC), datetime(2026, 3, 20, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC))
+
+    result = await partitions.ensure(connection, ahead=2, now=NOW)
+
+    assert [(c.name, c.moved_rows) for c in result.created] == [
+        ("history_p202603", 1), ("history_p202604", 0), ("history_p202605", 0), ("history_p202606", 0), ("history_p202609", 1),
+    ]
+    assert result.dropped_defaults == ("history_default",)
+    assert await names(connection) == [
+        "history_pre_202603", "history_p202603", "history_p202604", "history_p202605", "history_p202606", "history_p202609",
+    ]
+    assert await where(connection) == {
+        "2026-02-10T00:00:00+00:00": "history_pre_202603",
+        "2026-03-20T00:00:00+00:00": "history_p202603",
+        "2026-09-01T00:00:00+00:00": "history_p202609",
+    }
+    # every new partition carries the parent's key, index and foreign key
+    indexes = await connection.fetch("SELECT indexdef FROM pg_indexes WHERE tablename = 'history_p202604' ORDER BY indexname")
+    assert [row["indexdef"].split(" USING ")[1] for row in indexes] == ["btree (owner_id, created_at)", "btree (id, created_at)"]
+    assert await connection.fetchval("SELECT count(*) FROM pg_constraint WHERE conrelid = 'history_p202604'::regclass AND contype = 'f'") == 1
+
+    again = await partitions.ensure(connection, ahead=2, now=NOW)
+    assert (again.created, again.dropped_defaults, again.changes()) == ((), (), [])
+
+
+async def test_ensure_since_an_older_month_cuts_an_empty_first_partition_back_but_never_a_full_one(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection, pre=datetime(2026, 4, 1, tzinfo=UTC))
+
+    await partitions.ensure(connection, ahead=0, now=NOW, since=datetime(2026, 2, 20, tzinfo=UTC))
+    assert [(name, lower, upper) for _, name, lower, upper, _ in await layout(connection)] == [
+        ("history_pre_202604", None, datetime(2026, 2, 1, tzinfo=UTC)),
+        ("history_p202602", datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)),
+        ("history_p202603", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)),
+        ("history_p202604", datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 5, 1, tzinfo=UTC)),
+    ]
+    await write(connection, datetime(2026, 1, 31, tzinfo=UTC))
+    await partitions.ensure(connection, ahead=0, now=NOW, since=datetime(2025, 11, 1, tzinfo=UTC))
+    assert (await layout(connection))[0][2:4] == (None, datetime(2026, 2, 1, tzinfo=UTC))  # it holds a row: kept whole
+    assert (await where(connection))["2026-01-31T00:00:00+00:00"] == "history_pre_202604"
+
+
+async def test_ensure_waits_out_a_writer_holding_the_referenced_table_in_short_tries(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    writer = await connect(empty_db)  # a transaction writing to `owners` (ROW EXCLUSIVE) for a second
+    await writer.execute("BEGIN; LOCK TABLE owners IN ROW EXCLUSIVE MODE")
+
+    async def commit_later() -> None:
+        await asyncio.sleep(1.0)
+        await writer.execute("COMMIT")
+
+    committed = asyncio.create_task(commit_later())
+    result = await partitions.ensure(connection, ahead=0, now=NOW, lock_timeout=0.2)  # ATTACH needs SHARE ROW EXCLUSIVE there
+    await committed
+
+    assert [c.name for c in result.created] == ["history_p202604"]
+
+
+async def test_upgrade_creates_the_months_ahead_and_leaves_the_default_partition_to_the_maintenance_job(head_db, connect):
+    connection = await connect(head_db)
+    last = partitions.add_months(partitions.month_start(datetime.now(UTC)), 3)  # the command reads the clock
+    expected = []
+    for table, name, lower, upper, is_default in await layout(connection):  # as if every month's creation had been missed
+        if lower is None and not is_default:
+            month = upper  # the first partition's end, a first of the month (migration 13)
+            while month <= last:
+                expected.append(f"{table}_p{month:%Y%m}")
+                month = partitions.add_months(month, 1)
+        elif not is_default:
+            await connection.execute(f"DROP TABLE {name}")
+
+    upgraded = run_cli(LANGLEARN, "upgrade", database=head_db)
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    created = [line.split()[2] for line in upgraded.stderr.splitlines() if line.startswith("partitions: created ")]
+    assert sorted(created) == sorted(expected) and len(expected) >= 6
+    assert {name for _, name, *_ in await layout(connection)} >= {"question_attempts_default", "activity_feeds_default"}
+    ensured = run_cli(LANGLEARN, "partitions", "ensure", database=head_db)
+    assert ensured.stdout.splitlines() == [f"dropped the DEFAULT partition {table}_default (emptied)" for table in ("activity_feeds", "question_attempts")]
+
+
+async def test_a_write_on_a_month_boundary_lands_in_the_right_month(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await partitions.ensure(connection, ahead=2, now=NOW)
+    last_instant = datetime(2026, 4, 30, 23, 59, 59, 999000, tzinfo=UTC)
+    first_instant = datetime(2026, 5, 1, tzinfo=UTC)
+
+    await write(connection, last_instant, first_instant)
+    # the same instants written by a client in another time zone
+    await connection.execute("SET TIME ZONE 'Asia/Ho_Chi_Minh'")
+    await connection.execute(
+        "INSERT INTO history (owner_id, note, created_at) SELECT id, 'local ' || t::text, t FROM owners, "
+        "unnest(ARRAY['2026-05-01 06:59:59.999+07', '2026-05-01 07:00:00+07']::timestamptz[]) AS t"
+    )
+
+    placed = await where(connection)
+    assert placed[last_instant.isoformat()] == "history_p202604"
+    assert placed[first_instant.isoformat()] == "history_p202605"
+    assert sorted(part for note, part in placed.items() if note.startswith("local")) == ["history_p202604", "history_p202605"]
+
+
+async def test_a_write_past_the_months_created_fails_with_postgresql_s_clear_error(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await partitions.ensure(connection, ahead=2, now=NOW)
+
+    with pytest.raises(asyncpg.CheckViolationError, match='no partition of relation "history" found for row'):
+        await write(connection, datetime(2100, 1, 1, tzinfo=UTC))
+    assert await connection.fetchval("SELECT count(*) FROM history") == 0
+
+
+async def test_two_ensure_processes_at_once_create_each_month_once(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection, pre=partitions.month_start(datetime.now(UTC)))  # the command lines read the clock
+    runs = await asyncio.gather(*(
+        asyncio.to_thread(run_cli, LANGLEARN, "partitions", "ensure", "--ahead", "6", database=empty_db) for _ in range(2)
+    ))
+    outputs = [(run.stdout, run.stderr) for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    created = [line for out, _ in outputs for line in out.splitlines() if line.startswith("created ")]
+    this_month = partitions.month_start(datetime.now(UTC))
+    expected = [f"history_p{partitions.add_months(this_month, step):%Y%m}" for step in range(7)]
+    assert sorted(line.split()[1] for line in created) == expected  # each month by one of them
+    assert await names(connection) == [f"history_pre_{this_month:%Y%m}", *expected]
+
+
+async def test_retire_drop_detaches_concurrently_and_drops_only_whole_months_before_the_date(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 3, 31, 23, 59, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    await partitions.ensure(connection, ahead=1, now=NOW)  # March from the DEFAULT partition's row
+
+    retired = await partitions.retire(empty_db, date(2026, 3, 15), archive=None, now=NOW)  # mid-March: March stays
+    assert [each.name for each in retired] == ["history_pre_202603"]
+    retired = await partitions.retire(empty_db, date(2026, 4, 1), archive=None, now=NOW)
+    assert [(each.name, each.lower, each.upper) for each in retired] == [
+        ("history_p202603", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    ]
+
+    assert await names(connection) == ["history_p202604", "history_p202605"]
+    assert list((await where(connection)).values()) == ["history_p202604"]
+    assert await connection.fetchval("SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname LIKE 'history_p%'") == 2  # nothing left detached
+
+
+async def test_retire_beside_a_default_partition_detaches_without_concurrently(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)  # a DEFAULT partition, as migration 13 leaves it before the first ensure
+    await write(connection, datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC))
+
+    retired = await partitions.retire(empty_db, date(2026, 3, 1), archive=None, now=NOW)
+
+    assert [each.name for each in retired] == ["history_pre_202603"]
+    assert await names(connection) == ["history_default"]
+    assert list((await where(connection)).values()) == ["history_default"]
+
+
+async def test_retire_archive_restores_into_an_empty_database_with_the_same_rows(empty_db, server, connect, tmp_path):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, *(datetime(2026, 3, 1, tzinfo=UTC) + timedelta(hours=7 * n) for n in range(100)))
+    await partitions.ensure(connection, ahead=1, now=NOW)
+    before = await connection.fetch("SELECT id, owner_id, note, created_at FROM history_p202603 ORDER BY id")
+
+    retired = await partitions.retire(empty_db, date(2026, 4, 1), archive=tmp_path / "archive", now=NOW)
+
+    archives = {each.name: each.archive for each in retired}
+    assert archives == {"history_pre_202603": tmp_path / "archive" / "history_pre_202603.dump",
+                        "history_p202603": tmp_path / "archive" / "history_p202603.dump"}
+    assert await connection.fetchval("SELECT to_regclass('history_p202603')") is None
+    restored_url = await server.create()
+    try:
+        target = libpq_target(restored_url)
+        restore = subprocess.run([str(client_program("pg_restore")), "--no-owner", "--exit-on-error", "--dbname", target.dsn,
+                                  str(archives["history_p202603"])], env=target.environment, capture_output=True, text=True)
+        assert restore.returncode == 0, restore.stderr
+        restored = await connect(restored_url)
+        assert await restored.fetch("SELECT id, owner_id, note, created_at FROM history_p202603 ORDER BY id") == before
+        assert await restored.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = 'history_p202603'") == 2
+    finally:
+        await server.drop(restored_url)
+    # restored beside the live table to have a look: a later retire leaves the copy alone
+    target = libpq_target(empty_db)
+    subprocess.run([str(client_program("pg_restore")), "--no-owner", "--exit-on-error", "--dbname", target.dsn,
+                    str(archives["history_p202603"])], env=target.environment, check=True, capture_output=True)
+    assert await partitions.retire(empty_db, date(2026, 4, 1), archive=None, now=NOW) == ()
+    assert await connection.fetchval("SELECT count(*) FROM history_p202603") == len(before)
+
+
+async def test_an_interrupted_detach_is_finalized_and_the_retire_finished_by_the_next_run(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, datetime(2026, 3, 2, tzinfo=UTC))
+    await partitions.ensure(connection, ahead=1, now=NOW)
+    reader = await connect(empty_db)  # an open snapshot: DETACH CONCURRENTLY's second phase waits for it
+    await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    await reader.fetchval("SELECT count(*) FROM history")
+
+    with pytest.raises(partitions.PartitionError, match="detaching history_pre_202603 from history failed"):
+        await partitions.retire(empty_db, date(2026, 4, 1), archive=None, now=NOW, detach_wait=0.5)
+    pending = [(p.name, p.detach_pending) for t in await partitions.read_tables(connection) for p in t.partitions if p.detach_pending]
+    assert pending == [("history_pre_202603", True)]
+    assert [f.kind for f in await check_partitions(connection, now=NOW)] == ["detach_pending"]
+    await reader.execute("ROLLBACK")
+
+    retired = await partitions.retire(empty_db, date(2026, 4, 1), archive=None, now=NOW)
+
+    assert [(each.name, each.resumed) for each in retired] == [("history_pre_202603", True), ("history_p202603", False)]
+    assert await names(connection) == ["history_p202604", "history_p202605"]
+    assert await connection.fetchval("SELECT to_regclass('history_pre_202603')") is None
+
+
+async def test_verify_reports_a_missing_upcoming_partition_and_rows_in_the_default(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection, pre=datetime(2026, 4, 1, tzinfo=UTC))
+    await write(connection, datetime(2026, 4, 2, tzinfo=UTC))
+
+    found = await check_partitions(connection, now=NOW)
+    assert [(f.severity.value, f.kind, f.subject) for f in found] == [
+        ("error", "missing_partition", "history.2026-04"),
+        ("warning", "missing_upcoming_partition", "history.2026-05"),
+        ("warning", "rows_in_default_partition", "history.history_default"),
+    ]
+    await partitions.ensure(connection, ahead=0, now=NOW)
+    assert [(f.kind, f.subject) for f in await check_partitions(connection, now=NOW)] == [("missing_upcoming_partition", "history.2026-05")]
+    await partitions.ensure(connection, ahead=1, now=NOW)
+    assert await check_partitions(connection, now=NOW) == []
+
+
+async def test_status_lists_bounds_sizes_rows_and_the_default(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, datetime(2026, 5, 2, tzinfo=UTC))
+    shown = run_cli(LANGLEARN, "partitions", "status", database=empty_db)
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "history (by created_at): 2 partition(s)"
+    assert lines[1].split()[:2] == ["history_default", "DEFAULT"] and lines[1].endswith(" kB  1 rows")
+    assert lines[2].split()[:3] == ["history_pre_202603", "[MINVALUE,", "2026-03-01)"]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["retire", "--before", "2026-03-01", "--drop"], "removes those months' rows from the database; add --yes to confirm"),
+    (["retire", "--before", "2999-01-01", "--drop", "--yes"], "is later than the start of the current month"),
+    (["retire", "--before", "March", "--drop", "--yes"], "'March' is not a date (YYYY-MM-DD)"),
+    (["retire", "--before", "2026-03-01", "--yes"], "one of the arguments --archive --drop is required"),
+    (["ensure", "--ahead", "-1"], "'-1' is not a number of months from 0 to 120"),
+])
+async def test_bad_input_is_one_line_and_changes_nothing(empty_db, connect, arguments, message):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    before = await names(connection)
+
+    refused = run_cli(LANGLEARN, "partitions", *arguments, database=empty_db)
+
+    assert refused.returncode == 2
+    assert refused.stdout == "" and len(refused.stderr.splitlines()) == 1 and message in refused.stderr, refused.stderr
+    assert await names(connection) == before
+
+
+async def test_retire_drop_is_refused_on_a_database_marked_production(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await connection.execute(f"ALTER DATABASE \"{empty_db.rsplit('/', 1)[1]}\" SET langlearn.environment = 'production'")
+
+    refused = run_cli(LANGLEARN, "partitions", "retire", "--before", "2026-03-01", "--drop", "--yes", database=empty_db)
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "error: this database is marked langlearn.environment = 'production': retire with --archive DIR there "
+        "(a pg_dump of each partition before its DROP), not --drop"
+    )
+    assert await names(connection) == ["history_default", "history_pre_202603"]
+
+
+async def test_ensure_waits_for_the_maintenance_lock_then_finds_nothing_to_do(empty_db, connect):
+    connection = await connect(empty_db)
+    await make_history(connection, pre=partitions.month_start(datetime.now(UTC)))
+    holder = await connect(empty_db)
+    await holder.execute("SELECT pg_advisory_lock($1)", partitions.PARTITION_LOCK.key)
+
+    waiting = asyncio.create_task(partitions.ensure(await connect(empty_db), ahead=1, lock_wait=30))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    assert await partitions.ensure(holder, ahead=1) is not None  # the holder may run it (session locks nest)
+    await holder.execute("SELECT pg_advisory_unlock($1)", partitions.PARTITION_LOCK.key)
+    result = await asyncio.wait_for(waiting, 30)
+    assert result.created == ()
+
+
+POSTGRES_15 = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture
+def postgres_15():
+    """A throwaway Debian PostgreSQL 15 cluster (run as the `pgserver` account), stopped and removed after the test."""
+    if not (POSTGRES_15 / "pg_ctl").exists():
+        pytest.fail(f"PostgreSQL 15 is not installed ({POSTGRES_15}/pg_ctl missing): run scripts/install_rigs.sh", pytrace=False)
+    folder = Path(tempfile.mkdtemp(prefix="langlearn-pg15-"))
+    entry = pwd.getpwnam(SYSTEM_USER)
+    os.chown(folder, entry.pw_uid, entry.pw_gid)
+    as_server = {"capture_output": True, "text": True, "cwd": "/", "check": True, **({"user": SYSTEM_USER} if os.geteuid() == 0 else {})}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+    subprocess.run([str(POSTGRES_15 / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--locale=C"], **as_server)
+    subprocess.run([str(POSTGRES_15 / "pg_ctl"), "start", "-w", "-D", str(data), "-l", str(folder / "log"), "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"], **as_server)
+    try:
+        yield f"postgres://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([str(POSTGRES_15 / "pg_ctl"), "stop", "-m", "immediate", "-D", str(data)], **{**as_server, "check": False})
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.rig
+@pytest.mark.slow
+async def test_ensure_boundaries_and_retire_with_an_archive_on_postgresql_15(postgres_15, connect, tmp_path):
+    scratch = ScratchDatabases(postgres_15, "lltest_pg15_")
+    url, restored_url = await scratch.create(), await scratch.create()
+    connection = await connect(url)
+    assert (await connection.fetchval("SHOW server_version_num")).startswith("15")
+    await make_history(connection)
+    await write(connection, datetime(2026, 3, 31, 23, 59, 59, 999000, tzinfo=UTC))
+
+    result = await partitions.ensure(connection, ahead=1, now=NOW)
+    assert [c.name for c in result.created] == ["history_p202603", "history_p202604", "history_p202605"]
+    await write(connection, datetime(2026, 4, 1, tzinfo=UTC))
+    assert set((await where(connection)).values()) == {"history_p202603", "history_p202604"}
+    with pytest.raises(asyncpg.CheckViolationError, match="no partition of relation"):
+        await write(connection, datetime(2100, 1, 1, tzinfo=UTC))
+    before = await connection.fetch("SELECT id, owner_id, note, created_at FROM history_p202603")
+
+    retired = await partitions.retire(url, date(2026, 4, 1), archive=tmp_path, now=NOW)  # DETACH … CONCURRENTLY on 15
+
+    assert [each.name for each in retired] == ["history_pre_202603", "history_p202603"]
+    assert await names(connection) == ["history_p202604", "history_p202605"]
+    target = libpq_target(restored_url)
+    restore = subprocess.run([str(client_program("pg_restore")), "--no-owner", "--exit-on-error", "--dbname", target.dsn,
+                              str(tmp_path / "history_p202603.dump")], env=target.environment, capture_output=True, text=True)
+    assert restore.returncode == 0, restore.stderr
+    assert await (await connect(restored_url)).fetch("SELECT id, owner_id, note, created_at FROM history_p202603") == before
+
+
+async def test_a_backup_and_its_restore_keep_the_partitions_their_bounds_and_rows(empty_db, server, connect, tmp_path):
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 31, 23, 59, 59, 999000, tzinfo=UTC))
+    await partitions.ensure(connection, ahead=1, now=NOW)
+    await write(connection, datetime(2026, 4, 1, tzinfo=UTC))
+
+    dump = await backups.backup(empty_db, tmp_path / "with-partitions.dump")
+    restored_url = await server.create()
+    try:
+        await backups.restore(restored_url, dump)
+        restored = await connect(restored_url)
+        assert await layout(restored) == await layout(connection)
+        assert await where(restored) == await where(connection)
+        await partitions.ensure(restored, ahead=2, now=NOW)  # and the maintenance goes on from there
+        assert (await names(restored))[-1] == "history_p202606"
+    finally:
+        await server.drop(restored_url)
+
+
+@pytest.mark.parametrize("table", ["question_attempts", "activity_feeds"])
+async def test_the_seed_writes_its_history_into_a_partition_per_month(seeded_db, connect, table):
+    connection = await connect(seeded_db)
+    placed = await connection.fetch(
+        f"SELECT tableoid::regclass::text AS part, min(created_at) AS first, max(created_at) AS last, count(*) AS n FROM {table} GROUP BY 1"
+    )
+
+    assert len(placed) >= 2 and sum(row["n"] for row in placed) > 0
+    for row in placed:  # each month's rows in that month's partition, none in the first partition or a DEFAULT one
+        assert row["part"] == f"{table}_p{row['first'].astimezone(UTC):%Y%m}" == f"{table}_p{row['last'].astimezone(UTC):%Y%m}", row
+    assert [f for f in await check_partitions(connection) if f.subject.startswith(table)] == []
+    # the parent has statistics of its own (autovacuum analyses only the partitions)
+    assert await connection.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1 AND inherited", table) > 0
