@@ -1,10 +1,10 @@
 """The data migration recipe in tests/data_migration/ (docs/migrations.md, "Data migrations: a backfill recipe").
 
-Its four files give question_attempts the user_id of their lesson attempt: expand, backfill in batches,
+Its four files give lesson_attempts the course_id of their lesson: expand, backfill in batches,
 constraints NOT VALID, validate. They run from a copy of the real history with the recipe after its
-head (`recipe_history`), never from the shipped one, on the demo seed (some 8500 question attempts,
-as many as its anchor day gives: nine batches or so). A copy can retune the backfill (`batch_size`,
-`pause`) so that a writer or a kill meets it midway.
+head (`recipe_history`), never from the shipped one, on the demo seed (some 1600 lesson attempts, as
+many as its anchor day gives: in batches of 200 here, nine or so). A copy can retune the backfill
+(`batch_size`, `pause`) so that a writer or a kill meets it midway.
 """
 
 from __future__ import annotations
@@ -38,19 +38,19 @@ RECIPE_FILES = [RECIPE / name for name in history.version_files(RECIPE)]
 # Numbered after the real head, whatever it is when this runs, so the recipe never collides with a real migration.
 VERSIONS = {path.name: f"{LAST + n}_{path.name.split('_', 1)[1]}" for n, path in enumerate(RECIPE_FILES, 1)}
 EXPAND, BACKFILL, NOT_VALID, VALIDATE = VERSIONS.values()
-BATCH_SIZE = 1000  # the recipe's
+BATCH_SIZE = 200  # the demo seed's size of batch (the recipe's 1000 would make two)
 
 # What the recipe leaves, compared with the head: all the catalog shows (the trigger goes with its function).
 RECIPE_SCHEMA = "\n".join([
-    "columns: gained ('question_attempts', 'user_id'): uuid NOT NULL",
-    "constraints: gained ('question_attempts', 'question_attempts_user_id_fkey'): FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE",
-    "indexes: gained ('question_attempts', 'idx_question_attempt_user_created'): "
-    "CREATE INDEX idx_question_attempt_user_created ON public.question_attempts USING btree (user_id, created_at)",
-    "functions: gained ('question_attempts_user_id', 'question_attempts_user_id'): ",
+    "columns: gained ('lesson_attempts', 'course_id'): uuid NOT NULL",
+    "constraints: gained ('lesson_attempts', 'lesson_attempts_course_id_fkey'): FOREIGN KEY (course_id) REFERENCES courses(id) ON DELETE CASCADE",
+    "indexes: gained ('lesson_attempts', 'idx_lesson_attempt_course_started'): "
+    "CREATE INDEX idx_lesson_attempt_course_started ON public.lesson_attempts USING btree (course_id, started_at)",
+    "functions: gained ('lesson_attempts_course_id', 'lesson_attempts_course_id'): ",
 ])
 
 
-def recipe_history(tmp_path: Path, *, batch_size: int | None = None, pause: float | None = None) -> str:
+def recipe_history(tmp_path: Path, *, batch_size: int = BATCH_SIZE, pause: float | None = None) -> str:
     """A copy of the real history with the recipe after its head, and its lint allowlist with the recipe's
     entries; returns its location. `batch_size` and `pause` retune the backfill of this copy only."""
     location = tmp_path / "migrations"
@@ -81,18 +81,18 @@ def tuned(source: str, *, batch_size: int | None, pause: float | None) -> str:
 
 
 async def progress(connection: asyncpg.Connection) -> tuple[int, int] | None:
-    """(rows with user_id, rows without), or None before the expand step added the column."""
+    """(rows with course_id, rows without), or None before the expand step added the column."""
     try:
-        row = await connection.fetchrow("SELECT count(user_id) AS filled, count(*) - count(user_id) AS missing FROM question_attempts")
+        row = await connection.fetchrow("SELECT count(course_id) AS filled, count(*) - count(course_id) AS missing FROM lesson_attempts")
     except asyncpg.UndefinedColumnError:
         return None
     return row["filled"], row["missing"]
 
 
 async def wrong_rows(connection: asyncpg.Connection) -> int:
-    """Question attempts whose user_id is not their lesson attempt's, computed here independently of the recipe."""
+    """Lesson attempts whose course_id is not their lesson's, computed here independently of the recipe."""
     return await connection.fetchval(
-        "SELECT count(*) FROM question_attempts q JOIN lesson_attempts a ON a.id = q.lesson_attempt_id WHERE q.user_id IS DISTINCT FROM a.user_id"
+        "SELECT count(*) FROM lesson_attempts a JOIN lessons l ON l.id = a.lesson_id WHERE a.course_id IS DISTINCT FROM l.course_id"
     )
 
 
@@ -103,16 +103,17 @@ def batches_of(total: int) -> list[int]:
 
 
 async def batch_sizes(connection: asyncpg.Connection) -> list[int]:
-    """How many question attempts each transaction wrote last: a row's xmin is the transaction that wrote its version."""
-    rows = await connection.fetch("SELECT count(*) AS n FROM question_attempts GROUP BY xmin::text ORDER BY n DESC")
+    """How many lesson attempts each transaction wrote last: a row's xmin is the transaction that wrote its version."""
+    rows = await connection.fetch("SELECT count(*) AS n FROM lesson_attempts GROUP BY xmin::text ORDER BY n DESC")
     return [row["n"] for row in rows]
 
 
 async def rows_digest(connection: asyncpg.Connection) -> str:
-    """The question attempts, every column the head has: unchanged by the recipe there and back."""
+    """The lesson attempts, every column the head has: unchanged by the recipe there and back."""
     return await connection.fetchval(
-        "SELECT md5(string_agg(concat_ws('|', id, created_at, question_id, question_type, user_answer, correct_answer, is_correct, "
-        "time_spent_ms, hint_used, attempt_number, confidence_score, difficulty_rating, lesson_attempt_id), ',' ORDER BY id)) FROM question_attempts"
+        "SELECT md5(string_agg(concat_ws('|', id, created_at, started_at, finished_at, score, passed, xp_earned, total_questions, "
+        "correct_answers, hints_used, lives_remaining, time_spent_ms, avg_response_time_ms, device_type, idempotency_key, outcome, "
+        "lesson_id, user_id), ',' ORDER BY id)) FROM lesson_attempts"
     )
 
 
@@ -135,7 +136,7 @@ async def test_the_recipe_fills_every_row_in_committed_batches_and_ends_with_the
     location = recipe_history(tmp_path)
     observer = await connect(seeded_db)
     before = await snapshot(observer)
-    total = await observer.fetchval("SELECT count(*) FROM question_attempts")
+    total = await observer.fetchval("SELECT count(*) FROM lesson_attempts")
     assert total > 5 * BATCH_SIZE
 
     assert await history.upgrade(seeded_db, location=location, lock_timeout=5, statement_timeout=120) == list(VERSIONS.values())
@@ -176,35 +177,37 @@ async def test_writers_wait_at_most_a_batch_while_the_recipe_runs_and_their_rows
 
 @dataclass
 class Writer:
-    """The running service in miniature: reads, updates, inserts and moves question attempts, timing each statement."""
+    """The running service in miniature: reads, updates, inserts and moves lesson attempts, timing each statement."""
 
     LOCK_TIMEOUT = 0.5  # seconds; a statement that waits longer fails, and the test with it
 
     connection: asyncpg.Connection
     rng: random.Random
-    question_ids: list[uuid.UUID] = field(default_factory=list)
-    lesson_attempt_ids: list[uuid.UUID] = field(default_factory=list)
-    own: list[uuid.UUID] = field(default_factory=list)  # the question attempts this writer inserted
+    attempt_ids: list[uuid.UUID] = field(default_factory=list)
+    lesson_ids: list[uuid.UUID] = field(default_factory=list)
+    user_ids: list[uuid.UUID] = field(default_factory=list)
+    own: list[uuid.UUID] = field(default_factory=list)  # the lesson attempts this writer inserted
     timings: list[tuple[float, float]] = field(default_factory=list)  # (when it ended, how long it took)
     inserted: int = 0
     moved: int = 0
 
     async def prepare(self) -> None:
         await self.connection.execute(f"SET lock_timeout = '{self.LOCK_TIMEOUT * 1000:.0f}ms'")
-        self.question_ids = [row["id"] for row in await self.connection.fetch("SELECT id FROM question_attempts")]
-        self.lesson_attempt_ids = [row["id"] for row in await self.connection.fetch("SELECT id FROM lesson_attempts")]
+        self.attempt_ids = [row["id"] for row in await self.connection.fetch("SELECT id FROM lesson_attempts")]
+        self.lesson_ids = [row["id"] for row in await self.connection.fetch("SELECT id FROM lessons")]
+        self.user_ids = [row["id"] for row in await self.connection.fetch("SELECT id FROM users")]
 
     async def run_until(self, finished: asyncio.Task) -> None:
         while not finished.done():
-            await self.timed("SELECT count(*) FROM question_attempts WHERE lesson_attempt_id = $1", self.rng.choice(self.lesson_attempt_ids))
-            await self.timed("UPDATE question_attempts SET time_spent_ms = time_spent_ms + 1 WHERE id = $1", self.rng.choice(self.question_ids))
+            await self.timed("SELECT count(*) FROM lesson_attempts WHERE lesson_id = $1", self.rng.choice(self.lesson_ids))
+            await self.timed("UPDATE lesson_attempts SET time_spent_ms = time_spent_ms + 1 WHERE id = $1", self.rng.choice(self.attempt_ids))
             self.own.append(await self.timed(
-                "INSERT INTO question_attempts (lesson_attempt_id, question_id, question_type) VALUES ($1, 'q-writer', 'translation') RETURNING id",
-                self.rng.choice(self.lesson_attempt_ids),
+                "INSERT INTO lesson_attempts (lesson_id, user_id) VALUES ($1, $2) RETURNING id",
+                self.rng.choice(self.lesson_ids), self.rng.choice(self.user_ids),
             ))
             self.inserted += 1
-            # another lesson attempt, maybe another user's: the trigger must follow (the service knows no user_id yet)
-            await self.timed("UPDATE question_attempts SET lesson_attempt_id = $2 WHERE id = $1", self.rng.choice(self.own), self.rng.choice(self.lesson_attempt_ids))
+            # another lesson, maybe of another course: the trigger must follow (the service knows no course_id yet)
+            await self.timed("UPDATE lesson_attempts SET lesson_id = $2 WHERE id = $1", self.rng.choice(self.own), self.rng.choice(self.lesson_ids))
             self.moved += 1
 
     async def timed(self, query: str, *args):
@@ -216,11 +219,11 @@ class Writer:
 
 
 async def test_a_backfill_killed_midway_continues_where_it_stopped(seeded_db, connect, tmp_path):
-    location = recipe_history(tmp_path, batch_size=500, pause=0.2)  # some 17 batches over more than three seconds
+    location = recipe_history(tmp_path, batch_size=100, pause=0.2)  # some 16 batches over more than three seconds
     observer = await connect(seeded_db)
     migrator = await start_upgrade(seeded_db, location)
     try:
-        while (state := await progress(observer)) is None or state[0] < 1000:
+        while (state := await progress(observer)) is None or state[0] < 200:
             assert migrator.returncode is None, (await migrator.communicate())[1].decode()
             await asyncio.sleep(0.02)
     finally:
@@ -236,7 +239,7 @@ async def test_a_backfill_killed_midway_continues_where_it_stopped(seeded_db, co
     filled, missing = await progress(observer)
     assert filled > 0 and missing > 0, "the kill did not land mid-backfill"
     assert await applied(observer) == [*HEAD, EXPAND]  # the backfill is not recorded: the next upgrade runs it again
-    done_before = {row["id"]: row["xmin"] for row in await observer.fetch("SELECT id, xmin::text FROM question_attempts WHERE user_id IS NOT NULL")}
+    done_before = {row["id"]: row["xmin"] for row in await observer.fetch("SELECT id, xmin::text FROM lesson_attempts WHERE course_id IS NOT NULL")}
 
     rerun = run_cli(LANGLEARN, "upgrade", "--migrations", location, database=seeded_db)
 
@@ -244,7 +247,7 @@ async def test_a_backfill_killed_midway_continues_where_it_stopped(seeded_db, co
     assert await applied(observer) == [*HEAD, *VERSIONS.values()]
     assert await wrong_rows(observer) == 0
     # the rows done before the kill were not written again: their row versions are the ones the first run wrote
-    again = await observer.fetch("SELECT id, xmin::text FROM question_attempts WHERE id = ANY($1::uuid[])", list(done_before))
+    again = await observer.fetch("SELECT id, xmin::text FROM lesson_attempts WHERE id = ANY($1::uuid[])", list(done_before))
     assert {row["id"]: row["xmin"] for row in again} == done_before
 
 
@@ -288,8 +291,8 @@ async def test_set_not_null_takes_the_validated_check_instead_of_a_scan(seeded_d
     assert (await history.migrate(connection, location=location)).done == (VALIDATE,)
 
     scans = [message for message in messages if message.startswith("verifying table")]
-    assert scans == ['verifying table "question_attempts"']  # the CHECK's VALIDATE, and no other
-    assert 'existing constraints on column "question_attempts.user_id" are sufficient to prove that it does not contain nulls' in messages
+    assert scans == ['verifying table "lesson_attempts"']  # the CHECK's VALIDATE, and no other
+    assert 'existing constraints on column "lesson_attempts.course_id" are sufficient to prove that it does not contain nulls' in messages
 
 
 # --- there and back, for review ----------------------------------------------------------------------
@@ -346,7 +349,7 @@ async def test_the_printed_sql_is_the_recipe_and_psql_runs_it_to_the_same_end(se
     (tmp_path / "recipe.sql").write_text(script)
     observer = await connect(seeded_db)
     before = await snapshot(observer)
-    total = await observer.fetchval("SELECT count(*) FROM question_attempts")
+    total = await observer.fetchval("SELECT count(*) FROM lesson_attempts")
 
     ran = run_cli(LANGLEARN, "server", "psql", "-v", "ON_ERROR_STOP=1", "-q", "-f", str(tmp_path / "recipe.sql"), database=seeded_db)
 

@@ -1,4 +1,4 @@
-"""Data migration recipe, step 4 of 4 (contract, second half): validate step 3's constraints; user_id NOT NULL.
+"""Data migration recipe, step 4 of 4 (contract, second half): validate step 3's constraints; course_id NOT NULL.
 
 - VALIDATE CONSTRAINT scans the table under SHARE UPDATE EXCLUSIVE: reads and writes go on meanwhile.
 - SET NOT NULL then finds the validated CHECK, which proves the column has no NULL, and skips its scan
@@ -15,16 +15,16 @@ RUN_IN_TRANSACTION = True
 async def upgrade(db) -> str:
     return """
         -- hand edit: validated apart from their ADD, under SHARE UPDATE EXCLUSIVE: reads and writes go on
-        ALTER TABLE "question_attempts" VALIDATE CONSTRAINT "question_attempts_user_id_not_null";
-        ALTER TABLE "question_attempts" VALIDATE CONSTRAINT "question_attempts_user_id_fkey";
+        ALTER TABLE "lesson_attempts" VALIDATE CONSTRAINT "lesson_attempts_course_id_not_null";
+        ALTER TABLE "lesson_attempts" VALIDATE CONSTRAINT "lesson_attempts_course_id_fkey";
         -- hand edit: no scan, the validated CHECK proves it; ACCESS EXCLUSIVE is taken last, held until the COMMIT right after
-        ALTER TABLE "question_attempts" ALTER COLUMN "user_id" SET NOT NULL;
-        ALTER TABLE "question_attempts" DROP CONSTRAINT "question_attempts_user_id_not_null";"""
+        ALTER TABLE "lesson_attempts" ALTER COLUMN "course_id" SET NOT NULL;
+        ALTER TABLE "lesson_attempts" DROP CONSTRAINT "lesson_attempts_course_id_not_null";"""
 
 
 async def downgrade(db) -> str:
     return """
-        ALTER TABLE "question_attempts" ADD CONSTRAINT "question_attempts_user_id_not_null" CHECK ("user_id" IS NOT NULL) NOT VALID;
-        ALTER TABLE "question_attempts" ALTER COLUMN "user_id" DROP NOT NULL;
-        ALTER TABLE "question_attempts" DROP CONSTRAINT "question_attempts_user_id_fkey",
-            ADD CONSTRAINT "question_attempts_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users" ("id") ON DELETE CASCADE NOT VALID;"""
+        ALTER TABLE "lesson_attempts" ADD CONSTRAINT "lesson_attempts_course_id_not_null" CHECK ("course_id" IS NOT NULL) NOT VALID;
+        ALTER TABLE "lesson_attempts" ALTER COLUMN "course_id" DROP NOT NULL;
+        ALTER TABLE "lesson_attempts" DROP CONSTRAINT "lesson_attempts_course_id_fkey",
+            ADD CONSTRAINT "lesson_attempts_course_id_fkey" FOREIGN KEY ("course_id") REFERENCES "courses" ("id") ON DELETE CASCADE NOT VALID;"""

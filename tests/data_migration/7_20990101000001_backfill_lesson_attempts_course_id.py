@@ -1,4 +1,4 @@
-"""Data migration recipe, step 2 of 4 (backfill): fill question_attempts.user_id of the rows older than step 1, then index it.
+"""Data migration recipe, step 2 of 4 (backfill): fill lesson_attempts.course_id of the rows older than step 1, then index it.
 
 One `UPDATE ... FROM lesson_attempts` would lock every row of the table until it commits, leave a
 table's worth of dead row versions no vacuum can reclaim before then, and lose everything if it fails
@@ -8,8 +8,8 @@ at the end. Instead:
   transaction: hence `RUN_IN_TRANSACTION = False`, which the runner honours by sending each statement
   on its own in autocommit). A batch's row locks last one batch; a writer that meets one waits that long.
 - Batches walk the primary key (`id > last_id ORDER BY id LIMIT n`): each is an index range, so it costs
-  its own rows; `WHERE user_id IS NULL` alone would rescan the rows already done, once per batch.
-- Resumable: a batch commits or vanishes, and `user_id IS NULL` skips what is done, so a run killed
+  its own rows; `WHERE course_id IS NULL` alone would rescan the rows already done, once per batch.
+- Resumable: a batch commits or vanishes, and `course_id IS NULL` skips what is done, so a run killed
   midway (the migration is then not recorded) continues where it stopped when the upgrade runs again.
   Rows the trigger of step 1 filled are skipped too.
 - No `SKIP LOCKED`: a row skipped behind the key walk would stay NULL. Waiting for a writer's row lock
@@ -26,8 +26,8 @@ at the end. Instead:
   INVALID index an interrupted CREATE INDEX CONCURRENTLY leaves behind, which `IF NOT EXISTS` alone
   would: hence the DROP INDEX before it. It runs under the session's statement_timeout again.
 
-The downgrade drops the index and leaves the values: at step 1, user_id is "NULL or the lesson
-attempt's user", which the filled rows are, and reverting step 1 drops the column.
+The downgrade drops the index and leaves the values: at step 1, course_id is "NULL or the lesson's
+course", which the filled rows are, and reverting step 1 drops the column.
 """
 
 from langlearn.history.aerich import statement_by_statement
@@ -51,12 +51,12 @@ async def upgrade(db) -> str:
         BEGIN
             LOOP
                 SELECT id INTO batch_end
-                FROM (SELECT id FROM question_attempts WHERE id > last_id ORDER BY id LIMIT batch_size) AS batch
+                FROM (SELECT id FROM lesson_attempts WHERE id > last_id ORDER BY id LIMIT batch_size) AS batch
                 ORDER BY id DESC LIMIT 1;
                 EXIT WHEN batch_end IS NULL;
-                UPDATE question_attempts AS q SET user_id = a.user_id
-                FROM lesson_attempts AS a
-                WHERE a.id = q.lesson_attempt_id AND q.id > last_id AND q.id <= batch_end AND q.user_id IS NULL;
+                UPDATE lesson_attempts AS a SET course_id = l.course_id
+                FROM lessons AS l
+                WHERE l.id = a.lesson_id AND a.id > last_id AND a.id <= batch_end AND a.course_id IS NULL;
                 COMMIT;
                 last_id := batch_end;
                 PERFORM pg_sleep_for(pause);
@@ -65,10 +65,10 @@ async def upgrade(db) -> str:
         $$;
         SELECT set_config('statement_timeout', current_setting('langlearn.saved_statement_timeout'), false);
         -- hand edit: CONCURRENTLY, after the backfill; dropped first, so that a rerun keeps no INVALID index
-        DROP INDEX CONCURRENTLY IF EXISTS "idx_question_attempt_user_created";
-        CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_question_attempt_user_created" ON "question_attempts" ("user_id", "created_at");""")
+        DROP INDEX CONCURRENTLY IF EXISTS "idx_lesson_attempt_course_started";
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS "idx_lesson_attempt_course_started" ON "lesson_attempts" ("course_id", "started_at");""")
 
 
 async def downgrade(db) -> str:
     return await statement_by_statement(db, __file__, """
-        DROP INDEX CONCURRENTLY IF EXISTS "idx_question_attempt_user_created";""")
+        DROP INDEX CONCURRENTLY IF EXISTS "idx_lesson_attempt_course_started";""")
