@@ -244,3 +244,35 @@ async def test_a_standby_of_another_cluster_is_refused_at_startup_and_one_that_i
         async with in_transaction(PRIMARY) as connection:  # it started: the primary serves
             assert (await connection.execute_query_dict(IN_RECOVERY))[0]["standby"] is False
     assert any("is not reachable now" in record.getMessage() and "s3cret" not in record.getMessage() for record in caplog.records)
+
+
+@pytest.fixture
+def service_log(tmp_path):
+    with open(tmp_path / "service.log", "w") as log:
+        yield log
+
+
+async def standby_commits(rig) -> int:
+    standby = await asyncpg.connect(rig.standby_url(RIG_DATABASE))
+    try:
+        return await standby.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", RIG_DATABASE)
+    finally:
+        await standby.close()
+
+
+async def test_the_load_test_passes_with_a_standby_and_pgbouncer_in_front_of_the_primary(rig, connect, service_log):
+    """The whole topology of docs/scale-out.md at once: the service's pool through PgBouncer in transaction mode, its
+    reads routed to the standby, its migrate step direct; the load test's retries, duplicates and database restart
+    (tests/test_service_load.py) leave every acknowledged write applied once."""
+    from tests.pgbouncer import running_pgbouncer
+    from tests.test_service_load import run_load
+
+    primary = rig.primary_url(RIG_DATABASE)
+    await rig.caught_up()
+    read_before = await standby_commits(rig)
+    with running_pgbouncer(rig.primary_url()) as bouncer:
+        pooled = await bouncer.pooled(primary)
+        topology = {"DATABASE_DIRECT_URL": primary, "DATABASE_REPLICA_URL": rig.standby_url(RIG_DATABASE)}
+        await run_load(primary, pooled, connect, service_log, env=topology)
+        assert bouncer.logins(primary) > 0, "the service did not go through PgBouncer"
+    assert await standby_commits(rig) - read_before > 100, "the standby served (almost) no reads"
