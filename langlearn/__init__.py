@@ -12,15 +12,35 @@ database, `langlearn.migrations` steps through the shipped history; every error 
 is a `LanglearnError` with a one-line message.
 """
 
-from langlearn.errors import ConfigError, DatabaseBehind, LanglearnError, StartupError, UsageError
+from langlearn.errors import (
+    ConfigError,
+    DatabaseAhead,
+    DatabaseBehind,
+    HistoryEdited,
+    LanglearnError,
+    MigrationFailed,
+    MigrationLockTimeout,
+    NotConfirmed,
+    PlanChanged,
+    SchemaDrift,
+    StartupError,
+    UsageError,
+)
 from langlearn.startup import MODES, Mode, Startup, StartupOptions, database, prepare
 
 __all__ = [
     "MODES",
     "ConfigError",
+    "DatabaseAhead",
     "DatabaseBehind",
+    "HistoryEdited",
     "LanglearnError",
+    "MigrationFailed",
+    "MigrationLockTimeout",
     "Mode",
+    "NotConfirmed",
+    "PlanChanged",
+    "SchemaDrift",
     "Startup",
     "StartupError",
     "StartupOptions",

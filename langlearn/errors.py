@@ -58,6 +58,53 @@ class DatabaseBehind(StartupError):
         return f"{self._what()}; run `langlearn upgrade` (`langlearn status` lists them)"
 
 
+class DatabaseAhead(StartupError):
+    """The database recorded migrations this code does not have (`unknown`)."""
+
+    def __init__(self, unknown: tuple[str, ...]) -> None:
+        self.unknown = unknown
+        super().__init__(
+            f"database is ahead of the code: it recorded {', '.join(unknown)}, which this code does not have; "
+            "deploy the code that has it, or run `langlearn downgrade` with that code"
+        )
+
+
+class HistoryEdited(StartupError):
+    """Applied migrations whose files changed since they ran (`versions`); the message names the first."""
+
+    def __init__(self, message: str, versions: tuple[str, ...]) -> None:
+        self.versions = versions
+        super().__init__(message)
+
+
+class MigrationLockTimeout(StartupError):
+    """The migration lock (or another advisory lock) was not had within `waited` seconds; `holder` says who held it."""
+
+    def __init__(self, message: str, waited: float, holder: str | None) -> None:
+        self.waited, self.holder = waited, holder
+        super().__init__(message)
+
+
+class PlanChanged(StartupError):
+    """The database changed between the plan a user confirmed and the run; nothing was done."""
+
+
+class MigrationFailed(StartupError):
+    """Migration `version` failed at statement `statement` (1-based) of `statements`; the database stays at `at`."""
+
+    def __init__(self, message: str, version: str, statement: int, statements: int, at: str | None) -> None:
+        self.version, self.statement, self.statements, self.at = version, statement, statements, at
+        super().__init__(message)
+
+
+class SchemaDrift(StartupError):
+    """The live schema differs from the models; `findings` are the errors found (langlearn.verify.Finding)."""
+
+    def __init__(self, message: str, findings: tuple[object, ...]) -> None:
+        self.findings = findings
+        super().__init__(message)
+
+
 class SeedError(LanglearnError):
     """The seed refused or failed; the database is as it was, or resumable."""
 

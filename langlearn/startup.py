@@ -54,10 +54,10 @@ import asyncpg
 
 from langlearn import history, partitions
 from langlearn.compat import init_tortoise
-from langlearn.errors import DatabaseBehind, StartupError
+from langlearn.errors import DatabaseAhead, DatabaseBehind, HistoryEdited, SchemaDrift
 from langlearn.history import MigrationState, Target, checksums
 from langlearn.history.lock import refuse_transaction_pooler
-from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT, ahead_message
+from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT
 from langlearn.routing import Router, check_standbys, configured_wait
 from langlearn.settings import (
     CONNECT_TIMEOUT_SECONDS,
@@ -306,7 +306,7 @@ async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptio
 
 def _refuse_unless_at_head(state: MigrationState) -> None:
     if state.unknown:
-        raise StartupError(ahead_message(state))
+        raise DatabaseAhead(tuple(state.unknown))
     if state.pending:
         raise DatabaseBehind(tuple(state.pending))
     if state.duplicates:
@@ -317,7 +317,7 @@ async def _refuse_edited_history(connection: asyncpg.Connection, state: Migratio
     """Refuse an applied migration edited since it ran; warn of applied ones whose digests are not recorded yet."""
     report = await checksums.compare(connection, history.load_history(location), state)
     if report.edited:
-        raise StartupError(report.edited[0].message)
+        raise HistoryEdited(report.edited[0].message, tuple(edit.version for edit in report.edited))
     if not report.unrecorded:
         return ()
     note = Finding(
@@ -339,9 +339,10 @@ async def _check_schema(connection: asyncpg.Connection, options: StartupOptions)
     if errors:
         shown = " ".join(f"[{n}] {' '.join(str(finding.message).split())}" for n, finding in enumerate(errors[:3], 1))
         more = f" [and {len(errors) - 3} more]" if len(errors) > 3 else ""
-        raise StartupError(
+        raise SchemaDrift(
             f"database schema drifted from the models ({len(errors)} error(s)): {shown}{more}; "
-            "run `langlearn verify` for the full report"
+            "run `langlearn verify` for the full report",
+            tuple(errors),
         )
     warnings = tuple(finding for finding in findings if finding.severity != "error")
     for finding in warnings:

@@ -24,11 +24,11 @@ import pytest
 
 from langlearn import history
 from langlearn.databases import with_database
-from langlearn.errors import DatabaseBehind
+from langlearn.errors import DatabaseAhead, DatabaseBehind, MigrationFailed, MigrationLockTimeout, SchemaDrift, StartupError
 from langlearn.history.lock import MIGRATION_LOCK_KEY, lock_holder
 from langlearn.models import Course
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, ConfigError
-from langlearn.startup import StartupError, StartupOptions, connect, database, prepare
+from langlearn.startup import StartupOptions, connect, database, prepare
 from langlearn.urls import asyncpg_url
 from tests.catalog import snapshot
 from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
@@ -153,8 +153,10 @@ async def test_a_failing_migration_is_rolled_back_releases_the_lock_and_leaves_t
     observer = await connect(head_db)
     before = await database_contents(observer)
 
-    with pytest.raises(StartupError) as refused:
+    with pytest.raises(MigrationFailed) as refused:
         await prepare(head_db, "apply", StartupOptions(migrations=location))
+    assert (refused.value.version, refused.value.statement, refused.value.statements) == (f"{LAST + 1}_20990101000000_broken.py", 3, 3)
+    assert refused.value.at == HEAD[-1]
 
     assert str(refused.value) == (
         f"migration {LAST + 1}_20990101000000_broken.py failed at statement 3 of 3 and was rolled back: division by zero; "
@@ -174,7 +176,7 @@ async def test_every_starter_reports_a_failing_migration_and_none_hangs(head_db,
     for returncode, stdout, stderr in results:
         assert returncode == 1 and stdout == ""
         assert stderr.strip().splitlines()[-1].startswith(
-            f"langlearn.errors.StartupError: migration {LAST + 1}_20990101000000_broken.py failed at statement 3 of 3 and was rolled back: division by zero"
+            f"langlearn.errors.MigrationFailed: migration {LAST + 1}_20990101000000_broken.py failed at statement 3 of 3 and was rolled back: division by zero"
         ), stderr
     assert await database_contents(observer) == before
 
@@ -184,9 +186,10 @@ async def test_apply_names_the_lock_holder_when_the_wait_times_out(head_db, conn
     try:
         await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         started = time.monotonic()
-        with pytest.raises(StartupError) as refused:
+        with pytest.raises(MigrationLockTimeout) as refused:
             await prepare(head_db, "apply", StartupOptions(lock_wait=0.5))
         assert time.monotonic() - started < 5
+        assert refused.value.waited == 0.5 and f"pid {holder.get_server_pid()}" in (refused.value.holder or "")
         message = str(refused.value)
         pid = holder.get_server_pid()
         assert message.startswith(f"timed out after 0.5 s waiting for the migration lock, held by pid {pid} (application_name 'deploy-42', ")
@@ -241,8 +244,9 @@ async def test_apply_refuses_a_database_ahead_of_the_code(head_db, connect):
     await (await connect(head_db)).execute(
         "INSERT INTO aerich (version, app, content) VALUES ('99_20990101000000_future.py', $1, '{}')", APP_LABEL
     )
-    with pytest.raises(StartupError, match=r"^database is ahead of the code: it recorded 99_20990101000000_future.py, "):
+    with pytest.raises(DatabaseAhead, match=r"^database is ahead of the code: it recorded 99_20990101000000_future.py, ") as refused:
         await prepare(head_db, "apply")
+    assert refused.value.unknown == ("99_20990101000000_future.py",)
 
 
 # --- check ---------------------------------------------------------------------------------------
@@ -306,8 +310,9 @@ async def test_check_after_a_locked_upgrade_refuses_a_schema_changed_by_hand_sin
     await prepare(empty_db, "check")
 
     await (await connect(empty_db)).execute("DROP INDEX idx_course_level_published")  # by hand, after the upgrade
-    with pytest.raises(StartupError, match=r"^database schema drifted from the models \(1 error\(s\)\): \[1\] .*idx_course_level_published"):
+    with pytest.raises(SchemaDrift, match=r"^database schema drifted from the models \(1 error\(s\)\): \[1\] .*idx_course_level_published") as refused:
         await prepare(empty_db, "check")
+    assert [(finding.kind, finding.subject) for finding in refused.value.findings] == [("missing_index", "courses.idx_course_level_published")]
 
 
 async def test_check_tolerates_schema_warnings(head_db, connect):

@@ -73,7 +73,7 @@ APPLICATION_NAME = "aerich (langlearn)"  # how `langlearn status` names an Aeric
 ALREADY_SENT = "SELECT 'sent statement by statement by langlearn.history.aerich' AS done"
 
 
-class MigrationFailed(asyncclick.ClickException):
+class AerichMigrationFailed(asyncclick.ClickException):
     """A migration statement failed under Aerich: Aerich's CLI prints this one line and exits 1."""
 
 
@@ -98,7 +98,7 @@ async def statement_by_statement(db: BaseDBAsyncClient | None, migration_file: s
             failed = error
     async with client.acquire_connection() as connection:  # another: the failure may have taken the first one with it
         now = await read_state(connection, location=str(migration.path.parent.parent))
-    raise MigrationFailed(failure_message(failed, now, limits.lock_timeout, limits.statement_timeout, runner="aerich"))
+    raise AerichMigrationFailed(failure_message(failed, now, limits.lock_timeout, limits.statement_timeout, runner="aerich"))
 
 
 @dataclass(frozen=True)

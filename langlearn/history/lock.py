@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 import asyncpg
 
-from langlearn.errors import ConfigError, StartupError
+from langlearn.errors import ConfigError, MigrationLockTimeout
 from langlearn.settings import APP_LABEL, DIRECT_URL_VARIABLE, open_connection
 from langlearn.urls import one_line, transaction_pooled
 
@@ -136,10 +136,11 @@ async def acquire_migration_lock(connection: asyncpg.Connection, wait: float, lo
         if await _try_lock(connection, lock):
             return time.monotonic() - started
         delay = min(delay * 2, 1.0)
-    holder = await lock_holder(connection, lock) or "a session that has just ended; try again"
-    raise StartupError(
-        f"timed out after {wait:g} s waiting for the {lock.what}, held by {holder}; "
-        f"wait for {lock.work} to finish, or end the session with pg_terminate_backend(pid)"
+    holder = await lock_holder(connection, lock)
+    raise MigrationLockTimeout(
+        f"timed out after {wait:g} s waiting for the {lock.what}, held by {holder or 'a session that has just ended; try again'}; "
+        f"wait for {lock.work} to finish, or end the session with pg_terminate_backend(pid)",
+        wait, holder,
     )
 
 

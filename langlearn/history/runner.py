@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from langlearn.errors import StartupError, UsageError
+from langlearn.errors import DatabaseAhead, HistoryEdited, MigrationFailed, PlanChanged, UsageError
 from langlearn.history import checksums
 from langlearn.history.files import BASE, Direction, History, load_history
 from langlearn.history.lock import acquire_migration_lock, refuse_transaction_pooler
@@ -163,7 +163,7 @@ async def migrate(
     waited = await acquire_migration_lock(connection, lock_wait)
     plan, before = await plan_now(connection, target, location)
     if expected is not None and plan.versions != expected:
-        raise StartupError(
+        raise PlanChanged(
             f"the database changed since the plan was shown: it would now {plan.summary()}; nothing was done, look at it again"
         )
     settings = timeout_settings(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
@@ -187,7 +187,10 @@ async def migrate(
         if not isinstance(failed, StepFailed):
             raise
         now, server_timeouts = await _after_failure(connection, location, before, plan, failed.step)
-        raise StartupError(failure_message(failed, now, lock_timeout, statement_timeout, server_timeouts=server_timeouts)) from failed
+        raise MigrationFailed(
+            failure_message(failed, now, lock_timeout, statement_timeout, server_timeouts=server_timeouts),
+            failed.step.version, failed.number, len(failed.step.statements), now.current,
+        ) from failed
     return Outcome(plan=plan, state=await read_state(connection, location=location), adopted=adopted, lock_waited=waited)
 
 
@@ -197,19 +200,15 @@ async def plan_now(connection: asyncpg.Connection, target: Target, location: str
     history = load_history(location)
     state = await read_state(connection, location=location)
     if state.unknown:
-        raise StartupError(ahead_message(state))
+        raise DatabaseAhead(tuple(state.unknown))
     report = await checksums.compare(connection, history, state)
     if report.edited:
-        raise StartupError(report.edited[0].message + (f" ({len(report.edited) - 1} more edited)" if len(report.edited) > 1 else ""))
+        raise HistoryEdited(
+            report.edited[0].message + (f" ({len(report.edited) - 1} more edited)" if len(report.edited) > 1 else ""),
+            tuple(edit.version for edit in report.edited),
+        )
     plan = replace(target.plan(history, list(state.applied)), adopt=tuple(history.get(version) for version in report.unrecorded))
     return plan, state
-
-
-def ahead_message(state: MigrationState) -> str:
-    return (
-        f"database is ahead of the code: it recorded {', '.join(state.unknown)}, which this code does not have; "
-        "deploy the code that has it, or run `langlearn downgrade` with that code"
-    )
 
 
 async def _after_failure(
