@@ -24,6 +24,11 @@ HISTORY = load_history()
 STATES = {migration.number: migration.models_state for migration in HISTORY}
 HEAD = HISTORY.versions[-1]
 NEWEST = HISTORY.get(HEAD).number
+# the newest migration that changed the models: a later one may change only the SQL (as the partitioning did)
+MODEL_CHANGE = next(
+    migration for migration in reversed(HISTORY.migrations[1:]) if state_diff(STATES[migration.number - 1], migration.models_state)
+)
+BEFORE_MODEL_CHANGE = HISTORY.versions[HISTORY.versions.index(MODEL_CHANGE.version) - 1]
 SEED_RUNS = "5_20261124041220_seed_runs.py"
 
 
@@ -44,10 +49,11 @@ async def run(*argv: str) -> tuple[int, str]:
 
 @pytest.fixture
 def without_head(tmp_path: Path) -> str:
-    """A copy of the history without its newest migration: the models have what that one added."""
+    """A copy of the history up to the newest migration that changed the models, without it: the models have what
+    that one added."""
     folder = tmp_path / "migrations" / APP_LABEL
     folder.mkdir(parents=True)
-    for migration in HISTORY.migrations[:-1]:
+    for migration in HISTORY.migrations[: HISTORY.versions.index(MODEL_CHANGE.version)]:
         shutil.copy(migration.path, folder)
     return str(folder.parent)
 
@@ -161,24 +167,24 @@ async def test_check_is_green_on_the_repo():
 
 async def test_check_is_red_before_the_migration_of_a_model_change_and_green_after_it(without_head):
     changes = await model_changes(without_head)
-    assert not changes.agree and changes.head == HISTORY.versions[-2]
-    # what the newest migration recorded is exactly what the models have beyond the one before it
-    assert list(changes.changes) == state_diff(STATES[NEWEST - 1], STATES[NEWEST])
+    assert not changes.agree and changes.head == BEFORE_MODEL_CHANGE
+    # what that migration recorded is exactly what the models have beyond the one before it
+    assert list(changes.changes) == state_diff(STATES[MODEL_CHANGE.number - 1], STATES[MODEL_CHANGE.number])
     assert changes.upgrade_sql and changes.downgrade_sql
 
     code, out = await run("check", "--migrations", without_head)
     assert code == 1
     lines = out.splitlines()
-    diff = render_state_diff(changes.changes, HISTORY.versions[-2], "the models").splitlines()
+    diff = render_state_diff(changes.changes, BEFORE_MODEL_CHANGE, "the models").splitlines()
     assert lines[: len(diff)] == diff
     assert "`aerich migrate` would generate, to upgrade:" in lines and "and to downgrade:" in lines
     for statement in changes.upgrade_sql:
         assert any(line.startswith(f"    {statement.splitlines()[0]}") for line in lines), statement
     assert lines[-1] == "fix: run `aerich migrate --name <verb_object>`, review and complete it by hand (docs/migrations.md), then commit it with the model change"
 
-    shutil.copy(HISTORY.get(HEAD).path, Path(without_head) / APP_LABEL)  # its migration, committed
+    shutil.copy(MODEL_CHANGE.path, Path(without_head) / APP_LABEL)  # its migration, committed
     assert (await model_changes(without_head)).agree
-    assert await run("check", "--migrations", without_head) == (0, f"models agree with {HEAD}: `aerich migrate` would generate nothing\n")
+    assert await run("check", "--migrations", without_head) == (0, f"models agree with {MODEL_CHANGE.version}: `aerich migrate` would generate nothing\n")
 
 
 async def test_check_is_red_for_a_change_aerich_writes_no_sql_for(tmp_path):
@@ -216,7 +222,7 @@ async def test_check_reports_what_aerich_migrate_offline_writes(head_db, without
     config.write_text(f'[tool.aerich]\ntortoise_orm = "langlearn.history.aerich.TORTOISE_ORM"\nlocation = "{without_head}"\nsrc_folder = "{REPO_ROOT}"\n')
     result = run_cli("aerich", "-c", str(config), "migrate", "--offline", "--name", "written_again", database=head_db)
     assert result.returncode == 0, result.stderr
-    written = load_migration(next((Path(without_head) / APP_LABEL).glob(f"{NEWEST}_*_written_again.py")))
+    written = load_migration(next((Path(without_head) / APP_LABEL).glob(f"{MODEL_CHANGE.number}_*_written_again.py")))
 
     def statements(sql: str) -> list[str]:
         return [" ".join(statement.rstrip(";").split()) for statement in split_statements(sql)]
