@@ -32,7 +32,8 @@ async def test_at_head_the_partitioned_tables_and_their_partitions_verify_clean(
 
 async def test_a_history_table_that_is_not_partitioned_is_reported_with_the_fix(head_db, connect):
     await history.downgrade(head_db, to=WIDENED_KEYS)  # the schema check alone: the CLI would report the pending migration too
-    findings = await check_schema(await connect(head_db))
+    # only what concerns the history tables: the downgrade also reverts any migration after 13 (a user's, say)
+    findings = [finding for finding in await check_schema(await connect(head_db)) if finding.subject.split(".")[0] in PARTITIONED]
     assert found(findings) == {("error", "partitioning_differs", name) for name in PARTITIONED}
     assert all("is a plain table, the model says it is partitioned by RANGE (created_at)" in finding.message for finding in findings)
 
