@@ -32,7 +32,7 @@ from langlearn.verify.structure import quote
 # the newest models state each other app recorded (Aerich writes one row per applied migration and app)
 RECORDED_APPS = """
     SELECT DISTINCT ON (app) app, content FROM aerich
-    WHERE app <> $1 AND to_regclass('aerich') IS NOT NULL
+    WHERE app <> $1
     ORDER BY app, id DESC
 """
 

@@ -7,7 +7,8 @@ both sides are read with the same catalog query: at most six statements (begin, 
 one DDL script, rollback, and the query for INVALID indexes, NOT VALID constraints and partitions
 lacking an index of their table) whatever the number of tables, four when the spelling is cached,
 plus the partitions' reads (`langlearn.verify.partitions`: missing months, rows in a DEFAULT
-partition, a detach left pending), and nothing left behind in the caller's session (inside a caller's
+partition, a detach left pending) and two for whose the other tables are (`langlearn.verify.ownership`:
+whether there is an `aerich` table, and the apps it records), and nothing left behind in the caller's session (inside a caller's
 transaction, the begin and rollback are a savepoint's). A partitioned table is compared as one table
 (its partition key too); its partitions are its storage, never extra tables.
 """
