@@ -129,6 +129,72 @@ def aerich_migrations_folder() -> Path | None:
     return Path(Migrate.migrate_location) if Migrate.migrate_location is not None else None
 
 
+def route_aerich_history(app: str, folder: Path) -> None:
+    """Make Aerich read `app`'s history from `folder` when its `location` holds no folder of that app's own (a service's
+    `location` holds its own apps' histories; the package's ships inside the package). Aerich computes every app's
+    folder with `Migrate.get_migration_dir(location, app)`; it is replaced once per process."""
+    from aerich.migrate import Migrate
+
+    aerich_own = Migrate.get_migration_dir
+    if getattr(aerich_own, "routed_by_langlearn", False):
+        return
+
+    def get_migration_dir(location: str, name: str) -> Path:
+        own = aerich_own(location, name)
+        return folder if name == app and not own.exists() else own
+
+    get_migration_dir.routed_by_langlearn = True  # type: ignore[attr-defined]
+    Migrate.get_migration_dir = staticmethod(get_migration_dir)  # type: ignore[method-assign,assignment]
+
+
+def initialise_one_app_at_a_time() -> None:
+    """Make `aerich --app NAME init-db` (and `init-migrations`) write the schema of NAME's models only.
+
+    Aerich writes Tortoise's schema for every model on the app's connection, so a service's first migration would
+    recreate the package's tables; this writes the command's app's tables, in Tortoise's own statements and
+    order, counting a foreign key to another app's table as already there (that app's history creates it)."""
+    import aerich
+    from aerich.migrate import Migrate
+    from tortoise import Tortoise
+    from tortoise.exceptions import ConfigurationError
+
+    if getattr(aerich.get_schema_sql, "routed_by_langlearn", False):  # type: ignore[attr-defined]
+        return
+
+    def app_schema_sql(client: BaseDBAsyncClient, safe: bool) -> str:
+        generator = client.schema_generator(client)
+        models = [model for model in Tortoise.apps[Migrate.app].values() if model._meta.db == client]
+        pending = [generator._get_table_sql(model, safe) for model in models]
+        own = {table["table"] for table in pending}
+        created: set[str] = set()
+        statements: list[str] = []
+        m2m: list[str] = []
+        while pending:
+            ready = next((table for table in pending if (table["references"] & own) <= created | {table["table"]}), None)
+            if ready is None:
+                raise ConfigurationError(f"the models of app {Migrate.app!r} reference each other in a cycle; break it with a nullable foreign key")
+            pending.remove(ready)
+            created.add(ready["table"])
+            statements.append(ready["table_creation_string"])
+            m2m += ready["m2m_tables"]
+        return "\n".join(statements + m2m)
+
+    async def generate_app_schema(client: BaseDBAsyncClient, safe: bool) -> None:
+        await client.execute_script(app_schema_sql(client, safe))
+
+    app_schema_sql.routed_by_langlearn = True  # type: ignore[attr-defined]
+    aerich.get_schema_sql = app_schema_sql  # type: ignore[attr-defined]
+    aerich.generate_schema_for_client = generate_app_schema  # type: ignore[attr-defined]
+
+
+def aerich_app() -> str:
+    """The app label of the Aerich command running in this process (`aerich --app NAME`; Aerich's default is the
+    config's first app)."""
+    from aerich.migrate import Migrate
+
+    return str(Migrate.app)
+
+
 def decompress_models_state(compressed: str) -> dict[str, Any]:
     """A migration file's `MODELS_STATE`, decompressed as Aerich records it in its `aerich` table."""
     from aerich.utils import decompress_dict

@@ -31,10 +31,11 @@ connection is no transaction pooler (`langlearn.history.lock.refuse_transaction_
 when direct), since the lock and the migration's settings need one session; behind one, the pool's
 `lock_timeout` is the role's, checked once (`langlearn.settings.check_pooled_lock_timeout`).
 
-A service's own Tortoise apps go in `apps=`: they share the connection; the migrations, the lock and the
-schema check cover only this package's app `models` (the service's tables are neither applied nor
-reported: `langlearn verify --app` compares them with their models). Which table is whose:
-`langlearn.verify.ownership`.
+A service's own Tortoise apps go in `apps=`: they share the connection. An app whose entry names its Aerich
+history (`"migrations"`: Aerich's `location` holding its folder) is migrated and checked with the package's:
+under the one lock, after `models` (`langlearn.history.apps`), its tables compared with its models. The
+tables of an app without one are its service's business, left alone here (`langlearn verify --app` compares
+them with their models). Which table is whose: `langlearn.verify.ownership`.
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ from langlearn import history, partitions
 from langlearn.compat import init_tortoise
 from langlearn.errors import DatabaseAhead, DatabaseBehind, HistoryEdited, SchemaDrift
 from langlearn.history import MigrationState, Target, checksums
+from langlearn.history.apps import MigrationApp, apps_from_mapping, migrate_apps, package_app, select_apps
 from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT
 from langlearn.routing import Router, check_standbys, configured_wait
 from langlearn.settings import (
+    APP_LABEL,
     CONNECT_TIMEOUT_SECONDS,
     MIGRATIONS_LOCATION,
     AppsConfig,
@@ -113,6 +116,8 @@ class StartupOptions:
     application_name: str | None = None
     # the service's own apps (label -> model modules): the schema check leaves their tables alone
     apps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # the service's apps with an Aerich history, in the order they apply: migrated and checked after the package's
+    histories: tuple[MigrationApp, ...] = ()
     ignore_tables: tuple[str, ...] = ()  # names or patterns the schema check leaves alone
 
     def __post_init__(self) -> None:
@@ -133,6 +138,7 @@ class Startup:
     adopted: tuple[str, ...] = ()  # applied before checksums were kept: their digests recorded now
     warnings: tuple[Finding, ...] = ()
     lock_waited: float | None = None
+    states: Mapping[str, MigrationState] = field(default_factory=dict)  # every migrated app's, by label (`state` is `models`')
     context: TortoiseContext | None = field(default=None, repr=False)
     pool: PoolOptions | None = None  # the ORM's pool, once it is initialised
 
@@ -159,9 +165,11 @@ async def database(
     """Prepare the schema per `migrate`, then initialise Tortoise (app "models"); close it on exit.
 
     `url` defaults to `langlearn.settings.database_url()`. `apps` are the service's own Tortoise apps
-    (`{"shop": {"models": ["myservice.models"]}}`), initialised beside `models` on the same
-    connection; migrating them is the service's business, and the schema check leaves their tables alone
-    (`langlearn verify --app` compares them with their models). So it does a table another app's Aerich
+    (`{"shop": {"models": ["myservice.models"], "migrations": "migrations"}}`), initialised beside `models` on the
+    same connection. An app with `"migrations"` (Aerich's `location`, holding `shop/`) is migrated (`apply`) or
+    checked (`check`) with the package's, in the mapping's order after `models`, its tables compared with its
+    models; the schema check leaves the tables of one without alone (`langlearn verify --app` compares them with
+    their models). So it does a table another app's Aerich
     history records, and the names or patterns in `ignore_tables`; any other table no model has is a warning. `global_fallback` makes the models usable
     from other tasks than the one that entered (a web server runs its lifespan and its requests in
     different tasks); set it False when several contexts live in one process.
@@ -185,7 +193,9 @@ async def database(
     replicas = replica_urls(replica_url)
     if replicas:
         configured_wait()  # a bad LANGLEARN_REPLICA_WAIT stops the start, not a request
-    config = tortoise_config(url, apps, pool=pool, replicas=replicas)
+    histories = apps_from_mapping(apps)
+    orm_apps = {label: {key: value for key, value in app.items() if key != "migrations"} for label, app in (apps or {}).items()}
+    config = tortoise_config(url, orm_apps, pool=pool, replicas=replicas)
     if replicas:
         config["routers"] = [Router]
     options = StartupOptions(
@@ -196,6 +206,7 @@ async def database(
         migrations=migrations_location,
         application_name=application_name,
         apps={label: tuple(app["models"]) for label, app in (apps or {}).items()},
+        histories=histories,
         ignore_tables=tuple(ignore_tables),
     )
     startup = await prepare(direct, migrate, options)
@@ -207,12 +218,19 @@ async def database(
 
 
 async def prepare(
-    url: str, mode: Mode = "check", options: StartupOptions = StartupOptions(), *, target: Target | None = None, expected: tuple[str, ...] | None = None
+    url: str,
+    mode: Mode = "check",
+    options: StartupOptions = StartupOptions(),
+    *,
+    target: Target | None = None,
+    expected: Mapping[str, tuple[str, ...]] | None = None,
+    apps: Sequence[str] = (),
 ) -> Startup:
     """The schema half of startup, without the ORM: what the CLI runs in a deploy pipeline.
 
     In `apply` mode, `target` takes the database elsewhere than head (`langlearn upgrade --to`,
-    `langlearn downgrade`), and `expected` (the versions a user confirmed) refuses any other plan."""
+    `langlearn downgrade`), and `expected` (per app label, the versions a user confirmed) refuses any other plan.
+    `apps` names the histories to migrate or check (default: the package's and every one in `options.histories`)."""
     if mode not in MODES:
         raise ValueError(f"migrate must be one of {', '.join(MODES)}, not {mode!r}")
     connection = await connect(url, timeout=options.connect_timeout, application_name=options.application_name or _application_name(mode))
@@ -220,14 +238,18 @@ async def prepare(
         if mode == "off":
             return Startup(mode=mode, url=url, state=None)
         if mode == "check":
-            state = await history.read_state(connection, location=options.migrations)
-            _refuse_unless_at_head(state)
-            warnings = await _refuse_edited_history(connection, state, options.migrations)
+            states: dict[str, MigrationState] = {}
+            warnings: tuple[Finding, ...] = ()
+            for app in migrated_apps(options, apps):
+                states[app.label] = state = await history.read_state(connection, location=app.location, app=app.label)
+                _refuse_unless_at_head(state)
+                warnings += await _refuse_edited_history(connection, state, app)
             warnings += await _check_schema(connection, options)
+            state = states[APP_LABEL] if APP_LABEL in states else await history.read_state(connection, location=options.migrations)
             log.debug("database at %s (head), schema matches the models", state.current)
-            return Startup(mode=mode, url=url, state=state, warnings=warnings)
+            return Startup(mode=mode, url=url, state=state, warnings=warnings, states=states)
         await refuse_transaction_pooler(connection, url)
-        return await _apply(connection, url, options, target or Target(), expected)
+        return await _apply(connection, url, options, target or Target(), expected, apps)
     finally:
         # Closing also releases the migration lock. A failure here changes nothing for the caller
         # (asyncpg has aborted the socket, which releases it too) and must not hide the real error.
@@ -277,30 +299,43 @@ def retryable(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno is None and f"[Errno {errno.ECONNREFUSED}]" in str(error)
 
 
-async def _apply(connection: asyncpg.Connection, url: str, options: StartupOptions, target: Target, expected: tuple[str, ...] | None) -> Startup:
-    outcome = await history.migrate(
+def migrated_apps(options: StartupOptions, names: Sequence[str] = ()) -> tuple[MigrationApp, ...]:
+    """The package's app and the service's apps with a history, in the order they apply (`names`: only those)."""
+    return select_apps((package_app(options.migrations), *options.histories), names)
+
+
+async def _apply(
+    connection: asyncpg.Connection, url: str, options: StartupOptions, target: Target, expected: Mapping[str, tuple[str, ...]] | None, names: Sequence[str]
+) -> Startup:
+    outcomes = await migrate_apps(
         connection,
+        migrated_apps(options, names),
         target,
-        location=options.migrations,
         lock_wait=options.lock_wait,
         lock_timeout=options.lock_timeout,
         statement_timeout=options.statement_timeout,
         expected=expected,
     )
-    state = outcome.state
-    if state.duplicates:
-        log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
+    states = {done.app.label: done.outcome.state for done in outcomes}
+    for label, state in states.items():
+        if state.duplicates:
+            log.warning("versions recorded more than once in the aerich table (app %s): %s", label, ", ".join(state.duplicates))
+    # the package's state, read when only service apps were named
+    state = states[APP_LABEL] if APP_LABEL in states else await history.read_state(connection, location=options.migrations)
+    pending = any(other.pending for other in states.values())
     up = target.direction == "up"
     if up and not state.pending:  # this month's partitions and the next ones, before the schema check looks for them
         made = await partitions.ensure(connection, drop_default=False, lock_wait=options.lock_wait, lock_timeout=options.lock_timeout)
         for line in made.changes():
             log.info("partitions: %s", line)
     # the models describe head: below it, the schema is checked by the migrations' own tests, not here
-    warnings = await _check_schema(connection, options) if not state.pending else ()
-    log.debug("database at %s, %d migration(s) run by this process", state.current, len(outcome.done))
+    warnings = await _check_schema(connection, options) if not (state.pending or pending) else ()
+    done = tuple(version for outcome in outcomes for version in outcome.outcome.done)
+    log.debug("database at %s, %d migration(s) run by this process", state.current, len(done))
     return Startup(
-        mode="apply", url=url, state=state, applied=outcome.done if up else (), reverted=() if up else outcome.done,
-        warnings=warnings, lock_waited=outcome.lock_waited, adopted=outcome.adopted,
+        mode="apply", url=url, state=state, applied=done if up else (), reverted=() if up else done,
+        warnings=warnings, lock_waited=outcomes[0].outcome.lock_waited if outcomes else None,
+        adopted=tuple(version for outcome in outcomes for version in outcome.outcome.adopted), states=states,
     )
 
 
@@ -313,9 +348,9 @@ def _refuse_unless_at_head(state: MigrationState) -> None:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
 
 
-async def _refuse_edited_history(connection: asyncpg.Connection, state: MigrationState, location: str) -> tuple[Finding, ...]:
+async def _refuse_edited_history(connection: asyncpg.Connection, state: MigrationState, app: MigrationApp) -> tuple[Finding, ...]:
     """Refuse an applied migration edited since it ran; warn of applied ones whose digests are not recorded yet."""
-    report = await checksums.compare(connection, history.load_history(location), state)
+    report = await checksums.compare(connection, history.load_history(app.location, app.label), state)
     if report.edited:
         raise HistoryEdited(report.edited[0].message, tuple(edit.version for edit in report.edited))
     if not report.unrecorded:
@@ -333,8 +368,10 @@ async def _check_schema(connection: asyncpg.Connection, options: StartupOptions)
     """Refuse on any schema error the verification finds; return its warnings."""
     # the service's own apps are migrated by the service, often after this check: their tables are left alone here
     # (`langlearn verify --app` compares them with their models)
-    left_alone = (*options.ignore_tables, *registered_tables(options.apps))
-    findings = await check_schema(connection, ignore=left_alone, location=options.migrations)
+    migrated = {app.label: app.models for app in options.histories}
+    unmigrated = {label: models for label, models in options.apps.items() if label not in migrated}
+    left_alone = (*options.ignore_tables, *registered_tables(unmigrated))
+    findings = await check_schema(connection, apps=migrated, ignore=left_alone, location=options.migrations)
     errors = [finding for finding in findings if finding.severity == "error"]
     if errors:
         shown = " ".join(f"[{n}] {' '.join(str(finding.message).split())}" for n, finding in enumerate(errors[:3], 1))

@@ -103,5 +103,9 @@ async def test_ignored_tables_are_left_alone(head_db, connect):
 
 
 def test_a_malformed_app_argument_is_one_line(head_db):
-    result = run_cli(LANGLEARN, "verify", "--app", "notes", database=head_db)
-    assert result.returncode == 2 and "is not LABEL=MODULE[,MODULE]" in result.stderr and result.stderr.count("\n") == 1
+    result = run_cli(LANGLEARN, "verify", "--app", "notes=", database=head_db)
+    assert result.returncode == 2 and "is neither an app's NAME nor LABEL=MODULE[,MODULE]" in result.stderr and result.stderr.count("\n") == 1
+    undeclared = run_cli(LANGLEARN, "verify", "--app", "notes", database=head_db)  # a NAME: declared in pyproject.toml, here none is
+    assert undeclared.returncode == 2 and undeclared.stderr == (
+        "error: no app 'notes' with a migration history; known: none (declare a service's app in pyproject.toml under [tool.langlearn.apps.notes])\n"
+    )

@@ -20,18 +20,28 @@ import asyncpg
 
 from langlearn import history
 from langlearn.cli import Parser, Streams, lint, review
-from langlearn.cli.deploy import add_database_options, add_lock_wait_option, add_timeout_options, database_plan, startup_options
+from langlearn.cli.deploy import (
+    add_app_option,
+    add_database_options,
+    add_lock_wait_option,
+    add_timeout_options,
+    chosen_apps,
+    database_plan,
+    database_plans,
+    startup_options,
+)
 from langlearn.cli.verify import report
 from langlearn.errors import ConfigError, Interrupted, UsageError
 from langlearn.history import Target
+from langlearn.history.apps import MigrationApp
 from langlearn.history.files import BASE, Direction, History
 from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.plan import Plan, assumed_applied, downgrade_plan, upgrade_plan
 from langlearn.history.runner import repair, timeout_settings
 from langlearn.history.script import render, render_review
 from langlearn.history.stamping import Stamped, stamp
-from langlearn.settings import AERICH_CONFIG, MIGRATIONS_LOCATION
-from langlearn.startup import connect
+from langlearn.settings import AERICH_CONFIG, APP_LABEL
+from langlearn.startup import connect, migrated_apps
 from langlearn.urls import redact
 from langlearn.verify import Finding, Severity, VerificationResult, check_schema
 
@@ -48,6 +58,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
                           "database now: each migration in order, its transaction mode and statement count. Changes nothing.")
     add_target_options(plan)
     add_database_options(plan)
+    add_app_option(plan)
     plan.set_defaults(handler=run_plan)
 
     sql = sub.add_parser("sql", help="print the SQL a release will run, as a psql script",
@@ -64,6 +75,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
                        help="the runnable psql script, bookkeeping included (the default when the output is not a terminal)")
     add_timeout_options(sql)  # the script tries the lock once, so no --lock-wait
     add_database_options(sql)
+    sql.add_argument("--app", metavar="NAME", help="a service's app declared in pyproject.toml (default: `models`, this package's)")
     sql.set_defaults(handler=run_sql)
 
     fix = sub.add_parser("repair", help="re-record the digests of applied migrations after a deliberate edit",
@@ -113,18 +125,26 @@ def target_of(args: argparse.Namespace) -> Target:
 async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
     url = streams.direct_url()
     target = target_of(args)
-    plan, state = await database_plan(url, target, startup_options(args))
-    lines = [f"{redact(url)}: at {state.current or 'no version'} ({len(set(state.applied))} applied, {len(state.pending)} pending)", plan.summary()]
-    lines += [f"  {number}. {step.describe()}" for number, step in enumerate(plan.steps, 1)]
-    if plan.adopt:
-        lines.append(f"first: record the digests of {len(plan.adopt)} migration(s) applied before langlearn kept them")
-    if plan.steps:
+    apps = chosen_apps(args)
+    lines: list[str] = []
+    hints: list[str] = []
+    for planned in await database_plans(url, target, startup_options(args), apps):
+        plan, state = planned.plan, planned.state
+        lines.append(planned.labelled(f"{redact(url)}: at {state.current or 'no version'} ({len(set(state.applied))} applied, {len(state.pending)} pending)"))
+        lines.append(planned.labelled(plan.summary()))
+        lines += [f"  {number}. {step.describe()}" for number, step in enumerate(plan.steps, 1)]
+        if plan.adopt:
+            lines.append(planned.labelled(f"first: record the digests of {len(plan.adopt)} migration(s) applied before langlearn kept them"))
+        if plan.steps:
+            sql = "langlearn migrations sql" + (f" --app {planned.app.label}" if planned.several else "")
+            sql += f" --to {target.version}" if target.direction == "up" and target.version else ""
+            sql += f" --down --to {plan.end or 'base'}" if target.direction == "down" else ""
+            hints.append(sql)
+    if hints:
         command = "langlearn upgrade" if target.direction == "up" else "langlearn downgrade"
         option = f" --to {target.version}" if target.version else (f" --steps {target.steps}" if target.steps else "")
-        sql = "langlearn migrations sql" + (f" --to {target.version}" if target.direction == "up" and target.version else "")
-        if target.direction == "down":
-            sql += f" --down --to {plan.end or 'base'}"
-        lines.append(f"nothing was changed; `{command}{option}` runs it, `{sql}` prints its SQL")
+        option += "".join(f" --app {name}" for name in args.app)
+        lines.append(f"nothing was changed; `{command}{option}` runs it, `{'`, `'.join(hints)}` prints its SQL")
     print("\n".join(lines), file=streams.out)
     return 0
 
@@ -132,14 +152,15 @@ async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
 async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
     options = startup_options(args)
     if args.start is not None:
-        plan = offline_plan(history.load_history(options.migrations), args.start, args.to, args.down)
+        app = sql_app(args)
+        plan = offline_plan(history.load_history(app.location, app.label), args.start, args.to, args.down)
         title = f"langlearn migrations sql --from {args.start}"
     else:
         url = streams.direct_url()
         target = Target("down" if args.down else "up", args.to)
         if args.down and args.to is None:
             raise UsageError("--down needs --to VERSION (or `base`): the migration the database ends at")
-        plan, _ = await database_plan(url, target, options)
+        plan, _ = await database_plan(url, target, options, sql_app(args))
         title = f"langlearn migrations sql for {redact(url)}"
     review = args.review if args.review is not None else streams.out.isatty()
     if review:
@@ -148,6 +169,11 @@ async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
     settings = timeout_settings(lock_timeout=options.lock_timeout, statement_timeout=options.statement_timeout)
     streams.out.write(render(plan, settings=settings, title=title))
     return 0
+
+
+def sql_app(args: argparse.Namespace) -> MigrationApp:
+    """The one app whose SQL `migrations sql` prints: --app's, else the package's."""
+    return migrated_apps(startup_options(args), (args.app or APP_LABEL,))[0]
 
 
 def offline_plan(files: History, start: str, to: str | None, down: bool) -> Plan:
@@ -181,7 +207,9 @@ async def run_repair(args: argparse.Namespace, streams: Streams) -> int:
 
 async def run_aerich_config(args: argparse.Namespace, streams: Streams) -> int:
     # json's string quoting is TOML's basic string (a path with a quote or a backslash stays one value)
-    print(f"[tool.aerich]\ntortoise_orm = {json.dumps(AERICH_CONFIG)}\nlocation = {json.dumps(MIGRATIONS_LOCATION)}\nsrc_folder = \"./.\"", file=streams.out)
+    # Aerich's `location` is the service's own: the package's `models` history is found in the package when it holds
+    # no models/ folder (langlearn.history.aerich.with_service_apps), so the table is the same wherever it is installed
+    print(f"[tool.aerich]\ntortoise_orm = {json.dumps(AERICH_CONFIG)}\nlocation = \"./migrations\"\nsrc_folder = \"./.\"", file=streams.out)
     return 0
 
 

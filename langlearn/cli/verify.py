@@ -10,6 +10,7 @@ import argparse
 
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
+from langlearn.history.apps import configured_apps, select_apps
 from langlearn.settings import MIGRATIONS_LOCATION
 from langlearn.urls import redact
 from langlearn.verify import Finding, VerificationResult, verify
@@ -31,8 +32,10 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
         help="the migrations folder, as Aerich's `location` (default: the one shipped in this package)",
     )
     command.add_argument(
-        "--app", action="append", default=[], metavar="LABEL=MODULE[,MODULE]", type=app_argument,
-        help="a service's own Tortoise app, whose tables are compared with its models (repeatable; e.g. notes=myservice.models)",
+        "--app", action="append", default=[], metavar="NAME | LABEL=MODULE[,MODULE]", type=app_argument,
+        help="a service's own Tortoise app, whose tables are compared with its models (repeatable): the NAME of one declared in "
+        "pyproject.toml under [tool.langlearn.apps.NAME] (default: every one declared there, their histories checked too), "
+        "or one without a history, e.g. notes=myservice.models",
     )
     command.add_argument(
         "--ignore-table", action="append", default=[], metavar="NAME",
@@ -42,11 +45,11 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 def app_argument(text: str) -> tuple[str, tuple[str, ...]]:
-    """`LABEL=MODULE[,MODULE]` as (label, modules)."""
-    label, _, modules = text.partition("=")
+    """`LABEL=MODULE[,MODULE]` as (label, modules); a declared app's NAME as (name, ())."""
+    label, equals, modules = text.partition("=")
     names = tuple(name.strip() for name in modules.split(",") if name.strip())
-    if not label.strip().isidentifier() or not names:
-        raise argparse.ArgumentTypeError(f"{text!r} is not LABEL=MODULE[,MODULE] (e.g. notes=myservice.models)")
+    if not label.strip().isidentifier() or (equals and not names):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an app's NAME nor LABEL=MODULE[,MODULE] (e.g. notes=myservice.models)")
     return label.strip(), names
 
 
@@ -54,9 +57,12 @@ async def run(options: argparse.Namespace, streams: Streams) -> int:
     if options.skip_schema and options.skip_migrations and options.skip_invariants:
         raise UsageError("every check is skipped, nothing to verify; drop one of the --skip options")
     url = streams.configured_url()
+    declared = [label for label, modules in options.app if not modules]
+    histories = select_apps(configured_apps(), declared)
     result = await verify(
         url, schema=not options.skip_schema, migrations=not options.skip_migrations, invariants=not options.skip_invariants,
-        location=options.migrations, apps=dict(options.app), ignore_tables=tuple(options.ignore_table),
+        location=options.migrations, apps={label: modules for label, modules in options.app if modules},
+        ignore_tables=tuple(options.ignore_table), histories=histories,
     )
     print(result.to_json() if options.json else report(result, redact(url)), file=streams.out)
     return result.exit_code

@@ -44,11 +44,12 @@ import asyncpg
 from tortoise import BaseDBAsyncClient
 from tortoise.exceptions import BaseORMException
 
-from langlearn.compat import aerich_migrations_folder, outside_any_transaction
+from langlearn.compat import aerich_app, aerich_migrations_folder, initialise_one_app_at_a_time, outside_any_transaction, route_aerich_history
 from langlearn.errors import ConfigError, StartupError
 from langlearn.history import checksums
+from langlearn.history.apps import MigrationApp, configured_apps
 from langlearn.history.checksums import CREATE_AERICH_TABLE
-from langlearn.history.files import StatementByStatement, load_history, load_migration
+from langlearn.history.files import StatementByStatement, app_folder, load_history, load_migration
 from langlearn.history.lock import acquire_migration_lock, refuse_transaction_pooler
 from langlearn.history.plan import Step
 from langlearn.history.runner import (
@@ -63,7 +64,7 @@ from langlearn.history.runner import (
     timeout_settings,
 )
 from langlearn.history.state import read_state
-from langlearn.settings import direct_database_url, open_connection, tortoise_config
+from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, direct_database_url, open_connection, tortoise_config
 from langlearn.urls import one_line
 
 log = logging.getLogger("langlearn.history")
@@ -81,7 +82,7 @@ async def statement_by_statement(db: BaseDBAsyncClient | None, migration_file: s
     """A migration's SQL outside a transaction: returned when read (db None), sent a statement at a time when Aerich runs it."""
     if db is None:
         return StatementByStatement(sql)
-    migration = load_migration(Path(migration_file))
+    migration = load_migration(Path(migration_file), aerich_app())
     step = Step(migration, "up" if sql == migration.upgrade_sql else "down")
     # Aerich wraps every downgrade in a transaction of its own: these statements go to another connection
     client = outside_any_transaction(db)
@@ -97,7 +98,7 @@ async def statement_by_statement(db: BaseDBAsyncClient | None, migration_file: s
         except StepFailed as error:
             failed = error
     async with client.acquire_connection() as connection:  # another: the failure may have taken the first one with it
-        now = await read_state(connection, location=str(migration.path.parent.parent))
+        now = await read_state(connection, location=str(migration.path.parent.parent), app=migration.app)
     raise AerichMigrationFailed(failure_message(failed, now, limits.lock_timeout, limits.statement_timeout, runner="aerich"))
 
 
@@ -154,10 +155,24 @@ def config_for_aerich_cli() -> dict[str, Any]:
             sys.excepthook = _one_line_database_errors(sys.excepthook, command, limits)
         if command in LOCKED_COMMANDS:
             hold_migration_lock_until_exit(url, limits.lock_wait)
-        return tortoise_config(url, server_settings=limits.session_settings())
+        return with_service_apps(tortoise_config(url, server_settings=limits.session_settings()), configured_apps())
     except (ConfigError, StartupError) as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         raise SystemExit(error.exit_code) from None
+
+
+def with_service_apps(config: dict[str, Any], apps: tuple[MigrationApp, ...]) -> dict[str, Any]:
+    """Tortoise's config with the service's apps (`[tool.langlearn.apps]`), after the package's `models` (whose models an
+    app's module may import: Tortoise gives a model to the first app that lists it), on the same connection.
+
+    Where the service's `location` holds no `models/` folder, Aerich finds the package's history where the package
+    ships it; and `aerich --app NAME init-db` writes that app's tables only (Aerich's own would write every model on
+    the connection, the package's 24 tables included)."""
+    for app in apps:
+        config["apps"][app.label] = {"models": list(app.models), "default_connection": "default"}
+    route_aerich_history(APP_LABEL, app_folder(MIGRATIONS_LOCATION))
+    initialise_one_app_at_a_time()
+    return config
 
 
 def _aerich_command() -> str | None:
@@ -231,7 +246,7 @@ def hold_migration_lock_until_exit(url: str, wait: float) -> None:
             taken.set()
             await released.wait()
             if (folder := aerich_migrations_folder()) is not None:  # Aerich got as far as reading its history
-                await record_digests(connection, str(folder.parent))
+                await record_digests(connection, str(folder.parent), aerich_app())
         finally:
             await connection.close()
 
@@ -259,16 +274,16 @@ def hold_migration_lock_until_exit(url: str, wait: float) -> None:
     atexit.register(release_at_exit)
 
 
-async def record_digests(connection: asyncpg.Connection, location: str) -> None:
-    """Record the digests of the applied migrations that have none (what Aerich applied, or faked), and forget those of
+async def record_digests(connection: asyncpg.Connection, location: str, app: str) -> None:
+    """Record the digests of `app`'s applied migrations that have none (what Aerich applied, or faked), and forget those of
     the versions Aerich reverted, in one transaction; an edited migration's stay as they were, for the check to name."""
-    history = load_history(location)
-    report = await checksums.compare(connection, history, await read_state(connection, location=location))
+    history = load_history(location, app)
+    report = await checksums.compare(connection, history, await read_state(connection, location=location, app=app))
     async with connection.transaction():
         await connection.execute(checksums.CREATE_CHECKSUM_TABLE)
         for version in report.unrecorded:
             await connection.execute(checksums.record_checksum(history.get(version), "adopt"))
-        await connection.execute(checksums.FORGET_REVERTED)
+        await connection.execute(checksums.forget_reverted(app))
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,6 @@ import asyncpg
 from langlearn.compat import encode_models_state
 from langlearn.history.files import History, Migration
 from langlearn.history.state import MigrationState, has_table, recorded_models_states
-from langlearn.settings import APP_LABEL
 
 CHECKSUM_TABLE = "aerich_checksums"
 # Aerich's own table as `aerich init-db` creates it (Tortoise's schema for `aerich.models.Aerich`), the
@@ -56,13 +55,13 @@ def literal(text: str) -> str:
 
 
 def _key(migration: Migration) -> str:
-    return f'"app" = {literal(APP_LABEL)} AND "version" = {literal(migration.version)}'
+    return f'"app" = {literal(migration.app)} AND "version" = {literal(migration.version)}'
 
 
 def record_checksum(migration: Migration, recorded_by: RecordedBy) -> str:
     return (
         f'INSERT INTO "{CHECKSUM_TABLE}" ("app", "version", "upgrade_sha256", "downgrade_sha256", "recorded_by") '
-        f"VALUES ({literal(APP_LABEL)}, {literal(migration.version)}, {literal(migration.upgrade_digest)}, "
+        f"VALUES ({literal(migration.app)}, {literal(migration.version)}, {literal(migration.upgrade_digest)}, "
         f"{literal(migration.downgrade_digest)}, {literal(recorded_by)}) "
         'ON CONFLICT ("app", "version") DO UPDATE SET "upgrade_sha256" = EXCLUDED."upgrade_sha256", '
         '"downgrade_sha256" = EXCLUDED."downgrade_sha256", "recorded_by" = EXCLUDED."recorded_by", "recorded_at" = now()'
@@ -73,7 +72,7 @@ def record_applied(migration: Migration) -> tuple[str, ...]:
     """What marks a migration applied: Aerich's row (as `aerich upgrade` writes it) and its digests."""
     content = encode_models_state(migration.models_state)
     return (
-        f'INSERT INTO "aerich" ("version", "app", "content") VALUES ({literal(migration.version)}, {literal(APP_LABEL)}, {literal(content)}::jsonb)',
+        f'INSERT INTO "aerich" ("version", "app", "content") VALUES ({literal(migration.version)}, {literal(migration.app)}, {literal(content)}::jsonb)',
         record_checksum(migration, "apply"),
     )
 
@@ -83,11 +82,12 @@ def record_reverted(migration: Migration) -> tuple[str, ...]:
     return (f'DELETE FROM "aerich" WHERE {_key(migration)}', f'DELETE FROM "{CHECKSUM_TABLE}" WHERE {_key(migration)}')
 
 
-# the digests of versions no longer applied (reverted by `aerich downgrade`, which knows only its own table)
-FORGET_REVERTED = (
-    f'DELETE FROM "{CHECKSUM_TABLE}" c WHERE "app" = {literal(APP_LABEL)} '
-    f'AND NOT EXISTS (SELECT FROM "aerich" a WHERE a."app" = c."app" AND a."version" = c."version")'
-)
+def forget_reverted(app: str) -> str:
+    """Forget the digests of `app`'s versions no longer applied (reverted by `aerich downgrade`, which knows only its own table)."""
+    return (
+        f'DELETE FROM "{CHECKSUM_TABLE}" c WHERE "app" = {literal(app)} '
+        f'AND NOT EXISTS (SELECT FROM "aerich" a WHERE a."app" = c."app" AND a."version" = c."version")'
+    )
 
 
 def record_models_state(migration: Migration) -> str:
@@ -119,9 +119,9 @@ async def compare(connection: asyncpg.Connection, history: History, state: Migra
     """Compare every applied migration the code has with the digests and models state recorded for it."""
     recorded: dict[str, asyncpg.Record] = {}
     if await has_table(connection, CHECKSUM_TABLE):
-        rows = await connection.fetch(f'SELECT * FROM "{CHECKSUM_TABLE}" WHERE "app" = $1', APP_LABEL)
+        rows = await connection.fetch(f'SELECT * FROM "{CHECKSUM_TABLE}" WHERE "app" = $1', history.app)
         recorded = {row["version"]: row for row in rows}
-    states = await recorded_models_states(connection)
+    states = await recorded_models_states(connection, history.app)
     edited: list[Edit] = []
     unrecorded: list[str] = []
     for version in dict.fromkeys(state.applied):

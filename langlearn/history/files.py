@@ -42,11 +42,11 @@ def version_files(directory: Path = MIGRATIONS_DIR) -> list[str]:
     return sorted((p.name for p in directory.glob("*.py") if VERSION_FILE.match(p.name)), key=version_number)
 
 
-def app_folder(location: str) -> Path:
-    """The folder holding the app's migration files, under Aerich's `location`."""
-    folder = Path(location) / APP_LABEL
+def app_folder(location: str, app: str = APP_LABEL) -> Path:
+    """The folder holding an app's migration files: `<location>/<app>`, as Aerich lays them out."""
+    folder = Path(location) / app
     if not folder.is_dir():
-        raise ConfigError(f"no migrations found at {folder}; point --migrations (Aerich's `location`) at the folder holding {APP_LABEL}/")
+        raise ConfigError(f"no migrations found at {folder}; point Aerich's `location` at the folder holding {app}/")
     return folder
 
 
@@ -79,6 +79,7 @@ class Migration:
 
     version: str  # the file name, as the `aerich` table records it
     path: Path
+    app: str  # the Tortoise app whose history it is, as the `aerich` table records it
     transactional: bool
     upgrade_sql: str
     downgrade_sql: str
@@ -128,10 +129,11 @@ class Migration:
 
 @dataclass(frozen=True)
 class History:
-    """The migration files of one folder, in order."""
+    """The migration files of one app's folder, in order."""
 
     folder: Path
     migrations: tuple[Migration, ...]
+    app: str = APP_LABEL
 
     def __iter__(self) -> Iterator[Migration]:
         return iter(self.migrations)
@@ -163,17 +165,18 @@ class History:
         raise UsageError(f"no migration {spec!r} in {self.folder}; name one by number ({known}), by file name, or `base`")
 
 
-def load_history(location: str = MIGRATIONS_LOCATION) -> History:
-    """Read every migration file of the app under `location` (Aerich's `location`)."""
-    folder = app_folder(location)
-    return History(folder=folder, migrations=tuple(load_migration(folder / name) for name in version_files(folder)))
+def load_history(location: str = MIGRATIONS_LOCATION, app: str = APP_LABEL) -> History:
+    """Read every migration file of `app` under `location` (Aerich's `location`)."""
+    folder = app_folder(location, app)
+    return History(folder=folder, migrations=tuple(load_migration(folder / name, app) for name in version_files(folder)), app=app)
 
 
-def load_migration(path: Path) -> Migration:
+def load_migration(path: Path, app: str = APP_LABEL) -> Migration:
     module = _execute(path)
     return Migration(
         version=path.name,
         path=path,
+        app=app,
         transactional=bool(getattr(module, "RUN_IN_TRANSACTION", True)),
         upgrade_sql=_sql_of(module, "upgrade", path),
         downgrade_sql=_sql_of(module, "downgrade", path),

@@ -23,7 +23,7 @@ from langlearn.history.files import BASE, Direction, History, load_history
 from langlearn.history.lock import acquire_migration_lock, refuse_transaction_pooler
 from langlearn.history.plan import Plan, Step, downgrade_plan, steps_back, upgrade_plan
 from langlearn.history.state import MigrationState, read_state
-from langlearn.settings import MIGRATIONS_LOCATION
+from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION
 
 log = logging.getLogger("langlearn.history")
 
@@ -153,15 +153,16 @@ async def migrate(
     statement_timeout: float | None = None,
     expected: tuple[str, ...] | None = None,
     announce: Callable[[Step], None] | None = None,
+    app: str = APP_LABEL,
 ) -> Outcome:
-    """Take the migration lock on `connection`, then take the database to `target`.
+    """Take the migration lock on `connection`, then take `app`'s history in the database to `target`.
 
     Refuses (StartupError, database unchanged) a database ahead of the code, an applied migration
     edited since it ran, and, with `expected`, a plan other than the one a user confirmed. Digests
     missing for applied migrations (applied before checksums were kept, or by an `aerich upgrade` that could not record them)
     are recorded, with a note in the log."""
     waited = await acquire_migration_lock(connection, lock_wait)
-    plan, before = await plan_now(connection, target, location)
+    plan, before = await plan_now(connection, target, location, app)
     if expected is not None and plan.versions != expected:
         raise PlanChanged(
             f"the database changed since the plan was shown: it would now {plan.summary()}; nothing was done, look at it again"
@@ -186,19 +187,21 @@ async def migrate(
         failed = error if isinstance(error, StepFailed) else error.__context__
         if not isinstance(failed, StepFailed):
             raise
-        now, server_timeouts = await _after_failure(connection, location, before, plan, failed.step)
+        now, server_timeouts = await _after_failure(connection, location, app, before, plan, failed.step)
         raise MigrationFailed(
             failure_message(failed, now, lock_timeout, statement_timeout, server_timeouts=server_timeouts),
             failed.step.version, failed.number, len(failed.step.statements), now.current,
         ) from failed
-    return Outcome(plan=plan, state=await read_state(connection, location=location), adopted=adopted, lock_waited=waited)
+    return Outcome(plan=plan, state=await read_state(connection, location=location, app=app), adopted=adopted, lock_waited=waited)
 
 
-async def plan_now(connection: asyncpg.Connection, target: Target, location: str = MIGRATIONS_LOCATION) -> tuple[Plan, MigrationState]:
-    """The plan that takes the database to `target` from where it stands (reads only), with the digests to record
-    first. Refuses (StartupError) a database ahead of the code and an applied migration edited since it ran."""
-    history = load_history(location)
-    state = await read_state(connection, location=location)
+async def plan_now(
+    connection: asyncpg.Connection, target: Target, location: str = MIGRATIONS_LOCATION, app: str = APP_LABEL
+) -> tuple[Plan, MigrationState]:
+    """The plan that takes `app`'s history in the database to `target` from where it stands (reads only), with the
+    digests to record first. Refuses (StartupError) a database ahead of the code and an applied migration edited since it ran."""
+    history = load_history(location, app)
+    state = await read_state(connection, location=location, app=app)
     if state.unknown:
         raise DatabaseAhead(tuple(state.unknown))
     report = await checksums.compare(connection, history, state)
@@ -212,7 +215,7 @@ async def plan_now(connection: asyncpg.Connection, target: Target, location: str
 
 
 async def _after_failure(
-    connection: asyncpg.Connection, location: str, before: MigrationState, plan: Plan, failed: Step
+    connection: asyncpg.Connection, location: str, app: str, before: MigrationState, plan: Plan, failed: Step
 ) -> tuple[MigrationState, dict[str, str]]:
     """Where the database stands after a failed step, and the session's timeouts as the server set them.
 
@@ -221,7 +224,7 @@ async def _after_failure(
     other migrators out, and a failed step records nothing (its transaction, or its bookkeeping's, is gone)."""
     if not connection.is_closed():
         settings = await connection.fetchrow("SELECT current_setting('lock_timeout') AS lock_timeout, current_setting('statement_timeout') AS statement_timeout")
-        return await read_state(connection, location=location), dict(settings)
+        return await read_state(connection, location=location, app=app), dict(settings)
     done = plan.versions[: plan.steps.index(failed)]
     applied = (*before.applied, *done) if plan.direction == "up" else tuple(version for version in before.applied if version not in done)
     return MigrationState(on_disk=before.on_disk, applied=applied), {}
@@ -317,12 +320,14 @@ class Repair:
     adopted: tuple[str, ...]  # applied migrations whose digests were recorded for the first time
 
 
-async def repair(connection: asyncpg.Connection, *, location: str = MIGRATIONS_LOCATION, lock_wait: float = 300.0) -> Repair:
-    """Under the migration lock, record the files' current digests and models state for every applied migration
+async def repair(
+    connection: asyncpg.Connection, *, location: str = MIGRATIONS_LOCATION, lock_wait: float = 300.0, app: str = APP_LABEL
+) -> Repair:
+    """Under the migration lock, record the files' current digests and models state for every applied migration of `app`
     whose recorded ones differ (a deliberate edit, like Flyway's `repair`), and for those that have none."""
     await acquire_migration_lock(connection, lock_wait)
-    history = load_history(location)
-    state = await read_state(connection, location=location)
+    history = load_history(location, app)
+    state = await read_state(connection, location=location, app=app)
     report = await checksums.compare(connection, history, state)
     statements = [checksums.CREATE_CHECKSUM_TABLE]
     for edit in report.edited:

@@ -53,21 +53,21 @@ async def has_table(connection: asyncpg.Connection, name: str) -> bool:
     return bool(await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", f'public."{name}"'))
 
 
-async def read_state(connection: asyncpg.Connection, *, location: str = MIGRATIONS_LOCATION) -> MigrationState:
-    """Read the applied versions through an asyncpg connection; no `aerich` table means none applied.
+async def read_state(connection: asyncpg.Connection, *, location: str = MIGRATIONS_LOCATION, app: str = APP_LABEL) -> MigrationState:
+    """Read `app`'s applied versions through an asyncpg connection; no `aerich` table means none applied.
 
     `location` is the migrations folder (Aerich's `location`, holding one folder per app)."""
-    folder = app_folder(location)
+    folder = app_folder(location, app)
     applied: list[str] = []
     if await has_table(connection, "aerich"):
-        rows = await connection.fetch("SELECT version FROM aerich WHERE app = $1 ORDER BY id", APP_LABEL)
+        rows = await connection.fetch("SELECT version FROM aerich WHERE app = $1 ORDER BY id", app)
         applied = [row["version"] for row in rows]
     return MigrationState(on_disk=tuple(version_files(folder)), applied=tuple(applied))
 
 
-async def recorded_models_states(connection: asyncpg.Connection) -> dict[str, Any]:
-    """The models state the `aerich` table recorded for each applied version (its first record, when twice)."""
+async def recorded_models_states(connection: asyncpg.Connection, app: str = APP_LABEL) -> dict[str, Any]:
+    """The models state the `aerich` table recorded for each of `app`'s applied versions (its first record, when twice)."""
     if not await has_table(connection, "aerich"):
         return {}
-    rows = await connection.fetch("SELECT version, content FROM aerich WHERE app = $1 ORDER BY id DESC", APP_LABEL)
+    rows = await connection.fetch("SELECT version, content FROM aerich WHERE app = $1 ORDER BY id DESC", app)
     return {row["version"]: json.loads(row["content"]) for row in rows}

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 from langlearn.errors import ConfigError
+from langlearn.history.apps import MigrationApp, package_app
 from langlearn.settings import MIGRATIONS_LOCATION, open_connection
 from langlearn.urls import redact, validate_url
 from langlearn.verify.expected import AppModules, expected_schema
@@ -22,6 +24,9 @@ from langlearn.verify.findings import CHECKS, Finding, Severity, VerificationRes
 from langlearn.verify.history import check_migrations
 from langlearn.verify.invariants import check_invariants
 from langlearn.verify.schema import check_schema
+
+if TYPE_CHECKING:
+    import asyncpg
 
 __all__ = [
     "Finding",
@@ -35,13 +40,19 @@ __all__ = [
 ]
 
 
+async def check_histories(apps: Sequence[MigrationApp], connection: asyncpg.Connection) -> list[Finding]:
+    """The migrations check of each app's history, in order."""
+    return [finding for app in apps for finding in await check_migrations(connection, app.location, app.label)]
+
+
 async def verify(
     url: str, *, schema: bool = True, migrations: bool = True, invariants: bool = True, location: str = MIGRATIONS_LOCATION,
-    apps: AppModules | None = None, ignore_tables: Sequence[str] = (),
+    apps: AppModules | None = None, ignore_tables: Sequence[str] = (), histories: Sequence[MigrationApp] = (),
 ) -> VerificationResult:
     """Run the chosen checks on the database at `url` (`location`: the migrations folder, Aerich's `location`).
     `apps` (label -> model modules) are a service's own apps, whose tables the schema check compares with their
-    models; it leaves `ignore_tables` (names or patterns) alone (langlearn.verify.ownership).
+    models; it leaves `ignore_tables` (names or patterns) alone (langlearn.verify.ownership). `histories` are a
+    service's apps with an Aerich history: their histories are checked as the package's is, their tables compared.
 
     Raises `ConfigError` (one line, password hidden) when the checks cannot run: a malformed or
     unreachable URL, or a database refusing the catalog queries.
@@ -51,8 +62,8 @@ async def verify(
     url = validate_url(url)
     # migrations first: a pending migration explains most schema findings that follow
     chosen = [(name, check) for name, check, wanted in (
-        ("migrations", partial(check_migrations, location=location), migrations),
-        ("schema", partial(check_schema, apps=apps, ignore=ignore_tables, location=location), schema),
+        ("migrations", partial(check_histories, (package_app(location), *histories)), migrations),
+        ("schema", partial(check_schema, apps={**(apps or {}), **{app.label: app.models for app in histories}}, ignore=ignore_tables, location=location), schema),
         ("invariants", check_invariants, invariants),
     ) if wanted]
     findings: list[Finding] = []

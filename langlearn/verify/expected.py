@@ -39,13 +39,17 @@ def models_by_app(apps: AppModules | None = None) -> dict[str, list[type[Model]]
     point a foreign key at `models.User`), in a Tortoise context of their own, left at once (no connection)."""
     from tortoise import Tortoise
     from tortoise.context import TortoiseContext
+    from tortoise.exceptions import ConfigurationError
 
     with TortoiseContext():
         found = {APP_LABEL: list(Tortoise.init_app(APP_LABEL, [MODELS_MODULE]).values())}
         for label, modules in (apps or {}).items():
             if label == APP_LABEL:
                 raise ConfigError(f"the app label {APP_LABEL!r} belongs to langlearn's models; register your models under another label")
-            found[label] = list(Tortoise.init_app(label, list(modules)).values())
+            try:
+                found[label] = list(Tortoise.init_app(label, list(modules)).values())
+            except ConfigurationError as error:  # a module that does not import, a model that names a missing one
+                raise ConfigError(f"app {label!r}: {error}; check its model modules (and that they import from here)") from None
     return found
 
 

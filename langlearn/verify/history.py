@@ -12,10 +12,11 @@ from langlearn.verify.findings import Finding, error, warning
 CHECK = "migrations"
 
 
-async def check_migrations(connection: asyncpg.Connection, location: str = MIGRATIONS_LOCATION) -> list[Finding]:
+async def check_migrations(connection: asyncpg.Connection, location: str = MIGRATIONS_LOCATION, app: str = APP_LABEL) -> list[Finding]:
     """Findings for a missing history, pending versions, versions unknown to the code, duplicated rows,
-    applied versions whose file (SQL or models state) was edited since, and applied versions without recorded digests."""
-    state = await read_state(connection, location=location)
+    applied versions whose file (SQL or models state) was edited since, and applied versions without recorded digests
+    (of `app`'s history: the package's, or a service's app's)."""
+    state = await read_state(connection, location=location, app=app)
     if not state.applied and not await has_table(connection, "aerich"):
         return [error(
             CHECK, "missing_migration_table", "aerich",
@@ -45,12 +46,12 @@ async def check_migrations(connection: asyncpg.Connection, location: str = MIGRA
             CHECK, "duplicate_migration", version,
             f"migration {version} is recorded {state.applied.count(version)} times (two processes upgraded at once); "
             f"check the schema findings, then keep the first row: DELETE FROM aerich a USING aerich b "
-            f"WHERE a.app = '{APP_LABEL}' AND a.version = '{version}' AND b.app = a.app AND b.version = a.version AND a.id > b.id",
+            f"WHERE a.app = '{app}' AND a.version = '{version}' AND b.app = a.app AND b.version = a.version AND a.id > b.id",
             count=state.applied.count(version),
         )
         for version in state.duplicates
     ]
-    report = await checksums.compare(connection, load_history(location), state)
+    report = await checksums.compare(connection, load_history(location, app), state)
     findings += [error(CHECK, "edited_migration", edit.version, edit.message, edited=list(edit.parts)) for edit in report.edited]
     if report.unrecorded:
         findings.append(warning(
