@@ -9,13 +9,20 @@ from __future__ import annotations
 
 
 class LanglearnError(Exception):
-    """Base of every error this package raises on purpose; the message is one line."""
+    """Base of every error this package raises on purpose; the message is one line.
+
+    The message names things as a caller of the Python API sees them (`steps=0`, `archive=`); `command_line`, when
+    given, is the same line as the `langlearn` command's user sees it (`--steps 0`, `--archive DIR`)."""
 
     exit_code = 1
 
+    def __init__(self, *args: object, command_line: str | None = None) -> None:
+        super().__init__(*args)
+        self.command_line = command_line
+
     def for_command_line(self) -> str:
-        """The message as the `langlearn` command prints it (a subclass may name commands instead of arguments)."""
-        return str(self)
+        """The message as the `langlearn` command prints it (naming its options and commands instead of arguments)."""
+        return self.command_line or str(self)
 
 
 class ConfigError(LanglearnError):

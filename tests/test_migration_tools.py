@@ -337,3 +337,17 @@ async def test_a_migration_outside_a_transaction_sends_its_statements_one_by_one
     assert sorted(tuple(row) for row in valid) == [("idx_test_users_last_login_ip", True), ("idx_test_users_provider", True)]
     ok(run_cli(LANGLEARN, "downgrade", "--steps", "1", "--yes", "--migrations", location, database=head_db))
     assert not await connection.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE 'idx_test_users_%'")
+
+
+async def test_an_argument_is_named_as_its_caller_names_it(head_db):
+    """The Python API's refusals name its arguments; the `langlearn` command's name its options."""
+    files = history.load_history()
+    with pytest.raises(history.runner.UsageError) as raised:
+        history.plan.steps_back(files, files.versions, 0)
+    assert str(raised.value) == "steps must be at least 1, not 0"
+    with pytest.raises(history.runner.UsageError, match="^a downgrade needs a target: a version"):
+        history.Target("down").plan(files, list(files.versions))
+    stepped = run_cli(LANGLEARN, "downgrade", "--steps", "0", "--yes", database=head_db)
+    assert stepped.returncode == 2 and stepped.stderr == "error: --steps must be at least 1, not 0\n"
+    planned = run_cli(LANGLEARN, "migrations", "plan", "--down", "--steps", "0", database=head_db)
+    assert planned.returncode == 2 and planned.stderr == "error: --steps must be at least 1, not 0\n"

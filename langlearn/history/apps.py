@@ -121,8 +121,10 @@ def select_apps(available: Sequence[MigrationApp], names: Sequence[str]) -> tupl
 def refuse_ambiguous_target(apps: Sequence[MigrationApp], target: Target) -> None:
     """A version or a number of steps belongs to one app's history: with several apps, UsageError asks which."""
     if len(apps) > 1 and (target.version not in (None, BASE) or target.steps is not None):
+        problem = "a version or a number of steps belongs to one app's history; name the app"
         raise UsageError(
-            f"a version or a number of steps belongs to one app's history; name the app: --app {' or --app '.join(app.label for app in apps)}"
+            f"{problem}: migrate one of {', '.join(app.label for app in apps)} at a time",
+            command_line=f"{problem}: --app {' or --app '.join(app.label for app in apps)}",
         )
 
 

@@ -102,7 +102,7 @@ def downgrade_plan(history: History, applied: Collection[str], to: Migration | N
 def steps_back(history: History, applied: Collection[str], steps: int) -> Migration | None:
     """The migration a database ends at after reverting its `steps` newest applied migrations (None: none left)."""
     if steps < 1:
-        raise UsageError(f"--steps must be at least 1, not {steps}")
+        raise UsageError(f"steps must be at least 1, not {steps}", command_line=f"--steps must be at least 1, not {steps}")
     newest_first = [migration for migration in reversed(history.migrations) if migration.version in applied]
     if steps > len(newest_first):
         raise UsageError(f"cannot revert {steps} migration(s): the database has {len(newest_first)} applied")

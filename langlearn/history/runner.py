@@ -71,7 +71,8 @@ class Target:
         if self.steps is not None:
             return downgrade_plan(history, applied, steps_back(history, applied, self.steps))
         if self.version is None:
-            raise UsageError("a downgrade needs a target: --to VERSION (or `base`) or --steps K")
+            raise UsageError("a downgrade needs a target: a version (or `base`) or a number of steps",
+                             command_line="a downgrade needs a target: --to VERSION (or `base`) or --steps K")
         return downgrade_plan(history, applied, history.resolve(self.version))
 
 
