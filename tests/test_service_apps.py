@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from langlearn import database, history
-from langlearn.errors import SchemaDrift
+from langlearn.errors import SchemaDrift, UsageError
 
 pytestmark = pytest.mark.slow
 HEAD = history.version_files()[-1]
@@ -180,3 +180,14 @@ async def test_startup_applies_and_checks_an_app_with_a_history(service, empty_d
     # without its history, the app's table is the service's business: left alone
     async with database(empty_db, migrate="check", apps={"notes": {"models": ["notes_service.models"]}}) as startup:
         assert "notes" not in startup.states
+
+
+async def test_the_python_runner_takes_the_same_apps_mapping(service, empty_db, connect):
+    first = first_migration(service, empty_db)
+    notes = {"notes": {"models": ["notes_service.models"], "migrations": str(service / "migrations")}}
+    with pytest.raises(UsageError, match="one app's history; name the app: migrate one of models, notes at a time"):
+        await history.upgrade(empty_db, to=3, apps=notes)
+    assert await history.upgrade(empty_db, apps=notes) == [*history.version_files(), first.name]
+    reverted = await history.downgrade(empty_db, to="base", apps=notes)
+    assert reverted == [first.name, *reversed(history.version_files())]  # the service's first: its table points at users
+    assert await applied(connect, empty_db) == []

@@ -5,6 +5,7 @@
     checksums  the digests recorded beside it, and the bookkeeping statements
     plan       what an upgrade or downgrade will run, in order
     runner     running a plan under the migration lock (`lock`) and timeouts
+    apps       a service's own apps' histories beside the package's, run by the one runner under the one lock
     stamping   recording versions as applied without running them, for tables built outside the history
     script     a plan as a psql script, for review
     review     model states compared: `migrations check` and `state-diff`
@@ -12,8 +13,9 @@
     lint       the SQL through squawk, with the project's allowlist
 """
 
+from langlearn.history.apps import downgrade, upgrade
 from langlearn.history.files import MIGRATIONS_DIR, History, Migration, load_history, version_files, version_number
-from langlearn.history.runner import Target, downgrade, migrate, timeout_settings, upgrade
+from langlearn.history.runner import Target, migrate, timeout_settings
 from langlearn.history.stamping import HEAD, Stamped, stamp
 from langlearn.history.state import MigrationState, read_state
 

@@ -24,15 +24,15 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from langlearn.errors import ConfigError, UsageError
 from langlearn.history.files import BASE, app_folder
+from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.plan import Step
 from langlearn.history.runner import Outcome, Target, migrate
-from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, MODELS_MODULE
+from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, MODELS_MODULE, AppsConfig, open_connection
 
 CONFIG_FILE = "pyproject.toml"
 DEFAULT_LOCATION = "./migrations"  # Aerich's own default `location`
@@ -66,7 +66,7 @@ def service_app(label: str, models: Iterable[str], location: str) -> MigrationAp
     return MigrationApp(label, location, modules)
 
 
-def apps_from_mapping(apps: Mapping[str, Mapping[str, Any]] | None) -> tuple[MigrationApp, ...]:
+def apps_from_mapping(apps: AppsConfig | None) -> tuple[MigrationApp, ...]:
     """The apps of a `database(apps=...)` mapping that name a history (`"migrations"`: Aerich's location), in order."""
     return tuple(
         service_app(label, app.get("models", ()), str(app["migrations"])) for label, app in (apps or {}).items() if app.get("migrations")
@@ -161,3 +161,40 @@ async def migrate_apps(
         )
         done.append(AppOutcome(app, outcome))
     return tuple(done)
+
+
+async def upgrade(
+    url: str,
+    *,
+    to: str | int | None = None,
+    location: str = MIGRATIONS_LOCATION,
+    lock_timeout: float | None = None,
+    statement_timeout: float | None = None,
+    apps: AppsConfig | None = None,
+) -> list[str]:
+    """Apply the pending migrations up to `to` (a number or file name; default head) on the database at `url`
+    (PostgreSQL itself: a transaction pooler is refused), under the migration lock; return the versions applied.
+    `apps` (as `database(apps=...)` takes them): the service's apps whose entry names a history, applied after the
+    package's. (`langlearn.startup` adds retries and the schema check.)"""
+    target = Target("up", None if to is None else str(to))
+    return await _migrate_url(url, target, (package_app(location), *apps_from_mapping(apps)), lock_timeout, statement_timeout)
+
+
+async def downgrade(url: str, *, to: str | int, location: str = MIGRATIONS_LOCATION, apps: AppsConfig | None = None) -> list[str]:
+    """Revert every applied migration above `to` (a number, a file name, or `base` / -1 for all), newest first,
+    under the migration lock; return the versions reverted. With `apps`, their histories are reverted first, and
+    `to` can only be `base`."""
+    spec = BASE if to in (-1, "-1") else str(to)
+    return await _migrate_url(url, Target("down", spec), (package_app(location), *apps_from_mapping(apps)), None, None)
+
+
+async def _migrate_url(
+    url: str, target: Target, apps: Sequence[MigrationApp], lock_timeout: float | None, statement_timeout: float | None
+) -> list[str]:
+    connection = await open_connection(url)
+    try:
+        await refuse_transaction_pooler(connection, url)
+        done = await migrate_apps(connection, apps, target, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    finally:
+        await connection.close()
+    return [version for app in done for version in app.outcome.done]

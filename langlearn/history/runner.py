@@ -20,7 +20,7 @@ import asyncpg
 from langlearn.errors import DatabaseAhead, HistoryEdited, MigrationFailed, PlanChanged, UsageError
 from langlearn.history import checksums
 from langlearn.history.files import BASE, Direction, History, load_history
-from langlearn.history.lock import acquire_migration_lock, refuse_transaction_pooler
+from langlearn.history.lock import acquire_migration_lock
 from langlearn.history.plan import Plan, Step, downgrade_plan, steps_back, upgrade_plan
 from langlearn.history.state import MigrationState, read_state
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION
@@ -279,38 +279,6 @@ def _timeout(name: str, seconds: float | None, server_timeouts: Mapping[str, str
         return f"{name}={seconds:g} s"
     setting = (server_timeouts or {}).get(name)
     return f"the server's {name}" + (f" of {setting}" if setting else "") + ", as none was given"
-
-
-async def upgrade(
-    url: str,
-    *,
-    to: str | int | None = None,
-    location: str = MIGRATIONS_LOCATION,
-    lock_timeout: float | None = None,
-    statement_timeout: float | None = None,
-) -> list[str]:
-    """Apply the pending migrations up to `to` (a number or file name; default head) on the database at `url`
-    (PostgreSQL itself: a transaction pooler is refused), under the migration lock; return the versions applied. (`langlearn.startup` adds retries and the schema check.)"""
-    return list(await _migrate_url(url, Target("up", None if to is None else str(to)), location, lock_timeout, statement_timeout))
-
-
-async def downgrade(url: str, *, to: str | int, location: str = MIGRATIONS_LOCATION) -> list[str]:
-    """Revert every applied migration above `to` (a number, a file name, or `base` / -1 for all), newest first,
-    under the migration lock; return the versions reverted."""
-    spec = BASE if to in (-1, "-1") else str(to)
-    return list(await _migrate_url(url, Target("down", spec), location, None, None))
-
-
-async def _migrate_url(url: str, target: Target, location: str, lock_timeout: float | None, statement_timeout: float | None) -> tuple[str, ...]:
-    from langlearn.settings import open_connection
-
-    connection = await open_connection(url)
-    try:
-        await refuse_transaction_pooler(connection, url)
-        outcome = await migrate(connection, target, location=location, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
-    finally:
-        await connection.close()
-    return outcome.done
 
 
 @dataclass(frozen=True)
