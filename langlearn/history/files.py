@@ -46,7 +46,8 @@ def app_folder(location: str, app: str = APP_LABEL) -> Path:
     """The folder holding an app's migration files: `<location>/<app>`, as Aerich lays them out."""
     folder = Path(location) / app
     if not folder.is_dir():
-        raise ConfigError(f"no migrations found at {folder}; point Aerich's `location` at the folder holding {app}/")
+        first = f" (a service's new app: `aerich --app {app} init-migrations` writes its first migration there)" if app != APP_LABEL else ""
+        raise ConfigError(f"no migrations found at {folder}; point Aerich's `location` at the folder holding {app}/{first}")
     return folder
 
 
