@@ -22,6 +22,11 @@ safe to run beside other migrators: `aerich upgrade`/`downgrade` take the migrat
 `langlearn upgrade` takes (held until the process exits), every connection gets the migration
 session limits, and `aerich heads`/`upgrade` find Aerich's own `aerich` table even on an empty
 database (created as migration 0 creates it) instead of ending in a traceback.
+
+In a service, the same config adds the apps its `pyproject.toml` declares (`[tool.langlearn.apps]`,
+`langlearn.history.apps`): `aerich --app NAME init-migrations`, `migrate`, `upgrade` and `downgrade` work on
+that app's history under the service's `location`, while the package's `models` history is read from the
+package (`with_service_apps`).
 """
 
 from __future__ import annotations
