@@ -15,8 +15,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -29,6 +33,7 @@ from langlearn.verify.partitions import check_partitions
 from tests.conftest import LANGLEARN, run_cli
 
 NOW = datetime(2026, 4, 15, 12, 0, tzinfo=timezone.utc)
+T = TypeVar("T")
 UTC = timezone.utc
 
 SHAPE = """
@@ -263,6 +268,81 @@ async def test_retire_archive_restores_into_an_empty_database_with_the_same_rows
                     str(archives["history_p202603"])], env=target.environment, check=True, capture_output=True)
     assert await partitions.retire(empty_db, date(2026, 4, 1), archive=None, now=NOW) == ()
     assert await connection.fetchval("SELECT count(*) FROM history_p202603") == len(before)
+
+
+@dataclass
+class Traffic:
+    """Statements of the service in miniature, each timed; any error kept."""
+
+    slowest: float = 0.0
+    statements: int = 0
+    written: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def timed(self, statement: Awaitable[T]) -> T | None:
+        started = time.perf_counter()
+        try:
+            return await statement
+        except asyncpg.PostgresError as error:
+            self.errors.append(f"{type(error).__name__}: {error}")
+            return None
+        finally:
+            self.slowest = max(self.slowest, time.perf_counter() - started)
+            self.statements += 1
+
+
+async def test_retire_under_writers_and_readers_holds_no_statement_past_the_lock_timeout(empty_db, connect):
+    """Writers add owners (the table the history's foreign key points at) and their history in the current month,
+    readers read an owner's history across every partition, while the two old months retire; meanwhile a batch
+    transaction keeps a write on `owners` open for HOLD seconds. The second transaction of DETACH … CONCURRENTLY
+    locks `owners` (SHARE ROW EXCLUSIVE: the detached table gets foreign-key triggers of its own there); queued
+    behind the batch, that lock would hold every writer of `owners` until the batch ends."""
+    lock_timeout, hold = 0.3, 2.5
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await connection.execute(
+        "INSERT INTO history (owner_id, note, created_at) SELECT id, 'old', timestamptz '2026-02-01 00:00+00' + n * interval '3 minutes' "
+        "FROM owners, generate_series(1, 20000) n"  # February into the first partition, the rest of it into March
+    )
+    await partitions.ensure(connection, ahead=1, now=NOW)
+    (owner,) = await connection.fetchval("SELECT array_agg(id) FROM owners")
+    traffic, done = Traffic(), asyncio.Event()
+
+    async def writer() -> None:
+        client = await connect(empty_db)
+        while not done.is_set():
+            added = await traffic.timed(client.fetchval("INSERT INTO owners DEFAULT VALUES RETURNING id"))
+            if added is not None and await traffic.timed(client.execute(
+                "INSERT INTO history (owner_id, note, created_at) VALUES ($1, 'new', $2)", added, NOW)) is not None:
+                traffic.written += 1
+
+    async def reader() -> None:
+        client = await connect(empty_db)
+        while not done.is_set():
+            await traffic.timed(client.fetchval("SELECT count(*) FROM history WHERE owner_id = $1", owner))
+
+    async def batch() -> None:
+        client = await connect(empty_db)
+        async with client.transaction():
+            await client.execute("INSERT INTO owners DEFAULT VALUES")
+            await asyncio.sleep(hold)
+
+    clients = [asyncio.create_task(work()) for work in (writer, writer, reader, reader)]
+    await asyncio.sleep(0.3)
+    holding = asyncio.create_task(batch())
+    await asyncio.sleep(0.1)
+    retired = await partitions.retire(empty_db, date(2026, 4, 1), archive=None, now=NOW, lock_timeout=lock_timeout)
+    await holding
+    await asyncio.sleep(0.3)
+    done.set()
+    await asyncio.gather(*clients)
+
+    print(f"retire under traffic: {traffic.statements} statements, the slowest {traffic.slowest * 1000:.0f} ms")
+    assert [each.name for each in retired] == ["history_pre_202603", "history_p202603"]
+    assert traffic.errors == []
+    assert traffic.slowest < lock_timeout + 0.4, f"a statement waited {traffic.slowest:.2f} s (lock timeout {lock_timeout} s)"
+    assert await names(connection) == ["history_p202604", "history_p202605"]
+    assert await connection.fetchval("SELECT count(*) FROM history WHERE note = 'new'") == traffic.written > 0
 
 
 async def test_an_interrupted_detach_is_finalized_and_the_retire_finished_by_the_next_run(empty_db, connect):
