@@ -27,6 +27,7 @@ import pytest
 
 from langlearn import backups, partitions
 from langlearn.backups import client_program, libpq_target
+from langlearn.cli.partitions import status_lines
 from langlearn.databases import ScratchDatabases
 from langlearn.local_server import SYSTEM_USER
 from langlearn.verify.partitions import check_partitions
@@ -500,6 +501,44 @@ async def test_ensure_boundaries_and_retire_with_an_archive_on_postgresql_15(pos
                               str(tmp_path / "history_p202603.dump")], env=target.environment, capture_output=True, text=True)
     assert restore.returncode == 0, restore.stderr
     assert await (await connect(restored_url)).fetch("SELECT id, owner_id, note, created_at FROM history_p202603") == before
+
+
+PARTMAN_15 = Path("/usr/share/postgresql/15/extension/pg_partman.control")
+
+
+@pytest.mark.rig
+@pytest.mark.slow
+async def test_tables_pg_partman_manages_are_left_to_it_on_postgresql_15(postgres_15, connect):
+    """Debian's PostgreSQL 15 offers pg_partman (`postgresql-15-partman`): `status` says so; once it manages a table,
+    `ensure` and `retire` leave that table to it and keep looking after the others."""
+    if not PARTMAN_15.exists():
+        pytest.fail(f"pg_partman for PostgreSQL 15 is not installed ({PARTMAN_15} missing): run scripts/install_rigs.sh", pytrace=False)
+    url = await ScratchDatabases(postgres_15, "lltest_pg15_").create()
+    connection = await connect(url)
+    await make_history(connection)
+    offered = (await partitions.read_status(connection)).partman
+    assert offered.available and offered.installed is None
+    assert status_lines(await partitions.read_status(connection))[-1].startswith(f"pg_partman {offered.available} is available on this server")
+    await connection.execute("""
+        CREATE SCHEMA partman;
+        CREATE EXTENSION pg_partman SCHEMA partman;
+        CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY, created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at))
+            PARTITION BY RANGE (created_at);
+        SELECT partman.create_parent('public.events', 'created_at', 'native', 'monthly', p_premake := 2, p_start_partition := '2026-01-01');
+    """)
+    made_by_partman = [(p.name, p.lower, p.upper) for t in await partitions.read_tables(connection) if t.name == "events" for p in t.partitions]
+    assert ("events_p2026_01", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)) in made_by_partman
+
+    ensured = await partitions.ensure(connection, ahead=1, now=NOW)
+    retired = await partitions.retire(url, date(2026, 4, 1), archive=None, now=NOW)
+
+    assert ensured.left_to_partman == ("events",)
+    assert [c.table for c in ensured.created] == ["history", "history"] and ensured.dropped_defaults == ("history_default",)
+    assert [(each.table, each.name) for each in retired] == [("history", "history_pre_202603")]
+    assert [(p.name, p.lower, p.upper) for t in await partitions.read_tables(connection) if t.name == "events" for p in t.partitions] == made_by_partman
+    assert status_lines(await partitions.read_status(connection))[-1] == (
+        f"pg_partman {offered.available} is installed here and manages events; ensure and retire leave those to it"
+    )
 
 
 async def test_a_backup_and_its_restore_keep_the_partitions_their_bounds_and_rows(empty_db, server, connect, tmp_path):
