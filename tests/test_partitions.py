@@ -14,6 +14,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable
@@ -31,7 +32,7 @@ from langlearn.cli.partitions import status_lines
 from langlearn.databases import ScratchDatabases
 from langlearn.local_server import SYSTEM_USER
 from langlearn.verify.partitions import check_partitions
-from tests.conftest import LANGLEARN, run_cli
+from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
 
 NOW = datetime(2026, 4, 15, 12, 0, tzinfo=timezone.utc)
 T = TypeVar("T")
@@ -367,6 +368,64 @@ async def test_an_interrupted_detach_is_finalized_and_the_retire_finished_by_the
     assert [(each.name, each.resumed) for each in retired] == [("history_pre_202603", True), ("history_p202603", False)]
     assert await names(connection) == ["history_p202604", "history_p202605"]
     assert await connection.fetchval("SELECT to_regclass('history_pre_202603')") is None
+
+
+@pytest.mark.parametrize("backend_dies", [False, True], ids=["the-server-finishes-the-detach", "its-session-dies-too"])
+async def test_a_retire_killed_mid_detach_is_finished_by_a_rerun_and_its_archive_holds_every_row(empty_db, server, connect, tmp_path, backend_dies):
+    """kill -9 of `langlearn partitions retire --archive` while its DETACH … CONCURRENTLY waits for a reader: the server
+    then finishes the detach alone (the table is detached, marked, not archived, not dropped), or, its session ended
+    too, leaves it "detach pending". Either way a rerun finalizes, archives and drops it, and the archive restores
+    into an empty database with every row."""
+    this_month = partitions.month_start(datetime.now(UTC))  # the command line reads the clock
+    old = f"history_pre_{this_month:%Y%m}"
+    connection = await connect(empty_db)
+    await make_history(connection, pre=this_month)
+    await write(connection, *(partitions.add_months(this_month, -1) + timedelta(hours=5 * n) for n in range(100)))
+    await partitions.ensure(connection, ahead=1)
+    rows = await connection.fetch(f"SELECT id, owner_id, note, created_at FROM {old} ORDER BY id")
+    reader = await connect(empty_db)  # DETACH … CONCURRENTLY waits for this transaction, which has read the parent
+    await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    await reader.fetchval("SELECT count(*) FROM history")
+    command = [LANGLEARN, "partitions", "retire", "--before", f"{this_month:%Y-%m-%d}", "--archive", str(tmp_path), "--yes"]
+
+    retiring = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": empty_db, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    detaching = None
+    for _ in range(200):
+        detaching = await connection.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE %DETACH PARTITION%CONCURRENTLY' AND wait_event_type = 'Lock'")
+        if detaching is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert detaching is not None, "the retire never reached its DETACH"
+    retiring.kill()
+    retiring.wait()
+    if backend_dies:
+        await connection.execute("SELECT pg_terminate_backend($1)", detaching)
+    await reader.execute("ROLLBACK")
+    for _ in range(200):  # the session goes once it finds its client gone
+        if not await connection.fetchval("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)", detaching):
+            break
+        await asyncio.sleep(0.05)
+    left = await partitions.read_status(connection)
+    assert [p.name for t in left.tables for p in t.partitions if p.detach_pending] == ([old] if backend_dies else [])
+    assert left.retiring == (() if backend_dies else (f"{old} (from history)",))
+    assert list(tmp_path.iterdir()) == []
+
+    rerun = run_cli(*command, database=empty_db)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.splitlines() == [f"retired {old} of history detached by an earlier run: archived to {tmp_path / old}.dump, dropped"]
+    assert await connection.fetchval("SELECT to_regclass($1)", old) is None
+    restored_url = await server.create()
+    try:
+        target = libpq_target(restored_url)
+        restore = subprocess.run([str(client_program("pg_restore")), "--no-owner", "--exit-on-error", "--dbname", target.dsn,
+                                  str(tmp_path / f"{old}.dump")], env=target.environment, capture_output=True, text=True)
+        assert restore.returncode == 0, restore.stderr
+        assert await (await connect(restored_url)).fetch(f"SELECT id, owner_id, note, created_at FROM {old} ORDER BY id") == rows
+    finally:
+        await server.drop(restored_url)
 
 
 async def test_verify_reports_a_missing_upcoming_partition_and_rows_in_the_default(empty_db, connect):
