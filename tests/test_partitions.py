@@ -296,10 +296,10 @@ class Traffic:
 async def test_retire_under_writers_and_readers_holds_no_statement_past_the_lock_timeout(empty_db, connect):
     """Writers add owners (the table the history's foreign key points at) and their history in the current month,
     readers read an owner's history across every partition, while the two old months retire; meanwhile a batch
-    transaction keeps a write on `owners` open for HOLD seconds. The second transaction of DETACH … CONCURRENTLY
+    transaction keeps a write on `owners` open for `hold` seconds. The second transaction of DETACH … CONCURRENTLY
     locks `owners` (SHARE ROW EXCLUSIVE: the detached table gets foreign-key triggers of its own there); queued
     behind the batch, that lock would hold every writer of `owners` until the batch ends."""
-    lock_timeout, hold = 0.3, 2.5
+    lock_timeout, hold = 0.3, 1.5
     connection = await connect(empty_db)
     await make_history(connection)
     await connection.execute(
@@ -510,9 +510,10 @@ async def test_ensure_waits_for_the_maintenance_lock_then_finds_nothing_to_do(em
 POSTGRES_15 = Path("/usr/lib/postgresql/15/bin")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres_15():
-    """A throwaway Debian PostgreSQL 15 cluster (run as the `pgserver` account), stopped and removed after the test."""
+    """A throwaway Debian PostgreSQL 15 cluster (run as the `pgserver` account) for this file's tests, each in
+    databases of its own; stopped and removed after them."""
     if not (POSTGRES_15 / "pg_ctl").exists():
         pytest.fail(f"PostgreSQL 15 is not installed ({POSTGRES_15}/pg_ctl missing): run scripts/install_rigs.sh", pytrace=False)
     folder = Path(tempfile.mkdtemp(prefix="langlearn-pg15-"))
