@@ -14,7 +14,8 @@ and the next `ahead` ones, and runs from `langlearn upgrade`, startup's apply mo
 partition. A write past the months created fails with PostgreSQL's "no partition of relation … found
 for row" (SQLSTATE 23514). A DEFAULT partition found (one a migration or a person added) is emptied
 by `ensure`: its rows move to their months' new partitions, then it is detached and dropped (by the
-command; startup's apply mode, `langlearn upgrade`'s, and the seed only create months).
+command; startup's apply mode, `langlearn upgrade`'s, and the seed only create months, and leave a detach
+left pending to the command too).
 
 A load of older rows (the seed's history) asks `ensure` for the months from `since`: where the first
 partition (from MINVALUE: the old table the conversion attached) is still empty, as in a fresh database,
@@ -344,10 +345,12 @@ async def ensure(
     drop_default: bool = True, lock_wait: float = DEFAULT_LOCK_WAIT, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> EnsureResult:
     """Create this month's partition and the next `ahead` months' (and every month from `since`'s, for a
-    load of older rows: the seed's) for every partitioned table (those pg_partman manages excepted),
-    finish detaches left pending, and empty and drop a DEFAULT partition unless `drop_default` is False
-    (startup's: its DETACH takes ACCESS EXCLUSIVE on the parent for a moment, work for the maintenance
-    job rather than a deploy, which then builds the catalog plain `aerich upgrade` builds). Idempotent;
+    load of older rows: the seed's) for every partitioned table (those pg_partman manages excepted), and,
+    unless `drop_default` is False (startup's: it creates months only), finish the detaches left pending
+    and empty and drop a DEFAULT partition. Both are work for the maintenance job rather than a deploy:
+    the DEFAULT's DETACH takes ACCESS EXCLUSIVE on the parent for a moment (and a deploy then builds the
+    catalog plain `aerich upgrade` builds); FINALIZE locks the tables the foreign keys point at and waits
+    for older snapshots, and gives up after its tries while a long transaction runs. Idempotent;
     `connection` must not be inside a transaction."""
     if ahead < 0 or ahead > 120:
         raise UsageError(f"--ahead {ahead} is out of range: give a number of months from 0 to 120")
@@ -357,7 +360,7 @@ async def ensure(
     created: list[Created] = []
     dropped: list[str] = []
     async with _maintenance(connection, lock_wait):
-        finalized = await _finalize_detaches(connection, await read_tables(connection), lock_timeout)
+        finalized = await _finalize_detaches(connection, await read_tables(connection), lock_timeout) if drop_default else ()
         partman = await read_partman(connection)
         tables = await read_tables(connection)
         for table in tables:

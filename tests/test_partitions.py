@@ -428,6 +428,26 @@ async def test_a_retire_killed_mid_detach_is_finished_by_a_rerun_and_its_archive
         await server.drop(restored_url)
 
 
+async def test_startup_s_ensure_creates_months_and_leaves_a_pending_detach_to_the_maintenance_job(empty_db, connect):
+    """FINALIZE waits for older snapshots and locks the tables the foreign keys point at: while a long transaction
+    runs it gives up after its tries, which must not fail a deploy (startup's ensure: `drop_default=False`)."""
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, datetime(2026, 2, 2, tzinfo=UTC))
+    await partitions.ensure(connection, ahead=0, now=NOW)
+    reader = await connect(empty_db)
+    await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    await reader.fetchval("SELECT count(*) FROM history")
+    with pytest.raises(partitions.PartitionError):  # the detach is left pending
+        await partitions.retire(empty_db, date(2026, 3, 1), archive=None, now=NOW, detach_wait=0.2)
+
+    made = await partitions.ensure(connection, ahead=1, now=NOW, drop_default=False, lock_timeout=0.1)
+
+    assert ([c.name for c in made.created], made.finalized) == (["history_p202605"], ())
+    await reader.execute("ROLLBACK")
+    assert (await partitions.ensure(connection, ahead=1, now=NOW)).finalized == ("history_pre_202603",)
+
+
 async def test_verify_reports_a_missing_upcoming_partition_and_rows_in_the_default(empty_db, connect):
     connection = await connect(empty_db)
     await make_history(connection, pre=datetime(2026, 4, 1, tzinfo=UTC))
