@@ -39,8 +39,9 @@ Locks and round trips:
   short tries), its foreign keys dropped (a short transaction: the DROP that frees the files then locks
   no other table, and an archive restores into an empty database), a `pg_dump` of it when archiving, then
   `DROP TABLE`, whose time is the file system's freeing of the files (docs/scale-out.md, "Retiring a
-  month: measured"). Interrupted anywhere, the next run picks it up: a detach left pending is finalized
-  (by `ensure` or `retire`), and `retire` finishes the detached tables its comment marks.
+  month: measured"). The watcher is one more connection per partition detached, reading `pg_locks` every
+  50 ms. Interrupted anywhere, the next run picks it up: a detach left pending is finalized (by the
+  `ensure` command or `retire`), and `retire` finishes the detached tables its comment marks.
 A statement whose lock blocks traffic while it waits (ATTACH's and FINALIZE's on the tables the foreign keys
 point at, a plain DETACH) waits at most `lock_timeout` (0.5 s), and its transaction is tried again, up to 10 times.
 """
