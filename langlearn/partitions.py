@@ -14,7 +14,8 @@ and the next `ahead` ones, and runs from `langlearn upgrade`, startup's apply mo
 partition. A write past the months created fails with PostgreSQL's "no partition of relation … found
 for row" (SQLSTATE 23514). A DEFAULT partition found (one a migration or a person added) is emptied
 by `ensure`: its rows move to their months' new partitions, then it is detached and dropped (by the
-command; startup's apply mode, `langlearn upgrade`'s, and the seed only create months).
+command; startup's apply mode, `langlearn upgrade`'s, and the seed only create months, and leave a detach
+left pending to the command too).
 
 A load of older rows (the seed's history) asks `ensure` for the months from `since`: where the first
 partition (from MINVALUE: the old table the conversion attached) is still empty, as in a fresh database,
@@ -31,13 +32,18 @@ Locks and round trips:
   and indexes on the empty table; rows of that month found in a DEFAULT partition move in the same
   transaction;
 - retire, per partition: a table comment marks it as being retired, `DETACH … CONCURRENTLY` (two
-  transactions that block no reads or writes; it waits for older snapshots up to `detach_wait`), its
-  foreign keys dropped (a short transaction: the DROP that frees the files then locks no other table,
-  and an archive restores into an empty database), a `pg_dump` of it when archiving, then `DROP TABLE`. Interrupted anywhere, the next run picks it up:
-  a detach left pending is finalized (`DETACH … FINALIZE`, by `ensure` or `retire`), and `retire`
-  finishes the detached tables its comment marks.
-A statement whose lock blocks traffic while it waits (ATTACH's on the tables the foreign keys point at,
-a plain DETACH) waits at most `lock_timeout` (0.5 s), and its transaction is tried again, up to 10 times.
+  transactions; its waits for the transactions using the parent block no reads or writes and may take up
+  to `detach_wait`, but its second transaction then locks the tables the foreign keys point at, SHARE ROW
+  EXCLUSIVE, to give the detached table foreign-key triggers of its own: a watcher on a second connection
+  cancels it once that lock has waited `lock_timeout`, and `DETACH … FINALIZE` finishes the detach in
+  short tries), its foreign keys dropped (a short transaction: the DROP that frees the files then locks
+  no other table, and an archive restores into an empty database), a `pg_dump` of it when archiving, then
+  `DROP TABLE`, whose time is the file system's freeing of the files (docs/scale-out.md, "Retiring a
+  month: measured"). The watcher is one more connection per partition detached, reading `pg_locks` every
+  50 ms. Interrupted anywhere, the next run picks it up: a detach left pending is finalized (by the
+  `ensure` command or `retire`), and `retire` finishes the detached tables its comment marks.
+A statement whose lock blocks traffic while it waits (ATTACH's and FINALIZE's on the tables the foreign keys
+point at, a plain DETACH) waits at most `lock_timeout` (0.5 s), and its transaction is tried again, up to 10 times.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from functools import partial
@@ -63,7 +69,8 @@ DEFAULT_AHEAD = 3  # months created past the current one: a quarter without a cr
 DEFAULT_LOCK_WAIT = 60.0  # for the maintenance lock (another ensure or retire)
 DEFAULT_LOCK_TIMEOUT = 0.5  # a lock that blocks traffic while it waits is given up after this, then tried again
 LOCK_ATTEMPTS = 10
-DEFAULT_DETACH_WAIT = 600.0  # DETACH CONCURRENTLY waits for older snapshots, blocking nobody
+DEFAULT_DETACH_WAIT = 600.0  # DETACH CONCURRENTLY waits for the transactions using the parent, blocking nobody
+WATCH_INTERVAL = 0.05  # how often the watcher of a DETACH … CONCURRENTLY looks at its lock waits
 # The mark of a partition being retired: its parent, and its own oid, so that a copy restored from its archive
 # (a new table, a new oid) is never taken for it
 RETIRING = "langlearn partitions retire: detached from {parent} (table {oid})"
@@ -203,6 +210,12 @@ PARTITIONS = r"""
 REFERENCED = """
     SELECT DISTINCT confrelid::regclass::text FROM pg_constraint WHERE conrelid = quote_ident($1)::regclass AND contype = 'f' ORDER BY 1
 """
+# Cancel session $1 when it has waited $3 seconds or more for a lock on one of the tables $2
+CANCEL_LONG_WAIT = """
+    SELECT coalesce(bool_or(pg_cancel_backend(pid)), false) FROM pg_locks
+    WHERE pid = $1 AND NOT granted AND locktype = 'relation' AND relation = ANY($2::regclass[])
+      AND waitstart <= clock_timestamp() - make_interval(secs => $3)
+"""
 RETIRING_TABLES = r"""
     SELECT c.relname AS name, mark[1] AS parent
     FROM pg_class c,
@@ -331,13 +344,14 @@ async def _session_timeout(connection: asyncpg.Connection, seconds: float) -> As
 async def ensure(
     connection: asyncpg.Connection, *, ahead: int = DEFAULT_AHEAD, now: datetime | None = None, since: datetime | None = None,
     drop_default: bool = True, lock_wait: float = DEFAULT_LOCK_WAIT, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    detach_wait: float = DEFAULT_DETACH_WAIT,
 ) -> EnsureResult:
     """Create this month's partition and the next `ahead` months' (and every month from `since`'s, for a
-    load of older rows: the seed's) for every partitioned table (those pg_partman manages excepted),
-    finish detaches left pending, and empty and drop a DEFAULT partition unless `drop_default` is False
-    (startup's: its DETACH takes ACCESS EXCLUSIVE on the parent for a moment, work for the maintenance
-    job rather than a deploy, which then builds the catalog plain `aerich upgrade` builds). Idempotent;
+    load of older rows: the seed's) for every partitioned table (those pg_partman manages excepted), and,
+    unless `drop_default` is False (startup's: it creates months only), finish the detaches left pending
+    and empty and drop a DEFAULT partition. Both are work for the maintenance job rather than a deploy:
+    the DEFAULT's DETACH takes ACCESS EXCLUSIVE on the parent for a moment (and a deploy then builds the
+    catalog plain `aerich upgrade` builds); FINALIZE locks the tables the foreign keys point at and waits
+    for older snapshots, and gives up after its tries while a long transaction runs. Idempotent;
     `connection` must not be inside a transaction."""
     if ahead < 0 or ahead > 120:
         raise UsageError(f"--ahead {ahead} is out of range: give a number of months from 0 to 120")
@@ -347,7 +361,7 @@ async def ensure(
     created: list[Created] = []
     dropped: list[str] = []
     async with _maintenance(connection, lock_wait):
-        finalized = await _finalize_detaches(connection, await read_tables(connection), detach_wait)
+        finalized = await _finalize_detaches(connection, await read_tables(connection), lock_timeout) if drop_default else ()
         partman = await read_partman(connection)
         tables = await read_tables(connection)
         for table in tables:
@@ -452,16 +466,22 @@ async def _drop_default(connection: asyncpg.Connection, table: PartitionedTable,
     await _in_transaction(connection, lock_timeout, drop)
 
 
-async def _finalize_detaches(connection: asyncpg.Connection, tables: tuple[PartitionedTable, ...], detach_wait: float) -> tuple[str, ...]:
+async def _finalize_detaches(connection: asyncpg.Connection, tables: tuple[PartitionedTable, ...], lock_timeout: float) -> tuple[str, ...]:
     """Finish every `DETACH … CONCURRENTLY` that was interrupted (the partition is "detach pending")."""
     finished = []
     for table in tables:
         for each in table.partitions:
             if each.detach_pending:
-                async with _session_timeout(connection, detach_wait):
-                    await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(each.name)} FINALIZE")
+                await _finalize(connection, table.name, each.name, lock_timeout)
                 finished.append(each.name)
     return tuple(finished)
+
+
+async def _finalize(connection: asyncpg.Connection, table: str, partition: str, lock_timeout: float) -> None:
+    """`DETACH … FINALIZE` in short tries: it locks the partition (which no new query reads), waits for older
+    snapshots, then locks the tables the foreign keys point at; each wait at most `lock_timeout`."""
+    await _in_transaction(connection, lock_timeout, partial(
+        connection.execute, f"ALTER TABLE {quote(table)} DETACH PARTITION {quote(partition)} FINALIZE"))
 
 
 def retire_moment(before: date, now: datetime | None = None) -> datetime:
@@ -498,7 +518,7 @@ async def retire(
                 "(a pg_dump of each partition before its DROP), not --drop"
             )
         async with _maintenance(connection, lock_wait):
-            await _finalize_detaches(connection, await read_tables(connection), detach_wait)
+            await _finalize_detaches(connection, await read_tables(connection), lock_timeout)
             schema = await connection.fetchval("SELECT current_schema()")
             retired = [
                 await _finish(connection, url, schema, Retired(row["parent"], row["name"], None, None, None, resumed=True), archive, lock_timeout)
@@ -510,7 +530,7 @@ async def retire(
                     continue
                 for each in table.partitions:
                     if each.entirely_before(moment):
-                        await _detach(connection, table, each, detach_wait, lock_timeout)
+                        await _detach(connection, url, table, each, detach_wait, lock_timeout)
                         detached = Retired(table.name, each.name, each.lower, each.upper, None)
                         retired.append(await _finish(connection, url, schema, detached, archive, lock_timeout))
     finally:
@@ -518,14 +538,15 @@ async def retire(
     return tuple(retired)
 
 
-async def _detach(connection: asyncpg.Connection, table: PartitionedTable, partition: Partition, detach_wait: float, lock_timeout: float) -> None:
+async def _detach(
+    connection: asyncpg.Connection, url: str, table: PartitionedTable, partition: Partition, detach_wait: float, lock_timeout: float,
+) -> None:
     """Mark the partition as being retired, then detach it: CONCURRENTLY, unless a DEFAULT partition forbids it."""
     oid = await connection.fetchval("SELECT quote_ident($1)::regclass::oid", partition.name)
     await connection.execute(f"COMMENT ON TABLE {quote(partition.name)} IS {_literal(RETIRING.format(parent=table.name, oid=oid))}")
     try:
         if table.default is None:
-            async with _session_timeout(connection, detach_wait):
-                await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(partition.name)} CONCURRENTLY")
+            await _detach_concurrently(connection, url, table, partition.name, detach_wait, lock_timeout)
         else:  # PostgreSQL refuses CONCURRENTLY beside a DEFAULT partition; `ensure` drops it
             await _in_transaction(connection, lock_timeout, partial(
                 connection.execute, f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(partition.name)}"))
@@ -538,6 +559,41 @@ async def _detach(connection: asyncpg.Connection, table: PartitionedTable, parti
             f"detaching {partition.name} from {table.name} failed ({type(failure).__name__}: {failure}); "
             "nothing else was changed for it; run the same command again"
         ) from None
+
+
+async def _detach_concurrently(
+    connection: asyncpg.Connection, url: str, table: PartitionedTable, partition: str, detach_wait: float, lock_timeout: float,
+) -> None:
+    """`DETACH … CONCURRENTLY` with each of its waits bounded as it deserves: those for the transactions using
+    the parent block nobody (up to `detach_wait`); the lock its second transaction takes on the tables the
+    foreign keys point at queues their writers behind it, so a watcher cancels the statement once that lock
+    has waited `lock_timeout` (the partition is then "detach pending") and FINALIZE finishes it in short tries."""
+    referenced = [name for (name,) in await connection.fetch(REFERENCED, table.name)]
+    watcher = await open_connection(url)
+    stop = asyncio.Event()
+
+    async def watch() -> bool:
+        while not stop.is_set():
+            if await watcher.fetchval(CANCEL_LONG_WAIT, connection.get_server_pid(), referenced, lock_timeout):
+                return True
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_INTERVAL)
+        return False
+
+    watching = asyncio.create_task(watch())
+    try:
+        try:
+            async with _session_timeout(connection, detach_wait):
+                await connection.execute(f"ALTER TABLE {quote(table.name)} DETACH PARTITION {quote(partition)} CONCURRENTLY")
+        except asyncpg.QueryCanceledError:
+            stop.set()
+            if not await watching:  # cancelled by someone else
+                raise
+            await _finalize(connection, table.name, partition, lock_timeout)
+    finally:
+        stop.set()
+        await watching  # its cancel reached the statement or an idle session (ignored there), never a later statement
+        await watcher.close()
 
 
 async def _finish(connection: asyncpg.Connection, url: str, schema: str, detached: Retired, archive: Path | None, lock_timeout: float) -> Retired:

@@ -14,21 +14,28 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
 
 from langlearn import backups, partitions
 from langlearn.backups import client_program, libpq_target
+from langlearn.cli.partitions import status_lines
 from langlearn.databases import ScratchDatabases
 from langlearn.local_server import SYSTEM_USER
 from langlearn.verify.partitions import check_partitions
-from tests.conftest import LANGLEARN, run_cli
+from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
 
 NOW = datetime(2026, 4, 15, 12, 0, tzinfo=timezone.utc)
+T = TypeVar("T")
 UTC = timezone.utc
 
 SHAPE = """
@@ -265,6 +272,81 @@ async def test_retire_archive_restores_into_an_empty_database_with_the_same_rows
     assert await connection.fetchval("SELECT count(*) FROM history_p202603") == len(before)
 
 
+@dataclass
+class Traffic:
+    """Statements of the service in miniature, each timed; any error kept."""
+
+    slowest: float = 0.0
+    statements: int = 0
+    written: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def timed(self, statement: Awaitable[T]) -> T | None:
+        started = time.perf_counter()
+        try:
+            return await statement
+        except asyncpg.PostgresError as error:
+            self.errors.append(f"{type(error).__name__}: {error}")
+            return None
+        finally:
+            self.slowest = max(self.slowest, time.perf_counter() - started)
+            self.statements += 1
+
+
+async def test_retire_under_writers_and_readers_holds_no_statement_past_the_lock_timeout(empty_db, connect):
+    """Writers add owners (the table the history's foreign key points at) and their history in the current month,
+    readers read an owner's history across every partition, while the two old months retire; meanwhile a batch
+    transaction keeps a write on `owners` open for `hold` seconds. The second transaction of DETACH … CONCURRENTLY
+    locks `owners` (SHARE ROW EXCLUSIVE: the detached table gets foreign-key triggers of its own there); queued
+    behind the batch, that lock would hold every writer of `owners` until the batch ends."""
+    lock_timeout, hold = 0.3, 1.5
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await connection.execute(
+        "INSERT INTO history (owner_id, note, created_at) SELECT id, 'old', timestamptz '2026-02-01 00:00+00' + n * interval '3 minutes' "
+        "FROM owners, generate_series(1, 20000) n"  # February into the first partition, the rest of it into March
+    )
+    await partitions.ensure(connection, ahead=1, now=NOW)
+    (owner,) = await connection.fetchval("SELECT array_agg(id) FROM owners")
+    traffic, done = Traffic(), asyncio.Event()
+
+    async def writer() -> None:
+        client = await connect(empty_db)
+        while not done.is_set():
+            added = await traffic.timed(client.fetchval("INSERT INTO owners DEFAULT VALUES RETURNING id"))
+            if added is not None and await traffic.timed(client.execute(
+                "INSERT INTO history (owner_id, note, created_at) VALUES ($1, 'new', $2)", added, NOW)) is not None:
+                traffic.written += 1
+
+    async def reader() -> None:
+        client = await connect(empty_db)
+        while not done.is_set():
+            await traffic.timed(client.fetchval("SELECT count(*) FROM history WHERE owner_id = $1", owner))
+
+    async def batch() -> None:
+        client = await connect(empty_db)
+        async with client.transaction():
+            await client.execute("INSERT INTO owners DEFAULT VALUES")
+            await asyncio.sleep(hold)
+
+    clients = [asyncio.create_task(work()) for work in (writer, writer, reader, reader)]
+    await asyncio.sleep(0.3)
+    holding = asyncio.create_task(batch())
+    await asyncio.sleep(0.1)
+    retired = await partitions.retire(empty_db, date(2026, 4, 1), archive=None, now=NOW, lock_timeout=lock_timeout)
+    await holding
+    await asyncio.sleep(0.3)
+    done.set()
+    await asyncio.gather(*clients)
+
+    print(f"retire under traffic: {traffic.statements} statements, the slowest {traffic.slowest * 1000:.0f} ms")
+    assert [each.name for each in retired] == ["history_pre_202603", "history_p202603"]
+    assert traffic.errors == []
+    assert traffic.slowest < lock_timeout + 0.4, f"a statement waited {traffic.slowest:.2f} s (lock timeout {lock_timeout} s)"
+    assert await names(connection) == ["history_p202604", "history_p202605"]
+    assert await connection.fetchval("SELECT count(*) FROM history WHERE note = 'new'") == traffic.written > 0
+
+
 async def test_an_interrupted_detach_is_finalized_and_the_retire_finished_by_the_next_run(empty_db, connect):
     connection = await connect(empty_db)
     await make_history(connection)
@@ -286,6 +368,84 @@ async def test_an_interrupted_detach_is_finalized_and_the_retire_finished_by_the
     assert [(each.name, each.resumed) for each in retired] == [("history_pre_202603", True), ("history_p202603", False)]
     assert await names(connection) == ["history_p202604", "history_p202605"]
     assert await connection.fetchval("SELECT to_regclass('history_pre_202603')") is None
+
+
+@pytest.mark.parametrize("backend_dies", [False, True], ids=["the-server-finishes-the-detach", "its-session-dies-too"])
+async def test_a_retire_killed_mid_detach_is_finished_by_a_rerun_and_its_archive_holds_every_row(empty_db, server, connect, tmp_path, backend_dies):
+    """kill -9 of `langlearn partitions retire --archive` while its DETACH … CONCURRENTLY waits for a reader: the server
+    then finishes the detach alone (the table is detached, marked, not archived, not dropped), or, its session ended
+    too, leaves it "detach pending". Either way a rerun finalizes, archives and drops it, and the archive restores
+    into an empty database with every row."""
+    this_month = partitions.month_start(datetime.now(UTC))  # the command line reads the clock
+    old = f"history_pre_{this_month:%Y%m}"
+    connection = await connect(empty_db)
+    await make_history(connection, pre=this_month)
+    await write(connection, *(partitions.add_months(this_month, -1) + timedelta(hours=5 * n) for n in range(100)))
+    await partitions.ensure(connection, ahead=1)
+    rows = await connection.fetch(f"SELECT id, owner_id, note, created_at FROM {old} ORDER BY id")
+    reader = await connect(empty_db)  # DETACH … CONCURRENTLY waits for this transaction, which has read the parent
+    await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    await reader.fetchval("SELECT count(*) FROM history")
+    command = [LANGLEARN, "partitions", "retire", "--before", f"{this_month:%Y-%m-%d}", "--archive", str(tmp_path), "--yes"]
+
+    retiring = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, "DATABASE_URL": empty_db, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    detaching = None
+    for _ in range(200):
+        detaching = await connection.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE %DETACH PARTITION%CONCURRENTLY' AND wait_event_type = 'Lock'")
+        if detaching is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert detaching is not None, "the retire never reached its DETACH"
+    retiring.kill()
+    retiring.wait()
+    if backend_dies:
+        await connection.execute("SELECT pg_terminate_backend($1)", detaching)
+    await reader.execute("ROLLBACK")
+    for _ in range(200):  # the session goes once it finds its client gone
+        if not await connection.fetchval("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)", detaching):
+            break
+        await asyncio.sleep(0.05)
+    left = await partitions.read_status(connection)
+    assert [p.name for t in left.tables for p in t.partitions if p.detach_pending] == ([old] if backend_dies else [])
+    assert left.retiring == (() if backend_dies else (f"{old} (from history)",))
+    assert list(tmp_path.iterdir()) == []
+
+    rerun = run_cli(*command, database=empty_db)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.splitlines() == [f"retired {old} of history detached by an earlier run: archived to {tmp_path / old}.dump, dropped"]
+    assert await connection.fetchval("SELECT to_regclass($1)", old) is None
+    restored_url = await server.create()
+    try:
+        target = libpq_target(restored_url)
+        restore = subprocess.run([str(client_program("pg_restore")), "--no-owner", "--exit-on-error", "--dbname", target.dsn,
+                                  str(tmp_path / f"{old}.dump")], env=target.environment, capture_output=True, text=True)
+        assert restore.returncode == 0, restore.stderr
+        assert await (await connect(restored_url)).fetch(f"SELECT id, owner_id, note, created_at FROM {old} ORDER BY id") == rows
+    finally:
+        await server.drop(restored_url)
+
+
+async def test_startup_s_ensure_creates_months_and_leaves_a_pending_detach_to_the_maintenance_job(empty_db, connect):
+    """FINALIZE waits for older snapshots and locks the tables the foreign keys point at: while a long transaction
+    runs it gives up after its tries, which must not fail a deploy (startup's ensure: `drop_default=False`)."""
+    connection = await connect(empty_db)
+    await make_history(connection)
+    await write(connection, datetime(2026, 2, 2, tzinfo=UTC))
+    await partitions.ensure(connection, ahead=0, now=NOW)
+    reader = await connect(empty_db)
+    await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    await reader.fetchval("SELECT count(*) FROM history")
+    with pytest.raises(partitions.PartitionError):  # the detach is left pending
+        await partitions.retire(empty_db, date(2026, 3, 1), archive=None, now=NOW, detach_wait=0.2)
+
+    made = await partitions.ensure(connection, ahead=1, now=NOW, drop_default=False, lock_timeout=0.1)
+
+    assert ([c.name for c in made.created], made.finalized) == (["history_p202605"], ())
+    await reader.execute("ROLLBACK")
+    assert (await partitions.ensure(connection, ahead=1, now=NOW)).finalized == ("history_pre_202603",)
 
 
 async def test_verify_reports_a_missing_upcoming_partition_and_rows_in_the_default(empty_db, connect):
@@ -370,9 +530,10 @@ async def test_ensure_waits_for_the_maintenance_lock_then_finds_nothing_to_do(em
 POSTGRES_15 = Path("/usr/lib/postgresql/15/bin")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres_15():
-    """A throwaway Debian PostgreSQL 15 cluster (run as the `pgserver` account), stopped and removed after the test."""
+    """A throwaway Debian PostgreSQL 15 cluster (run as the `pgserver` account) for this file's tests, each in
+    databases of its own; stopped and removed after them."""
     if not (POSTGRES_15 / "pg_ctl").exists():
         pytest.fail(f"PostgreSQL 15 is not installed ({POSTGRES_15}/pg_ctl missing): run scripts/install_rigs.sh", pytrace=False)
     folder = Path(tempfile.mkdtemp(prefix="langlearn-pg15-"))
@@ -420,6 +581,44 @@ async def test_ensure_boundaries_and_retire_with_an_archive_on_postgresql_15(pos
                               str(tmp_path / "history_p202603.dump")], env=target.environment, capture_output=True, text=True)
     assert restore.returncode == 0, restore.stderr
     assert await (await connect(restored_url)).fetch("SELECT id, owner_id, note, created_at FROM history_p202603") == before
+
+
+PARTMAN_15 = Path("/usr/share/postgresql/15/extension/pg_partman.control")
+
+
+@pytest.mark.rig
+@pytest.mark.slow
+async def test_tables_pg_partman_manages_are_left_to_it_on_postgresql_15(postgres_15, connect):
+    """Debian's PostgreSQL 15 offers pg_partman (`postgresql-15-partman`): `status` says so; once it manages a table,
+    `ensure` and `retire` leave that table to it and keep looking after the others."""
+    if not PARTMAN_15.exists():
+        pytest.fail(f"pg_partman for PostgreSQL 15 is not installed ({PARTMAN_15} missing): run scripts/install_rigs.sh", pytrace=False)
+    url = await ScratchDatabases(postgres_15, "lltest_pg15_").create()
+    connection = await connect(url)
+    await make_history(connection)
+    offered = (await partitions.read_status(connection)).partman
+    assert offered.available and offered.installed is None
+    assert status_lines(await partitions.read_status(connection))[-1].startswith(f"pg_partman {offered.available} is available on this server")
+    await connection.execute("""
+        CREATE SCHEMA partman;
+        CREATE EXTENSION pg_partman SCHEMA partman;
+        CREATE TABLE events (id bigint GENERATED ALWAYS AS IDENTITY, created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at))
+            PARTITION BY RANGE (created_at);
+        SELECT partman.create_parent('public.events', 'created_at', 'native', 'monthly', p_premake := 2, p_start_partition := '2026-01-01');
+    """)
+    made_by_partman = [(p.name, p.lower, p.upper) for t in await partitions.read_tables(connection) if t.name == "events" for p in t.partitions]
+    assert ("events_p2026_01", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)) in made_by_partman
+
+    ensured = await partitions.ensure(connection, ahead=1, now=NOW)
+    retired = await partitions.retire(url, date(2026, 4, 1), archive=None, now=NOW)
+
+    assert ensured.left_to_partman == ("events",)
+    assert [c.table for c in ensured.created] == ["history", "history"] and ensured.dropped_defaults == ("history_default",)
+    assert [(each.table, each.name) for each in retired] == [("history", "history_pre_202603")]
+    assert [(p.name, p.lower, p.upper) for t in await partitions.read_tables(connection) if t.name == "events" for p in t.partitions] == made_by_partman
+    assert status_lines(await partitions.read_status(connection))[-1] == (
+        f"pg_partman {offered.available} is installed here and manages events; ensure and retire leave those to it"
+    )
 
 
 async def test_a_backup_and_its_restore_keep_the_partitions_their_bounds_and_rows(empty_db, server, connect, tmp_path):
