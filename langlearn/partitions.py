@@ -323,10 +323,8 @@ async def _in_transaction(connection: asyncpg.Connection, lock_timeout: float, s
                 return await step()
         except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as busy:
             if attempt == LOCK_ATTEMPTS:
-                raise PartitionError(
-                    f"the tables stayed busy: {LOCK_ATTEMPTS} tries at {lock_timeout:g} s each did not get their locks ({busy}); "
-                    "run it again, or with a longer --lock-timeout"
-                ) from None
+                busy_for = f"the tables stayed busy: {LOCK_ATTEMPTS} tries at {lock_timeout:g} s each did not get their locks ({busy}); run it again"
+                raise PartitionError(f"{busy_for}, or with a longer lock_timeout", command_line=f"{busy_for}, or with a longer --lock-timeout") from None
             await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
     raise AssertionError("unreachable")
 
@@ -354,7 +352,8 @@ async def ensure(
     for older snapshots, and gives up after its tries while a long transaction runs. Idempotent;
     `connection` must not be inside a transaction."""
     if ahead < 0 or ahead > 120:
-        raise UsageError(f"--ahead {ahead} is out of range: give a number of months from 0 to 120")
+        out_of_range = "is out of range: give a number of months from 0 to 120"
+        raise UsageError(f"ahead={ahead} {out_of_range}", command_line=f"--ahead {ahead} {out_of_range}")
     this_month = month_start(now or datetime.now(timezone.utc))
     first = min(this_month, month_start(since)) if since else this_month
     wanted = {add_months(first, step) for step in range(_months_between(first, this_month) + ahead + 1)}
@@ -490,10 +489,9 @@ def retire_moment(before: date, now: datetime | None = None) -> datetime:
     moment = datetime(before.year, before.month, before.day, tzinfo=timezone.utc)
     this_month = month_start(now or datetime.now(timezone.utc))
     if moment > this_month:
-        raise UsageError(
-            f"--before {before} is later than the start of the current month ({this_month.date()}), whose partition takes "
-            f"today's writes; give a date up to {this_month.date()}"
-        )
+        too_late = (f"is later than the start of the current month ({this_month.date()}), whose partition takes "
+                    f"today's writes; give a date up to {this_month.date()}")
+        raise UsageError(f"before={before} {too_late}", command_line=f"--before {before} {too_late}")
     return moment
 
 
@@ -507,16 +505,16 @@ async def retire(
     moment = retire_moment(before, now)
     if archive is not None:
         if archive.exists() and not archive.is_dir():
-            raise UsageError(f"--archive {archive} is a file; give a folder (it is created when missing)")
+            a_file = "is a file; give a folder (it is created when missing)"
+            raise UsageError(f"archive={archive} {a_file}", command_line=f"--archive {archive} {a_file}")
         backups.client_program("pg_dump")  # missing: one line before anything changes
     connection = await open_connection(url)
     try:
         marker = await connection.fetchval("SELECT current_setting($1, true)", ENVIRONMENT_SETTING)
         if archive is None and marked_production(marker):
-            raise PartitionError(
-                f"this database is marked {ENVIRONMENT_SETTING} = {marker!r}: retire with --archive DIR there "
-                "(a pg_dump of each partition before its DROP), not --drop"
-            )
+            marked = f"this database is marked {ENVIRONMENT_SETTING} = {marker!r}: retire with "
+            dump = " there (a pg_dump of each partition before its DROP), not "
+            raise PartitionError(f"{marked}an archive folder{dump}archive=None", command_line=f"{marked}--archive DIR{dump}--drop")
         async with _maintenance(connection, lock_wait):
             await _finalize_detaches(connection, await read_tables(connection), lock_timeout)
             schema = await connection.fetchval("SELECT current_schema()")

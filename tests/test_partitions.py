@@ -30,6 +30,7 @@ from langlearn import backups, partitions
 from langlearn.backups import client_program, libpq_target
 from langlearn.cli.partitions import status_lines
 from langlearn.databases import ScratchDatabases
+from langlearn.errors import UsageError
 from langlearn.local_server import SYSTEM_USER
 from langlearn.verify.partitions import check_partitions
 from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
@@ -509,6 +510,11 @@ async def test_retire_drop_is_refused_on_a_database_marked_production(empty_db, 
         "error: this database is marked langlearn.environment = 'production': retire with --archive DIR there "
         "(a pg_dump of each partition before its DROP), not --drop"
     )
+    with pytest.raises(partitions.PartitionError) as raised:  # the Python API names its own arguments
+        await partitions.retire(empty_db, date(2026, 3, 1), archive=None)
+    assert str(raised.value).endswith("retire with an archive folder there (a pg_dump of each partition before its DROP), not archive=None")
+    with pytest.raises(UsageError, match=r"^ahead=121 is out of range: give a number of months from 0 to 120$"):
+        await partitions.ensure(connection, ahead=121)
     assert await names(connection) == ["history_default", "history_pre_202603"]
 
 
