@@ -1,4 +1,6 @@
-"""The package as a user installs it: a wheel, a new virtualenv outside the checkout, the console script.
+"""The package as a user installs it: a wheel, a new virtualenv outside the checkout, the console script; and a
+service with a model of its own, built by following the README's recipe word for word (its commands, files and
+startup code are read from the README, so the test breaks when the README drifts from what works).
 
 Also: a database migrated by the code before the package existed (the last commit with `core/`)
 reads as at head, with no finding, through the package: Aerich's history is keyed by the app label
@@ -7,12 +9,16 @@ reads as at head, with no finding, through the package: Aerich's history is keye
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -47,11 +53,28 @@ README_CHECKOUT = "langlearn-data"  # what the README's install commands call th
 README_GIT_URL = "git+https://git.example.com/you/langlearn-data.git"
 
 
+def readme_section() -> str:
+    """The README's "Add it to your service": how to install the package, embed it and add a service's own app."""
+    return (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## Add it to your service", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_blocks(language: str) -> list[str]:
+    """The section's fenced blocks in `language`, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```", readme_section(), re.MULTILINE | re.DOTALL)
+
+
+def readme_command(marker: str) -> list[str]:
+    """The section's one shell command containing `marker` (in a bash block, or inline code in the text), as arguments."""
+    lines = [line for block in readme_blocks("bash") for line in block.splitlines()]
+    lines += [span for span in re.findall(r"`([^`\n]+)`", readme_section().replace("```", "")) if span.startswith(("aerich ", "langlearn "))]
+    commands = {tuple(shlex.split(line, comments=True)) for line in lines if marker in line.split("#", 1)[0]}
+    assert len(commands) == 1, f"the README shows {len(commands)} commands with {marker!r}: {commands}"
+    return list(commands.pop())
+
+
 def readme_pip(marker: str) -> list[str]:
-    """The README's one install command (under "Add it to your service") containing `marker`, as pip's arguments."""
-    block = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## Add it to your service", 1)[1]
-    block = block.split("```bash\n", 1)[1].split("```", 1)[0]
-    [command] = [shlex.split(line, comments=True) for line in block.splitlines() if marker in line.split("#", 1)[0]]
+    """The README's one install command containing `marker`, as pip's arguments."""
+    command = readme_command(marker)
     assert command[0] == "pip", command
     return command[1:]
 
@@ -71,6 +94,43 @@ def wheel(tmp_path_factory) -> Path:
     built = workspace / named
     assert built.is_file(), f"the README names {named}; the build made {sorted(p.name for p in workspace.glob('dist/*'))}"
     return built
+
+
+@pytest.fixture(scope="module")
+def venv(wheel, tmp_path_factory) -> Path:
+    """A new virtualenv outside the checkout with the README's base install (the README's command, where it built the
+    wheel), shared by the tests below: a pip install takes a while. The first checks it is the base alone, then adds
+    the extras; the recipe's test adds those it needs (nothing, after the first)."""
+    venv = tmp_path_factory.mktemp("installed") / "venv"
+    ok(run(sys.executable, "-m", "venv", venv, cwd=venv.parent))
+    ok(run(venv / "bin" / "python", "-m", "pip", *readme_pip(".whl "), "--quiet", cwd=wheel.parent.parent))
+    return venv
+
+
+@contextmanager
+def serving(venv: Path, folder: Path, environment: dict[str, str]) -> Iterator[str]:
+    """`uvicorn app:app` of the virtualenv, run in `folder` until the block ends; yields its base URL once it answers."""
+    port = unused_port()
+    server = subprocess.Popen(
+        [str(venv / "bin" / "uvicorn"), "app:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=folder, env={**{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PYTHONPATH")}, **environment},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                httpx.get(base, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "uvicorn did not answer within 60 s"
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_the_wheel_holds_one_import_package_with_its_migrations_and_seed_data(wheel):
@@ -97,15 +157,13 @@ def test_the_wheel_holds_every_file_of_the_folders_it_maps(wheel):
     assert expected - names == set()
 
 
-async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_and_serves(wheel, tmp_path, empty_db):
-    venv, elsewhere = tmp_path / "venv", tmp_path / "service"
+async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_and_serves(wheel, venv, tmp_path, empty_db):
+    elsewhere = tmp_path / "service"
     elsewhere.mkdir()
-    ok(run(sys.executable, "-m", "venv", venv, cwd=tmp_path))
     python, langlearn = venv / "bin" / "python", venv / "bin" / "langlearn"
     database = {"DATABASE_URL": empty_db, "LANGLEARN_DATA_DIR": str(tmp_path / "private-server")}
 
-    # the base install: what a service needs at run time, nothing else (the README's command, where it built the wheel)
-    ok(run(python, "-m", "pip", *readme_pip(".whl "), "--quiet", cwd=wheel.parent.parent))
+    # the base install: what a service needs at run time, nothing else
     installed = ok(run(python, "-m", "pip", "list", "--format=freeze", cwd=elsewhere)).lower()
     for extra in ("pgserver", "fastapi", "uvicorn", "rich"):  # argon2-cffi and supermemo2 are the write path's, so base
         assert f"\n{extra}==" not in f"\n{installed}", f"{extra} is in the base install"
@@ -170,26 +228,10 @@ async def test_installed_outside_the_checkout_it_migrates_checks_verifies_seeds_
         async def health():
             return {"version": app.state.version, "courses": await Course.all().count()}
     """))
-    port = unused_port()
-    server = subprocess.Popen(
-        [str(venv / "bin" / "uvicorn"), "app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=elsewhere, env={**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **database},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        answer = None
-        deadline = time.monotonic() + 60
-        while answer is None and time.monotonic() < deadline:
-            assert server.poll() is None, server.communicate()[1]
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert answer is not None and answer.status_code == 200
+    with serving(venv, elsewhere, database) as base:
+        answer = httpx.get(f"{base}/health", timeout=10)
+        assert answer.status_code == 200
         assert answer.json()["version"] == HEAD and answer.json()["courses"] > 0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     imported = ok(run(python, "-c", "import langlearn; print(langlearn.__file__)", cwd=elsewhere))
     assert Path(imported.strip()).is_relative_to(venv)
 
@@ -233,3 +275,81 @@ def test_a_database_migrated_and_seeded_by_the_code_before_the_package_is_at_hea
     assert ok(run(langlearn, "verify", cwd=tmp_path, env=env)).strip().endswith(": clean (schema, migrations, invariants)")
     again = run(langlearn, "seed", "--no-progress", cwd=tmp_path, env=env)
     assert again.returncode == 0 and "Nothing to do" in again.stdout, again.stderr
+
+
+def readme_model() -> tuple[str, str]:
+    """The README's model module: its path (the block's first line, a comment) and its text."""
+    [block] = [block for block in readme_blocks("python") if block.startswith("# ") and "(Model)" in block]
+    return block.splitlines()[0].removeprefix("# ").strip(), block
+
+
+NOTE_ROUTES = '''
+
+from langlearn.models import User
+from notes_service.models import Note
+
+
+@app.post("/users/{username}/notes")
+async def write(username: str, text: str) -> dict[str, object]:
+    user, _ = await User.get_or_create(username=username, defaults={"email": f"{username}@example.com", "hashed_password": "x"})
+    note = await Note.create(user=user, body=text)
+    return {"id": note.pk, "history": app.state.startup.states["notes"].current}
+
+
+@app.get("/users/{username}/notes")
+async def read(username: str) -> list[str]:
+    return await Note.filter(user__username=username).order_by("id").values_list("body", flat=True)
+'''
+
+
+async def test_a_service_with_its_own_model_follows_the_readme_migrates_both_verifies_clean_and_serves(wheel, venv, tmp_path, empty_db, connect):
+    """The README's recipe in the installed package: its model, its pyproject.toml, its commands, its hand edit and its
+    startup code, in a service folder outside the checkout, on an empty database."""
+    ok(run(venv / "bin" / "python", "-m", "pip", "install", "--quiet", f"{wheel}[service]", cwd=tmp_path))  # uvicorn, fastapi
+
+    def command(marker: str) -> str:  # the README's command, with the virtualenv's console script
+        name, *arguments = readme_command(marker)
+        return ok(run(venv / "bin" / name, *arguments, cwd=service, env={"DATABASE_URL": empty_db}))
+
+    service = tmp_path / "notes-service"
+    module, model = readme_model()
+    (service / module).parent.mkdir(parents=True)
+    (service / module).parent.joinpath("__init__.py").write_text("")
+    (service / module).write_text(model)
+    [pyproject] = readme_blocks("toml")
+    (service / "pyproject.toml").write_text(pyproject)
+    printed = ok(run(venv / "bin" / "langlearn", "migrations", "aerich-config", cwd=service))
+    assert tomllib.loads(pyproject)["tool"]["aerich"] == tomllib.loads(printed)["tool"]["aerich"], "the README's [tool.aerich] is not what aerich-config prints"
+
+    command("init-migrations")
+    [first] = (service / "migrations" / "notes").glob("0_*.py")
+    # the hand edit the README asks for: the empty downgrade returns the DROP TABLE it names
+    [drop] = re.findall(r'`(DROP TABLE IF EXISTS "\w+";)`', readme_section())
+    empty = 'async def downgrade(db: BaseDBAsyncClient) -> str:\n    return """\n        """'
+    assert empty in first.read_text(), first.read_text()
+    first.write_text(first.read_text().replace(empty, 'async def downgrade(db: BaseDBAsyncClient) -> str:\n'
+                                                      '    # hand edit: Aerich writes no downgrade for a first migration\n'
+                                                      f'    return """\n        {drop}"""'))
+    upgrade = first.read_text().split("async def downgrade", 1)[0]
+    [table] = re.findall(r'CREATE TABLE IF NOT EXISTS "(\w+)"', upgrade)  # its own table only, not the package's
+    assert 'REFERENCES "users" ("id") ON DELETE CASCADE' in upgrade, upgrade
+
+    both = f"database at {HEAD} (head); notes at {first.name} (head); schema matches the models"
+    assert command("langlearn upgrade").strip() == f"applied {len(history.version_files()) + 1} migration(s); {both}"
+    assert command("langlearn verify").strip().endswith(": clean (schema, migrations, invariants)")
+    reverted = command("langlearn downgrade")
+    assert reverted.startswith("reverted 1 migration(s); ") and "notes at no version, 1 pending" in reverted, reverted
+    connection = await connect(empty_db)
+    assert await connection.fetchval("SELECT to_regclass($1) IS NULL AND to_regclass('users') IS NOT NULL", table)  # its table, not ours
+    applied = command("aerich --app notes upgrade")
+    assert applied.strip() == f"Success upgrading to {first.name}"
+    assert command("langlearn verify").strip().endswith(": clean (schema, migrations, invariants)")
+
+    [startup] = [block for block in readme_blocks("python") if "async def lifespan" in block]
+    (service / "app.py").write_text(startup + NOTE_ROUTES)
+    with serving(venv, service, {"DATABASE_URL": empty_db}) as base:
+        for text in ("first", "second"):
+            written = httpx.post(f"{base}/users/ada/notes", params={"text": text}, timeout=10)
+            assert written.status_code == 200, written.text
+            assert written.json()["history"] == first.name
+        assert httpx.get(f"{base}/users/ada/notes", timeout=10).json() == ["first", "second"]
