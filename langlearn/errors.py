@@ -51,27 +51,32 @@ class StartupError(LanglearnError):
     """The service must not start (wrong schema, lock not obtained, failed migration)."""
 
 
-class DatabaseBehind(StartupError):
-    """The database lacks migrations this code has (`pending`, oldest first)."""
+def _whose(app: str | None) -> str:
+    """The subject of a refusal about a history: the database (the package's), or a service's app's history in it."""
+    return "database" if app is None else f"app {app!r} in the database"
 
-    def __init__(self, pending: tuple[str, ...]) -> None:
-        self.pending = pending
+
+class DatabaseBehind(StartupError):
+    """The database lacks migrations this code has (`pending`, oldest first); `app`: a service's app, None for the package's."""
+
+    def __init__(self, pending: tuple[str, ...], app: str | None = None) -> None:
+        self.pending, self.app = pending, app
         super().__init__(f"{self._what()}; apply them with `langlearn upgrade`, or start with migrate='apply'")
 
     def _what(self) -> str:
-        return f"database is behind the code: {len(self.pending)} migration(s) pending, the first {self.pending[0]}"
+        return f"{_whose(self.app)} is behind the code: {len(self.pending)} migration(s) pending, the first {self.pending[0]}"
 
     def for_command_line(self) -> str:
         return f"{self._what()}; run `langlearn upgrade` (`langlearn status` lists them)"
 
 
 class DatabaseAhead(StartupError):
-    """The database recorded migrations this code does not have (`unknown`)."""
+    """The database recorded migrations this code does not have (`unknown`); `app`: a service's app, None for the package's."""
 
-    def __init__(self, unknown: tuple[str, ...]) -> None:
-        self.unknown = unknown
+    def __init__(self, unknown: tuple[str, ...], app: str | None = None) -> None:
+        self.unknown, self.app = unknown, app
         super().__init__(
-            f"database is ahead of the code: it recorded {', '.join(unknown)}, which this code does not have; "
+            f"{_whose(app)} is ahead of the code: it recorded {', '.join(unknown)}, which this code does not have; "
             "deploy the code that has it, or run `langlearn downgrade` with that code"
         )
 

@@ -242,7 +242,7 @@ async def prepare(
             warnings: tuple[Finding, ...] = ()
             for app in migrated_apps(options, apps):
                 states[app.label] = state = await history.read_state(connection, location=app.location, app=app.label)
-                _refuse_unless_at_head(state)
+                _refuse_unless_at_head(state, None if app.label == APP_LABEL else app.label)
                 warnings += await _refuse_edited_history(connection, state, app)
             warnings += await _check_schema(connection, options)
             state = states[APP_LABEL] if APP_LABEL in states else await history.read_state(connection, location=options.migrations)
@@ -339,11 +339,11 @@ async def _apply(
     )
 
 
-def _refuse_unless_at_head(state: MigrationState) -> None:
+def _refuse_unless_at_head(state: MigrationState, app: str | None) -> None:
     if state.unknown:
-        raise DatabaseAhead(tuple(state.unknown))
+        raise DatabaseAhead(tuple(state.unknown), app)
     if state.pending:
-        raise DatabaseBehind(tuple(state.pending))
+        raise DatabaseBehind(tuple(state.pending), app)
     if state.duplicates:
         log.warning("versions recorded more than once in the aerich table: %s", ", ".join(state.duplicates))
 

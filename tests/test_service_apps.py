@@ -108,7 +108,11 @@ def test_aerich_writes_only_the_apps_own_tables_first_and_after_a_model_change(s
 
     models = service / "notes_service" / "models.py"
     models.write_text(models.read_text().replace("    body = fields.TextField()\n", PINNED))
+    unmigrated = command("langlearn", "migrations", "check", cwd=service, database=empty_db)  # CI's offline gate sees it
+    assert unmigrated.returncode == 1 and unmigrated.stdout.startswith(f"app models: models agree with {HEAD}"), unmigrated.stdout
+    assert "app notes: " in unmigrated.stdout and unmigrated.stdout.rstrip().splitlines()[-1].startswith("fix: run `aerich --app notes migrate --name")
     ok(command("aerich", "--app", "notes", "migrate", "--name", "pinned", cwd=service, database=empty_db))
+    assert "app notes: models agree with" in ok(command("langlearn", "migrations", "check", cwd=service, database=empty_db))
     [second] = (service / "migrations" / "notes").glob("1_*_pinned.py")
     text = second.read_text()
     assert 'ALTER TABLE "svc_notes" ADD "pinned" BOOL NOT NULL DEFAULT False' in text and "users" not in text.split("MODELS_STATE")[0]
@@ -191,3 +195,29 @@ async def test_the_python_runner_takes_the_same_apps_mapping(service, empty_db, 
     reverted = await history.downgrade(empty_db, to="base", apps=notes)
     assert reverted == [first.name, *reversed(history.version_files())]  # the service's first: its table points at users
     assert await applied(connect, empty_db) == []
+
+
+async def test_refusals_name_the_app_and_repair_and_stamp_take_it(service, head_db, connect):
+    first = first_migration(service, head_db)
+    behind = command("langlearn", "check", cwd=service, database=head_db)
+    assert behind.returncode == 1 and behind.stderr == (
+        f"error: app 'notes' in the database is behind the code: 1 migration(s) pending, the first {first.name}; "
+        "run `langlearn upgrade` (`langlearn status` lists them)\n"
+    )
+    # tables built outside the history (a schema-only restore): stamped, then compared with the app's models
+    connection = await connect(head_db)
+    await connection.execute('CREATE TABLE "svc_notes" ("id" SERIAL PRIMARY KEY, "body" TEXT NOT NULL, '
+                             '"user_id" UUID NOT NULL REFERENCES "users" ("id") ON DELETE CASCADE)')
+    stamped = ok(command("langlearn", "migrations", "stamp", "head", "--app", "notes", cwd=service, database=head_db))
+    assert f"recorded {first.name}" in stamped and stamped.splitlines()[-1] == "schema matches the models", stamped
+    await connection.execute('ALTER TABLE "svc_notes" DROP COLUMN "body"')
+    assert "svc_notes.body" in command("langlearn", "check", cwd=service, database=head_db).stderr
+    await connection.execute('ALTER TABLE "svc_notes" ADD COLUMN "body" TEXT NOT NULL')
+
+    first.write_text(first.read_text().replace('DROP TABLE IF EXISTS "svc_notes";', 'DROP TABLE IF EXISTS "svc_notes"; -- reviewed'))
+    edited = command("langlearn", "check", cwd=service, database=head_db)
+    assert edited.returncode == 1 and f"migration {first.name} of app 'notes' was edited" in edited.stderr
+    assert edited.stderr.rstrip().endswith("run `langlearn migrations repair --app notes`"), edited.stderr
+    repaired = ok(command("langlearn", "migrations", "repair", "--app", "notes", cwd=service, database=head_db))
+    assert repaired.splitlines()[0] == f"re-recorded {first.name}: its downgrade SQL as the file now has it"
+    ok(command("langlearn", "check", cwd=service, database=head_db))

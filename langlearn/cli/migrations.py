@@ -33,7 +33,7 @@ from langlearn.cli.deploy import (
 from langlearn.cli.verify import report
 from langlearn.errors import ConfigError, Interrupted, UsageError
 from langlearn.history import Target
-from langlearn.history.apps import MigrationApp
+from langlearn.history.apps import MigrationApp, configured_apps
 from langlearn.history.files import BASE, Direction, History
 from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.plan import Plan, assumed_applied, downgrade_plan, upgrade_plan
@@ -75,7 +75,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
                        help="the runnable psql script, bookkeeping included (the default when the output is not a terminal)")
     add_timeout_options(sql)  # the script tries the lock once, so no --lock-wait
     add_database_options(sql)
-    sql.add_argument("--app", metavar="NAME", help="a service's app declared in pyproject.toml (default: `models`, this package's)")
+    add_one_app_option(sql)
     sql.set_defaults(handler=run_sql)
 
     fix = sub.add_parser("repair", help="re-record the digests of applied migrations after a deliberate edit",
@@ -84,6 +84,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
                          "an edit that changes what the migration does belongs in a new migration.")
     add_lock_wait_option(fix)
     add_database_options(fix)
+    add_one_app_option(fix)
     fix.set_defaults(handler=run_repair)
 
     mark = sub.add_parser("stamp", help="record migrations as applied without running them (tables built outside the history), then check the schema",
@@ -98,6 +99,7 @@ def register(commands: argparse._SubParsersAction[Parser]) -> None:
     mark.add_argument("version", metavar="VERSION", help="the last migration to record: its number, its file name, or `head`")
     add_lock_wait_option(mark)
     add_database_options(mark)
+    add_one_app_option(mark)
     mark.set_defaults(handler=run_stamp)
 
     aerich = sub.add_parser("aerich-config", help="print the [tool.aerich] table that points plain `aerich` at this installation's history",
@@ -152,7 +154,7 @@ async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
 async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
     options = startup_options(args)
     if args.start is not None:
-        app = sql_app(args)
+        app = one_app(args)
         plan = offline_plan(history.load_history(app.location, app.label), args.start, args.to, args.down)
         title = f"langlearn migrations sql --from {args.start}"
     else:
@@ -160,7 +162,7 @@ async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
         target = Target("down" if args.down else "up", args.to)
         if args.down and args.to is None:
             raise UsageError("--down needs --to VERSION (or `base`): the migration the database ends at")
-        plan, _ = await database_plan(url, target, options, sql_app(args))
+        plan, _ = await database_plan(url, target, options, one_app(args))
         title = f"langlearn migrations sql for {redact(url)}"
     review = args.review if args.review is not None else streams.out.isatty()
     if review:
@@ -171,8 +173,12 @@ async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
     return 0
 
 
-def sql_app(args: argparse.Namespace) -> MigrationApp:
-    """The one app whose SQL `migrations sql` prints: --app's, else the package's."""
+def add_one_app_option(parser: Parser) -> None:
+    parser.add_argument("--app", metavar="NAME", help="a service's app declared in pyproject.toml (default: `models`, this package's)")
+
+
+def one_app(args: argparse.Namespace) -> MigrationApp:
+    """The one app whose history the command works on: --app's, else the package's."""
     return migrated_apps(startup_options(args), (args.app or APP_LABEL,))[0]
 
 
@@ -195,7 +201,8 @@ async def run_repair(args: argparse.Namespace, streams: Streams) -> int:
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-repair")
     try:
         await refuse_transaction_pooler(connection, url)
-        done = await repair(connection, location=options.migrations, lock_wait=options.lock_wait)
+        app = one_app(args)
+        done = await repair(connection, location=app.location, lock_wait=options.lock_wait, app=app.label)
     finally:
         await connection.close()
     lines = [f"re-recorded {edit.version}: its {' and '.join(edit.parts)} as the file now has it" for edit in done.edits]
@@ -219,7 +226,8 @@ async def run_stamp(args: argparse.Namespace, streams: Streams) -> int:
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-stamp")
     try:
         await refuse_transaction_pooler(connection, url)
-        done = await stamp(connection, args.version, location=options.migrations, lock_wait=options.lock_wait)
+        app = one_app(args)
+        done = await stamp(connection, args.version, location=app.location, lock_wait=options.lock_wait, app=app.label)
         print("\n".join(stamp_lines(done)), file=streams.out)
         if done.state.pending:  # the models describe head: below it, `langlearn upgrade` compares once it gets there
             print(f"schema not compared: the models describe head and {len(done.state.pending)} migration(s) are pending; "
@@ -254,9 +262,10 @@ def stamp_lines(done: Stamped) -> list[str]:
 
 
 async def stamped_schema_findings(connection: asyncpg.Connection, url: str) -> list[Finding]:
-    """The schema check `langlearn check` runs, on the stamped database (the stamp is committed by now)."""
+    """The schema check `langlearn check` runs (the service's declared apps' tables compared too), on the stamped database
+    (the stamp is committed by now)."""
     try:
-        return await check_schema(connection)
+        return await check_schema(connection, apps={app.label: app.models for app in configured_apps()})
     except asyncio.CancelledError:
         raise Interrupted("the stamp is recorded; the schema check did not finish: run `langlearn check`") from None
     except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as problem:

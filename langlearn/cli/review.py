@@ -14,6 +14,7 @@ from typing import Any
 
 from langlearn.cli import Parser, Streams
 from langlearn.errors import UsageError
+from langlearn.history.apps import configured_apps, package_app
 from langlearn.history.files import History, load_history
 from langlearn.history.review import ModelChanges, describe_current_models, model_changes, render_state_diff, state_diff
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION
@@ -53,32 +54,39 @@ def _migrations_option(command: argparse.ArgumentParser) -> None:
 
 
 async def run_check(options: argparse.Namespace, streams: Streams) -> int:
-    changes = await model_changes(options.migrations)
-    if changes.agree:
-        print(f"models agree with {changes.head}: `aerich migrate` would generate nothing", file=streams.out)
-        return 0
-    print(check_report(changes), file=streams.out)
-    return 1
+    """The package's models against its history, then each of the service's declared apps' against theirs."""
+    services = configured_apps()
+    disagree = 0
+    for app in (package_app(options.migrations), *services):
+        changes = await model_changes(app.location, app=app.label, services=services)
+        aerich = f"aerich --app {app.label}" if services else "aerich"
+        where = f"app {app.label}: " if services else ""
+        if changes.agree:
+            print(f"{where}models agree with {changes.head}: `{aerich} migrate` would generate nothing", file=streams.out)
+        else:
+            disagree += 1
+            print(f"{where}{check_report(changes, aerich)}", file=streams.out)
+    return 1 if disagree else 0
 
 
-def check_report(changes: ModelChanges) -> str:
+def check_report(changes: ModelChanges, aerich: str = "aerich") -> str:
     """What differs, the SQL Aerich would write for it, and what to do."""
     if changes.state_agrees:  # only the native enum types: Aerich's diff is clean, the upgrade would fail
         header = f"models agree with {changes.head}, but the native enum types differ from those the history creates (Aerich writes no SQL for them):"
         return "\n".join([header, *map(str, changes.enum_problems)])
     lines = [render_state_diff(changes.changes, changes.head, "the models")]
     if changes.upgrade_sql:
-        lines += ["", "`aerich migrate` would generate, to upgrade:", *_statements(changes.upgrade_sql)]
+        lines += ["", f"`{aerich} migrate` would generate, to upgrade:", *_statements(changes.upgrade_sql)]
         lines += ["and to downgrade:", *(_statements(changes.downgrade_sql) or ["    (nothing)"])]
     else:  # Aerich ignores some changes (an on_delete, a table comment): it would say "No changes detected"
-        lines += ["", "`aerich migrate` would generate no SQL for these changes (Aerich does not handle them)"]
+        lines += ["", f"`{aerich} migrate` would generate no SQL for these changes (Aerich does not handle them)"]
     lines += [f"Aerich warns: {warning}" for warning in changes.aerich_warnings]
     if changes.enum_problems:
         lines += ["", "and the native enum types, which Aerich writes no SQL for (one line each):", *map(str, changes.enum_problems)]
     if changes.upgrade_sql:
-        lines += ["", f"fix: run `aerich migrate --name <verb_object>`, {MAKE_IT}"]
+        lines += ["", f"fix: run `{aerich} migrate --name <verb_object>`, {MAKE_IT}"]
     else:
-        lines += ["", f"fix: run `aerich migrate --empty --name <verb_object>` (it records the models' state), write its SQL, {MAKE_IT}"]
+        lines += ["", f"fix: run `{aerich} migrate --empty --name <verb_object>` (it records the models' state), write its SQL, {MAKE_IT}"]
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ import asyncpg
 from langlearn.compat import encode_models_state
 from langlearn.history.files import History, Migration
 from langlearn.history.state import MigrationState, has_table, recorded_models_states
+from langlearn.settings import APP_LABEL
 
 CHECKSUM_TABLE = "aerich_checksums"
 # Aerich's own table as `aerich init-db` creates it (Tortoise's schema for `aerich.models.Aerich`), the
@@ -46,7 +47,7 @@ CREATE_CHECKSUM_TABLE = f"""CREATE TABLE IF NOT EXISTS "{CHECKSUM_TABLE}" (
     PRIMARY KEY ("app", "version")
 )"""
 
-EDIT_HINT = "restore it, put the change in a new migration; if the edit was deliberate, run `langlearn migrations repair`"
+EDIT_HINT = "restore it, put the change in a new migration; if the edit was deliberate, run `langlearn migrations repair{app}`"
 
 
 def literal(text: str) -> str:
@@ -101,10 +102,13 @@ class Edit:
 
     version: str
     parts: tuple[str, ...]  # "upgrade SQL", "downgrade SQL", "models state"
+    app: str = APP_LABEL
 
     @property
     def message(self) -> str:
-        return f"migration {self.version} was edited after it was applied (its {' and '.join(self.parts)} changed): {EDIT_HINT}"
+        whose = "" if self.app == APP_LABEL else f" of app {self.app!r}"
+        repair = "" if self.app == APP_LABEL else f" --app {self.app}"
+        return f"migration {self.version}{whose} was edited after it was applied (its {' and '.join(self.parts)} changed): {EDIT_HINT.format(app=repair)}"
 
 
 @dataclass(frozen=True)
@@ -140,5 +144,5 @@ async def compare(connection: asyncpg.Connection, history: History, state: Migra
         if migration.compressed_state and version in states and json.loads(encode_models_state(migration.models_state)) != states[version]:
             parts.append("models state")
         if parts:
-            edited.append(Edit(version, tuple(parts)))
+            edited.append(Edit(version, tuple(parts), history.app))
     return ChecksumReport(edited=tuple(edited), unrecorded=tuple(unrecorded))

@@ -22,12 +22,13 @@ import ast
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from langlearn.compat import aerich_migrate_operators, describe_models, encode_models_state
 from langlearn.errors import ConfigError
+from langlearn.history.apps import MigrationApp
 from langlearn.history.enum_types import EnumProblem, enum_problems
 from langlearn.history.files import load_history
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, tortoise_config
@@ -90,6 +91,7 @@ class ModelChanges:
     aerich_warnings: tuple[str, ...]
     # the native enum types the models' columns need against those the history creates (Aerich writes none)
     enum_problems: tuple[EnumProblem, ...] = ()
+    app: str = APP_LABEL  # whose models and history: the package's, or a service's app's
 
     @property
     def state_agrees(self) -> bool:
@@ -387,23 +389,25 @@ def as_recorded(state: dict[str, Any]) -> dict[str, Any]:
     return recorded
 
 
-async def model_changes(location: str = MIGRATIONS_LOCATION) -> ModelChanges:
-    """The current models against the newest migration under `location` (Aerich's `location`): the
-    changes, and the SQL `aerich migrate` would generate for them (not written anywhere). Offline."""
+async def model_changes(location: str = MIGRATIONS_LOCATION, *, app: str = APP_LABEL, services: Sequence[MigrationApp] = ()) -> ModelChanges:
+    """The current models of `app` (the package's, or one of the service's apps in `services`) against the newest
+    migration of its history under `location` (Aerich's `location`): the changes, and the SQL `aerich migrate` would
+    generate for them (not written anywhere). Offline. The native enum types are the package's concern: its SQL
+    creates them, Aerich does not."""
     from tortoise import Tortoise
     from tortoise.context import TortoiseContext
 
-    history = load_history(location)
+    history = load_history(location, app)
     if history.head is None:
-        raise ConfigError(f"no migration in {history.folder}; the first one is made by `aerich init-db`")
+        raise ConfigError(f"no migration in {history.folder}; the first one is made by `aerich --app {app} init-migrations`")
     head = history.head
-    config = tortoise_config(OFFLINE_URL)
+    config = tortoise_config(OFFLINE_URL, {service.label: {"models": list(service.models)} for service in services})
     async with TortoiseContext() as context:
         await context.init(config=config, init_connections=False)
-        current = describe_models(APP_LABEL)
-        operators = await aerich_migrate_operators(config, APP_LABEL, location, head.models_state, current)
+        current = describe_models(app)
+        operators = await aerich_migrate_operators(config, app, location, head.models_state, current)
         changes = tuple(state_diff(head.models_state, as_recorded(current)))
-        enums = enum_problems(history, Tortoise.apps[APP_LABEL].values(), models_changed=bool(changes or operators.upgrade))
+        enums = enum_problems(history, Tortoise.apps[app].values(), models_changed=bool(changes or operators.upgrade)) if app == APP_LABEL else ()
     return ModelChanges(
         head=head.version,
         changes=changes,
@@ -411,4 +415,5 @@ async def model_changes(location: str = MIGRATIONS_LOCATION) -> ModelChanges:
         downgrade_sql=operators.downgrade,
         aerich_warnings=operators.warnings,
         enum_problems=enums,
+        app=app,
     )

@@ -204,7 +204,7 @@ async def plan_now(
     history = load_history(location, app)
     state = await read_state(connection, location=location, app=app)
     if state.unknown:
-        raise DatabaseAhead(tuple(state.unknown))
+        raise DatabaseAhead(tuple(state.unknown), None if app == APP_LABEL else app)
     report = await checksums.compare(connection, history, state)
     if report.edited:
         raise HistoryEdited(

@@ -23,7 +23,7 @@ from langlearn.history.files import BASE, History, Migration, load_history, vers
 from langlearn.history.lock import acquire_migration_lock
 from langlearn.history.runner import DEFAULT_LOCK_WAIT, Target, plan_now
 from langlearn.history.state import MigrationState, has_table, read_state
-from langlearn.settings import MIGRATIONS_LOCATION
+from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION
 
 HEAD = "head"
 BOOKKEEPING_TABLES = ("aerich", CHECKSUM_TABLE)
@@ -59,17 +59,20 @@ def stamp_target(history: History, spec: str) -> Migration:
     return target
 
 
-async def stamp(connection: asyncpg.Connection, version: str = HEAD, *, location: str = MIGRATIONS_LOCATION, lock_wait: float = DEFAULT_LOCK_WAIT) -> Stamped:
+async def stamp(
+    connection: asyncpg.Connection, version: str = HEAD, *, location: str = MIGRATIONS_LOCATION, lock_wait: float = DEFAULT_LOCK_WAIT,
+    app: str = APP_LABEL,
+) -> Stamped:
     """Under the migration lock taken on `connection`, record every migration up to `version` (a number, a file name
     or `head`) that the database does not record yet, without running any of them, in one transaction.
 
     Refuses (StartupError, database unchanged) a database that records a version beyond `version` or one the code
     does not have, and an applied migration edited since it ran; UsageError for a `version` not in the history.
     The lock stays held until `connection` closes, as after `migrate`."""
-    target = stamp_target(load_history(location), version)
+    target = stamp_target(load_history(location, app), version)
     waited = await acquire_migration_lock(connection, lock_wait)
     # the upgrade the runner would make, of which only the bookkeeping is written
-    plan, state = await plan_now(connection, Target("up", target.version), location)
+    plan, state = await plan_now(connection, Target("up", target.version), location, app)
     beyond = [recorded for recorded in dict.fromkeys(state.applied) if version_number(recorded) > target.number]
     if beyond:
         raise StartupError(
@@ -91,6 +94,6 @@ async def stamp(connection: asyncpg.Connection, version: str = HEAD, *, location
         recorded=plan.versions,
         adopted=tuple(migration.version for migration in plan.adopt),
         created=missing,
-        state=await read_state(connection, location=location),
+        state=await read_state(connection, location=location, app=app),
         lock_waited=waited,
     )
