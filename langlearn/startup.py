@@ -57,7 +57,7 @@ from langlearn import history, partitions
 from langlearn.compat import init_tortoise
 from langlearn.errors import DatabaseAhead, DatabaseBehind, HistoryEdited, SchemaDrift
 from langlearn.history import MigrationState, Target, checksums
-from langlearn.history.apps import MigrationApp, apps_from_mapping, migrate_apps, package_app, select_apps
+from langlearn.history.apps import MigrationApp, apps_from_mapping, migrate_apps, package_app, refuse_stranding, select_apps
 from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.runner import DEFAULT_LOCK_TIMEOUT, DEFAULT_LOCK_WAIT, DEFAULT_STATEMENT_TIMEOUT
 from langlearn.routing import Router, check_standbys, configured_wait
@@ -307,9 +307,11 @@ def migrated_apps(options: StartupOptions, names: Sequence[str] = ()) -> tuple[M
 async def _apply(
     connection: asyncpg.Connection, url: str, options: StartupOptions, target: Target, expected: Mapping[str, tuple[str, ...]] | None, names: Sequence[str]
 ) -> Startup:
+    chosen = migrated_apps(options, names)
+    await refuse_stranding(connection, chosen, migrated_apps(options), target)
     outcomes = await migrate_apps(
         connection,
-        migrated_apps(options, names),
+        chosen,
         target,
         lock_wait=options.lock_wait,
         lock_timeout=options.lock_timeout,

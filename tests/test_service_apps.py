@@ -144,6 +144,12 @@ async def test_one_runner_takes_both_histories_up_together_and_down_in_reverse(s
     connection = await connect(empty_db)
     assert await connection.fetchval("SELECT recorded_by FROM aerich_checksums WHERE app = 'notes'") == "adopt"
 
+    stranding = command("langlearn", "downgrade", "--app", "models", "--to", "base", "--yes", cwd=service, database=empty_db)
+    assert stranding.returncode == 2 and stranding.stderr == (
+        "error: reverting the package's whole history drops `users`, which app 'notes' builds on (1 of its migration(s) applied); "
+        "nothing was reverted: run `langlearn downgrade --app notes --to base` first, or drop --app to revert every app\n"
+    )
+    assert len(await applied(connect, empty_db)) == len(history.version_files()) + 1
     # everything down: the service's table first, or dropping `users` would fail on its foreign key
     ok(command("langlearn", "downgrade", "--to", "base", "--yes", cwd=service, database=empty_db))
     assert await tables(connect, empty_db) <= {"aerich", "aerich_checksums"}

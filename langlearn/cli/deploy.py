@@ -28,7 +28,7 @@ from langlearn import history
 from langlearn.cli import Parser, Streams, positive_seconds
 from langlearn.errors import NotConfirmed
 from langlearn.history import Target, checksums
-from langlearn.history.apps import MigrationApp, configured_apps, refuse_ambiguous_target
+from langlearn.history.apps import MigrationApp, configured_apps, refuse_ambiguous_target, refuse_stranding
 from langlearn.history.lock import lock_holder
 from langlearn.history.plan import Plan
 from langlearn.history.runner import plan_now
@@ -175,6 +175,7 @@ async def database_plans(url: str, target: Target, options: StartupOptions, apps
     refuse_ambiguous_target(apps, target)
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-plan")
     try:
+        await refuse_stranding(connection, apps, migrated_apps(options), target)
         plans = []
         for app in apps if target.direction == "up" else tuple(reversed(apps)):
             plan, state = await plan_now(connection, target, app.location, app.label)

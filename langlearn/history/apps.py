@@ -31,7 +31,8 @@ from langlearn.errors import ConfigError, UsageError
 from langlearn.history.files import BASE, app_folder
 from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.history.plan import Step
-from langlearn.history.runner import Outcome, Target, migrate
+from langlearn.history.runner import Outcome, Target, migrate, plan_now
+from langlearn.history.state import read_state
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION, MODELS_MODULE, AppsConfig, open_connection
 
 CONFIG_FILE = "pyproject.toml"
@@ -126,6 +127,31 @@ def refuse_ambiguous_target(apps: Sequence[MigrationApp], target: Target) -> Non
             f"{problem}: migrate one of {', '.join(app.label for app in apps)} at a time",
             command_line=f"{problem}: --app {' or --app '.join(app.label for app in apps)}",
         )
+
+
+async def refuse_stranding(
+    connection: asyncpg.Connection, chosen: Sequence[MigrationApp], declared: Sequence[MigrationApp], target: Target
+) -> None:
+    """Refuse, before anything is reverted, a downgrade of the package's whole history while a service's app left out of
+    it still has migrations applied: its tables reference `users`, so the last step would fail after all the others ran."""
+    package = next((app for app in chosen if app.label == APP_LABEL), None)
+    if target.direction != "down" or package is None:
+        return
+    plan, _ = await plan_now(connection, target, package.location, APP_LABEL)
+    if not plan.steps or plan.end is not None:
+        return
+    for app in declared:
+        if app in chosen:
+            continue
+        state = await read_state(connection, location=app.location, app=app.label)
+        if state.applied:
+            raise UsageError(
+                f"reverting the package's whole history drops `users`, which app {app.label!r} builds on ({len(state.applied)} of its "
+                f"migration(s) applied); nothing was reverted: revert that app first, or both at once",
+                command_line=f"reverting the package's whole history drops `users`, which app {app.label!r} builds on "
+                f"({len(state.applied)} of its migration(s) applied); nothing was reverted: run `langlearn downgrade --app {app.label} "
+                "--to base` first, or drop --app to revert every app",
+            )
 
 
 @dataclass(frozen=True)
