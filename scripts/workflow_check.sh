@@ -2,8 +2,8 @@
 # The documented model-change workflow (docs/migrations.md), end to end on a clean clone of this checkout's HEAD in a
 # temporary folder: add a nullable column to a model, `aerich migrate`, add the docstring, upgrade, regenerate
 # docs/schema.md, then lint, types, layering and the suite (the rigs aside) must pass with the user's new migration (number 10
-# or later: file lists must sort by number, not as text). Part of .ci/run; takes about as long as the suite.
-# Nothing is left behind: the clone, its private server and the workflow's database go when it ends, pass or fail;
+# or later: file lists must sort by number, not as text). Part of .ci/run; its suite runs on two workers (pytest-xdist).
+# Nothing is left behind: the clone, its private servers (the suite's workers have their own) and the workflow's database go when it ends, pass or fail;
 # this checkout is only read. Usage: bash scripts/workflow_check.sh
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,6 +17,9 @@ cleanup() {
             DATABASE_URL="$server_url" .venv/bin/langlearn db drop workflow_check --yes > /dev/null 2>&1 || true
         else
             .venv/bin/langlearn server stop > /dev/null 2>&1 || true
+            for worker in .pgdata/xdist/*/; do  # the suite's workers' own servers, if a worker died before stopping its own
+                [ -d "$worker" ] && LANGLEARN_DATA_DIR="$worker" .venv/bin/langlearn server stop > /dev/null 2>&1 || true
+            done
         fi
     fi
     cd /
@@ -45,5 +48,7 @@ langlearn verify --skip-invariants
 langlearn db drop workflow_check --yes
 if [ -n "$server_url" ]; then export DATABASE_URL="$server_url"; else unset DATABASE_URL; fi
 ruff check . && python scripts/package_checks.py
-# the rigs (standbys, PgBouncer, Patroni) do not read the user's model change and ran in .ci/run's suite already
-bash scripts/test -q -m "not rig"
+# the rigs (standbys, PgBouncer, Patroni) do not read the user's model change and ran in .ci/run's suite already;
+# two workers (pytest-xdist), a file each at a time, each with a private server of its own (tests/conftest.py): most
+# tests wait on PostgreSQL or on a command they started, so two keep both cores busy
+bash scripts/test -q -m "not rig" -n 2 --dist loadfile

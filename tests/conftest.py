@@ -29,6 +29,14 @@ PREFIX = f"lltest_{os.getpid()}_"
 os.environ["LANGLEARN_CACHE_DIR"] = tempfile.mkdtemp(prefix="langlearn-test-cache-")
 # each test names its databases; an exported direct URL would send the commands and services it starts elsewhere
 os.environ.pop("DATABASE_DIRECT_URL", None)
+# pytest-xdist (`-n 2`, scripts/workflow_check.sh): each worker runs a private server of its own, inside the usual one's
+# data directory, since a test stops and restarts "the" private server (tests/test_service_load.py)
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+OWN_WORKER_SERVER = bool(XDIST_WORKER) and not os.environ.get("DATABASE_URL")
+if OWN_WORKER_SERVER:
+    from langlearn.local_server import data_dir
+
+    os.environ["LANGLEARN_DATA_DIR"] = str(data_dir() / "xdist" / str(XDIST_WORKER))
 
 
 def pytest_configure(config):
@@ -47,6 +55,14 @@ def pytest_configure(config):
             return routed(url, **options)
 
         langlearn.database = startup.database = with_itself_as_standby
+
+
+def pytest_sessionfinish(session):
+    """A worker's own private server stops with the worker (the workflow check removes its clone afterwards)."""
+    if OWN_WORKER_SERVER:
+        from langlearn import local_server
+
+        local_server.stop()
 
 
 @pytest.fixture(scope="session")
