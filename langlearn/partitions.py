@@ -62,7 +62,7 @@ import asyncpg
 
 from langlearn import backups
 from langlearn.errors import LanglearnError, UsageError
-from langlearn.history.lock import AdvisoryLock, acquire_migration_lock
+from langlearn.history.lock import AdvisoryLock, acquire_migration_lock, refuse_transaction_pooler
 from langlearn.settings import APP_LABEL, ENVIRONMENT_SETTING, marked_production, open_connection
 
 DEFAULT_AHEAD = 3  # months created past the current one: a quarter without a cron run still writes
@@ -509,6 +509,7 @@ async def retire(
             raise UsageError(f"archive={archive} {a_file}", command_line=f"--archive {archive} {a_file}")
         backups.client_program("pg_dump")  # missing: one line before anything changes
     connection = await open_connection(url)
+    await refuse_transaction_pooler(connection, url, "partition maintenance")
     try:
         marker = await connection.fetchval("SELECT current_setting($1, true)", ENVIRONMENT_SETTING)
         if archive is None and marked_production(marker):

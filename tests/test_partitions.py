@@ -660,3 +660,19 @@ async def test_the_seed_writes_its_history_into_a_partition_per_month(seeded_db,
     assert [f for f in await check_partitions(connection) if f.subject.startswith(table)] == []
     # the parent has statistics of its own (autovacuum analyses only the partitions)
     assert await connection.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1 AND inherited", table) > 0
+
+
+async def test_maintenance_connects_to_postgresql_itself_never_through_a_transaction_pooler(empty_db, connect):
+    """Its lock is a session's, as the migrations' is: DATABASE_DIRECT_URL when set, and a transaction pooler refused."""
+    connection = await connect(empty_db)
+    await make_history(connection)
+    pooled = f"{empty_db}?pool_mode=transaction"
+    for command in (["ensure"], ["retire", "--before", "2026-03-01", "--drop", "--yes"]):
+        refused = run_cli(LANGLEARN, "partitions", *command, database=pooled)
+        assert refused.returncode == 2 and refused.stderr.startswith(
+            "error: partition maintenance cannot run through a transaction pooler (its URL says pool_mode=transaction)"
+        ) and refused.stderr.count("\n") == 1, refused.stderr
+    assert await names(connection) == ["history_default", "history_pre_202603"]
+    direct = run_cli(LANGLEARN, "partitions", "ensure", database=pooled, env={"DATABASE_DIRECT_URL": empty_db})
+    assert direct.returncode == 0, direct.stderr
+    assert "history_default" not in await names(connection)

@@ -18,6 +18,7 @@ from pathlib import Path
 from langlearn import partitions
 from langlearn.cli import Parser, Streams, positive_seconds
 from langlearn.errors import UsageError
+from langlearn.history.lock import refuse_transaction_pooler
 from langlearn.settings import open_connection
 
 
@@ -79,8 +80,10 @@ def iso_date(text: str) -> date:
 
 
 async def run_ensure(options: argparse.Namespace, streams: Streams) -> int:
-    connection = await open_connection(streams.configured_url())
+    url = streams.direct_url()  # the maintenance lock is a session's: PostgreSQL itself, as for migrations
+    connection = await open_connection(url)
     try:
+        await refuse_transaction_pooler(connection, url, "partition maintenance")
         result = await partitions.ensure(connection, ahead=options.ahead, lock_wait=options.lock_wait, lock_timeout=options.lock_timeout)
     finally:
         await connection.close()
@@ -103,7 +106,7 @@ async def run_retire(options: argparse.Namespace, streams: Streams) -> int:
     if not options.yes:
         how = f"--archive {options.archive}" if options.archive else "--drop"
         raise UsageError(f"`langlearn partitions retire --before {options.before} {how}` removes those months' rows from the database; add --yes to confirm")
-    retired = await partitions.retire(streams.configured_url(), options.before, archive=options.archive,
+    retired = await partitions.retire(streams.direct_url(), options.before, archive=options.archive,
                                       lock_wait=options.lock_wait, lock_timeout=options.lock_timeout)
     if not retired:
         print(f"no partition ends on or before {options.before}: nothing to retire", file=streams.out)

@@ -49,14 +49,14 @@ MIGRATION_LOCK = AdvisoryLock(MIGRATION_LOCK_KEY, "migration lock", "that migrat
 
 
 BEHIND_POOLER = (
-    f"migrations cannot run through a transaction pooler ({{sign}}): the migration lock and the session's settings need one "
+    f"{{work}} cannot run through a transaction pooler ({{sign}}): its advisory lock and the session's settings need one "
     f"backend for the whole session; set {DIRECT_URL_VARIABLE} to PostgreSQL itself (or pass direct_url=) and run it again"
 )
 # How long this session's statement may wait while another client holds a transaction: a session pooler answers at once
 POOLER_PROBE_WAIT = 2.0
 
 
-async def refuse_transaction_pooler(connection: asyncpg.Connection, url: str) -> None:
+async def refuse_transaction_pooler(connection: asyncpg.Connection, url: str, work: str = "migrations") -> None:
     """Raise ConfigError if `connection` (opened on `url`) goes through a transaction pooler; nothing is changed.
 
     PgBouncer answers the handshake itself, with a backend pid of its own making. When that differs from the backend
@@ -64,7 +64,7 @@ async def refuse_transaction_pooler(connection: asyncpg.Connection, url: str) ->
     this session's; a transaction pooler hands it the backend this session just used (it reuses the most recent), or
     moves this session's next statement elsewhere, or makes it wait for one."""
     if transaction_pooled(url):
-        raise ConfigError(BEHIND_POOLER.format(sign="its URL says pool_mode=transaction"))
+        raise ConfigError(BEHIND_POOLER.format(work=work, sign="its URL says pool_mode=transaction"))
     backend = await connection.fetchval("SELECT pg_backend_pid()")
     if backend == connection.get_server_pid():
         return
@@ -75,13 +75,13 @@ async def refuse_transaction_pooler(connection: asyncpg.Connection, url: str) ->
             # another text than the first: a statement asyncpg prepared on one backend is unknown to the next
             again = await connection.fetchval("SELECT pg_backend_pid() AS again", timeout=POOLER_PROBE_WAIT)
     except TimeoutError:
-        raise ConfigError(BEHIND_POOLER.format(sign="its statement waited for the backend another client's transaction held")) from None
+        raise ConfigError(BEHIND_POOLER.format(work=work, sign="its statement waited for the backend another client's transaction held")) from None
     except asyncpg.PostgresError as error:  # a statement pooler refuses transactions
-        raise ConfigError(BEHIND_POOLER.format(sign=f"it refused a transaction: {one_line(error)}")) from None
+        raise ConfigError(BEHIND_POOLER.format(work=work, sign=f"it refused a transaction: {one_line(error)}")) from None
     finally:
         await other.close()
     if others == backend or again != backend:
-        raise ConfigError(BEHIND_POOLER.format(sign=f"its backend changed between statements: pid {backend}, then pid {others} "
+        raise ConfigError(BEHIND_POOLER.format(work=work, sign=f"its backend changed between statements: pid {backend}, then pid {others} "
                                                     f"served another client and pid {again} this one"))
     log.info("connected through a session pooler (backend pid %s kept across transactions); migrating through it", backend)
 
