@@ -40,7 +40,8 @@ from langlearn.models import User  # imported as services do: Tortoise keeps it 
 
 class Note(Model):
     id = fields.IntField(primary_key=True)
-    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField("models.User", related_name="notes", on_delete=fields.CASCADE)
+    # related_name not "notes": tests/test_ownership.py's model takes that name on User in the same pytest process
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField("models.User", related_name="service_notes", on_delete=fields.CASCADE)
     body = fields.TextField()
 
     class Meta:
