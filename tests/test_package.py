@@ -38,7 +38,8 @@ OLD_HISTORY = [  # what that commit shipped; later migrations apply on top
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV", "PYTHONPATH")}
+    # a user's shell has none of these: the suite's database, its virtualenv, its private server (a pytest-xdist worker's own)
+    environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV", "PYTHONPATH", "LANGLEARN_DATA_DIR")}
     environment.update(env or {})
     return subprocess.run([str(a) for a in args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
