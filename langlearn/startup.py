@@ -245,7 +245,7 @@ async def prepare(
                 _refuse_unless_at_head(state, None if app.label == APP_LABEL else app.label)
                 warnings += await _refuse_edited_history(connection, state, app)
             warnings += await _check_schema(connection, options)
-            state = states[APP_LABEL] if APP_LABEL in states else await history.read_state(connection, location=options.migrations)
+            state = await _package_state(connection, options, states)
             log.debug("database at %s (head), schema matches the models", state.current)
             return Startup(mode=mode, url=url, state=state, warnings=warnings, states=states)
         await refuse_transaction_pooler(connection, url)
@@ -322,16 +322,15 @@ async def _apply(
     for label, state in states.items():
         if state.duplicates:
             log.warning("versions recorded more than once in the aerich table (app %s): %s", label, ", ".join(state.duplicates))
-    # the package's state, read when only service apps were named
-    state = states[APP_LABEL] if APP_LABEL in states else await history.read_state(connection, location=options.migrations)
-    pending = any(other.pending for other in states.values())
+    state = await _package_state(connection, options, states)
+    pending = state.pending or any(other.pending for other in states.values())
     up = target.direction == "up"
     if up and not state.pending:  # this month's partitions and the next ones, before the schema check looks for them
         made = await partitions.ensure(connection, drop_default=False, lock_wait=options.lock_wait, lock_timeout=options.lock_timeout)
         for line in made.changes():
             log.info("partitions: %s", line)
     # the models describe head: below it, the schema is checked by the migrations' own tests, not here
-    warnings = await _check_schema(connection, options) if not (state.pending or pending) else ()
+    warnings = await _check_schema(connection, options) if not pending else ()
     done = tuple(version for outcome in outcomes for version in outcome.outcome.done)
     log.debug("database at %s, %d migration(s) run by this process", state.current, len(done))
     return Startup(
@@ -339,6 +338,11 @@ async def _apply(
         warnings=warnings, lock_waited=outcomes[0].outcome.lock_waited if outcomes else None,
         adopted=tuple(version for outcome in outcomes for version in outcome.outcome.adopted), states=states,
     )
+
+
+async def _package_state(connection: asyncpg.Connection, options: StartupOptions, states: Mapping[str, MigrationState]) -> MigrationState:
+    """The package's history's state: among `states`, or read when only a service's apps were named."""
+    return states[APP_LABEL] if APP_LABEL in states else await history.read_state(connection, location=options.migrations)
 
 
 def _refuse_unless_at_head(state: MigrationState, app: str | None) -> None:
@@ -368,8 +372,8 @@ async def _refuse_edited_history(connection: asyncpg.Connection, state: Migratio
 
 async def _check_schema(connection: asyncpg.Connection, options: StartupOptions) -> tuple[Finding, ...]:
     """Refuse on any schema error the verification finds; return its warnings."""
-    # the service's own apps are migrated by the service, often after this check: their tables are left alone here
-    # (`langlearn verify --app` compares them with their models)
+    # the apps with a history here are compared with their models; the others are migrated by the service, often after
+    # this check, so their tables are left alone (`langlearn verify --app` compares them with their models)
     migrated = {app.label: app.models for app in options.histories}
     unmigrated = {label: models for label, models in options.apps.items() if label not in migrated}
     left_alone = (*options.ignore_tables, *registered_tables(unmigrated))

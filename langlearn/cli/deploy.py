@@ -117,11 +117,6 @@ def startup_options(args: argparse.Namespace) -> StartupOptions:
     return StartupOptions(**chosen, histories=configured_apps())
 
 
-def chosen_apps(args: argparse.Namespace) -> tuple[MigrationApp, ...]:
-    """The histories a command works on: those `--app` names, else all, in their declared order."""
-    return migrated_apps(startup_options(args), getattr(args, "app", ()))
-
-
 async def run_upgrade(args: argparse.Namespace, streams: Streams) -> int:
     mode: Mode = args.mode
     url = streams.direct_url()
@@ -138,7 +133,7 @@ async def run_downgrade(args: argparse.Namespace, streams: Streams) -> int:
     url = streams.direct_url()
     target = Target("down", args.to, args.steps)
     options = startup_options(args)
-    plans = await database_plans(url, target, options, chosen_apps(args))
+    plans = await database_plans(url, target, options, migrated_apps(options, args.app))
     steps = sum(len(planned.plan.steps) for planned in plans)
     summary = "; ".join(planned.labelled(planned.plan.summary()) for planned in plans)
     if not steps:
@@ -185,10 +180,9 @@ async def database_plans(url: str, target: Target, options: StartupOptions, apps
         await connection.close()
 
 
-async def database_plan(url: str, target: Target, options: StartupOptions, app: MigrationApp | None = None) -> tuple[Plan, MigrationState]:
-    """What taking one app's history (default: the package's) to `target` would run now, read without the lock."""
-    chosen = app or migrated_apps(options, (APP_LABEL,))[0]
-    planned = (await database_plans(url, target, options, (chosen,)))[0]
+async def database_plan(url: str, target: Target, options: StartupOptions, app: MigrationApp) -> tuple[Plan, MigrationState]:
+    """What taking one app's history to `target` would run now, read without the lock."""
+    planned = (await database_plans(url, target, options, (app,)))[0]
     return planned.plan, planned.state
 
 
@@ -208,20 +202,21 @@ def where_it_stands(startup: Startup) -> str:
 
 def _result_line(startup: Startup, state: MigrationState) -> str:
     warned = f", {len(startup.warnings)} warning(s) above" if startup.warnings else ""
-    # the service's apps, after the package's (which `state` is): "notes at 1_… (head)"
-    others = "".join(
-        f"; {label} at {other.current or 'no version'}" + (f", {len(other.pending)} pending" if other.pending else " (head)")
-        for label, other in startup.states.items() if label != APP_LABEL
-    )
-    if state.pending or any(other.pending for other in startup.states.values()):
-        return (f"database at {state.current or 'no version'}" + (f", {len(state.pending)} pending" if state.pending else " (head)")
-                + f"{others} (not head: the schema is compared with the models only at head){warned}")
-    return f"database at {state.current} (head){others}; schema matches the models{warned}"
+    # the package's history (`state`), then the service's apps': "database at 13_… (head); notes at 1_… (head)"
+    others = [(label, other) for label, other in startup.states.items() if label != APP_LABEL]
+    where = "; ".join(_standing(name, each) for name, each in [("database", state), *others])
+    if state.pending or any(other.pending for _, other in others):
+        return f"{where} (not head: the schema is compared with the models only at head){warned}"
+    return f"{where}; schema matches the models{warned}"
+
+
+def _standing(name: str, state: MigrationState) -> str:
+    return f"{name} at {state.current or 'no version'}" + (f", {len(state.pending)} pending" if state.pending else " (head)")
 
 
 async def run_status(args: argparse.Namespace, streams: Streams) -> int:
     url = streams.direct_url()
-    apps = chosen_apps(args)
+    apps = migrated_apps(startup_options(args), args.app)
     connection = await connect(url, timeout=args.connect_timeout, application_name="langlearn-status")
     try:
         sections = [await app_status(connection, app) for app in apps]

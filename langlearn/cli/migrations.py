@@ -25,7 +25,6 @@ from langlearn.cli.deploy import (
     add_database_options,
     add_lock_wait_option,
     add_timeout_options,
-    chosen_apps,
     database_plan,
     database_plans,
     startup_options,
@@ -41,7 +40,7 @@ from langlearn.history.runner import repair, timeout_settings
 from langlearn.history.script import render, render_review
 from langlearn.history.stamping import Stamped, stamp
 from langlearn.settings import AERICH_CONFIG, APP_LABEL
-from langlearn.startup import connect, migrated_apps
+from langlearn.startup import StartupOptions, connect, migrated_apps
 from langlearn.urls import redact
 from langlearn.verify import Finding, Severity, VerificationResult, check_schema
 
@@ -127,10 +126,11 @@ def target_of(args: argparse.Namespace) -> Target:
 async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
     url = streams.direct_url()
     target = target_of(args)
-    apps = chosen_apps(args)
+    options = startup_options(args)
+    apps = migrated_apps(options, args.app)
     lines: list[str] = []
     hints: list[str] = []
-    for planned in await database_plans(url, target, startup_options(args), apps):
+    for planned in await database_plans(url, target, options, apps):
         plan, state = planned.plan, planned.state
         lines.append(planned.labelled(f"{redact(url)}: at {state.current or 'no version'} ({len(set(state.applied))} applied, {len(state.pending)} pending)"))
         lines.append(planned.labelled(plan.summary()))
@@ -154,7 +154,7 @@ async def run_plan(args: argparse.Namespace, streams: Streams) -> int:
 async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
     options = startup_options(args)
     if args.start is not None:
-        app = one_app(args)
+        app = one_app(options, args.app)
         plan = offline_plan(history.load_history(app.location, app.label), args.start, args.to, args.down)
         title = f"langlearn migrations sql --from {args.start}"
     else:
@@ -162,7 +162,7 @@ async def run_sql(args: argparse.Namespace, streams: Streams) -> int:
         target = Target("down" if args.down else "up", args.to)
         if args.down and args.to is None:
             raise UsageError("--down needs --to VERSION (or `base`): the migration the database ends at")
-        plan, _ = await database_plan(url, target, options, one_app(args))
+        plan, _ = await database_plan(url, target, options, one_app(options, args.app))
         title = f"langlearn migrations sql for {redact(url)}"
     review = args.review if args.review is not None else streams.out.isatty()
     if review:
@@ -177,9 +177,9 @@ def add_one_app_option(parser: Parser) -> None:
     parser.add_argument("--app", metavar="NAME", help="a service's app declared in pyproject.toml (default: `models`, this package's)")
 
 
-def one_app(args: argparse.Namespace) -> MigrationApp:
+def one_app(options: StartupOptions, name: str | None) -> MigrationApp:
     """The one app whose history the command works on: --app's, else the package's."""
-    return migrated_apps(startup_options(args), (args.app or APP_LABEL,))[0]
+    return migrated_apps(options, (name or APP_LABEL,))[0]
 
 
 def offline_plan(files: History, start: str, to: str | None, down: bool) -> Plan:
@@ -201,7 +201,7 @@ async def run_repair(args: argparse.Namespace, streams: Streams) -> int:
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-repair")
     try:
         await refuse_transaction_pooler(connection, url)
-        app = one_app(args)
+        app = one_app(options, args.app)
         done = await repair(connection, location=app.location, lock_wait=options.lock_wait, app=app.label)
     finally:
         await connection.close()
@@ -226,7 +226,7 @@ async def run_stamp(args: argparse.Namespace, streams: Streams) -> int:
     connection = await connect(url, timeout=options.connect_timeout, application_name="langlearn-stamp")
     try:
         await refuse_transaction_pooler(connection, url)
-        app = one_app(args)
+        app = one_app(options, args.app)
         done = await stamp(connection, args.version, location=app.location, lock_wait=options.lock_wait, app=app.label)
         print("\n".join(stamp_lines(done)), file=streams.out)
         if done.state.pending:  # the models describe head: below it, `langlearn upgrade` compares once it gets there
