@@ -19,6 +19,7 @@ from langlearn import history
 from langlearn.compat import pgserver_bin_dir
 from langlearn.history.files import split_statements
 from langlearn.history.lock import MIGRATION_LOCK_KEY
+from langlearn.history.partitionwise import expansion
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION
 from langlearn.urls import asyncpg_url, libpq_url
 from tests.catalog import describe_difference, snapshot
@@ -67,7 +68,15 @@ def normalised(statement: str) -> str:
 
 
 def script_statements(script: str) -> list[str]:
-    return [normalised(statement) for statement in split_statements(script)]
+    """The statements psql sends for `script`: a query ending in `\\gexec` is sent, then its rows; on plain tables (the
+    whole shipped history's concurrent index builds) its one row is the migration's statement as written."""
+    rows_of = {
+        normalised(expanded.query): normalised(statement)
+        for migration in history.load_history() for direction in ("up", "down") for statement in migration.statements(direction)
+        if (expanded := expansion(statement)) is not None
+    }
+    printed = [normalised(statement) for statement in split_statements(script.replace("\n\\gexec\n", ";\n"))]
+    return [sent for statement in printed for sent in (statement, *((rows_of[statement],) if statement in rows_of else ()))]
 
 
 def copy_history(tmp_path: Path) -> tuple[str, Path]:

@@ -56,6 +56,10 @@ ALTER_TABLE_WEAKER = (
 )
 
 
+# outside a transaction, the runners send it partition by partition on a partitioned table (partitionwise.py)
+CONCURRENT_BUILD = "built without blocking writes (partition by partition on a partitioned table)"
+
+
 def unquoted(name: str) -> str:
     return name.replace('"', "")
 
@@ -95,7 +99,7 @@ def lock_note(statement: str) -> LockNote:
         return LockNote(_alter_table(match["table"], match["rest"]))
     if match := CREATE_INDEX.match(text):
         return LockNote((Lock("SHARE UPDATE EXCLUSIVE" if match["concurrently"] else "SHARE", match["table"]),),
-                        "built without blocking writes" if match["concurrently"] else "")
+                        CONCURRENT_BUILD if match["concurrently"] else "")
     if match := DROP_INDEX.match(text):
         mode = "SHARE UPDATE EXCLUSIVE" if match["concurrently"] else "ACCESS EXCLUSIVE"
         return LockNote((Lock(mode, f"the table of {match['index']}"),))

@@ -5,7 +5,8 @@ everything after it (`aerich downgrade -v N`); this runner steps through the sam
 target, up or down, and records each step exactly as Aerich does (its `aerich` rows), plus the
 digests of the SQL it ran. A transactional migration runs with its bookkeeping in one transaction;
 one with `RUN_IN_TRANSACTION = False` sends its statements one by one (each commits on its own,
-which `CREATE INDEX CONCURRENTLY` needs) and records itself after the last one.
+which `CREATE INDEX CONCURRENTLY` needs) and records itself after the last one; there a concurrent index
+build or drop on a partitioned table goes partition by partition (`partitionwise`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from langlearn.errors import DatabaseAhead, HistoryEdited, MigrationFailed, Plan
 from langlearn.history import checksums
 from langlearn.history.files import BASE, Direction, History, load_history
 from langlearn.history.lock import acquire_migration_lock
+from langlearn.history.partitionwise import expansion
 from langlearn.history.plan import Plan, Step, downgrade_plan, steps_back, upgrade_plan
 from langlearn.history.state import MigrationState, read_state
 from langlearn.settings import APP_LABEL, MIGRATIONS_LOCATION
@@ -128,20 +130,36 @@ LOCK_ERRORS = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError)
 
 async def run_statements(connection: asyncpg.Connection, step: Step) -> None:
     for number, statement in enumerate(step.statements, 1):
-        retryable = not step.transactional and "CONCURRENTLY" not in statement.upper()
-        pauses = iter(LOCK_RETRY_PAUSES if retryable else ())
-        while True:
-            try:
-                await connection.execute(statement)
-                break
-            except LOCK_ERRORS as error:
-                pause = next(pauses, None)
-                if pause is None:
-                    raise StepFailed(step, number, error) from error
-                log.warning("%s: statement %d of %d did not get its lock (%s); trying again in %g s", step.version, number, len(step.statements), error, pause)
-                await asyncio.sleep(pause)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        for sent in await _statements_to_send(connection, step, number, statement):
+            await _send(connection, step, number, sent)
+
+
+async def _statements_to_send(connection: asyncpg.Connection, step: Step, number: int, statement: str) -> list[str]:
+    """`statement`, or, outside a transaction, what `partitionwise` turns a concurrent index build or drop into."""
+    expanded = None if step.transactional else expansion(statement)
+    if expanded is None:
+        return [statement]
+    try:
+        return [row[0] for row in await connection.fetch(expanded.query)]
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        raise StepFailed(step, number, error) from error
+
+
+async def _send(connection: asyncpg.Connection, step: Step, number: int, statement: str) -> None:
+    retryable = not step.transactional and "CONCURRENTLY" not in statement.upper()
+    pauses = iter(LOCK_RETRY_PAUSES if retryable else ())
+    while True:
+        try:
+            await connection.execute(statement)
+            return
+        except LOCK_ERRORS as error:
+            pause = next(pauses, None)
+            if pause is None:
                 raise StepFailed(step, number, error) from error
+            log.warning("%s: statement %d of %d did not get its lock (%s); trying again in %g s", step.version, number, len(step.statements), error, pause)
+            await asyncio.sleep(pause)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise StepFailed(step, number, error) from error
 
 
 async def migrate(

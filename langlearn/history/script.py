@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from langlearn.history.lock import LOCK_STATEMENT, UNLOCK_STATEMENT
 from langlearn.history.locks import STRENGTH, lock_note
+from langlearn.history.partitionwise import expansion
 from langlearn.history.plan import Plan, Step
 from langlearn.history.runner import session_statements
 
@@ -22,9 +23,21 @@ def terminated(statement: str) -> str:
     return statement + ("\n;" if "--" in statement.rsplit("\n", 1)[-1] else ";")
 
 
+def sent(statement: str, step: Step) -> str:
+    """A statement as the runner sends it: as written, or (outside a transaction) the rows of its `partitionwise` query."""
+    expanded = None if step.transactional else expansion(statement)
+    if expanded is None:
+        return terminated(statement)
+    return "\n".join([
+        "-- a concurrent index build or drop: psql sends the rows of this query (partition by partition on a partitioned table)",
+        expanded.query,
+        "\\gexec",
+    ])
+
+
 def step_script(step: Step) -> str:
     """One step as the runner runs it: in BEGIN/COMMIT with its bookkeeping, or statement by statement."""
-    body = [terminated(statement) for statement in step.statements]
+    body = [sent(statement, step) for statement in step.statements]
     bookkeeping = ["-- bookkeeping: Aerich's row and the SQL's digests", *(terminated(statement) for statement in step.bookkeeping)]
     if step.transactional:
         lines = ["BEGIN;", *body, *bookkeeping, "COMMIT;"]
