@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 
 import asyncpg
 
@@ -161,3 +162,87 @@ async def test_a_build_stopped_midway_is_finished_by_the_rerun_and_its_invalid_l
     assert rerun.returncode == 0, rerun.stderr
     assert_built(await index_state(connection))
     assert await connection.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
+
+
+# --- a foreign key: PostgreSQL (before 18) adds none NOT VALID to a partitioned table -----------------------------
+
+EACH_PARTITION = "SELECT relid::regclass AS p, c.relname FROM pg_partition_tree('question_attempts') t JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf"
+REVIEWER_FKEY = "FOREIGN KEY (test_reviewer_id) REFERENCES users (id) ON DELETE SET NULL"
+# docs/migrations.md's two steps for a partitioned table, as a user writes them: DO blocks read the partitions when they run
+REVIEWER_NOT_VALID = UserMigration(
+    "reviewer_not_valid", True,
+    f"""ALTER TABLE "question_attempts" ADD COLUMN "test_reviewer_id" UUID;
+        DO $$ DECLARE part record; BEGIN
+            FOR part IN {EACH_PARTITION} LOOP
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I {REVIEWER_FKEY} NOT VALID', part.p, part.relname || '_test_reviewer_id_fkey');
+            END LOOP;
+        END $$;""",
+    f"""DO $$ DECLARE part record; BEGIN
+            FOR part IN {EACH_PARTITION} LOOP
+                EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', part.p, part.relname || '_test_reviewer_id_fkey');
+            END LOOP;
+        END $$;
+        ALTER TABLE "question_attempts" DROP COLUMN "test_reviewer_id";""",
+)
+REVIEWER_VALIDATE = UserMigration(
+    "reviewer_validate", True,
+    f"""DO $$ DECLARE part record; BEGIN
+            FOR part IN {EACH_PARTITION} LOOP
+                IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = part.p AND conname = part.relname || '_test_reviewer_id_fkey') THEN
+                    EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', part.p, part.relname || '_test_reviewer_id_fkey');
+                END IF;
+            END LOOP;
+        END $$;
+        ALTER TABLE "question_attempts" ADD CONSTRAINT "question_attempts_test_reviewer_id_fkey" {REVIEWER_FKEY};""",
+    f"""ALTER TABLE "question_attempts" DROP CONSTRAINT "question_attempts_test_reviewer_id_fkey";
+        DO $$ DECLARE part record; BEGIN
+            FOR part IN {EACH_PARTITION} LOOP
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I {REVIEWER_FKEY} NOT VALID', part.p, part.relname || '_test_reviewer_id_fkey');
+            END LOOP;
+        END $$;""",
+)
+
+
+async def reviewer_keys(connection: asyncpg.Connection) -> list[tuple[str, bool, bool]]:
+    """Each foreign key on test_reviewer_id: its table, validated, and whether it belongs to the parent's."""
+    rows = await connection.fetch(
+        "SELECT conrelid::regclass::text AS on_table, convalidated, conparentid <> 0 AS inherited FROM pg_constraint "
+        "WHERE contype = 'f' AND pg_get_constraintdef(oid) LIKE '%test_reviewer_id%' ORDER BY 1"
+    )
+    return [(row["on_table"], row["convalidated"], row["inherited"]) for row in rows]
+
+
+async def test_a_foreign_key_goes_not_valid_on_each_partition_then_the_table_adopts_them_validated(seeded_db, connect, tmp_path):
+    location = tmp_path / "migrations"
+    [not_valid, validate] = history_with(location, REVIEWER_NOT_VALID, REVIEWER_VALIDATE)
+    config = aerich_config(tmp_path, location)
+    connection = await connect(seeded_db)
+    leaves = await connection.fetchval("SELECT count(*) FROM pg_partition_tree('question_attempts') WHERE isleaf")
+
+    first = aerich("upgrade", database=seeded_db, config=config)  # both steps, through plain Aerich
+    assert first.returncode == 0, first.stderr
+    keys = await reviewer_keys(connection)
+    assert keys[0] == ("question_attempts", True, False)
+    assert len(keys) == leaves + 1 and all(validated and inherited for _, validated, inherited in keys[1:])
+    with_ref = await connection.fetchval("SELECT id FROM users LIMIT 1")
+    await connection.execute(f"UPDATE question_attempts SET test_reviewer_id = '{with_ref}' WHERE ctid IN (SELECT ctid FROM question_attempts LIMIT 1)")
+    try:
+        await connection.execute(f"UPDATE question_attempts SET test_reviewer_id = '{uuid.uuid4()}' WHERE ctid IN (SELECT ctid FROM question_attempts LIMIT 1)")
+        raise AssertionError("the foreign key let a reviewer who does not exist in")
+    except asyncpg.ForeignKeyViolationError:
+        pass
+
+    back = aerich("downgrade", "-v", str(history.version_number(validate)), "--yes", database=seeded_db, config=config)
+    assert back.returncode == 0, back.stderr
+    assert await reviewer_keys(connection) == sorted((name, False, False) for name in await partition_names(connection))
+    down = run_cli(LANGLEARN, "downgrade", "--steps", "1", "--yes", "--migrations", str(location), database=seeded_db)
+    assert down.returncode == 0, down.stderr
+    assert await reviewer_keys(connection) == []
+    again = run_cli(LANGLEARN, "upgrade", "--migrations", str(location), database=seeded_db)
+    assert again.returncode == 0, again.stderr
+    assert await reviewer_keys(connection) == keys
+    assert not_valid in again.stderr + again.stdout
+
+
+async def partition_names(connection: asyncpg.Connection) -> list[str]:
+    return [row[0] for row in await connection.fetch("SELECT relid::regclass::text FROM pg_partition_tree('question_attempts') WHERE isleaf")]
