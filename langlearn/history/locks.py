@@ -58,6 +58,7 @@ ALTER_TABLE_WEAKER = (
 
 # outside a transaction, the runners send it partition by partition on a partitioned table (partitionwise.py)
 CONCURRENT_BUILD = "built without blocking writes (partition by partition on a partitioned table)"
+CONCURRENT_DROP = "a partitioned table's index is dropped plainly instead: ACCESS EXCLUSIVE for milliseconds, catalog only"
 
 
 def unquoted(name: str) -> str:
@@ -102,7 +103,7 @@ def lock_note(statement: str) -> LockNote:
                         CONCURRENT_BUILD if match["concurrently"] else "")
     if match := DROP_INDEX.match(text):
         mode = "SHARE UPDATE EXCLUSIVE" if match["concurrently"] else "ACCESS EXCLUSIVE"
-        return LockNote((Lock(mode, f"the table of {match['index']}"),))
+        return LockNote((Lock(mode, f"the table of {match['index']}"),), CONCURRENT_DROP if match["concurrently"] else "")
     if match := DROP_TABLE.match(text):
         return LockNote(tuple(Lock("ACCESS EXCLUSIVE", name.strip()) for name in match["table"].split(",")))
     if match := CREATE_TABLE.match(text):
