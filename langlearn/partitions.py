@@ -509,8 +509,8 @@ async def retire(
             raise UsageError(f"archive={archive} {a_file}", command_line=f"--archive {archive} {a_file}")
         backups.client_program("pg_dump")  # missing: one line before anything changes
     connection = await open_connection(url)
-    await refuse_transaction_pooler(connection, url, "partition maintenance")
     try:
+        await refuse_transaction_pooler(connection, url, "partition maintenance")
         marker = await connection.fetchval("SELECT current_setting($1, true)", ENVIRONMENT_SETTING)
         if archive is None and marked_production(marker):
             marked = f"this database is marked {ENVIRONMENT_SETTING} = {marker!r}: retire with "

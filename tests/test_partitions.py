@@ -30,10 +30,11 @@ from langlearn import backups, partitions
 from langlearn.backups import client_program, libpq_target
 from langlearn.cli.partitions import status_lines
 from langlearn.databases import ScratchDatabases
-from langlearn.errors import UsageError
+from langlearn.errors import ConfigError, UsageError
 from langlearn.local_server import SYSTEM_USER
 from langlearn.verify.partitions import check_partitions
 from tests.conftest import LANGLEARN, REPO_ROOT, run_cli
+from tests.pgbouncer import running_pgbouncer
 
 NOW = datetime(2026, 4, 15, 12, 0, tzinfo=timezone.utc)
 T = TypeVar("T")
@@ -676,3 +677,47 @@ async def test_maintenance_connects_to_postgresql_itself_never_through_a_transac
     direct = run_cli(LANGLEARN, "partitions", "ensure", database=pooled, env={"DATABASE_DIRECT_URL": empty_db})
     assert direct.returncode == 0, direct.stderr
     assert "history_default" not in await names(connection)
+
+
+async def test_a_retire_refused_for_a_transaction_pooler_leaves_no_connection_open(empty_db, connect):
+    connection = await connect(empty_db)
+    with pytest.raises(ConfigError, match="partition maintenance cannot run through a transaction pooler") as refused:
+        await partitions.retire(f"{empty_db}?pool_mode=transaction", date(2026, 3, 1), archive=None, now=NOW)
+    others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    assert await connection.fetchval(others) == 0, refused.traceback  # `refused` keeps the frame: an unclosed connection stays
+
+
+@pytest.mark.rig
+@pytest.mark.slow
+@pytest.mark.parametrize("say_pool_mode", [True, False], ids=["url-says-transaction", "found-by-its-backends"])
+async def test_maintenance_behind_a_real_pgbouncer_refuses_it_and_runs_on_the_direct_url(server, empty_db, connect, say_pool_mode):
+    """DATABASE_URL through PgBouncer in transaction mode, as a service's: `ensure` and `retire` refuse it in one line
+    (whether its URL says pool_mode=transaction or its backends give it away) and change nothing; `status` reads through
+    it; with DATABASE_DIRECT_URL set to the server, the same commands create the months and retire the old one."""
+    connection = await connect(empty_db)
+    this_month = partitions.month_start(datetime.now(UTC))  # the command lines read the clock
+    await make_history(connection, pre=this_month)
+    await write(connection, partitions.add_months(this_month, -2), datetime.now(UTC))  # an old row, and one in the DEFAULT
+    before = (await layout(connection), await where(connection))
+    retire = ["retire", "--before", f"{this_month:%Y-%m-%d}", "--drop", "--yes"]
+    with running_pgbouncer(server.url) as bouncer:
+        pooled = bouncer.url_for(empty_db, say_pool_mode=say_pool_mode)
+        for command in (["ensure"], retire):
+            refused = run_cli(LANGLEARN, "partitions", *command, database=pooled)
+            assert refused.returncode == 2 and refused.stderr.startswith(
+                "error: partition maintenance cannot run through a transaction pooler ("
+            ) and "set DATABASE_DIRECT_URL to PostgreSQL itself" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+        assert (await layout(connection), await where(connection)) == before, "a refusal changed something"
+
+        service_url = bouncer.url_for(empty_db)  # what a service behind the pooler has as DATABASE_URL
+        status = run_cli(LANGLEARN, "partitions", "status", database=service_url)
+        assert status.returncode == 0 and f"history_pre_{this_month:%Y%m}" in status.stdout, status.stdout + status.stderr
+        direct = {"DATABASE_DIRECT_URL": empty_db}
+        ensured = run_cli(LANGLEARN, "partitions", "ensure", database=pooled, env=direct)
+        assert ensured.returncode == 0 and f"created history_p{this_month:%Y%m}" in ensured.stdout, ensured.stdout + ensured.stderr
+        retired = run_cli(LANGLEARN, "partitions", *retire, database=pooled, env=direct)
+        assert retired.returncode == 0 and f"retired history_pre_{this_month:%Y%m} of history" in retired.stdout, retired.stdout + retired.stderr
+        status = run_cli(LANGLEARN, "partitions", "status", database=service_url)
+        assert status.returncode == 0 and "history_pre_" not in status.stdout and f"history_p{this_month:%Y%m}" in status.stdout, status.stdout
+
+    assert list((await where(connection)).values()) == [f"history_p{this_month:%Y%m}"]  # the old month's row retired with it

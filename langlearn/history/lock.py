@@ -11,6 +11,10 @@ change: a URL that says `pool_mode=transaction` is refused as it stands; otherwi
 backend pid is compared with `pg_backend_pid()` (equal: no pooler, one round trip) and, when they
 differ (a pooler answered the handshake), a second client's transaction shows whether this session
 keeps a backend of its own (a session pooler: fine) or shares it (refused, naming DATABASE_DIRECT_URL).
+A first statement that meets another client's prepared statement, or loses its own, is refused too: a
+fresh session has none of its own, so its backend is shared (a transaction pooler that does not track
+prepared statements, as PgBouncer before 1.21 or without `max_prepared_statements`, leaves an earlier
+client's on the backend).
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ BEHIND_POOLER = (
     f"{{work}} cannot run through a transaction pooler ({{sign}}): its advisory lock and the session's settings need one "
     f"backend for the whole session; set {DIRECT_URL_VARIABLE} to PostgreSQL itself (or pass direct_url=) and run it again"
 )
+# a fresh session's first statement meets one of these only on a backend other clients use too (no session pooler: one
+# resets its backend when a client leaves)
+SHARED_BACKEND_ERRORS = (asyncpg.DuplicatePreparedStatementError, asyncpg.InvalidSQLStatementNameError)
 # How long this session's statement may wait while another client holds a transaction: a session pooler answers at once
 POOLER_PROBE_WAIT = 2.0
 
@@ -65,7 +72,10 @@ async def refuse_transaction_pooler(connection: asyncpg.Connection, url: str, wo
     moves this session's next statement elsewhere, or makes it wait for one."""
     if transaction_pooled(url):
         raise ConfigError(BEHIND_POOLER.format(work=work, sign="its URL says pool_mode=transaction"))
-    backend = await connection.fetchval("SELECT pg_backend_pid()")
+    try:
+        backend = await connection.fetchval("SELECT pg_backend_pid()")
+    except SHARED_BACKEND_ERRORS:
+        raise ConfigError(BEHIND_POOLER.format(work=work, sign="its first statement met another client's prepared statements")) from None
     if backend == connection.get_server_pid():
         return
     other = await open_connection(url)
