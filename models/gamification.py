@@ -201,8 +201,8 @@ class LeagueWeek(Model):
     learner's entry. SCHEMA.md has no such table; it is added for those two reasons and because it shards well:
     under Citus it is a reference table (a small table read by every learner's transaction, written once a week),
     see docs/scale-out.md. Keyed by the week's Monday, not by a surrogate id: a week is closed once, and the key is
-    what every reader looks up. `closed_at` is when the close committed (for weeks closed before the table existed,
-    when migration 14 recognised them).
+    what every reader looks up. `closed_at` is the time of the close's transaction (for weeks closed before the table
+    existed, of the upgrade that recognised them: migration 14).
     """
 
     week_start = fields.DateField(primary_key=True, description="the week's Monday")
