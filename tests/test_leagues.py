@@ -8,6 +8,7 @@ import io
 from datetime import date, datetime, time, timedelta, timezone
 from uuid import UUID
 
+import asyncpg
 import pytest
 
 from langlearn import cli, history, rules
@@ -257,6 +258,16 @@ def test_check_week_and_the_default_week():
     assert leagues.last_ended_week(date(2026, 11, 23)) == monday
     assert leagues.last_ended_week(date(2026, 11, 29)) == monday
     assert leagues.last_ended_week(date(2026, 11, 30)) == date(2026, 11, 23)
+
+
+async def test_a_marker_of_a_day_that_is_not_a_monday_is_refused(head_db, connect):
+    connection = await connect(head_db)
+    with pytest.raises(asyncpg.CheckViolationError) as refused:
+        await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", WEEK + timedelta(days=1))
+    assert refused.value.constraint_name == "league_weeks_week_start_check"
+    await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", WEEK)
+    with pytest.raises(asyncpg.UniqueViolationError):  # a week closes once
+        await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", WEEK)
 
 
 # --- the weeks closed before the marker (migration 14) ---------------------------------------------
