@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 import pytest
+from tortoise import Tortoise
 
 from langlearn import cli, history, rules
 from langlearn.cli import leagues as leagues_cli
@@ -258,6 +259,31 @@ def test_check_week_and_the_default_week():
     assert leagues.last_ended_week(date(2026, 11, 23)) == monday
     assert leagues.last_ended_week(date(2026, 11, 29)) == monday
     assert leagues.last_ended_week(date(2026, 11, 30)) == date(2026, 11, 23)
+
+
+async def test_round_trips_of_a_close_and_of_a_week_already_closed(head_db, connect):
+    """As the module's docstring counts them (BEGIN and COMMIT included), whatever the number of entries."""
+    connection = await connect(head_db)
+    await build_week(connection)
+    warm_week = WEEK - timedelta(days=7)  # a close with a reward first: asyncpg reads the types it meets once per connection
+    warm = await connection.fetchval(
+        "INSERT INTO users (email, username, hashed_password) VALUES ('warm@example.com', 'warm', '$argon2id$x') RETURNING id")
+    await connection.execute(
+        "INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned) VALUES ($1, $2, $3, 'bronze', 500)",
+        warm, warm_week, warm_week + timedelta(days=6))
+    async with database(f"{pooled(head_db).replace('maxsize=5', 'minsize=1&maxsize=1')}", migrate="check", global_fallback=False):
+        client = Tortoise.get_connection("default")
+        assert (await leagues.close_week(warm_week)).rewards_paid == 1
+        async with client._pool.acquire() as raw:  # its one connection: every statement of the operation goes through it
+            sent: list[str] = []
+            raw.add_query_logger(lambda record: sent.append(record.query))
+        counted = []
+        for _ in range(2):
+            sent.clear()
+            await leagues.close_week(WEEK)
+            counted.append(len(sent))
+    # + 1: the pool resets the connection when the operation hands it back (asyncpg's reset query)
+    assert counted == [5 + 3 + 1, 4 + 1], (counted, sent)
 
 
 async def test_a_marker_of_a_day_that_is_not_a_monday_is_refused(head_db, connect):
