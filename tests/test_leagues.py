@@ -18,6 +18,7 @@ from langlearn.operations import leagues, wallet
 from langlearn.operations.errors import InvalidRequest
 from langlearn.startup import database
 from langlearn.verify import check_invariants
+from tests.test_seed import DEMO, seed_cli
 
 pytestmark = pytest.mark.clock  # a week closes by the clock
 POOL = 5
@@ -334,6 +335,19 @@ async def test_the_migration_marks_the_weeks_closed_before_it_and_unranks_the_we
     assert again.already_closed
     assert (reclosed.already_closed, reclosed.promoted, reclosed.rewards_paid) == (False, 1, 1)
     assert await marked(connection) == [older, WEEK]
+
+
+async def test_the_migration_recognises_every_week_a_seed_closed(head_db, connect):
+    """A database seeded before `league_weeks` existed: the upgrade gives a row to every week the seed closed (ranks,
+    flags, rewards as `source`/`reference_id`, next-week entries only for who practised), and to no other."""
+    seeded = seed_cli(*DEMO, database=head_db)
+    assert seeded.returncode == 0, seeded.stderr
+    connection = await connect(head_db)
+    closed = await marked(connection)
+    await history.downgrade(head_db, to=BEFORE_LEAGUE_WEEKS)
+    await history.upgrade(head_db)
+    assert await marked(connection) == closed and closed
+    await assert_consistent(connection)
 
 
 # --- the seed --------------------------------------------------------------------------------------
