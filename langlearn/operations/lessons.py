@@ -32,7 +32,9 @@ Open weeks are not ranked (`current_rank` stays NULL until `leagues.close_week` 
 completion never re-ranks a board. A completion of a closed week is refused (`WeekClosed`, nothing written): the
 first read asks the week's marker (`league_weeks`, one row by primary key, written by the close), never another
 learner's entry; a close that commits while the completion waits for its entry is seen in the entry itself, which
-the close ranked.
+the close ranked. (A learner's first entry of the week, inserted by a completion the close could not see, would stay
+unranked in a closed week: the close runs after `rules.ATTEMPT_MAX_AGE`, when no completion of the week is still
+arriving, and `langlearn verify` would report such an entry, `league_week_rank_mismatch`.)
 
 Round trips (BEGIN and COMMIT included), independent of the data and of the number of questions:
     7 (a user's first ledger use adds 2); a replay 3.
