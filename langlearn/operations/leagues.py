@@ -24,9 +24,9 @@ unclosed one. The seed writes the rows of the weeks its simulation closed; migra
 closed before the table existed (the state the previous close reported as already closed) and unranked the
 ranked weeks without one, so a week is ranked exactly when it has its row (`langlearn verify` checks it); a
 week the previous code closed after that migration ran has no row, and its next close writes the row and nothing
-else (everything else is as a close leaves it). A reward is recognised by its key `league_promotion:<Monday>` (`promotion_key`), or by `source =
-"league_promotion"` with `reference_id` = the week's Monday, as the seed writes it. The lesson path
-(`lessons.py`) refuses a completion of a week with a row, by reading that one row.
+else (everything else is as a close leaves it). A reward is recognised by its key `league_promotion:<Monday>`
+(`promotion_key`), or by `source = "league_promotion"` with `reference_id` = the week's Monday, as the seed writes
+it. The lesson path (`lessons.py`) refuses a completion of a week with a row, by reading that one row.
 
 Lock order: the advisory lock, the week's entries, next week's entries, then wallets (by id), as one
 wallet's writers (`wallet.py`) lock only their wallet, and the lesson path (`lessons.py`) locks its
