@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import pytest
@@ -168,6 +168,15 @@ async def test_a_missed_day_spends_a_streak_freeze_from_the_inventory_too(seeded
     await assert_consistent(connection)
 
 
+def slow_play(lesson: dict) -> tuple[list[Answer], datetime, datetime, date]:
+    """A slow play started as long ago as the server accepts unclamped, and its week: the week of its start, which early
+    on a Monday (before the weekly close at 02:00 UTC) is last week."""
+    answers = right_answers(lesson, ms=rules.MAX_COUNTED_ANSWER_MS)
+    now = datetime.now(timezone.utc)
+    started, finished = now - rules.plausible_play([a.time_spent_ms for a in answers]) + timedelta(minutes=1), now - timedelta(seconds=30)
+    return answers, started, finished, rules.week_start(rules.activity_day(started))
+
+
 WRITTEN = "SELECT (SELECT count(*) FROM lesson_attempts) + (SELECT count(*) FROM leaderboard_entries) + (SELECT count(*) FROM wallet_transactions)"
 
 
@@ -178,17 +187,16 @@ async def test_a_completion_of_a_closed_week_is_refused_by_its_marker_and_an_ope
     connection = await connect(seeded_db)
     lesson = await first_lesson(connection)
     learner = await new_learner(connection, "too_late")
-    started, finished = times()
-    week = rules.week_start(rules.activity_day(started))
+    answers, started, finished, week = slow_play(lesson)
     await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", week)
     try:
         before = await connection.fetchval(WRITTEN)
         async with database(seeded_db, migrate="check", global_fallback=False):
             with pytest.raises(WeekClosed, match=f"the week of {week} is closed"):
-                await lessons.complete_lesson(learner, lesson["id"], right_answers(lesson), started, finished, "closed")
+                await lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "closed")
             assert await connection.fetchval(WRITTEN) == before
             await connection.execute("DELETE FROM league_weeks WHERE week_start = $1", week)
-            result = await lessons.complete_lesson(learner, lesson["id"], right_answers(lesson), started, finished, "closed")
+            result = await lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "closed")
     finally:
         await connection.execute("DELETE FROM league_weeks WHERE week_start = $1", week)
     assert result.passed
@@ -202,17 +210,16 @@ async def test_a_close_committed_while_a_completion_waits_for_its_entry_refuses_
     connection, closer = await connect(seeded_db), await connect(seeded_db)
     lesson = await first_lesson(connection)
     learner = await new_learner(connection, "caught_by_the_close")
-    started, finished = times()
-    week = rules.week_start(rules.activity_day(started))
+    answers, started, finished, week = slow_play(lesson)
     async with database(seeded_db, migrate="check", global_fallback=False):
-        await lessons.complete_lesson(learner, lesson["id"], right_answers(lesson), started, finished, "before")
+        await lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "before")
         before = await connection.fetchval(WRITTEN)
         closing = closer.transaction()
         await closing.start()
         try:  # a close in miniature: the entry locked and ranked, the marker written, then the commit
             await closer.execute("SELECT 1 FROM leaderboard_entries WHERE user_id = $1 AND week_start = $2 FOR UPDATE", learner, week)
             completing = asyncio.create_task(
-                lessons.complete_lesson(learner, lesson["id"], right_answers(lesson), started, finished, "during"))
+                lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "during"))
             for _ in range(500):  # until the completion waits for the entry
                 if await connection.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                              "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO leaderboard_entries%'"):
