@@ -1,7 +1,7 @@
 """One seed of one database: the guards, the run record, the resumable steps, COPY and the report.
 
 A run is a fixed list of steps: the catalogue, one step per batch of `BATCH_USERS` users, then the
-league ranks. Each step is one transaction that also advances `seed_runs.steps_done` and adds its
+league ranks with the closed weeks' markers (`league_weeks`). Each step is one transaction that also advances `seed_runs.steps_done` and adds its
 row counts, so a run killed at any moment (even SIGKILL) has either committed a step or left no
 trace of it; the next run with the same arguments does the batches that are not in yet and, every
 batch being a pure function of the seed, ends with exactly the rows an uninterrupted run writes. A
@@ -51,6 +51,7 @@ from langlearn.seed import bulk, workers
 from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulation import BATCH_USERS, RunContext
+from langlearn.seed.simulation.clock import WEEK_CLOSED_AFTER_MS
 from langlearn.seed.simulation.profiles import HISTORY_DAYS
 from langlearn.seed.tables import CONTENT_TABLES, TABLES, USER_TABLES
 from langlearn.settings import ENVIRONMENT_SETTING, marked_production, open_connection
@@ -72,6 +73,12 @@ RANK_SQL = """
     FROM (SELECT id, row_number() OVER (PARTITION BY week_start, league ORDER BY xp_earned DESC, user_id) AS position
           FROM leaderboard_entries WHERE week_start < $1) ranked
     WHERE entry.id = ranked.id AND entry.current_rank IS DISTINCT FROM ranked.position
+"""
+# and their markers (langlearn.models.LeagueWeek), closed when the simulation closed them ($2 after their Sunday's end)
+CLOSE_SQL = """
+    INSERT INTO league_weeks (week_start, closed_at)
+    SELECT DISTINCT week_start, (week_start + 7)::timestamp AT TIME ZONE 'UTC' + $2::interval FROM leaderboard_entries WHERE week_start < $1
+    ON CONFLICT (week_start) DO NOTHING
 """
 # live ledger entries come after the seeded ones, whose ledger_seq the seed set itself (simulation/wallet.py)
 LEDGER_SEQUENCE_SQL = """
@@ -275,7 +282,9 @@ class Seeder:
                 deferred = await self._content_step(run_id, anchor, steps_total, content, counts, bulk_load=self._bulk(previous))
             await self._user_steps(run_id, context, previous is not None, counts)
             last_day = anchor.date() - timedelta(days=1)
-            await self.connection.execute(RANK_SQL, rules.week_start(last_day))  # ranks are set before any index is rebuilt
+            async with self.connection.transaction():  # a week is ranked exactly when it is marked closed
+                await self.connection.execute(RANK_SQL, rules.week_start(last_day))  # ranks are set before any index is rebuilt
+                await self.connection.execute(CLOSE_SQL, rules.week_start(last_day), timedelta(milliseconds=WEEK_CLOSED_AFTER_MS))
             await self.connection.execute(LEDGER_SEQUENCE_SQL)
             if deferred:
                 await self._rebuild(run_id, deferred)

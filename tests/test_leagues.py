@@ -8,14 +8,17 @@ import io
 from datetime import date, datetime, time, timedelta, timezone
 from uuid import UUID
 
+import asyncpg
 import pytest
+from tortoise import Tortoise
 
-from langlearn import cli, rules
+from langlearn import cli, history, rules
 from langlearn.cli import leagues as leagues_cli
 from langlearn.operations import leagues, wallet
 from langlearn.operations.errors import InvalidRequest
 from langlearn.startup import database
 from langlearn.verify import check_invariants
+from tests.test_seed import DEMO, seed_cli
 
 pytestmark = pytest.mark.clock  # a week closes by the clock
 POOL = 5
@@ -95,6 +98,11 @@ async def digest(connection) -> dict[str, str]:
     }
 
 
+async def marked(connection) -> list[date]:
+    """The weeks `league_weeks` says are closed."""
+    return [row["week_start"] for row in await connection.fetch("SELECT week_start FROM league_weeks ORDER BY week_start")]
+
+
 async def assert_consistent(connection) -> None:
     findings = await check_invariants(connection)
     assert findings == [], [f.message for f in findings]
@@ -134,6 +142,7 @@ async def assert_closed(connection, users: dict[str, UUID]) -> None:
     assert gems == {"b_high": 50 + rules.promotion_gems("bronze"), "b_edge": rules.promotion_gems("bronze"), "s_up": rules.promotion_gems("silver")}
     feed = await connection.fetch("SELECT user_id, message FROM activity_feeds WHERE activity_type = 'league_promoted'")
     assert sorted(names[r["user_id"]] for r in feed) == ["b_edge", "b_high", "s_up"]
+    assert await marked(connection) == [WEEK]  # the week's marker, and no other (next week is open)
     await assert_consistent(connection)
 
 
@@ -181,7 +190,7 @@ async def test_a_close_racing_wallet_operations_keeps_the_ledger_in_order(head_d
 
 
 async def test_a_partly_applied_close_is_completed(head_db, connect):
-    """A week whose flags were set but whose rewards were not (e.g. by hand) is closed, paying only what is missing."""
+    """A week whose flags were set but whose rewards and marker were not (e.g. by hand) is closed, paying only what is missing."""
     connection = await connect(head_db)
     users = await build_week(connection)
     async with database(head_db, migrate="check", global_fallback=False):
@@ -189,9 +198,39 @@ async def test_a_partly_applied_close_is_completed(head_db, connect):
         await connection.execute("DELETE FROM activity_feeds")
         await connection.execute("DELETE FROM wallet_transactions WHERE source = 'league_promotion' AND user_id = $1", users["s_up"])
         await connection.execute("DELETE FROM user_wallets WHERE user_id = $1", users["s_up"])
+        await connection.execute("DELETE FROM league_weeks")
         again = await leagues.close_week(WEEK)
     assert (again.already_closed, again.rewards_paid, again.next_created, again.next_moved) == (False, 1, 0, 0)
     assert await connection.fetchval("SELECT count(*) FROM wallet_transactions WHERE source = 'league_promotion'") == 3
+    assert await marked(connection) == [WEEK]
+
+
+async def test_a_week_that_only_looks_closed_is_closed_and_the_marker_alone_says_closed(head_db, connect):
+    """The marker is the "already closed" test. A week whose ranks are final and which promotes and demotes no one looked
+    closed to the close before it (ranks and flags were its marker): it closes now, creating next week's entry; a week
+    with no entry at all closes too; the marker alone makes a close find its week closed, whatever its entries say."""
+    connection = await connect(head_db)
+    user = await connection.fetchval(
+        "INSERT INTO users (email, username, hashed_password) VALUES ('calm@example.com', 'calm', '$argon2id$x') RETURNING id")
+    await connection.execute(
+        """INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned, current_rank)
+           VALUES ($1, $2, $3, 'bronze', 0, 1)""", user, WEEK, WEEK + timedelta(days=6))
+    empty_week = WEEK - timedelta(days=7)
+    unclosed = WEEK - timedelta(days=14)  # marked closed by hand, its entry left unranked
+    await connection.execute(
+        """INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned) VALUES ($1, $2, $3, 'bronze', 0)""",
+        user, unclosed, unclosed + timedelta(days=6))
+    await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", unclosed)
+    async with database(head_db, migrate="check", global_fallback=False):
+        closed = await leagues.close_week(WEEK)
+        empty = await leagues.close_week(empty_week)
+        again = [await leagues.close_week(week) for week in (WEEK, empty_week, unclosed)]
+    assert closed == leagues.WeekClosed(WEEK, 1, 0, 0, 1, 0, 0, already_closed=False)
+    assert empty == leagues.WeekClosed(empty_week, 0, 0, 0, 0, 0, 0, already_closed=False)
+    assert [result.already_closed for result in again] == [True, True, True]
+    assert await marked(connection) == [unclosed, empty_week, WEEK]
+    assert await connection.fetchval("SELECT league::text FROM leaderboard_entries WHERE user_id = $1 AND week_start = $2", user, NEXT) == "bronze"
+    assert await connection.fetchval("SELECT current_rank FROM leaderboard_entries WHERE week_start = $1", unclosed) is None
 
 
 @pytest.mark.parametrize("weeks_from_now, why", [
@@ -221,6 +260,94 @@ def test_check_week_and_the_default_week():
     assert leagues.last_ended_week(date(2026, 11, 23)) == monday
     assert leagues.last_ended_week(date(2026, 11, 29)) == monday
     assert leagues.last_ended_week(date(2026, 11, 30)) == date(2026, 11, 23)
+
+
+async def test_round_trips_of_a_close_and_of_a_week_already_closed(head_db, connect):
+    """As the module's docstring counts them (BEGIN and COMMIT included), whatever the number of entries."""
+    connection = await connect(head_db)
+    await build_week(connection)
+    warm_week = WEEK - timedelta(days=7)  # a close with a reward first: asyncpg reads the types it meets once per connection
+    warm = await connection.fetchval(
+        "INSERT INTO users (email, username, hashed_password) VALUES ('warm@example.com', 'warm', '$argon2id$x') RETURNING id")
+    await connection.execute(
+        "INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned) VALUES ($1, $2, $3, 'bronze', 500)",
+        warm, warm_week, warm_week + timedelta(days=6))
+    async with database(f"{pooled(head_db).replace('maxsize=5', 'minsize=1&maxsize=1')}", migrate="check", global_fallback=False):
+        client = Tortoise.get_connection("default")
+        assert (await leagues.close_week(warm_week)).rewards_paid == 1
+        async with client._pool.acquire() as raw:  # its one connection: every statement of the operation goes through it
+            sent: list[str] = []
+            raw.add_query_logger(lambda record: sent.append(record.query))
+        counted = []
+        for _ in range(2):
+            sent.clear()
+            await leagues.close_week(WEEK)
+            counted.append(len(sent))
+    # + 1: the pool resets the connection when the operation hands it back (asyncpg's reset query)
+    assert counted == [5 + 3 + 1, 4 + 1], (counted, sent)
+
+
+async def test_a_marker_of_a_day_that_is_not_a_monday_is_refused(head_db, connect):
+    connection = await connect(head_db)
+    with pytest.raises(asyncpg.CheckViolationError) as refused:
+        await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", WEEK + timedelta(days=1))
+    assert refused.value.constraint_name == "league_weeks_week_start_check"
+    await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", WEEK)
+    with pytest.raises(asyncpg.UniqueViolationError):  # a week closes once
+        await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", WEEK)
+
+
+# --- the weeks closed before the marker (migration 14) ---------------------------------------------
+
+LEAGUE_WEEKS = next(version for version in history.version_files() if version.endswith("_league_weeks.py"))
+BEFORE_LEAGUE_WEEKS = history.version_files()[history.version_files().index(LEAGUE_WEEKS) - 1]
+
+
+async def test_the_migration_marks_the_weeks_closed_before_it_and_unranks_the_weeks_it_cannot(head_db, connect):
+    """A week closed before `league_weeks` existed gets its row (a close finds it closed); a past week an older seed ranked
+    without its promotion and this week ranked by an older seed (open) are unranked, and close when their time comes."""
+    connection = await connect(head_db)
+    users = await build_week(connection)
+    async with database(head_db, migrate="check", global_fallback=False):
+        await leagues.close_week(WEEK)  # all a close leaves, marker aside
+    older, current = WEEK - timedelta(days=7), this_week()
+    for week in (older, current):  # as an older seed ranked them: the top bronze earned a promotion it was not given
+        for rank, name in enumerate(("b_low1", "b_low2"), start=1):
+            await connection.execute(
+                """INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned, current_rank)
+                   VALUES ($1, $2, $3, 'bronze', $4, $5)""",
+                users[name], week, week + timedelta(days=6), rules.PROMOTE_AT["bronze"] if rank == 1 else 0, rank)
+    ranks = "SELECT week_start, current_rank FROM leaderboard_entries WHERE current_rank IS NOT NULL ORDER BY id"
+    closed_ranks = [row for row in await connection.fetch(ranks) if row["week_start"] == WEEK]
+    await history.downgrade(head_db, to=BEFORE_LEAGUE_WEEKS)
+    assert await connection.fetchval("SELECT to_regclass('league_weeks')") is None
+    started = await connection.fetchval("SELECT now()")
+    for _ in range(2):  # and again after a downgrade: the same result
+        assert await history.upgrade(head_db, to=LEAGUE_WEEKS) == [LEAGUE_WEEKS]
+        assert await marked(connection) == [WEEK]
+        assert await connection.fetch(ranks) == closed_ranks  # the closed week keeps its ranks; the others have none
+        await history.downgrade(head_db, to=BEFORE_LEAGUE_WEEKS)
+    await history.upgrade(head_db)
+    assert await connection.fetchval("SELECT closed_at FROM league_weeks") >= started  # recognised by the upgrade
+    async with database(head_db, migrate="check", global_fallback=False):
+        again = await leagues.close_week(WEEK)
+        reclosed = await leagues.close_week(older)
+    assert again.already_closed
+    assert (reclosed.already_closed, reclosed.promoted, reclosed.rewards_paid) == (False, 1, 1)
+    assert await marked(connection) == [older, WEEK]
+
+
+async def test_the_migration_recognises_every_week_a_seed_closed(head_db, connect):
+    """A database seeded before `league_weeks` existed: the upgrade gives a row to every week the seed closed (ranks,
+    flags, rewards as `source`/`reference_id`, next-week entries only for who practised), and to no other."""
+    seeded = seed_cli(*DEMO, database=head_db)
+    assert seeded.returncode == 0, seeded.stderr
+    connection = await connect(head_db)
+    closed = await marked(connection)
+    await history.downgrade(head_db, to=BEFORE_LEAGUE_WEEKS)
+    await history.upgrade(head_db)
+    assert await marked(connection) == closed and closed
+    await assert_consistent(connection)
 
 
 # --- the seed --------------------------------------------------------------------------------------
@@ -280,9 +407,13 @@ async def test_cli_closes_then_reports_already_closed(head_db, connect, monkeypa
 
 
 async def test_cli_default_week_is_the_last_ended_one(head_db, monkeypatch):
+    week = leagues.last_ended_week()
     code, out, err = await _run(monkeypatch, head_db, "leagues", "close-week")
     assert (code, err) == (0, "")
-    assert out == f"week {leagues.last_ended_week()} already closed: nothing to do\n"  # no entries: nothing to do
+    assert out == (f"week {week} closed: 0 entries ranked, 0 promoted, 0 demoted; "  # no entries: only its marker is written
+                   "next week: 0 entries created, 0 moved; 0 promotion rewards paid\n")
+    code, out, err = await _run(monkeypatch, head_db, "leagues", "close-week")
+    assert (code, out, err) == (0, f"week {week} already closed: nothing to do\n", "")
 
 
 @pytest.mark.parametrize("week, message", [

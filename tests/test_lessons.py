@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import pytest
@@ -12,9 +12,8 @@ from tortoise import Tortoise
 
 from langlearn import rules
 from langlearn.operations import lessons, reviews
-from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, LessonLocked, NotFound
+from langlearn.operations.errors import IdempotencyKeyReused, InvalidRequest, LessonLocked, NotFound, WeekClosed
 from langlearn.operations.lessons import Answer
-from langlearn.seed.run import RANK_SQL
 from langlearn.startup import database
 from langlearn.verify import check_invariants
 from tests.test_wallet_operations import pooled
@@ -169,23 +168,74 @@ async def test_a_missed_day_spends_a_streak_freeze_from_the_inventory_too(seeded
     await assert_consistent(connection)
 
 
-async def test_a_late_completion_unranks_an_open_week_an_older_seed_ranked(seeded_db, connect):
-    """A completion arrives up to its answers' time and `rules.ATTEMPT_GRACE` after its start, so early on a Monday last
-    week still takes completions: a board of it ranked by an older seed (which ranked the week before a Monday anchor) is
-    unranked, not refused as closed. On other days the attempt's week is this week, which is open all the same."""
+def slow_play(lesson: dict) -> tuple[list[Answer], datetime, datetime, date]:
+    """A slow play started as long ago as the server accepts unclamped, and its week: the week of its start, which early
+    on a Monday (before the weekly close at 02:00 UTC) is last week."""
+    answers = right_answers(lesson, ms=rules.MAX_COUNTED_ANSWER_MS)
+    now = datetime.now(timezone.utc)
+    started, finished = now - rules.plausible_play([a.time_spent_ms for a in answers]) + timedelta(minutes=1), now - timedelta(seconds=30)
+    return answers, started, finished, rules.week_start(rules.activity_day(started))
+
+
+WRITTEN = "SELECT (SELECT count(*) FROM lesson_attempts) + (SELECT count(*) FROM leaderboard_entries) + (SELECT count(*) FROM wallet_transactions)"
+
+
+async def test_a_completion_of_a_closed_week_is_refused_by_its_marker_and_an_open_week_takes_it(seeded_db, connect):
+    """The week's marker (`league_weeks`) decides, whatever the board: a learner with no entry in a closed week, whose
+    league's board that week is not ranked, is refused and nothing is written; the week open again, the same request passes.
+    (A week closes `rules.ATTEMPT_MAX_AGE` after its Sunday: its row is written here by hand, as no close may write it yet.)"""
     connection = await connect(seeded_db)
     lesson = await first_lesson(connection)
-    now = datetime.now(timezone.utc)
-    answers = right_answers(lesson, ms=rules.MAX_COUNTED_ANSWER_MS)  # a slow play: its start may be long before now
-    started, finished = now - rules.plausible_play([a.time_spent_ms for a in answers]) + timedelta(minutes=1), now - timedelta(seconds=30)
-    week = rules.week_start(rules.activity_day(started))
-    rival, learner = await new_learner(connection, "rival"), await new_learner(connection, "late_finisher")
-    async with database(seeded_db, migrate="check", global_fallback=False):
-        await lessons.complete_lesson(rival, lesson["id"], answers, started, finished, "rival")
-        await connection.execute(RANK_SQL, week + timedelta(days=7))  # the attempt's week ranked, as an older seed left it
-        result = await lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "late")
+    learner = await new_learner(connection, "too_late")
+    answers, started, finished, week = slow_play(lesson)
+    await connection.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", week)
+    try:
+        before = await connection.fetchval(WRITTEN)
+        async with database(seeded_db, migrate="check", global_fallback=False):
+            with pytest.raises(WeekClosed, match=f"the week of {week} is closed"):
+                await lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "closed")
+            assert await connection.fetchval(WRITTEN) == before
+            await connection.execute("DELETE FROM league_weeks WHERE week_start = $1", week)
+            result = await lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "closed")
+    finally:
+        await connection.execute("DELETE FROM league_weeks WHERE week_start = $1", week)
     assert result.passed
-    assert await connection.fetchval("SELECT count(current_rank) FROM leaderboard_entries WHERE week_start = $1", week) == 0
+    assert await connection.fetchval("SELECT current_rank FROM leaderboard_entries WHERE user_id = $1", learner) is None
+    await assert_consistent(connection)
+
+
+async def test_a_close_committed_while_a_completion_waits_for_its_entry_refuses_it(seeded_db, connect):
+    """The marker is read before any lock; a close that commits while the completion waits for its entry (which the close
+    locked and ranked) is seen in the entry: refused, nothing written."""
+    connection, closer = await connect(seeded_db), await connect(seeded_db)
+    lesson = await first_lesson(connection)
+    learner = await new_learner(connection, "caught_by_the_close")
+    answers, started, finished, week = slow_play(lesson)
+    async with database(seeded_db, migrate="check", global_fallback=False):
+        await lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "before")
+        before = await connection.fetchval(WRITTEN)
+        closing = closer.transaction()
+        await closing.start()
+        try:  # a close in miniature: the entry locked and ranked, the marker written, then the commit
+            await closer.execute("SELECT 1 FROM leaderboard_entries WHERE user_id = $1 AND week_start = $2 FOR UPDATE", learner, week)
+            completing = asyncio.create_task(
+                lessons.complete_lesson(learner, lesson["id"], answers, started, finished, "during"))
+            for _ in range(500):  # until the completion waits for the entry
+                if await connection.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                             "AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO leaderboard_entries%'"):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the completion never waited for its entry")
+            await closer.execute("UPDATE leaderboard_entries SET current_rank = 1 WHERE user_id = $1 AND week_start = $2", learner, week)
+            await closer.execute("INSERT INTO league_weeks (week_start) VALUES ($1)", week)
+            await closing.commit()
+            with pytest.raises(WeekClosed):
+                await completing
+            assert await connection.fetchval(WRITTEN) == before
+        finally:  # the shared database's week open again
+            await connection.execute("DELETE FROM league_weeks WHERE week_start = $1", week)
+            await connection.execute("UPDATE leaderboard_entries SET current_rank = NULL WHERE user_id = $1", learner)
     await assert_consistent(connection)
 
 
@@ -195,8 +245,7 @@ async def test_bad_requests_are_refused_and_write_nothing(seeded_db, connect):
     lesson = await first_lesson(connection)
     started, finished = times()
     good = right_answers(lesson)
-    count = "SELECT (SELECT count(*) FROM lesson_attempts) + (SELECT count(*) FROM leaderboard_entries) + (SELECT count(*) FROM wallet_transactions)"
-    before = await connection.fetchval(count)
+    before = await connection.fetchval(WRITTEN)
     async with database(seeded_db, migrate="check", global_fallback=False):
         cases = [
             (InvalidRequest, (user, lesson["id"], [Answer("no.such.exercise", "x", 1, False)], started, finished, "a")),
@@ -211,7 +260,7 @@ async def test_bad_requests_are_refused_and_write_nothing(seeded_db, connect):
         for error, args in cases:
             with pytest.raises(error):
                 await lessons.complete_lesson(*args)
-    assert await connection.fetchval(count) == before
+    assert await connection.fetchval(WRITTEN) == before
 
 
 async def test_sixteen_completions_of_one_user_at_once_add_up_exactly(seeded_db, connect):

@@ -15,14 +15,14 @@ import shutil
 import signal
 import subprocess
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 
-from langlearn import history
+from langlearn import history, rules
 from langlearn.cli import main
 from langlearn.databases import database_name
 from langlearn.seed.content import DATA_DIR
@@ -49,7 +49,11 @@ async def digests(connection) -> dict[str, str]:
 
 
 async def row_counts(connection) -> dict[str, int]:
-    return {table: await connection.fetchval(f"SELECT count(*) FROM {table}") for table in (*TABLES, "seed_runs")}
+    return {table: await connection.fetchval(f"SELECT count(*) FROM {table}") for table in (*TABLES, "seed_runs", "league_weeks")}
+
+
+async def closed_weeks(connection) -> list[tuple[date, datetime]]:
+    return [tuple(row) for row in await connection.fetch("SELECT week_start, closed_at FROM league_weeks ORDER BY week_start")]
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +139,18 @@ async def test_small_scale_seed_holds_every_invariant_and_records_its_run(scale_
     counts = await row_counts(connection)
     assert json.loads(run["counts"]) == {table: counts[table] for table in TABLES}
     assert counts["users"] == 250
+
+
+async def test_the_seed_marks_the_weeks_its_simulation_closed(scale_db, connect):
+    """Every week of the history but the last (still open when the history ends) is closed: ranked, and marked closed in
+    `league_weeks` at the time the simulation closed it (00:05 UTC on the Monday after it)."""
+    connection = await connect(scale_db)
+    ranked = [row["week_start"] for row in await connection.fetch(
+        "SELECT DISTINCT week_start FROM leaderboard_entries WHERE current_rank IS NOT NULL ORDER BY week_start")]
+    closed = await closed_weeks(connection)
+    assert [week for week, _ in closed] == ranked and len(ranked) >= 7
+    assert ranked[-1] == rules.week_start(ANCHOR - timedelta(days=1)) - timedelta(days=7)
+    assert all(closed_at == datetime.combine(week + timedelta(days=7), datetime.min.time(), tzinfo=timezone.utc) + timedelta(minutes=5) for week, closed_at in closed)
 
 
 async def test_second_run_adds_no_row(scale_db, connect):

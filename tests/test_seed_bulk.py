@@ -17,7 +17,7 @@ import pytest
 from langlearn.verify import verify
 from tests.catalog import describe_difference, snapshot
 from tests.conftest import LANGLEARN, REPO_ROOT
-from tests.test_seed import SCALE, digests, scale_db, seed_cli  # noqa: F401  (scale_db: the per-row seed, a module fixture)
+from tests.test_seed import SCALE, closed_weeks, digests, scale_db, seed_cli  # noqa: F401  (scale_db: the per-row seed, a module fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 async def assert_like_the_per_row_seed(url: str, scale_db: str, connect) -> None:  # noqa: F811
     connection = await connect(url)
     assert await digests(connection) == await digests(await connect(scale_db))
+    assert await closed_weeks(connection) == await closed_weeks(await connect(scale_db))
     assert await connection.fetchval("SELECT deferred FROM seed_runs") is None
     difference = describe_difference(await snapshot(await connect(scale_db)), await snapshot(connection))
     assert not difference, difference

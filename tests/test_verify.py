@@ -322,6 +322,7 @@ INSERT INTO wallet_transactions (id, wallet_id, user_id, transaction_type, amoun
 INSERT INTO leaderboard_entries (id, user_id, week_start, week_end, league, xp_earned, current_rank) VALUES
     ('{ENTRY_A}', '{USER_A}', '2025-03-03', '2025-03-09', 'bronze', 35, 1),
     ('{ENTRY_B}', '{USER_B}', '2025-03-03', '2025-03-09', 'bronze', 22, 2);
+INSERT INTO league_weeks (week_start, closed_at) VALUES ('2025-03-03', '2025-03-10 02:05+00');
 INSERT INTO streaks (id, user_id, current_streak, longest_streak, last_activity_date) VALUES ('{STREAK}', '{USER_A}', 2, 2, '2025-03-05');
 INSERT INTO daily_review_sessions (id, user_id, review_date, started_at, completed_at) VALUES
     ('{SESSION}', '{USER_A}', '2025-03-05', '2025-03-05 08:00+00', '2025-03-05 08:10+00');
@@ -345,7 +346,7 @@ BREAKS = {
     "unit_total_lessons_mismatch": (f"UPDATE units SET total_lessons = 3 WHERE id = '{UNIT}'", UNIT),
     "course_total_lessons_mismatch": (f"UPDATE courses SET total_lessons = 1 WHERE id = '{COURSE}'", COURSE),
     "leaderboard_week_not_monday": (
-        f"UPDATE leaderboard_entries SET week_start = '2025-03-04', week_end = '2025-03-10', xp_earned = 0, current_rank = 1 "
+        f"UPDATE leaderboard_entries SET week_start = '2025-03-04', week_end = '2025-03-10', xp_earned = 0, current_rank = NULL "
         f"WHERE id = '{ENTRY_B}'",
         ENTRY_B,
     ),
@@ -353,6 +354,12 @@ BREAKS = {
     "leaderboard_rank_gap": (f"UPDATE leaderboard_entries SET current_rank = 3 WHERE id = '{ENTRY_B}'", ENTRY_B),
     "leaderboard_rank_order": (
         f"UPDATE leaderboard_entries SET current_rank = CASE id WHEN '{ENTRY_A}' THEN 2 ELSE 1 END", ENTRY_A
+    ),
+    "league_week_rank_mismatch": (  # an entry added to the closed week after its close, unranked
+        f"""INSERT INTO users (id, email, username, hashed_password) VALUES ('{TX_1}', 'c@example.com', 'c', 'x');
+            INSERT INTO leaderboard_entries (id, user_id, week_start, week_end, league, xp_earned)
+            VALUES ('{STREAK}', '{TX_1}', '2025-03-03', '2025-03-09', 'silver', 0)""",
+        STREAK,
     ),
     "user_total_xp_mismatch": (f"UPDATE users SET total_xp = 40 WHERE id = '{USER_A}'", USER_A),
     "streak_in_future": ("UPDATE streaks SET last_activity_date = current_date + 2", STREAK),
@@ -405,14 +412,27 @@ async def test_repeated_or_missing_rank_on_a_ranked_board_is_a_rank_gap(consiste
     connection = await connect(consistent_db)
     await connection.execute(f"UPDATE leaderboard_entries SET current_rank = {rank} WHERE id = '{ENTRY_B}'")
     findings = await check_invariants(connection)
-    assert found(findings) == {("error", "leaderboard_rank_gap", "leaderboard_entries.current_rank")}
-    assert findings[0].details["example_ids"] == [ENTRY_B]
+    expected = {("error", "leaderboard_rank_gap", "leaderboard_entries.current_rank")}
+    if rank == "NULL":  # and an unranked entry of a closed week
+        expected.add(("error", "league_week_rank_mismatch", "leaderboard_entries.current_rank"))
+    assert found(findings) == expected
+    assert all(finding.details["example_ids"] == [ENTRY_B] for finding in findings)
 
 
 async def test_board_not_ranked_yet_is_no_gap(consistent_db, connect):
     connection = await connect(consistent_db)
     await connection.execute("UPDATE leaderboard_entries SET current_rank = NULL")
+    await connection.execute("DELETE FROM league_weeks")  # the week not closed yet
     assert await check_invariants(connection) == []
+
+
+async def test_a_week_ranked_without_its_close_is_reported(consistent_db, connect):
+    connection = await connect(consistent_db)
+    await connection.execute("DELETE FROM league_weeks")
+    findings = await check_invariants(connection)
+    assert found(findings) == {("error", "league_week_rank_mismatch", "leaderboard_entries.current_rank")}
+    assert findings[0].details["count"] == 2
+    assert findings[0].details["examples"][0] == {"id": ENTRY_A, "actual": "1", "expected": "not closed (no league_weeks row)"}
 
 
 async def test_wallet_whose_gems_differ_from_its_ledger_is_reported(consistent_db, connect):
@@ -443,6 +463,7 @@ async def test_invariants_of_a_missing_table_are_reported_not_checked_and_spoil_
     assert {finding.kind for finding in findings} == {"invariant_not_checked"}
     assert {finding.details["invariant"] for finding in findings} == {
         "leaderboard_week_not_monday", "leaderboard_xp_mismatch", "leaderboard_rank_gap", "leaderboard_rank_order",
+        "league_week_rank_mismatch",
     }
 
 

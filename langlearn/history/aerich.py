@@ -172,7 +172,7 @@ def with_service_apps(config: dict[str, Any], apps: tuple[MigrationApp, ...]) ->
 
     Where the service's `location` holds no `models/` folder, Aerich finds the package's history where the package
     ships it; and `aerich --app NAME init-db` writes that app's tables only (Aerich's own would write every model on
-    the connection, the package's 24 tables included)."""
+    the connection, every table of the package included)."""
     for app in apps:
         config["apps"][app.label] = {"models": list(app.models), "default_connection": "default"}
     route_aerich_history(APP_LABEL, app_folder(MIGRATIONS_LOCATION))

@@ -6,27 +6,27 @@
    a second close of the same week waits for the first to commit, then finds it closed. One lock for
    all weeks (not one per week) also keeps a close of week N+1 from reading leagues a close of week N
    is still moving; closes are rare, so serialising them costs nothing.
-2. the week's entries are read and locked (`FOR UPDATE`, by id), with each user's next-week league
-   and whether the promotion reward was paid; the outcome comes from the rule book
-   (`rules.ranks`, `rules.close_week`, `rules.promotion_gems`), never from numbers copied here.
-3. the "already closed" test: every entry already has its rank and flags, every promotion its reward,
-   and every next-week entry that exists its new league. Then nothing is written.
-4. otherwise set-based writes, each changing only rows that differ (so a rerun writes the difference):
-   the week's ranks and flags plus next week's entries (created with the XP already earned that week,
+2. the week's marker (`league_weeks`) is read with the week's entries, which are locked (`FOR UPDATE`, by id),
+   each with whether its promotion reward was paid; the outcome comes from the rule book (`rules.ranks`,
+   `rules.close_week`, `rules.promotion_gems`), never from numbers copied here.
+3. the "already closed" test: the week has its marker. Then nothing is written.
+4. otherwise set-based writes, each changing only rows that differ (so a close of a week found half done writes
+   the difference): the marker, the week's ranks and flags plus next week's entries (created with the XP already earned that week,
    or only their league changed: XP and lessons earned are never clobbered) in one statement (next week
    stays unranked: an open week is ranked when it closes, so a completion never re-ranks a board); then the rewards: wallets created if missing, locked in id order, then the ledger
    entries (GREATEST(now(), newest created_at), as in `wallet.py`), the wallets and the activity feed. A reward
    whose key is already in the ledger was paid: skipped, never an error (no client key can take it, `wallet.py`).
 
-The marker. The schema has no "week closed" record; the closed state is the marker: flags, ranks, rewards
-(key `league_promotion:<Monday>` (`promotion_key`), or `source = "league_promotion"` with `reference_id` = the
-week's Monday, as the seed writes them) and next
-week's leagues. It cannot tell a closed week with no promotion and no demotion whose ranks were already
-final from an unclosed one: such a close reports already_closed without creating missing next-week
-entries (harmless: a user without an entry keeps their league, as in the seed, which creates entries only
-for users who practise). Missing next-week entries alone do not reopen a week, because the seed's closed
-weeks have none for inactive users. A durable marker would need a table (e.g. `league_weeks(week_start PK,
-closed_at)`); none was invented here.
+The marker. A closed week has its row in `league_weeks` (`models.LeagueWeek`), inserted by the close in the
+transaction that ranks the week, so a week is closed exactly when its ranks, flags, rewards and next week's
+leagues were written, and a week with no promotion, no demotion or no entry at all is told apart from an
+unclosed one. The seed writes the rows of the weeks its simulation closed; migration 14 wrote those of the weeks
+closed before the table existed (the state the previous close reported as already closed) and unranked the
+ranked weeks without one, so a week is ranked exactly when it has its row (`langlearn verify` checks it); a
+week the previous code closed after that migration ran has no row, and its next close writes the row and nothing
+else (everything else is as a close leaves it). A reward is recognised by its key `league_promotion:<Monday>`
+(`promotion_key`), or by `source = "league_promotion"` with `reference_id` = the week's Monday, as the seed writes
+it. The lesson path (`lessons.py`) refuses a completion of a week with a row, by reading that one row.
 
 Lock order: the advisory lock, the week's entries, next week's entries, then wallets (by id), as one
 wallet's writers (`wallet.py`) lock only their wallet, and the lesson path (`lessons.py`) locks its
@@ -75,35 +75,41 @@ class WeekClosed:
 
 @dataclass(frozen=True)
 class _Entry:
-    """One entry of the week with its outcome under the rule book, and what the database already holds."""
+    """One entry of the week with its outcome under the rule book, and whether its promotion reward was paid."""
 
     id: UUID
     user_id: UUID
     rank: int
     outcome: rules.WeekOutcome
-    done: bool  # rank, flags, reward and next week's league (if an entry exists) already as the outcome says
     rewarded: bool
 
 
 # --- SQL -------------------------------------------------------------------------------------------
 
 CLOSE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('langlearn.leagues.close_week'))"
-# a statement of its own after the lock: under READ COMMITTED it sees what a previous close committed
+# a statement of its own after the lock: under READ COMMITTED it sees what a previous close committed. One row per entry
+# (id NULL for a week without entries), each with `closed`: the week has its marker
 READ_WEEK = """
-    SELECT e.id, e.user_id, e.league::text AS league, e.xp_earned, e.current_rank, e.is_promoted, e.is_demoted,
-           n.league::text AS next_league,
-           EXISTS (SELECT 1 FROM user_wallets w JOIN wallet_transactions t ON t.wallet_id = w.id
-                   WHERE w.user_id = e.user_id
-                     AND (t.idempotency_key = $2 OR (t.source = $3 AND t.reference_id = $4))) AS rewarded  -- the seed's keys differ
-    FROM leaderboard_entries e
-    LEFT JOIN leaderboard_entries n ON n.user_id = e.user_id AND n.week_start = $1::date + 7
-    WHERE e.week_start = $1
-    ORDER BY e.id
-    FOR UPDATE OF e
+    SELECT marker.closed, week.*
+    FROM (SELECT EXISTS (SELECT 1 FROM league_weeks WHERE week_start = $1) AS closed) marker
+    LEFT JOIN (
+        SELECT e.id, e.user_id, e.league::text AS league, e.xp_earned,
+               EXISTS (SELECT 1 FROM user_wallets w JOIN wallet_transactions t ON t.wallet_id = w.id
+                       WHERE w.user_id = e.user_id
+                         AND (t.idempotency_key = $2 OR (t.source = $3 AND t.reference_id = $4))) AS rewarded  -- the seed's keys differ
+        FROM leaderboard_entries e
+        WHERE e.week_start = $1
+        ORDER BY e.id
+        FOR UPDATE OF e  -- in id order, as every close locks them
+    ) week ON true
+    ORDER BY week.id
 """
-# $1 the week; $2-$5 the week's entries: id, rank, promoted, demoted; $6-$7 next week: user, league
+# $1 the week; $2-$5 the week's entries: id, rank, promoted, demoted; $6-$7 next week: user, league. The marker is
+# inserted without ON CONFLICT: under the close's lock, with none read, a second row would be a bug to report
 WRITE_WEEK = """
-    WITH outcome AS (
+    WITH marker AS (
+        INSERT INTO league_weeks (week_start) VALUES ($1)
+    ), outcome AS (
         SELECT * FROM unnest($2::uuid[], $3::int[], $4::bool[], $5::bool[]) AS o(id, position, promoted, demoted)
     ), week AS (
         UPDATE leaderboard_entries e
@@ -181,10 +187,11 @@ async def close_week(week_start: date) -> WeekClosed:
     reference = week_start.isoformat()
     async with in_transaction(PRIMARY) as conn:
         await conn.execute_query_dict(CLOSE_LOCK)
-        entries = _outcomes(await conn.execute_query_dict(READ_WEEK, [week_start, promotion_key(week_start), PROMOTION_SOURCE, reference]))
+        rows = await conn.execute_query_dict(READ_WEEK, [week_start, promotion_key(week_start), PROMOTION_SOURCE, reference])
+        entries = _outcomes([row for row in rows if row["id"] is not None])
         promoted = sum(entry.outcome.promoted for entry in entries)
         demoted = sum(entry.outcome.demoted for entry in entries)
-        if all(entry.done for entry in entries):
+        if rows[0]["closed"]:
             return WeekClosed(week_start, len(entries), promoted, demoted, 0, 0, 0, already_closed=True)
         written = await conn.execute_query_dict(WRITE_WEEK, [
             week_start,
@@ -221,7 +228,7 @@ def last_ended_week(today: date | None = None) -> date:
 # --- helpers ---------------------------------------------------------------------------------------
 
 def _outcomes(rows: list[Row]) -> list[_Entry]:
-    """Each entry's rank (within its league) and outcome under the rule book, and whether it is already applied."""
+    """Each entry's rank (within its league) and outcome under the rule book, and whether its reward was paid."""
     by_league: dict[str, dict[UUID, int]] = {}
     for row in rows:
         by_league.setdefault(row["league"], {})[row["user_id"]] = row["xp_earned"]
@@ -230,12 +237,7 @@ def _outcomes(rows: list[Row]) -> list[_Entry]:
     for row in rows:
         outcome = rules.close_week(row["league"], row["xp_earned"])
         rank = positions[row["user_id"]]
-        done = (
-            row["current_rank"] == rank and row["is_promoted"] == outcome.promoted and row["is_demoted"] == outcome.demoted
-            and (row["rewarded"] or not outcome.promoted)
-            and row["next_league"] in (None, outcome.next_league)
-        )
-        entries.append(_Entry(row["id"], row["user_id"], rank, outcome, done, row["rewarded"]))
+        entries.append(_Entry(row["id"], row["user_id"], rank, outcome, row["rewarded"]))
     return entries
 
 

@@ -29,10 +29,15 @@ A retry racing its first request meets it at the unique index (user_id, idempote
 insert waits for the first to commit, fails, and the retry returns the first result.
 
 Open weeks are not ranked (`current_rank` stays NULL until `leagues.close_week` ranks the week), so a
-completion never re-ranks a board; an open week ranked by an older seed is unranked once, here.
+completion never re-ranks a board. A completion of a closed week is refused (`WeekClosed`, nothing written): the
+first read asks the week's marker (`league_weeks`, one row by primary key, written by the close), never another
+learner's entry; a close that commits while the completion waits for its entry is seen in the entry itself, which
+the close ranked. (A learner's first entry of the week, inserted by a completion the close could not see, would stay
+unranked in a closed week: the close runs after `rules.ATTEMPT_MAX_AGE`, when no completion of the week is still
+arriving, and `langlearn verify` would report such an entry, `league_week_rank_mismatch`.)
 
 Round trips (BEGIN and COMMIT included), independent of the data and of the number of questions:
-    7 (a user's first ledger use adds 2, an open week ranked by an older seed 2); a replay 3.
+    7 (a user's first ledger use adds 2); a replay 3.
 """
 
 from __future__ import annotations
@@ -137,12 +142,12 @@ class Lesson:
 
 @dataclass(frozen=True)
 class Arrival:
-    """What the request finds before any lock: the lesson, a stored result for its key, the week's board."""
+    """What the request finds before any lock: the lesson, a stored result for its key, the week's state."""
 
     lesson: Lesson
     replay: Any  # the stored result of the key's first completion (JSON), or None
     league: str  # the league the attempt's week is played in
-    board_ranked: bool  # the week's board was ranked (by an older seed)
+    week_closed: bool  # the attempt's week has its marker: `leagues.close_week` closed it
     boosted: bool  # a Double XP Boost was active at the attempt's (clamped) start
 
 
@@ -249,8 +254,7 @@ def decide(completion: Completion, arrival: Arrival, scored: Scored, learner: Le
 
 # --- SQL -------------------------------------------------------------------------------------------
 
-# $1 user, $2 lesson, $3 key, $4 the attempt's (clamped) start, $5 the week's Monday. `board_ranked`: whether the board the
-# attempt lands on is ranked (its top entry, read from idx_leaderboard_week_league_xp)
+# $1 user, $2 lesson, $3 key, $4 the attempt's (clamped) start, $5 the week's Monday. `week_closed`: the week's marker, by key
 READ_ARRIVAL = """
     SELECT l.content, l.xp_reward, l.pass_score, l.course_id, l.unit_id, coalesce(c.is_published, false) AS published, lg.league,
            EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_exists,
@@ -261,18 +265,16 @@ READ_ARRIVAL = """
            EXISTS (SELECT 1 FROM user_inventory i JOIN shop_items s ON s.id = i.shop_item_id
                    WHERE i.user_id = $1 AND s.item_type = 'double_xp' AND i.is_active
                      AND i.activated_at <= $4 AND i.expires_at > $4) AS boosted,
-           coalesce((SELECT b.current_rank IS NOT NULL FROM leaderboard_entries b
-                     WHERE b.week_start = $5 AND b.league = lg.league::league_type ORDER BY b.xp_earned DESC LIMIT 1), false) AS board_ranked
+           EXISTS (SELECT 1 FROM league_weeks w WHERE w.week_start = $5) AS week_closed
     FROM lessons l
     LEFT JOIN courses c ON c.id = l.course_id
     CROSS JOIN LATERAL (SELECT coalesce((SELECT e.league::text FROM leaderboard_entries e WHERE e.user_id = $1 AND e.week_start <= $5
                                          ORDER BY e.week_start DESC LIMIT 1), 'bronze') AS league) lg
     WHERE l.id = $2
 """
-UNRANK_WEEK = "UPDATE leaderboard_entries SET current_rank = NULL WHERE week_start = $1 AND current_rank IS NOT NULL"
-UNRANK_LOCK = "SELECT pg_advisory_xact_lock(hashtext('langlearn.lessons.unrank'))"
 READ_REPLAY = "SELECT outcome FROM lesson_attempts WHERE user_id = $1 AND idempotency_key = $2"
-# the entry locked first (lock order), unchanged: its XP is added by WRITE_EFFECTS once decided under the wallet lock
+# the entry locked first (lock order), unchanged: its XP is added by WRITE_EFFECTS once decided under the wallet lock. Its
+# rank is set only by a close, which commits first when the completion waited for the entry: the week closed meanwhile
 LOCK_ENTRY = """
     INSERT INTO leaderboard_entries (user_id, week_start, week_end, league, xp_earned, lessons_completed)
     VALUES ($1, $2, $2::date + 6, $3::league_type, 0, 0)
@@ -408,8 +410,8 @@ async def complete_lesson(
             if lesson.missing_prerequisite is not None:
                 raise LessonLocked(f"pass the lesson {lesson.missing_prerequisite!r} first: it is this lesson's prerequisite")
             scored = score_attempt(lesson, answers)
-            if arrival.board_ranked:
-                await _unrank_open_week(conn, completion.week)
+            if arrival.week_closed:
+                raise _week_closed(completion.week)
             entry = await conn.execute_query_dict(LOCK_ENTRY, [user_id, completion.week, arrival.league])
             if entry[0]["current_rank"] is not None:
                 raise _week_closed(completion.week)
@@ -458,7 +460,7 @@ async def _read_arrival(conn: BaseDBAsyncClient, completion: Completion) -> Arri
         raise NotFound(f"no user {completion.user_id}")
     lesson = Lesson(completion.lesson_id, _exercises(row["content"]), row["xp_reward"], row["pass_score"], row["course_id"], row["unit_id"],
                     row["missing_prerequisite"])
-    return Arrival(lesson, row["replay"], row["league"], row["board_ranked"], row["boosted"])
+    return Arrival(lesson, row["replay"], row["league"], row["week_closed"], row["boosted"])
 
 
 def _exercises(content: Any) -> dict[str, Exercise]:
@@ -488,15 +490,6 @@ async def _read_learner(conn: BaseDBAsyncClient, completion: Completion, lesson:
 
 def _week_closed(week: date) -> WeekClosed:
     return WeekClosed(f"the week of {week} is closed; a completion arrives within {rules.ATTEMPT_MAX_AGE} of its start")
-
-
-async def _unrank_open_week(conn: BaseDBAsyncClient, week: date) -> None:
-    """Unrank an open week ranked by an older seed (ranks are written when a week closes); refuse a closed one. A week
-    is open until `rules.week_closes_at` (Monday 02:00 UTC), not only until its Sunday ends: completions of it still arrive."""
-    if datetime.now(timezone.utc) >= rules.week_closes_at(week):
-        raise _week_closed(week)
-    await conn.execute_query_dict(UNRANK_LOCK)  # one unranker at a time: two would lock the week's rows in two orders
-    await conn.execute_query_dict(UNRANK_WEEK, [week])
 
 
 # --- the write -------------------------------------------------------------------------------------

@@ -177,6 +177,21 @@ INVARIANTS = (
         "xp_earned {actual} is more than the {expected} of the entry ranked above",
     ),
     Invariant(
+        "league_week_rank_mismatch",
+        "leaderboard_entries.current_rank",
+        # a week is ranked by its close, which writes its league_weeks row in the same transaction: ranked iff closed
+        """
+        SELECT e.id, coalesce(e.current_rank::text, 'NULL') AS actual,
+               CASE WHEN w.week_start IS NULL THEN 'not closed (no league_weeks row)' ELSE 'closed (league_weeks has it)' END AS expected
+        FROM leaderboard_entries e LEFT JOIN league_weeks w ON w.week_start = e.week_start
+        WHERE (e.current_rank IS NULL) = (w.week_start IS NOT NULL)
+        """,
+        "leaderboard entries ranked in a week that was not closed, or unranked in a closed one",
+        "close the week: `langlearn leagues close-week --week <Monday>` ranks it and writes its league_weeks row "
+        "(an entry added to a closed week: delete the week's league_weeks row first, so the close ranks it again)",
+        "current_rank is {actual} in a week {expected}",
+    ),
+    Invariant(
         "user_total_xp_mismatch",
         "users.total_xp",
         """

@@ -16,6 +16,7 @@ SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
+WEEK_CLOSED_AFTER_MS = 5 * MINUTE_MS  # the simulation closes a week at 00:05 UTC on the Monday after it
 UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _UNIX_EPOCH_DAY = UNIX_EPOCH.date()
 # "HH:MM:SS" for every second of a day, built on first use: formatting a time is then a list lookup

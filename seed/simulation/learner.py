@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from langlearn import rules
 from langlearn.seed.simulation.achievements import Achievements
-from langlearn.seed.simulation.clock import DAY_MS, MINUTE_MS, SECOND_MS, at, day_of, is_weekend, to_date, week_of
+from langlearn.seed.simulation.clock import DAY_MS, MINUTE_MS, SECOND_MS, WEEK_CLOSED_AFTER_MS, at, day_of, is_weekend, to_date, week_of
 from langlearn.seed.simulation.context import BATCH_USERS, RunContext
 from langlearn.seed.simulation.journal import BatchRows, Journal
 from langlearn.seed.simulation.lessons import Lessons
@@ -71,7 +71,7 @@ class Learner:
             if day < signup_day:
                 continue
             if week_of(day) == day and day > signup_day:  # a Monday: last week closes
-                self._close_week(day - 7, at(day, 0) + 5 * MINUTE_MS)
+                self._close_week(day - 7, at(day, 0) + WEEK_CLOSED_AFTER_MS)
             start = at(day, self.hour + rng.uniform(-0.5, 1.0))
             if day == signup_day:
                 start = max(start, p.signup + 2 * MINUTE_MS)
