@@ -6,7 +6,6 @@ from tortoise import fields
 from tortoise.fields.db_defaults import SqlDefault
 from tortoise.indexes import Index
 from tortoise.migrations.constraints import CheckConstraint, UniqueConstraint
-from tortoise.models import Model
 from tortoise.timezone import now as utcnow
 
 from langlearn.models.base import NOW, CompositeForeignKey, MonthlyPartitions, TimestampedModel, UUIDModel, counter, flag, json_object
@@ -192,21 +191,20 @@ class LeaderboardEntry(TimestampedModel):
         )
 
 
-class LeagueWeek(Model):
+class LeagueWeek(UUIDModel):
     """A closed league week: the durable "week closed" marker, one row per Monday, written by the close.
 
     `leagues.close_week` inserts the row in the transaction that ranks the week, so "closed" is this row, not a
     state derived from ranks, flags and rewards (which cannot tell a closed week with no promotion from an unclosed
-    one), and the lesson path asks whether its week is closed by reading one row by primary key rather than another
-    learner's entry. SCHEMA.md has no such table; it is added for those two reasons and because it shards well:
-    under Citus it is a reference table (a small table read by every learner's transaction, written once a week),
-    see docs/scale-out.md. Keyed by the week's Monday, not by a surrogate id: a week is closed once, and the key is
-    what every reader looks up. `closed_at` is the time of the close's transaction (for weeks closed before the table
-    existed, of the upgrade that recognised them: migration 14).
+    one), and the lesson path asks whether its week is closed by reading one row by its unique `week_start` rather
+    than another learner's entry. SCHEMA.md has no such table; it is added for those two reasons and because it
+    shards well: under Citus it is a reference table (a small table read by every learner's transaction, written
+    once a week), see docs/scale-out.md. It follows SCHEMA.md's conventions for every table (`id`, `created_at`);
+    `created_at` is when the week was closed: the close's transaction (for weeks closed before the table existed,
+    the upgrade that recognised them: migration 14).
     """
 
-    week_start = fields.DateField(primary_key=True, description="the week's Monday")
-    closed_at = fields.DatetimeField(auto_now_add=True, db_default=NOW, description="when the week was closed")
+    week_start = fields.DateField(unique=True, description="the week's Monday")
 
     class Meta:
         table = "league_weeks"

@@ -48,7 +48,7 @@ from langlearn import partitions, rules
 from langlearn.errors import ConfigError, Interrupted, LanglearnError, SeedError
 from langlearn.history import read_state
 from langlearn.seed import bulk, workers
-from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name
+from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name, uuid4_from
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulation import BATCH_USERS, RunContext
 from langlearn.seed.simulation.clock import WEEK_CLOSED_AFTER_MS
@@ -74,10 +74,13 @@ RANK_SQL = """
           FROM leaderboard_entries WHERE week_start < $1) ranked
     WHERE entry.id = ranked.id AND entry.current_rank IS DISTINCT FROM ranked.position
 """
-# and their markers (langlearn.models.LeagueWeek), closed when the simulation closed them ($2 after their Sunday's end)
+# and their markers (langlearn.models.LeagueWeek), closed when the simulation closed them ($2 after their Sunday's end);
+# each id is the week's, drawn from the seed ($3), so that the same seed writes the same rows
+CLOSED_WEEKS_SQL = "SELECT DISTINCT week_start FROM leaderboard_entries WHERE week_start < $1 ORDER BY week_start"
 CLOSE_SQL = """
-    INSERT INTO league_weeks (week_start, closed_at)
-    SELECT DISTINCT week_start, (week_start + 7)::timestamp AT TIME ZONE 'UTC' + $2::interval FROM leaderboard_entries WHERE week_start < $1
+    INSERT INTO league_weeks (id, week_start, created_at)
+    SELECT marker.id, marker.week_start, (marker.week_start + 7)::timestamp AT TIME ZONE 'UTC' + $2::interval
+    FROM unnest($1::uuid[], $3::date[]) AS marker (id, week_start)
     ON CONFLICT (week_start) DO NOTHING
 """
 # live ledger entries come after the seeded ones, whose ledger_seq the seed set itself (simulation/wallet.py)
@@ -284,7 +287,9 @@ class Seeder:
             last_day = anchor.date() - timedelta(days=1)
             async with self.connection.transaction():  # a week is ranked exactly when it is marked closed
                 await self.connection.execute(RANK_SQL, rules.week_start(last_day))  # ranks are set before any index is rebuilt
-                await self.connection.execute(CLOSE_SQL, rules.week_start(last_day), timedelta(milliseconds=WEEK_CLOSED_AFTER_MS))
+                weeks = [row[0] for row in await self.connection.fetch(CLOSED_WEEKS_SQL, rules.week_start(last_day))]
+                ids = [uuid4_from(hashlib.blake2b(f"{options.seed}:league_week:{week}".encode(), digest_size=16).digest()) for week in weeks]
+                await self.connection.execute(CLOSE_SQL, ids, timedelta(milliseconds=WEEK_CLOSED_AFTER_MS), weeks)
             await self.connection.execute(LEDGER_SEQUENCE_SQL)
             if deferred:
                 await self._rebuild(run_id, deferred)

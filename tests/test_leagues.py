@@ -328,7 +328,7 @@ async def test_the_migration_marks_the_weeks_closed_before_it_and_unranks_the_we
         assert await connection.fetch(ranks) == closed_ranks  # the closed week keeps its ranks; the others have none
         await history.downgrade(head_db, to=BEFORE_LEAGUE_WEEKS)
     await history.upgrade(head_db)
-    assert await connection.fetchval("SELECT closed_at FROM league_weeks") >= started  # recognised by the upgrade
+    assert await connection.fetchval("SELECT created_at FROM league_weeks") >= started  # recognised by the upgrade
     async with database(head_db, migrate="check", global_fallback=False):
         again = await leagues.close_week(WEEK)
         reclosed = await leagues.close_week(older)

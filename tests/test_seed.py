@@ -53,7 +53,7 @@ async def row_counts(connection) -> dict[str, int]:
 
 
 async def closed_weeks(connection) -> list[tuple[date, datetime]]:
-    return [tuple(row) for row in await connection.fetch("SELECT week_start, closed_at FROM league_weeks ORDER BY week_start")]
+    return [tuple(row) for row in await connection.fetch("SELECT week_start, created_at FROM league_weeks ORDER BY week_start")]
 
 
 @pytest.fixture(scope="module")

@@ -322,7 +322,7 @@ INSERT INTO wallet_transactions (id, wallet_id, user_id, transaction_type, amoun
 INSERT INTO leaderboard_entries (id, user_id, week_start, week_end, league, xp_earned, current_rank) VALUES
     ('{ENTRY_A}', '{USER_A}', '2025-03-03', '2025-03-09', 'bronze', 35, 1),
     ('{ENTRY_B}', '{USER_B}', '2025-03-03', '2025-03-09', 'bronze', 22, 2);
-INSERT INTO league_weeks (week_start, closed_at) VALUES ('2025-03-03', '2025-03-10 02:05+00');
+INSERT INTO league_weeks (week_start, created_at) VALUES ('2025-03-03', '2025-03-10 02:05+00');
 INSERT INTO streaks (id, user_id, current_streak, longest_streak, last_activity_date) VALUES ('{STREAK}', '{USER_A}', 2, 2, '2025-03-05');
 INSERT INTO daily_review_sessions (id, user_id, review_date, started_at, completed_at) VALUES
     ('{SESSION}', '{USER_A}', '2025-03-05', '2025-03-05 08:00+00', '2025-03-05 08:10+00');
