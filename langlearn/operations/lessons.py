@@ -30,7 +30,7 @@ insert waits for the first to commit, fails, and the retry returns the first res
 
 Open weeks are not ranked (`current_rank` stays NULL until `leagues.close_week` ranks the week), so a
 completion never re-ranks a board. A completion of a closed week is refused (`WeekClosed`, nothing written): the
-first read asks the week's marker (`league_weeks`, one row by primary key, written by the close), never another
+first read asks the week's marker (`league_weeks`, one row by its unique week_start, written by the close), never another
 learner's entry; a close that commits while the completion waits for its entry is seen in the entry itself, which
 the close ranked. (A learner's first entry of the week, inserted by a completion the close could not see, would stay
 unranked in a closed week: the close runs after `rules.ATTEMPT_MAX_AGE`, when no completion of the week is still
