@@ -192,7 +192,7 @@ class LeaderboardEntry(TimestampedModel):
 
 
 class LeagueWeek(UUIDModel):
-    """A closed league week: the durable "week closed" marker, one row per Monday, written by the close.
+    """A closed league week: the durable week-closed marker, one row per Monday, written by the close.
 
     `leagues.close_week` inserts the row in the transaction that ranks the week, so "closed" is this row, not a
     state derived from ranks, flags and rewards (which cannot tell a closed week with no promotion from an unclosed
