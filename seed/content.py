@@ -8,6 +8,7 @@ every run with one seed builds the same catalogue, row for row.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import zlib
@@ -56,6 +57,11 @@ def new_uuid(rng: random.Random) -> UUID:
 def uuid4_from(digest: bytes) -> UUID:
     """A UUID made of a 16-byte digest, for ids that other batches must be able to name."""
     return _uuid4(int.from_bytes(digest, "big"))
+
+
+def seeded_uuid(seed: int, purpose: str) -> UUID:
+    """A UUID derived from the seed and what it names alone (`league_week:<Monday>`): the same on every run of that seed."""
+    return uuid4_from(hashlib.blake2b(f"{seed}:{purpose}".encode(), digest_size=16).digest())
 
 
 def dumps(value: object) -> str:

@@ -48,7 +48,7 @@ from langlearn import partitions, rules
 from langlearn.errors import ConfigError, Interrupted, LanglearnError, SeedError
 from langlearn.history import read_state
 from langlearn.seed import bulk, workers
-from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name, uuid4_from
+from langlearn.seed.content import Content, Row, data_files, dumps, load_content, package_name, seeded_uuid
 from langlearn.seed.passwords import Passwords
 from langlearn.seed.simulation import BATCH_USERS, RunContext
 from langlearn.seed.simulation.clock import WEEK_CLOSED_AFTER_MS
@@ -288,7 +288,7 @@ class Seeder:
             async with self.connection.transaction():  # a week is ranked exactly when it is marked closed
                 await self.connection.execute(RANK_SQL, rules.week_start(last_day))  # ranks are set before any index is rebuilt
                 weeks = [row[0] for row in await self.connection.fetch(CLOSED_WEEKS_SQL, rules.week_start(last_day))]
-                ids = [uuid4_from(hashlib.blake2b(f"{options.seed}:league_week:{week}".encode(), digest_size=16).digest()) for week in weeks]
+                ids = [seeded_uuid(options.seed, f"league_week:{week}") for week in weeks]
                 await self.connection.execute(CLOSE_SQL, ids, timedelta(milliseconds=WEEK_CLOSED_AFTER_MS), weeks)
             await self.connection.execute(LEDGER_SEQUENCE_SQL)
             if deferred:

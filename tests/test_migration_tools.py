@@ -71,9 +71,9 @@ def script_statements(script: str) -> list[str]:
     """The statements psql sends for `script`: a query ending in `\\gexec` is sent, then its rows; on plain tables (the
     whole shipped history's concurrent index builds) its one row is the migration's statement as written."""
     rows_of = {
-        normalised(expanded.query): normalised(statement)
+        normalised(query): normalised(statement)
         for migration in history.load_history() for direction in ("up", "down") for statement in migration.statements(direction)
-        if (expanded := expansion(statement)) is not None
+        if (query := expansion(statement, in_transaction=False)) is not None
     }
     printed = [normalised(statement) for statement in split_statements(script.replace("\n\\gexec\n", ";\n"))]
     return [sent for statement in printed for sent in (statement, *((rows_of[statement],) if statement in rows_of else ()))]

@@ -142,7 +142,7 @@ async def test_a_build_stopped_midway_is_finished_by_the_rerun_and_its_invalid_l
     location = tmp_path / "migrations"
     history_with(location, QUESTION_INDEX)
     connection = await connect(seeded_db)
-    planned = [row[0] for row in await connection.fetch(expansion(BUILD).query)]  # type: ignore[union-attr]
+    planned = [row[0] for row in await connection.fetch(expansion(BUILD, in_transaction=False))]  # type: ignore[arg-type]
     on_only, first_build, first_attach, second_build = planned[:4]
     assert "ON ONLY" in on_only and "CONCURRENTLY" in first_build and "ATTACH PARTITION" in first_attach
     for statement in (on_only, first_build, first_attach):  # a migrator that stopped after the first partition

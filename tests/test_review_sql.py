@@ -68,8 +68,8 @@ def test_the_review_holds_the_scripts_statements_in_order_and_no_bookkeeping():
     position = 0
     for step in whole_history().steps:  # the script runs the same statements, in the same order
         for statement in step.statements:
-            expanded = None if step.transactional else expansion(statement)  # sent as its catalog query's rows (\gexec)
-            sent = terminated(statement) if expanded is None else f"{expanded.query}\n\\gexec"
+            query = expansion(statement, in_transaction=step.transactional)  # sent as its catalog query's rows (\gexec)
+            sent = terminated(statement) if query is None else f"{query}\n\\gexec"
             position = script.stdout.index(sent, position) + len(sent)
     for version in history.version_files():  # each version's header names its mode
         assert any(line.startswith("-- apply ") and version in line and ("transaction" in line) for line in review.stdout.splitlines())

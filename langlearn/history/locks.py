@@ -26,7 +26,8 @@ BLOCKS = {
 }
 STRENGTH = ["ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"]
 
-NAME = r'(?:"[^"]+"|[\w$]+)(?:\.(?:"[^"]+"|[\w$]+))?'
+IDENTIFIER = r'(?:"(?:[^"]|"")+"|[\w$]+)'  # quoted (a doubled quote inside) or not
+NAME = rf"{IDENTIFIER}(?:\.{IDENTIFIER})?"  # schema-qualified or not
 ALTER_TABLE = re.compile(rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?(?P<table>{NAME})\s*(?P<rest>.*)$", re.I | re.S)
 CREATE_INDEX = re.compile(
     rf"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?P<concurrently>CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?:{NAME}\s+)?ON\s+(?:ONLY\s+)?(?P<table>{NAME})",

@@ -26,14 +26,12 @@ Anything else is sent as written.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import sqlparse
 
 from langlearn.history.checksums import literal
-from langlearn.history.locks import NAME
+from langlearn.history.locks import IDENTIFIER, NAME
 
-IDENTIFIER = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
 CREATE_INDEX_CONCURRENTLY = re.compile(
     rf"^CREATE\s+(?P<unique>UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>{IDENTIFIER})\s+ON\s+"
     rf"(?P<table>{NAME})\s*(?P<definition>(?:USING\s+\w+\s*)?\(.*)$",
@@ -91,14 +89,6 @@ FROM (SELECT) AS one LEFT JOIN pg_class c ON c.oid = to_regclass({index})
 """
 
 
-@dataclass(frozen=True)
-class Expansion:
-    """A statement the runner does not send as written: `query` yields, as rows, the statements to send instead."""
-
-    statement: str
-    query: str
-
-
 def catalog_name(identifier: str) -> str:
     """The name PostgreSQL stores for an identifier as written: a quoted one as it is, an unquoted one folded to lower case."""
     if identifier.startswith('"'):
@@ -106,19 +96,20 @@ def catalog_name(identifier: str) -> str:
     return identifier.lower()
 
 
-def expansion(statement: str) -> Expansion | None:
-    """The catalog query whose rows replace `statement` (a concurrent index build or drop), or None when it is sent as written."""
+def expansion(statement: str, *, in_transaction: bool) -> str | None:
+    """The catalog query whose rows are sent instead of `statement` (a concurrent index build or drop, outside a
+    transaction), or None when it is sent as written."""
+    if in_transaction:  # CONCURRENTLY cannot run there: PostgreSQL's own error says so
+        return None
     text = sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip()
     if match := CREATE_INDEX_CONCURRENTLY.match(text):
         name = literal(catalog_name(match["name"]))
         child = CHILD_NAME.format(full=f"(c.relname || '_' || {name})")
         parent_child = CHILD_NAME.format(full=f"(parent.relname || '_' || {name})")
-        query = BUILD.format(
+        return BUILD.format(
             table=literal(match["table"]), name=name, child=child, parent_child=parent_child, statement=literal(statement),
             definition=literal(match["definition"].strip()), unique="UNIQUE " if match["unique"] else "",
-        )
-        return Expansion(statement, query.strip())
+        ).strip()
     if match := DROP_INDEX_CONCURRENTLY.match(text):
-        query = DROP.format(if_exists="IF EXISTS " if match["if_exists"] else "", index=literal(match["index"]), statement=literal(statement))
-        return Expansion(statement, query.strip())
+        return DROP.format(if_exists="IF EXISTS " if match["if_exists"] else "", index=literal(match["index"]), statement=literal(statement)).strip()
     return None

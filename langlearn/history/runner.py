@@ -136,11 +136,11 @@ async def run_statements(connection: asyncpg.Connection, step: Step) -> None:
 
 async def _statements_to_send(connection: asyncpg.Connection, step: Step, number: int, statement: str) -> list[str]:
     """`statement`, or, outside a transaction, what `partitionwise` turns a concurrent index build or drop into."""
-    expanded = None if step.transactional else expansion(statement)
-    if expanded is None:
+    query = expansion(statement, in_transaction=step.transactional)
+    if query is None:
         return [statement]
     try:
-        return [row[0] for row in await connection.fetch(expanded.query)]
+        return [row[0] for row in await connection.fetch(query)]
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         raise StepFailed(step, number, error) from error
 

@@ -25,12 +25,12 @@ def terminated(statement: str) -> str:
 
 def sent(statement: str, step: Step) -> str:
     """A statement as the runner sends it: as written, or (outside a transaction) the rows of its `partitionwise` query."""
-    expanded = None if step.transactional else expansion(statement)
-    if expanded is None:
+    query = expansion(statement, in_transaction=step.transactional)
+    if query is None:
         return terminated(statement)
     return "\n".join([
         "-- a concurrent index build or drop: psql sends the rows of this query (partition by partition on a partitioned table)",
-        expanded.query,
+        query,
         "\\gexec",
     ])
 
